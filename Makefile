@@ -1,0 +1,31 @@
+# Every target that runs Python depends on `venv`, so a fresh clone needs only python3 and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo devstack-up devstack-down clean
+
+venv: $(STAMP)
+
+# Re-install when the dependency list changes.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest -m "not slow and not chaos"
+
+demo: venv
+	$(BIN)/python -m devstack demo
+
+devstack-up: venv
+	$(BIN)/python -m devstack up --detach
+
+devstack-down: venv
+	$(BIN)/python -m devstack down
+
+clean:
+	rm -rf $(VENV) build *.egg-info

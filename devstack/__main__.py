@@ -1,0 +1,126 @@
+"""python -m devstack up | up --detach | down [--wipe] | env | status | demo
+
+Every command takes ``--state-dir`` (default ``.devstack``, or ``DEVSTACK_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from devstack.config import StackConfig
+from devstack.supervisor import StackError, Supervisor
+
+
+def _config(args: argparse.Namespace) -> StackConfig:
+    requested = StackConfig.create(
+        args.state_dir,
+        port_offset=getattr(args, "port_offset", None),
+        slot_ms=getattr(args, "slot_ms", None),
+        pinata_requests_per_minute=getattr(args, "pinata_rpm", None),
+    )
+    if not requested.config_file.exists():
+        return requested
+    saved = StackConfig.load(requested.state_dir)
+    running = Supervisor(saved, progress=lambda _: None).pid("emulators") is not None
+    if args.command != "up" or running:
+        if args.command == "up" and getattr(args, "port_offset", None) not in (None, saved.port_offset):
+            raise StackError(
+                f"--port-offset: the stack in {saved.state_dir} is running with offset "
+                f"{saved.port_offset}; run `python -m devstack down` first"
+            )
+        return saved
+    return requested
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    config = _config(args)
+    supervisor = Supervisor(config, progress=lambda line: print(f"  {line}", file=sys.stderr))
+    print(f"devstack: starting in {config.state_dir}", file=sys.stderr)
+    seconds = supervisor.up()
+    print(f"devstack: up in {seconds:.1f} s", file=sys.stderr)
+    _print_env(config)
+    if args.detach:
+        print(f"devstack: stop it with `python -m devstack down --state-dir {config.state_dir}`",
+              file=sys.stderr)
+        return 0
+    print("devstack: running in the foreground; Ctrl-C stops it", file=sys.stderr)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        signal.pause()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    supervisor.down()
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    config = _config(args)
+    Supervisor(config, progress=lambda line: print(f"  {line}", file=sys.stderr)).down(wipe=args.wipe)
+    print("devstack: down", file=sys.stderr)
+    return 0
+
+
+def _print_env(config: StackConfig) -> None:
+    for name, value in config.worker_env().items():
+        print(f"export {name}={value}")
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    _print_env(_config(args))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    status = Supervisor(config, progress=lambda _: None).status()
+    width = max(len(name) for name in status)
+    for name, up in status.items():
+        where = config.ports.get(name, "")
+        print(f"{name:<{width}}  {'up' if up else 'down':<4}  {where}")
+    return 0 if all(status.values()) else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from devstack.demo import run_demo
+
+    config = _config(argparse.Namespace(**{**vars(args), "command": "up"}))
+    return run_demo(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="where the stack keeps its state (default .devstack)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start every service (idempotent)")
+    up.add_argument("--detach", action="store_true", help="return once everything is ready")
+    up.add_argument("--port-offset", type=int, default=None, help="added to every default port")
+    up.add_argument("--slot-ms", type=int, default=None, help="milliseconds per slot (400)")
+    up.add_argument("--pinata-rpm", type=int, default=None,
+                    help="Pinata requests a minute before 429 (180; 0 = no limit)")
+    up.set_defaults(func=cmd_up)
+
+    down = commands.add_parser("down", help="stop every service, leaving no process behind")
+    down.add_argument("--wipe", action="store_true", help="also delete the state folder")
+    down.set_defaults(func=cmd_down)
+
+    commands.add_parser("env", help="print export lines for the worker").set_defaults(func=cmd_env)
+    commands.add_parser("status", help="which services are up").set_defaults(func=cmd_status)
+    demo = commands.add_parser("demo", help="start the stack and show it working")
+    demo.set_defaults(func=cmd_demo, detach=True, port_offset=None, slot_ms=None, pinata_rpm=None)
+
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except StackError as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

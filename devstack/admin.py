@@ -1,0 +1,116 @@
+"""The devstack's admin API (``DEVSTACK_ADMIN_URL``): where tests and people steer the faults.
+
+    GET    /services                   name -> URL of every endpoint
+    GET    /faults                     the live faults, with how often each fired
+    POST   /faults                     add one (see devstack.faults); answers {"id": ...}
+    DELETE /faults/{id}                remove one
+    DELETE /faults                     remove all
+    POST   /solana/warp {"slots": N}   advance the chain N slots now (ages blockhashes)
+    POST   /pinata/limits {"requests_per_minute": N}   change Pinata's rate limit (0: none)
+    POST   /postgres/reset-connections cut every open database connection once
+    GET    /stats                      requests per service per minute, faults fired by kind
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from devstack.config import StackConfig
+from devstack.faults import FaultRegistry, FaultSpecError
+
+if TYPE_CHECKING:
+    from devstack.pg_proxy import PostgresFaultProxy
+    from devstack.solana import SolanaLedger
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"body is not JSON: {exc}"}),
+                                 content_type="application/json") from exc
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "body must be a JSON object"}),
+                                 content_type="application/json")
+    return body
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+def build_admin_app(
+    config: StackConfig,
+    registry: FaultRegistry,
+    ledger: SolanaLedger,
+    set_pinata_limit: Any,
+    pg_proxy: PostgresFaultProxy | None,
+) -> web.Application:
+    routes = web.RouteTableDef()
+
+    @routes.get("/services")
+    async def services(_: web.Request) -> web.Response:
+        return web.json_response(config.services())
+
+    @routes.get("/faults")
+    async def list_faults(_: web.Request) -> web.Response:
+        return web.json_response(registry.list())
+
+    @routes.post("/faults")
+    async def add_fault(request: web.Request) -> web.Response:
+        try:
+            fault = await registry.add(await _json_body(request))
+        except (FaultSpecError, ValueError, TypeError) as exc:
+            return _bad_request(str(exc))
+        return web.json_response({"id": fault.id, **fault.describe()}, status=201)
+
+    @routes.delete("/faults/{fault_id}")
+    async def remove_fault(request: web.Request) -> web.Response:
+        if not await registry.remove(request.match_info["fault_id"]):
+            return web.json_response({"error": "no such fault"}, status=404)
+        return web.json_response({"removed": 1})
+
+    @routes.delete("/faults")
+    async def clear_faults(_: web.Request) -> web.Response:
+        return web.json_response({"removed": await registry.clear()})
+
+    @routes.post("/solana/warp")
+    async def warp(request: web.Request) -> web.Response:
+        slots = (await _json_body(request)).get("slots")
+        if not isinstance(slots, int) or slots < 1:
+            return _bad_request("slots: must be a positive integer")
+        return web.json_response(ledger.warp(slots))
+
+    @routes.post("/pinata/limits")
+    async def pinata_limits(request: web.Request) -> web.Response:
+        rpm = (await _json_body(request)).get("requests_per_minute")
+        if not isinstance(rpm, int) or rpm < 0:
+            return _bad_request("requests_per_minute: must be an integer >= 0 (0 means no limit)")
+        set_pinata_limit(rpm)
+        return web.json_response({"requests_per_minute": rpm})
+
+    @routes.post("/postgres/reset-connections")
+    async def reset_pg(_: web.Request) -> web.Response:
+        if pg_proxy is None:
+            return _bad_request("postgres: DATABASE_URL points outside the devstack; no proxy")
+        return web.json_response({"reset": pg_proxy.reset_all()})
+
+    @routes.get("/stats")
+    async def stats(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "requests_per_minute": {
+                    target: {str(minute): n for minute, n in sorted(per_minute.items())}
+                    for target, per_minute in registry.requests_per_minute.items()
+                },
+                "faults_fired": registry.injected,
+                "postgres_open_connections": pg_proxy.open_connections if pg_proxy else None,
+            }
+        )
+
+    app = web.Application()
+    app.add_routes(routes)
+    return app

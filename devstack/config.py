@@ -1,0 +1,139 @@
+"""Where the devstack lives: its state folder, its ports, and the settings it hands the worker.
+
+Every port is a default plus one offset (``--port-offset`` / ``DEVSTACK_PORT_OFFSET``), so a
+second stack (the test suite's) can run beside a developer's without a clash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+# name -> default port. Temporal's two are the ones its CLI documents.
+DEFAULT_PORTS: dict[str, int] = {
+    "temporal": 7233,
+    "temporal-ui": 8233,
+    "postgres-server": 5433,  # the real server; clients go through the fault proxy below
+    "postgres": 5434,  # fault proxy in front of the server (DATABASE_URL points here)
+    "solana-1": 8899,
+    "solana-2": 8897,
+    "solana-3": 8895,
+    "pinata": 8910,
+    "kubo": 5001,
+    "gateway-1": 8080,
+    "gateway-2": 8081,
+    "admin": 8950,
+}
+
+SOLANA_ENDPOINTS = ("solana-1", "solana-2", "solana-3")
+GATEWAYS = ("gateway-1", "gateway-2")
+# A devstack-only bearer token: it guards nothing real, but lets the auth path be exercised.
+DEVSTACK_PINATA_JWT = "devstack-pinata-jwt-not-a-secret"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything the devstack's processes need to agree on."""
+
+    state_dir: Path
+    port_offset: int = 0
+    slot_ms: int = 400
+    pinata_requests_per_minute: int = 180
+    pinata_jwt: str = DEVSTACK_PINATA_JWT
+    external_database_url: str | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        port_offset: int | None = None,
+        slot_ms: int | None = None,
+        pinata_requests_per_minute: int | None = None,
+    ) -> StackConfig:
+        """Build a config from arguments, falling back to DEVSTACK_* variables, then defaults."""
+        env = os.environ
+        offset = port_offset if port_offset is not None else int(
+            env.get("DEVSTACK_PORT_OFFSET", "0")
+        )
+        return cls(
+            state_dir=Path(state_dir or env.get("DEVSTACK_DIR", ".devstack")).resolve(),
+            port_offset=offset,
+            slot_ms=slot_ms if slot_ms is not None else int(env.get("DEVSTACK_SLOT_MS", "400")),
+            pinata_requests_per_minute=(
+                pinata_requests_per_minute
+                if pinata_requests_per_minute is not None
+                else int(env.get("DEVSTACK_PINATA_RPM", "180"))
+            ),
+            external_database_url=env.get("DATABASE_URL") or None,
+            ports={name: port + offset for name, port in DEFAULT_PORTS.items()},
+        )
+
+    # -- persistence, so the emulator process and the CLI read the same config --------------
+
+    @property
+    def config_file(self) -> Path:
+        return self.state_dir / "stack.json"
+
+    def save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        data = asdict(self)
+        data["state_dir"] = str(self.state_dir)
+        self.config_file.write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, state_dir: str | os.PathLike[str]) -> StackConfig:
+        data = json.loads((Path(state_dir).resolve() / "stack.json").read_text())
+        data["state_dir"] = Path(data["state_dir"])
+        return cls(**data)
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    def url(self, name: str) -> str:
+        return f"http://{LOOPBACK}:{self.ports[name]}"
+
+    @property
+    def temporal_address(self) -> str:
+        return f"{LOOPBACK}:{self.ports['temporal']}"
+
+    @property
+    def database_url(self) -> str:
+        if self.external_database_url:
+            return self.external_database_url
+        return f"postgresql://postgres@{LOOPBACK}:{self.ports['postgres']}/mintsaga"
+
+    @property
+    def direct_database_url(self) -> str:
+        """The server itself, bypassing the fault proxy (for migrations and the stack's checks)."""
+        if self.external_database_url:
+            return self.external_database_url
+        return f"postgresql://postgres@{LOOPBACK}:{self.ports['postgres-server']}/mintsaga"
+
+    def services(self) -> dict[str, str]:
+        """Service name -> URL, as ``GET /services`` on the admin API reports it."""
+        out = {
+            "temporal": self.temporal_address,
+            "temporal-ui": self.url("temporal-ui"),
+            "postgres": self.database_url,
+        }
+        for name in (*SOLANA_ENDPOINTS, "pinata", "kubo", *GATEWAYS, "admin"):
+            out[name] = self.url(name)
+        return out
+
+    def worker_env(self) -> dict[str, str]:
+        """Every setting the worker needs, as environment variables."""
+        return {
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "DATABASE_URL": self.database_url,
+            "SOLANA_RPC_ENDPOINTS": ",".join(self.url(n) for n in SOLANA_ENDPOINTS),
+            "PINATA_API_URL": self.url("pinata"),
+            "PINATA_JWT": self.pinata_jwt,
+            "KUBO_API_URL": self.url("kubo"),
+            "IPFS_GATEWAYS": ",".join(self.url(n) for n in GATEWAYS),
+            "DEVSTACK_ADMIN_URL": self.url("admin"),
+        }

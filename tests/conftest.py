@@ -1,0 +1,58 @@
+"""Shared fixtures: one devstack for the whole test session, started the way a developer does.
+
+The stack runs in a temporary state folder on ports shifted by ``DEVSTACK_TEST_PORT_OFFSET``
+(default 10000), so it never touches a developer's own stack on the default ports.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack.config import StackConfig
+
+TEST_PORT_OFFSET = int(os.environ.get("DEVSTACK_TEST_PORT_OFFSET", "10000"))
+
+
+def _devstack(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devstack", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
+    """A running devstack; every fault is cleared again after each test that uses it."""
+    state_dir: Path = tmp_path_factory.mktemp("devstack")
+    env_database_url = os.environ.pop("DATABASE_URL", None)  # the test stack runs its own
+    try:
+        started = _devstack(
+            "--state-dir", str(state_dir), "up", "--detach", "--port-offset", str(TEST_PORT_OFFSET)
+        )
+        if started.returncode != 0:
+            _devstack("--state-dir", str(state_dir), "down")
+            pytest.fail(f"devstack did not start:\n{started.stderr}")
+        yield StackConfig.load(state_dir)
+    finally:
+        stopped = _devstack("--state-dir", str(state_dir), "down")
+        if env_database_url is not None:
+            os.environ["DATABASE_URL"] = env_database_url
+        assert stopped.returncode == 0, stopped.stderr
+
+
+@pytest.fixture(autouse=True)
+def _clear_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "stack" in request.fixturenames:
+        config: StackConfig = request.getfixturevalue("stack")
+        httpx.delete(config.url("admin") + "/faults", timeout=10).raise_for_status()

@@ -54,6 +54,7 @@ class PostgresFaultProxy:
         self.registry = registry
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         registry.on_down_change(self._on_down_change)
 
     async def start(self) -> None:
@@ -62,11 +63,14 @@ class PostgresFaultProxy:
         )
 
     async def close(self) -> None:
-        self.reset_all()
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
             self._server = None
+        self.reset_all()
+        for task in self._handlers:
+            task.cancel()
+        # Let the pipes see their sockets gone and end, rather than be cancelled mid-read.
+        await asyncio.gather(*self._handlers, return_exceptions=True)
 
     def reset_all(self) -> int:
         """Reset every open connection; returns how many there were."""
@@ -94,6 +98,17 @@ class PostgresFaultProxy:
             log.info("postgres proxy is back up")
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            writer.transport.abort()
+        finally:
+            self._handlers.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.registry.record_request(TARGET)
         fault = self.registry.pick(TARGET, None)
         if fault is not None and fault.kind in ("error", "status", "down", "drop_response"):

@@ -95,9 +95,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="where the stack keeps its state (default .devstack)")
+    # Also accepted after the command (`down --state-dir X`), where people tend to put it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("up", help="start every service (idempotent)")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[common])
+
+    up = command("up", "start every service (idempotent)")
     up.add_argument("--detach", action="store_true", help="return once everything is ready")
     up.add_argument("--port-offset", type=int, default=None, help="added to every default port")
     up.add_argument("--slot-ms", type=int, default=None, help="milliseconds per slot (400)")
@@ -105,13 +111,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="Pinata requests a minute before 429 (180; 0 = no limit)")
     up.set_defaults(func=cmd_up)
 
-    down = commands.add_parser("down", help="stop every service, leaving no process behind")
+    down = command("down", "stop every service, leaving no process behind")
     down.add_argument("--wipe", action="store_true", help="also delete the state folder")
     down.set_defaults(func=cmd_down)
 
-    commands.add_parser("env", help="print export lines for the worker").set_defaults(func=cmd_env)
-    commands.add_parser("status", help="which services are up").set_defaults(func=cmd_status)
-    demo = commands.add_parser("demo", help="start the stack and show it working")
+    command("env", "print export lines for the worker").set_defaults(func=cmd_env)
+    command("status", "which services are up").set_defaults(func=cmd_status)
+    demo = command("demo", "start the stack and show it working")
     demo.set_defaults(func=cmd_demo, detach=True, port_offset=None, slot_ms=None, pinata_rpm=None)
 
     args = parser.parse_args(argv)

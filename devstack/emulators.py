@@ -106,7 +106,9 @@ async def serve(config: StackConfig) -> None:
     await host.add("kubo", build_kubo_app(store, registry))
     for name in GATEWAYS:
         await host.add(name, build_gateway_app(store, registry, name))
-    await host.add("admin", build_admin_app(config, registry, ledger, store))
+    await host.add(
+        "admin", build_admin_app(config, registry, ledger, store.pinata_limits.set, pg_proxy)
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,0 +1,238 @@
+"""A subset of Kubo's RPC API (the backup IPFS provider) over the shared store.
+
+Kubo's RPC is POST-only (anything else is 405), reports command failures as HTTP 500 with
+``{"Message", "Code": 0, "Type": "error"}`` and bad arguments as 400 with ``Code: 1``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeGuard
+
+from aiohttp import BodyPartReader, web
+
+from devstack.faults import FaultRegistry, fault_middleware
+from devstack.ipfs.cid import InvalidCid, cid_of_async, dag_size, parse_cid
+from devstack.ipfs.store import IpfsStore
+
+TARGET = "kubo"
+VERSION = "0.39.0-devstack"
+MAX_BODY = 512 * 1024 * 1024
+STORE_KEY = web.AppKey("kubo_store", IpfsStore)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class KuboError(Exception):
+    """A command failure, rendered the way Kubo renders it."""
+
+    def __init__(self, message: str, *, client: bool = False) -> None:
+        super().__init__(message)
+        self.client = client
+
+    def response(self) -> web.Response:
+        return web.json_response(
+            {"Message": str(self), "Code": 1 if self.client else 0, "Type": "error"},
+            status=400 if self.client else 500,
+        )
+
+
+def build_kubo_app(store: IpfsStore, registry: FaultRegistry) -> web.Application:
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[fault_middleware(registry, TARGET), _post_only, _kubo_errors],
+    )
+    app[STORE_KEY] = store
+    for path, handler in {
+        "add": _add,
+        "cat": _cat,
+        "pin/add": _pin_add,
+        "pin/rm": _pin_rm,
+        "pin/ls": _pin_ls,
+        "version": _version,
+    }.items():
+        app.router.add_route("*", f"/api/v0/{path}", handler)
+    return app
+
+
+@web.middleware
+async def _post_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method != "POST" and request.path.startswith("/api/v0/"):
+        return web.Response(status=405, text="405 - Method Not Allowed")
+    return await handler(request)
+
+
+@web.middleware
+async def _kubo_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except KuboError as exc:
+        return exc.response()
+
+
+# -- arguments ---------------------------------------------------------------------------
+
+
+def _bool(request: web.Request, name: str, default: bool) -> bool:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if text.lower() in ("", "1", "t", "true"):
+        return True
+    if text.lower() in ("0", "f", "false"):
+        return False
+    raise KuboError(
+        f'Could not convert value "{text}" to type "bool" (for option "-{name}")', client=True
+    )
+
+
+def _args(request: web.Request, *, required: bool) -> list[str]:
+    args = request.query.getall("arg", [])
+    if required and not args:
+        raise KuboError('argument "ipfs-path" is required', client=True)
+    for arg in args:
+        _parse(arg)
+    return args
+
+
+def _parse(arg: str) -> str:
+    """Accept ``CID`` or ``/ipfs/CID``; return the CID."""
+    cid = arg.removeprefix("/ipfs/").rstrip("/")
+    try:
+        parse_cid(cid)
+    except InvalidCid as exc:
+        raise KuboError(f'invalid path "{arg}": {exc}') from None
+    return cid
+
+
+# -- handlers ----------------------------------------------------------------------------
+
+
+async def _add(request: web.Request) -> web.Response:
+    cid_version = _cid_version(request)
+    raw_leaves = _bool(request, "raw-leaves", cid_version == 1)
+    if raw_leaves != (cid_version == 1):
+        raise KuboError(
+            "devstack supports only Kubo's defaults: cid-version=0 with dag-pb leaves, "
+            "or cid-version=1 with raw leaves",
+            client=True,
+        )
+    _reject_unsupported(request)
+    pin = _bool(request, "pin", True)
+    only_hash = _bool(request, "only-hash", False)
+    if not request.content_type.startswith("multipart/"):
+        raise KuboError("file argument was nil", client=True)
+    store = request.app[STORE_KEY]
+    lines = []
+    reader = await request.multipart()
+    async for part in reader:
+        if not _is_file(part):
+            continue  # directories and nested parts are not supported
+        data = bytes(await part.read())
+        if only_hash:
+            cid, size = await cid_of_async(data, cid_version), dag_size(len(data), cid_version)
+        else:
+            added = await store.add(data, cid_version=cid_version)
+            cid, size = added.cid, added.dag_size
+            if pin:
+                store.pin(TARGET, cid, size=size, name=part.filename)
+        name = part.filename or cid
+        lines.append(json.dumps({"Name": name, "Hash": cid, "Size": str(size)}))
+    if not lines:
+        raise KuboError("file argument was nil", client=True)
+    return web.Response(
+        text="\n".join(lines) + "\n",
+        content_type="application/json",
+        headers={"X-Chunked-Output": "1"},
+    )
+
+
+def _is_file(part: object) -> TypeGuard[BodyPartReader]:
+    if not isinstance(part, BodyPartReader):
+        return False
+    return not part.headers.get("Content-Type", "").startswith("application/x-directory")
+
+
+def _cid_version(request: web.Request) -> int:
+    text = request.query.get("cid-version", "0")
+    if text not in ("0", "1"):
+        raise KuboError(f"unknown CID version: {text}", client=True)
+    return int(text)
+
+
+def _reject_unsupported(request: web.Request) -> None:
+    """Options that would change the CID in ways the devstack does not model."""
+    checks = {
+        "chunker": lambda v: v in ("", "size-262144"),
+        "hash": lambda v: v in ("", "sha2-256"),
+        "trickle": lambda v: v.lower() in ("0", "f", "false"),
+        "wrap-with-directory": lambda v: v.lower() in ("0", "f", "false"),
+        "inline": lambda v: v.lower() in ("0", "f", "false"),
+    }
+    for name, ok in checks.items():
+        value = request.query.get(name)
+        if value is not None and not ok(value):
+            raise KuboError(f"devstack does not support {name}={value}", client=True)
+
+
+async def _cat(request: web.Request) -> web.Response:
+    cid = _parse(_args(request, required=True)[0])
+    data = await request.app[STORE_KEY].read(cid)
+    if data is None:
+        raise KuboError(f"block was not found locally (offline): ipld: could not find {cid}")
+    offset = int(request.query.get("offset", "0") or 0)
+    length = request.query.get("length")
+    end = None if length in (None, "") else offset + int(length)
+    return web.Response(body=data[offset:end], content_type="text/plain")
+
+
+async def _pin_add(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    cids = [_parse(arg) for arg in _args(request, required=True)]
+    for cid in cids:
+        if not store.has_content(cid):
+            raise KuboError(f"block was not found locally (offline): ipld: could not find {cid}")
+    for cid in cids:
+        size = len(await store.read(cid) or b"")
+        version = parse_cid(cid).version
+        store.pin(TARGET, cid, size=dag_size(size, version))
+    return web.json_response({"Pins": cids})
+
+
+async def _pin_rm(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    cids = [_parse(arg) for arg in _args(request, required=True)]
+    for cid in cids:
+        if not store.active_pins(TARGET, cid):
+            raise KuboError("not pinned or pinned indirectly")
+    for cid in cids:
+        store.unpin(TARGET, cid)
+    return web.json_response({"Pins": cids})
+
+
+async def _pin_ls(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    pin_type = request.query.get("type", "all")
+    if pin_type not in ("all", "recursive", "direct", "indirect"):
+        raise KuboError(
+            f"invalid type '{pin_type}', must be one of {{direct, indirect, recursive, all}}",
+            client=True,
+        )
+    keys: dict[str, dict[str, Any]] = {}
+    wants_recursive = pin_type in ("all", "recursive")
+    args = [_parse(arg) for arg in _args(request, required=False)]
+    if args:
+        for cid in args:
+            if not (wants_recursive and store.active_pins(TARGET, cid)):
+                raise KuboError(f"path '{cid}' is not pinned")
+            keys[cid] = {"Type": "recursive"}
+    elif wants_recursive:
+        keys = {pin.cid: {"Type": "recursive"} for pin in store.active_pins(TARGET)}
+    return web.json_response({"Keys": keys})
+
+
+async def _version(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"Version": VERSION, "Commit": "", "Repo": "16", "System": "devstack", "Golang": ""}
+    )

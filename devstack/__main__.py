@@ -15,24 +15,26 @@ from devstack.supervisor import StackError, Supervisor
 
 
 def _config(args: argparse.Namespace) -> StackConfig:
-    requested = StackConfig.create(
-        args.state_dir,
-        port_offset=getattr(args, "port_offset", None),
-        slot_ms=getattr(args, "slot_ms", None),
-        pinata_requests_per_minute=getattr(args, "pinata_rpm", None),
-    )
-    if not requested.config_file.exists():
-        return requested
-    saved = StackConfig.load(requested.state_dir)
-    running = Supervisor(saved, progress=lambda _: None).pid("emulators") is not None
-    if args.command != "up" or running:
-        if args.command == "up" and getattr(args, "port_offset", None) not in (None, saved.port_offset):
-            raise StackError(
-                f"--port-offset: the stack in {saved.state_dir} is running with offset "
-                f"{saved.port_offset}; run `python -m devstack down` first"
-            )
-        return saved
-    return requested
+    """The stack's config: the saved one while it runs, else the arguments over the saved one."""
+    state_dir = StackConfig.create(args.state_dir).state_dir
+    saved = StackConfig.load(state_dir) if (state_dir / "stack.json").exists() else None
+    given = {
+        "port_offset": getattr(args, "port_offset", None),
+        "slot_ms": getattr(args, "slot_ms", None),
+        "pinata_requests_per_minute": getattr(args, "pinata_rpm", None),
+    }
+    if saved is not None:
+        running = Supervisor(saved, progress=lambda _: None).pid("emulators") is not None
+        if args.command != "up" or running:
+            changed = [k for k, v in given.items() if v is not None and v != getattr(saved, k)]
+            if changed:
+                raise StackError(
+                    f"{', '.join(changed)}: the stack in {state_dir} is running with other "
+                    "settings; run `python -m devstack down` first"
+                )
+            return saved
+        given = {k: v if v is not None else getattr(saved, k) for k, v in given.items()}
+    return StackConfig.create(state_dir, **given)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

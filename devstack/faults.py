@@ -159,9 +159,13 @@ class FaultRegistry:
         per_minute = self.requests_per_minute.setdefault(target, {})
         per_minute[minute] = per_minute.get(minute, 0) + 1
 
-    def pick(self, target: str, key: str | None = None) -> Fault | None:
+    def pick(
+        self, target: str, key: str | None = None, *, skip_kinds: tuple[str, ...] = ()
+    ) -> Fault | None:
         """The fault that hits this request, if any (first match in insertion order)."""
         for fault in self._faults.values():
+            if fault.kind in skip_kinds:
+                continue
             if fault.target == target and fault.matches(key) and fault.fires():
                 fault.hits += 1
                 name = f"{target}:{fault.kind}"

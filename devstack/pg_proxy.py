@@ -26,6 +26,21 @@ TARGET = "postgres"
 CHUNK = 64 * 1024
 
 
+def _executes(chunk: bytes) -> bool:
+    """Whether a chunk of frontend messages holds a Query ('Q') or an Execute ('E').
+
+    Frontend messages are a type byte and a big-endian length that counts itself; the startup
+    packet (no type byte) only comes first on a connection and holds neither.
+    """
+    offset = 0
+    while offset + 5 <= len(chunk):
+        kind = chunk[offset : offset + 1]
+        if kind in (b"Q", b"E"):
+            return True
+        offset += 1 + int.from_bytes(chunk[offset + 1 : offset + 5], "big")
+    return False
+
+
 class _Connection:
     def __init__(
         self,
@@ -143,7 +158,9 @@ class PostgresFaultProxy:
     async def _client_to_server(self, conn: _Connection) -> None:
         try:
             while data := await conn.client_reader.read(CHUNK):
-                fault = self.registry.pick(TARGET, None)
+                # Losing an answer only means something when the chunk ran a statement.
+                skip = () if _executes(data) else ("drop_response",)
+                fault = self.registry.pick(TARGET, None, skip_kinds=skip)
                 if fault is not None:
                     if fault.kind in ("error", "status", "down"):
                         conn.reset()

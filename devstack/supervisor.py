@@ -189,19 +189,24 @@ class Supervisor:
                 await asyncio.sleep(0.1)
 
     async def _wait_temporal(self, deadline: float) -> None:
-        from temporalio.client import Client
-
+        # The CLI, not the SDK: an SDK client here would start its Rust runtime's threads in a
+        # process that exits right after, which can crash the interpreter at shutdown.
+        argv = [temporal_binary(), "workflow", "count", "--namespace", "default",
+                "--address", self.config.temporal_address]  # fmt: skip
         while True:
             if self.pid("temporal") is None:
                 raise self._fail("temporal", "exited during startup")
-            try:
-                client = await Client.connect(self.config.temporal_address, namespace="default")
-                await client.count_workflows()  # the default namespace and visibility are up
+            probe = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
+            output, _ = await probe.communicate()
+            if probe.returncode == 0 and output.startswith(b"Total:"):
                 self.progress(f"temporal: ready (UI {self.config.url('temporal-ui')})")
                 return
-            except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
-                if time.monotonic() > deadline:
-                    raise self._fail("temporal", f"not ready after {STARTUP_TIMEOUT_S:.0f} s: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise self._fail(
+                    "temporal", f"not ready after {STARTUP_TIMEOUT_S:.0f} s: {output.decode()[-300:]}"
+                )
             await asyncio.sleep(0.2)
 
     async def _wait_database(self, deadline: float) -> None:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo devstack-up devstack-down clean
+.PHONY: venv test demo devstack-up devstack-down bench-devstack clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,9 @@ devstack-up: venv
 
 devstack-down: venv
 	$(BIN)/python -m devstack down
+
+bench-devstack: venv
+	$(BIN)/python -m bench.devstack_figures
 
 clean:
 	rm -rf $(VENV) build *.egg-info

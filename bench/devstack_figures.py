@@ -80,8 +80,11 @@ async def nft_transactions_per_second() -> float:
 
 
 def main() -> None:
-    print(f"machine: {platform.machine()}, {platform.python_implementation()} "
-          f"{platform.python_version()}, {sys.platform}", flush=True)
+    print(
+        f"machine: {platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}, {sys.platform}",
+        flush=True,
+    )
     print("startup: running `devstack up --detach` cold, then warm ...", flush=True)
     cold, warm = startup_seconds()
     print(f"startup cold (fresh state folder): {cold:.2f} s")

@@ -6,6 +6,7 @@ Every command takes ``--state-dir`` (default ``.devstack``, or ``DEVSTACK_DIR``)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -45,22 +46,24 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"devstack: up in {seconds:.1f} s", file=sys.stderr)
     _print_env(config)
     if args.detach:
-        print(f"devstack: stop it with `python -m devstack down --state-dir {config.state_dir}`",
-              file=sys.stderr)
+        print(
+            f"devstack: stop it with `python -m devstack down --state-dir {config.state_dir}`",
+            file=sys.stderr,
+        )
         return 0
     print("devstack: running in the foreground; Ctrl-C stops it", file=sys.stderr)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
         signal.pause()
-    except (KeyboardInterrupt, SystemExit):
-        pass
     supervisor.down()
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     config = _config(args)
-    Supervisor(config, progress=lambda line: print(f"  {line}", file=sys.stderr)).down(wipe=args.wipe)
+    Supervisor(config, progress=lambda line: print(f"  {line}", file=sys.stderr)).down(
+        wipe=args.wipe
+    )
     print("devstack: down", file=sys.stderr)
     return 0
 
@@ -93,10 +96,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--state-dir", type=Path, default=None,
-                        help="where the stack keeps its state (default .devstack)")
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the stack keeps its state (default .devstack)",
+    )
     # Also accepted after the command (`down --state-dir X`), where people tend to put it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
@@ -109,8 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--detach", action="store_true", help="return once everything is ready")
     up.add_argument("--port-offset", type=int, default=None, help="added to every default port")
     up.add_argument("--slot-ms", type=int, default=None, help="milliseconds per slot (400)")
-    up.add_argument("--pinata-rpm", type=int, default=None,
-                    help="Pinata requests a minute before 429 (180; 0 = no limit)")
+    up.add_argument(
+        "--pinata-rpm",
+        type=int,
+        default=None,
+        help="Pinata requests a minute before 429 (180; 0 = no limit)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = command("down", "stop every service, leaving no process behind")

@@ -1,14 +1,14 @@
 """The devstack's admin API (``DEVSTACK_ADMIN_URL``): where tests and people steer the faults.
 
-    GET    /services                   name -> URL of every endpoint
-    GET    /faults                     the live faults, with how often each fired
-    POST   /faults                     add one (see devstack.faults); answers {"id": ...}
-    DELETE /faults/{id}                remove one
-    DELETE /faults                     remove all
-    POST   /solana/warp {"slots": N}   advance the chain N slots now (ages blockhashes)
-    POST   /pinata/limits {"requests_per_minute": N}   change Pinata's rate limit (0: none)
-    POST   /postgres/reset-connections cut every open database connection once
-    GET    /stats                      requests per service per minute, faults fired by kind
+GET    /services                   name -> URL of every endpoint
+GET    /faults                     the live faults, with how often each fired
+POST   /faults                     add one (see devstack.faults); answers {"id": ...}
+DELETE /faults/{id}                remove one
+DELETE /faults                     remove all
+POST   /solana/warp {"slots": N}   advance the chain N slots now (ages blockhashes)
+POST   /pinata/limits {"requests_per_minute": N}   change Pinata's rate limit (0: none)
+POST   /postgres/reset-connections cut every open database connection once
+GET    /stats                      requests per service per minute, faults fired by kind
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except json.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"body is not JSON: {exc}"}),
-                                 content_type="application/json") from exc
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"body is not JSON: {exc}"}), content_type="application/json"
+        ) from exc
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "body must be a JSON object"}),
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body must be a JSON object"}),
+            content_type="application/json",
+        )
     return body
 
 

@@ -58,8 +58,8 @@ class StackConfig:
     ) -> StackConfig:
         """Build a config from arguments, falling back to DEVSTACK_* variables, then defaults."""
         env = os.environ
-        offset = port_offset if port_offset is not None else int(
-            env.get("DEVSTACK_PORT_OFFSET", "0")
+        offset = (
+            port_offset if port_offset is not None else int(env.get("DEVSTACK_PORT_OFFSET", "0"))
         )
         return cls(
             state_dir=Path(state_dir or env.get("DEVSTACK_DIR", ".devstack")).resolve(),

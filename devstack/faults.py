@@ -95,7 +95,9 @@ class FaultRegistry:
     def parse(self, spec: dict[str, Any]) -> Fault:
         target = spec.get("target")
         if target not in self._targets:
-            raise FaultSpecError(f"target: unknown service {target!r}; known: {sorted(self._targets)}")
+            raise FaultSpecError(
+                f"target: unknown service {target!r}; known: {sorted(self._targets)}"
+            )
         kind = spec.get("kind")
         if kind not in FAULT_KINDS:
             raise FaultSpecError(f"kind: {kind!r} is not one of {list(FAULT_KINDS)}")

@@ -58,7 +58,9 @@ class _Connection:
             if sock is not None:
                 # SO_LINGER 0 makes close() send RST: the peer sees a reset, not a clean EOF.
                 with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                    )
             transport.abort()
 
 

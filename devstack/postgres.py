@@ -49,7 +49,9 @@ def _pg(tool: str, *args: str, user: str | None, timeout: float = 60) -> str:
         check=False,
     )
     if result.returncode != 0:
-        raise PostgresError(f"{tool} {' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}")
+        raise PostgresError(
+            f"{tool} {' '.join(args)} failed: {result.stderr.strip() or result.stdout.strip()}"
+        )
     return result.stdout
 
 
@@ -76,8 +78,10 @@ class EmbeddedPostgres:
         self._own(self.dir)
         _pg(
             "initdb",
-            "-D", str(self.data),
-            "-U", "postgres",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
             "--auth=trust",
             "--encoding=UTF8",
             "--no-sync",
@@ -106,8 +110,18 @@ class EmbeddedPostgres:
             "-c max_connections=200 -c fsync=off -c synchronous_commit=off"
         )
         _pg(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
-            "start", user=self._user,
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+            user=self._user,
         )
 
     def stop(self) -> None:

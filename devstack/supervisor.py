@@ -118,7 +118,13 @@ class Supervisor:
             self.progress("emulators: starting (solana, pinata, kubo, gateways, admin)")
             self._spawn(
                 "emulators",
-                [sys.executable, "-m", "devstack.emulators", "--state-dir", str(self.config.state_dir)],
+                [
+                    sys.executable,
+                    "-m",
+                    "devstack.emulators",
+                    "--state-dir",
+                    str(self.config.state_dir),
+                ],
             )
         asyncio.run(self._wait_ready())
         return time.monotonic() - started
@@ -127,8 +133,11 @@ class Supervisor:
         """A port held by something else would make a service fail later, less clearly."""
         owners = {
             "temporal": ("temporal", "temporal-ui"),
-            "emulators": tuple(n for n in self.config.ports if n not in
-                               ("temporal", "temporal-ui", "postgres-server")),
+            "emulators": tuple(
+                n
+                for n in self.config.ports
+                if n not in ("temporal", "temporal-ui", "postgres-server")
+            ),
         }
         for owner, names in owners.items():
             if self.pid(owner) is not None:
@@ -205,7 +214,8 @@ class Supervisor:
                 return
             if time.monotonic() > deadline:
                 raise self._fail(
-                    "temporal", f"not ready after {STARTUP_TIMEOUT_S:.0f} s: {output.decode()[-300:]}"
+                    "temporal",
+                    f"not ready after {STARTUP_TIMEOUT_S:.0f} s: {output.decode()[-300:]}",
                 )
             await asyncio.sleep(0.2)
 
@@ -214,15 +224,15 @@ class Supervisor:
             admin_url = self.config.direct_database_url.rsplit("/", 1)[0] + "/postgres"
             conn = await asyncpg.connect(admin_url)
             try:
-                exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+                exists = await conn.fetchval(
+                    "SELECT 1 FROM pg_database WHERE datname = $1", DATABASE
+                )
                 if not exists:
                     await conn.execute(f"CREATE DATABASE {DATABASE}")
             finally:
                 await conn.close()
         applied = await migrate_url(self.config.direct_database_url)
-        self.progress(
-            "postgres: ready" + (f" (applied {', '.join(applied)})" if applied else "")
-        )
+        self.progress("postgres: ready" + (f" (applied {', '.join(applied)})" if applied else ""))
 
     # -- down --------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""`up --detach`, `down`, `down --wipe`: idempotent start, state kept across a restart, nothing left.
+"""`up --detach`, `down`, `down --wipe`: idempotent start, state kept, nothing left behind.
 
 This test runs its own stack (ports shifted by 20000) so it can stop and restart it.
 """
@@ -49,9 +49,10 @@ def alive(pid: int) -> bool:
     return not Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
 
 
-def rpc(config: StackConfig, method: str, params: list[object]) -> object:
+async def rpc(config: StackConfig, method: str, params: list[object]) -> object:
     body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    answer = httpx.post(config.url("solana-2"), json=body, timeout=10).json()
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = (await http.post(config.url("solana-2"), json=body)).json()
     assert "error" not in answer, answer
     return answer["result"]
 
@@ -61,13 +62,13 @@ async def leave_traces(config: StackConfig, tag: str) -> dict[str, str]:
     from solders.keypair import Keypair
 
     account = str(Keypair().pubkey())
-    rpc(config, "requestAirdrop", [account, 1_000_000_000])
-    pinned = httpx.post(
-        config.url("pinata") + "/pinning/pinJSONToIPFS",
-        json={"pinataContent": {"tag": tag}, "pinataMetadata": {"name": tag}},
-        headers={"Authorization": f"Bearer {config.pinata_jwt}"},
-        timeout=10,
-    )
+    await rpc(config, "requestAirdrop", [account, 1_000_000_000])
+    async with httpx.AsyncClient(timeout=10) as http:
+        pinned = await http.post(
+            config.url("pinata") + "/pinning/pinJSONToIPFS",
+            json={"pinataContent": {"tag": tag}, "pinataMetadata": {"name": tag}},
+            headers={"Authorization": f"Bearer {config.pinata_jwt}"},
+        )
     pinned.raise_for_status()
     client = await Client.connect(config.temporal_address)
     handle = await client.start_workflow(
@@ -83,15 +84,18 @@ async def leave_traces(config: StackConfig, tag: str) -> dict[str, str]:
 
 
 async def traces_survive(config: StackConfig, tag: str, traces: dict[str, str]) -> None:
-    balance = rpc(config, "getBalance", [traces["account"]])
+    balance = await rpc(config, "getBalance", [traces["account"]])
     assert isinstance(balance, dict) and balance["value"] == 1_000_000_000
-    served = httpx.get(f"{config.url('gateway-1')}/ipfs/{traces['cid']}", timeout=10)
+    async with httpx.AsyncClient(timeout=10) as http:
+        served = await http.get(f"{config.url('gateway-1')}/ipfs/{traces['cid']}")
     assert served.status_code == 200 and served.json() == {"tag": tag}
     client = await Client.connect(config.temporal_address)
     described = await client.get_workflow_handle(traces["workflow"]).describe()
     assert described.status == WorkflowExecutionStatus.RUNNING
     conn = await asyncpg.connect(config.database_url)
-    assert await conn.fetchval("SELECT wallet FROM mints WHERE mint_id = $1", tag) == traces["account"]
+    assert (
+        await conn.fetchval("SELECT wallet FROM mints WHERE mint_id = $1", tag) == traces["account"]
+    )
     await conn.close()
 
 

@@ -117,8 +117,13 @@ async def test_lost_send_answer_still_lands_the_transaction(
     tx = Transaction(
         [payer],
         Message(
-            [transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=receiver.pubkey(),
-                                     lamports=10_000_000))],
+            [
+                transfer(
+                    TransferParams(
+                        from_pubkey=payer.pubkey(), to_pubkey=receiver.pubkey(), lamports=10_000_000
+                    )
+                )
+            ],
             payer.pubkey(),
         ),
         blockhash,

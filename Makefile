@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo devstack-up devstack-down bench-devstack clean
+.PHONY: venv lint test demo devstack-up devstack-down bench-devstack clean
 
 venv: $(STAMP)
 
@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-test: venv
+test: venv lint
 	$(BIN)/python -m pytest -m "not slow and not chaos"
+
+lint: venv
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
 
 demo: venv
 	$(BIN)/python -m devstack demo

@@ -61,14 +61,14 @@ def run_demo(config: StackConfig) -> int:
         for name in SOLANA_ENDPOINTS[:2]:
             try:
                 _say(f"   {name}: slot {_rpc(client, config.url(name), 'getSlot')}")
-            except httpx.ConnectError:
-                _say(f"   {name}: connection refused")
+            except httpx.TransportError as exc:  # refused, or a kept-alive connection cut
+                _say(f"   {name}: {type(exc).__name__} - a client would fail over")
         client.delete(f"{admin}/faults/{fault['id']}")
         _say(f"   solana-1 back: slot {_rpc(client, config.url('solana-1'), 'getSlot')}")
 
     _say(f"\nTemporal UI: {config.url('temporal-ui')}")
-    _say("Worker settings: python -m devstack env")
-    _say("Stop everything: python -m devstack down   (add --wipe to delete the state)")
+    _say("Worker settings: .venv/bin/python -m devstack env")
+    _say("Stop everything: .venv/bin/python -m devstack down   (add --wipe to delete the state)")
     return 0
 
 

@@ -1,0 +1,66 @@
+"""The one error type every client raises, classified once at the client boundary.
+
+    ServiceError
+      kind = TRANSIENT        connection refused/reset, timeouts, 5xx: try again (another endpoint)
+      kind = RATE_LIMITED     429 and RPC rate limits: try again after ``retry_after``
+      kind = PERMANENT        a bad request or an answer that will not change: do not retry
+      kind = NEEDS_OPERATOR   only a person can fix it (an empty system wallet, a bad credential)
+
+Clients translate third-party exceptions into a ``ServiceError`` (``raise ... from exc``), so
+activities map one type to Temporal's retry behaviour instead of knowing every library.
+Messages never carry secrets (tokens, keys, seeds).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorKind(enum.StrEnum):
+    TRANSIENT = "transient"
+    RATE_LIMITED = "rate_limited"
+    PERMANENT = "permanent"
+    NEEDS_OPERATOR = "needs_operator"
+
+    @property
+    def retryable(self) -> bool:
+        return self in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED)
+
+
+class ServiceError(Exception):
+    """A classified failure of an external service.
+
+    Args:
+        message: what went wrong, for a person; names the setting or field at fault if any.
+        service: "solana", "pinata", "kubo", "gateway", "postgres" or "image".
+        kind: how the caller should react.
+        code: a short searchable type name, e.g. "BlockhashNotFound", "PinataUnauthorized".
+        endpoint: the URL (without credentials) that failed, when there is one.
+        retry_after: seconds the service asked us to wait (Retry-After), if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        service: str,
+        kind: ErrorKind,
+        code: str,
+        endpoint: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.service = service
+        self.kind = kind
+        self.code = code
+        self.endpoint = endpoint
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind.retryable
+
+    def __str__(self) -> str:
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        return f"{self.service} {self.code} ({self.kind}){where}: {self.message}"

@@ -1,0 +1,201 @@
+"""IpfsUploader's failover rules and GatewayReader's verification, with fake HTTP services.
+
+Each fake is an httpx.MockTransport routing by host, so a test states exactly what each
+provider answers and sees which ones were called.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from clients.cid import cid_sync, compute_cid
+from clients.errors import ErrorKind, ServiceError
+from clients.gateways import GatewayReader
+from clients.ipfs import IpfsUploader, Upload
+from clients.kubo import KuboClient
+from clients.pinata import PinataClient
+
+DATA = b"\x89PNG\r\n\x1a\nfailover-test"
+OTHER_CID = cid_sync(b"something else")
+Answer = Callable[[httpx.Request], httpx.Response]
+
+
+def pinata_ok(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(
+        200, json={"IpfsHash": cid_sync(DATA), "PinSize": 1, "isDuplicate": False}
+    )
+
+
+def kubo_ok(request: httpx.Request) -> httpx.Response:
+    line = json.dumps({"Name": "a.png", "Hash": cid_sync(DATA), "Size": "1"})
+    return httpx.Response(200, text=line + "\n")
+
+
+def status(code: int, **headers: str) -> Answer:
+    return lambda request: httpx.Response(code, json={"error": "fake"}, headers=headers)
+
+
+class Fakes:
+    def __init__(self, pinata: Answer, kubo: Answer) -> None:
+        self.answers = {"pinata": pinata, "kubo": kubo}
+        self.calls: list[str] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(request.url.host)
+        return self.answers[request.url.host](request)
+
+    def uploader(self, http: httpx.AsyncClient) -> IpfsUploader:
+        return IpfsUploader(
+            PinataClient("http://pinata", "jwt", http), KuboClient("http://kubo", http)
+        )
+
+
+async def run(pinata: Answer, kubo: Answer) -> tuple[Upload | ServiceError, list[str]]:
+    fakes = Fakes(pinata, kubo)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fakes.handle)) as http:
+        try:
+            result: Upload | ServiceError = await fakes.uploader(http).upload(
+                DATA, filename="a.png", name="a", keyvalues={"k": "v"}
+            )
+        except ServiceError as exc:
+            result = exc
+    return result, fakes.calls
+
+
+async def test_pinata_success_never_touches_kubo() -> None:
+    result, calls = await run(pinata_ok, kubo_ok)
+    assert result == Upload(cid_sync(DATA), "pinata")
+    assert calls == ["pinata"]
+
+
+async def test_pinata_request_carries_file_metadata_and_cid_version() -> None:
+    seen: list[httpx.Request] = []
+
+    def pinata(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return pinata_ok(request)
+
+    await run(pinata, kubo_ok)
+    body = seen[0].read()
+    assert seen[0].headers["Authorization"] == "Bearer jwt"
+    assert b'{"cidVersion": 1}' in body
+    assert b'{"name": "a", "keyvalues": {"k": "v"}}' in body
+    assert DATA in body
+
+
+@pytest.mark.parametrize("code", [429, 500, 502, 503, 408])
+async def test_retryable_pinata_failure_fails_over_to_kubo(code: int) -> None:
+    result, calls = await run(status(code), kubo_ok)
+    assert result == Upload(cid_sync(DATA), "kubo")
+    assert calls == ["pinata", "kubo"]
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(400, ErrorKind.PERMANENT), (401, ErrorKind.NEEDS_OPERATOR), (403, ErrorKind.NEEDS_OPERATOR)],
+)
+async def test_permanent_pinata_failure_is_raised_not_hidden(code: int, kind: ErrorKind) -> None:
+    result, calls = await run(status(code), kubo_ok)
+    assert isinstance(result, ServiceError)
+    assert result.kind is kind
+    assert calls == ["pinata"]
+
+
+async def test_both_failing_raises_pinatas_error_with_its_retry_after() -> None:
+    result, calls = await run(status(429, **{"Retry-After": "9"}), status(503))
+    assert isinstance(result, ServiceError)
+    assert (result.code, result.retry_after) == ("PinataRateLimited", 9.0)
+    assert any("KuboUnavailable" in note for note in result.__notes__)
+    assert calls == ["pinata", "kubo"]
+
+
+def answering_cid(cid: str, kubo: bool = False) -> Answer:
+    if kubo:
+        return lambda request: httpx.Response(200, text=json.dumps({"Hash": cid}) + "\n")
+    return lambda request: httpx.Response(200, json={"IpfsHash": cid})
+
+
+async def test_pinata_cid_mismatch_is_permanent_and_does_not_fail_over() -> None:
+    result, calls = await run(answering_cid(OTHER_CID), kubo_ok)
+    assert isinstance(result, ServiceError)
+    assert (result.kind, result.code, result.service) == (
+        ErrorKind.PERMANENT,
+        "CidMismatch",
+        "pinata",
+    )
+    assert OTHER_CID in result.message
+    assert calls == ["pinata"]
+
+
+async def test_kubo_cid_mismatch_is_permanent() -> None:
+    result, _ = await run(status(503), answering_cid(OTHER_CID, kubo=True))
+    assert isinstance(result, ServiceError)
+    assert (result.kind, result.code, result.service) == (
+        ErrorKind.PERMANENT,
+        "CidMismatch",
+        "kubo",
+    )
+
+
+async def test_pinata_answer_without_a_cid_is_a_bad_response() -> None:
+    result, calls = await run(lambda r: httpx.Response(200, text="<html>proxy</html>"), kubo_ok)
+    # A garbled answer is transient, so the backup gets its turn.
+    assert result == Upload(cid_sync(DATA), "kubo")
+    assert calls == ["pinata", "kubo"]
+
+
+async def test_compute_cid_matches_kubo_for_v0_and_v1_and_large_data() -> None:
+    assert (
+        await compute_cid(b"Hello Worlds!\n", 0) == "QmVr26fY1tKyspEJBniVhqxQeEjhF78XerGiqWAwraVLQH"
+    )
+    big = bytes(range(256)) * 4096  # 1 MiB: hashed on a thread, several chunks
+    assert await compute_cid(big) == cid_sync(big, 1)
+    assert (await compute_cid(big)).startswith("bafy")  # a dag-pb root over raw leaves
+    with pytest.raises(ValueError):
+        await compute_cid(b"x", 2)
+
+
+# -- gateways --------------------------------------------------------------------------------
+
+
+async def test_gateway_serving_wrong_bytes_is_skipped() -> None:
+    cid = cid_sync(DATA)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = b"not the content" if request.url.host == "g1" else DATA
+        return httpx.Response(200, content=body)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
+        reader = GatewayReader(["http://g1", "http://g2"], http)
+        assert await reader.fetch_verified(cid, max_bytes=1000) == (DATA, "http://g2")
+        assert await reader.check_all(cid) == {"http://g1": False, "http://g2": True}
+
+
+async def test_every_gateway_serving_wrong_bytes_raises_content_mismatch() -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=b"wrong"))
+    async with httpx.AsyncClient(transport=transport) as http:
+        with pytest.raises(ServiceError) as caught:
+            await GatewayReader(["http://g1", "http://g2"], http).fetch_verified(
+                cid_sync(DATA), max_bytes=1000
+            )
+    assert (caught.value.code, caught.value.endpoint) == ("GatewayContentMismatch", "http://g2")
+
+
+@pytest.mark.parametrize("cid", ["not-a-cid", "../../etc/passwd", "Qm/../x", ""])
+async def test_a_malformed_cid_is_refused_before_any_request(cid: str) -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no request expected")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
+        for call in (
+            GatewayReader(["http://g"], http).fetch_verified(cid, max_bytes=1),
+            PinataClient("http://p", "jwt", http).unpin(cid),
+            KuboClient("http://k", http).pin_rm(cid),
+        ):
+            with pytest.raises(ServiceError) as caught:
+                await call
+            assert (caught.value.kind, caught.value.code) == (ErrorKind.PERMANENT, "InvalidCid")

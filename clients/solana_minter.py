@@ -1,0 +1,423 @@
+"""Build, sign, send and read back the one-transaction NFT (DESIGN.md, "The NFT").
+
+The steps are separate on purpose: the workflow's activities decide when to prepare, send,
+rebroadcast, poll and re-sign, with heartbeats in between. Nothing here sleeps or loops on
+the chain; every method is one round of calls through the ``SolanaRpc`` pool.
+
+The mint keypair comes from ``MINT_KEY_SEED`` and ``mint_id`` (clients/mint_keys.py), so the
+same mint_id always targets the same address and a second NFT for it cannot exist. No key
+material or seed appears in an exception, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from solders.compute_budget import set_compute_unit_price
+from solders.hash import Hash
+from solders.keypair import Keypair
+from solders.message import MessageV0
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+from clients.errors import ErrorKind, ServiceError
+from clients.mint_keys import MIN_SEED_BYTES, SEED_SETTING, derive_mint_keypair
+from clients.solana_nft import (
+    ACCOUNT_TYPE_OFFSET,
+    MINT_BASE_SIZE,
+    TLV_HEADER_SIZE,
+    TOKEN_2022_PROGRAM_ID,
+    associated_token_address,
+    build_nft_instructions,
+    nft_mint_account_size,
+)
+from clients.solana_rpc import SERVICE, SolanaRpc
+
+COMMITMENT = "confirmed"
+MAX_TRANSACTION_SIZE = 1232  # bytes on the wire (a packet minus headers)
+ACCOUNT_TYPE_MINT = 1
+EXTENSION_METADATA_POINTER = 18
+EXTENSION_TOKEN_METADATA = 19
+TOKEN_ACCOUNT_MIN_SIZE = 165
+
+
+@dataclass(frozen=True)
+class SignedMint:
+    """A signed NFT transaction, ready to send and re-send as the same bytes."""
+
+    signature: str
+    tx_base64: str
+    blockhash: str
+    last_valid_block_height: int
+    mint_address: str
+
+
+@dataclass(frozen=True)
+class SigStatus:
+    """What ``getSignatureStatuses`` knows about one signature (history searched)."""
+
+    found: bool
+    slot: int | None = None
+    err: Any = None  # the transaction error as JSON, None when it succeeded
+    confirmation_status: str | None = None  # "processed" | "confirmed" | "finalized"
+
+
+@dataclass(frozen=True)
+class NftState:
+    """The mint as the chain has it, with the owner's token balance."""
+
+    mint: str
+    supply: int
+    decimals: int
+    is_initialized: bool
+    mint_authority: str | None  # None once removed: the supply is fixed
+    freeze_authority: str | None
+    metadata_address: str | None  # where the MetadataPointer points (the mint itself)
+    update_authority: str | None
+    name: str | None  # None when there is no TokenMetadata extension
+    symbol: str | None
+    uri: str | None
+    owner: str
+    owner_balance: int  # tokens in the owner's associated token account (0 if none)
+    slot: int  # the context slot both accounts were read at
+
+    @property
+    def is_fixed_supply_nft(self) -> bool:
+        """One token, no decimals, nobody able to mint more."""
+        return self.supply == 1 and self.decimals == 0 and self.mint_authority is None
+
+
+# -- account decoding ------------------------------------------------------------------------
+
+
+def _coption_pubkey(data: bytes, offset: int) -> str | None:
+    (tag,) = struct.unpack_from("<I", data, offset)
+    return str(Pubkey(data[offset + 4 : offset + 36])) if tag == 1 else None
+
+
+def _nonzero_pubkey(raw: bytes) -> str | None:
+    return None if raw == bytes(32) else str(Pubkey(raw))
+
+
+def _borsh_string(data: bytes, offset: int) -> tuple[str, int]:
+    (length,) = struct.unpack_from("<I", data, offset)
+    start = offset + 4
+    if start + length > len(data):
+        raise ValueError("string runs past the end of the metadata")
+    return data[start : start + length].decode("utf-8"), start + length
+
+
+def _extensions(data: bytes) -> dict[int, bytes]:
+    """Token-2022 TLV extensions of a mint: type -> value bytes."""
+    if len(data) <= ACCOUNT_TYPE_OFFSET or data[ACCOUNT_TYPE_OFFSET] != ACCOUNT_TYPE_MINT:
+        return {}
+    found: dict[int, bytes] = {}
+    offset = ACCOUNT_TYPE_OFFSET + 1
+    while offset + TLV_HEADER_SIZE <= len(data):
+        ext_type, length = struct.unpack_from("<HH", data, offset)
+        if ext_type == 0:  # uninitialised: the rest is padding
+            break
+        start = offset + TLV_HEADER_SIZE
+        found[ext_type] = data[start : start + length]
+        offset = start + length
+    return found
+
+
+def decode_nft_mint(
+    mint: str, data: bytes
+) -> tuple[int, int, bool, str | None, str | None, dict[str, Any]]:
+    """(supply, decimals, is_initialized, mint_authority, freeze_authority, metadata fields)."""
+    if len(data) < MINT_BASE_SIZE:
+        raise ValueError(f"mint account {mint} holds {len(data)} bytes, fewer than a mint")
+    mint_authority = _coption_pubkey(data, 0)
+    (supply,) = struct.unpack_from("<Q", data, 36)
+    decimals = data[44]
+    is_initialized = data[45] == 1
+    freeze_authority = _coption_pubkey(data, 46)
+    extensions = _extensions(data)
+    meta: dict[str, Any] = {
+        "metadata_address": None,
+        "update_authority": None,
+        "name": None,
+        "symbol": None,
+        "uri": None,
+    }
+    pointer = extensions.get(EXTENSION_METADATA_POINTER)
+    if pointer is not None and len(pointer) >= 64:
+        meta["metadata_address"] = _nonzero_pubkey(pointer[32:64])
+    token_metadata = extensions.get(EXTENSION_TOKEN_METADATA)
+    if token_metadata is not None and len(token_metadata) >= 64:
+        meta["update_authority"] = _nonzero_pubkey(token_metadata[0:32])
+        offset = 64
+        meta["name"], offset = _borsh_string(token_metadata, offset)
+        meta["symbol"], offset = _borsh_string(token_metadata, offset)
+        meta["uri"], offset = _borsh_string(token_metadata, offset)
+    return supply, decimals, is_initialized, mint_authority, freeze_authority, meta
+
+
+def _account_bytes(value: dict[str, Any]) -> bytes:
+    data = value["data"]
+    if not (isinstance(data, list) and len(data) == 2 and data[1] == "base64"):
+        raise ValueError("expected base64 account data")
+    return base64.b64decode(data[0])
+
+
+# -- the minter ------------------------------------------------------------------------------
+
+
+class SolanaMinter:
+    """Mints DESIGN.md's NFT with ``payer`` as system wallet, fee payer and update authority."""
+
+    def __init__(self, rpc: SolanaRpc, payer: Keypair, mint_key_seed: bytes) -> None:
+        if len(mint_key_seed) < MIN_SEED_BYTES:
+            raise ValueError(f"{SEED_SETTING} must hold at least {MIN_SEED_BYTES} bytes")
+        self.rpc = rpc
+        self._payer = payer
+        self._seed = bytes(mint_key_seed)
+
+    def __repr__(self) -> str:
+        return f"SolanaMinter(payer={self.payer}, endpoints={self.rpc.endpoints!r})"
+
+    @property
+    def payer(self) -> str:
+        """The system wallet's public key."""
+        return str(self._payer.pubkey())
+
+    def mint_address(self, mint_id: str) -> str:
+        """The mint account ``mint_id`` always targets."""
+        return str(derive_mint_keypair(self._seed, mint_id).pubkey())
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def nft_state(
+        self, mint_address: str, owner: str, *, endpoint_index: int | None = None
+    ) -> NftState | None:
+        """The mint and the owner's balance, read together; None if the mint does not exist.
+
+        ``endpoint_index`` reads from that endpoint only (no failover), so verification can
+        be repeated against a node other than the one that answered before.
+        """
+        mint_key = Pubkey.from_string(mint_address)
+        owner_key = Pubkey.from_string(owner)
+        ata = associated_token_address(owner_key, mint_key)
+
+        def parse(result: Any) -> tuple[int, Any, Any]:
+            values = result["value"]
+            if not isinstance(values, list) or len(values) != 2:
+                raise ValueError("getMultipleAccounts answered the wrong number of accounts")
+            return int(result["context"]["slot"]), values[0], values[1]
+
+        slot, mint_value, ata_value = await self.rpc.call(
+            "getMultipleAccounts",
+            [[str(mint_key), str(ata)], {"encoding": "base64", "commitment": COMMITMENT}],
+            parse=parse,
+            only=None if endpoint_index is None else [endpoint_index],
+        )
+        if mint_value is None:
+            return None
+        if mint_value.get("owner") != str(TOKEN_2022_PROGRAM_ID):
+            raise ServiceError(
+                f"the account at mint address {mint_address} is owned by "
+                f"{mint_value.get('owner')}, not Token-2022: it is not this service's mint",
+                service=SERVICE,
+                kind=ErrorKind.NEEDS_OPERATOR,
+                code="MintAddressOccupied",
+            )
+        try:
+            supply, decimals, initialized, mint_auth, freeze_auth, meta = decode_nft_mint(
+                mint_address, _account_bytes(mint_value)
+            )
+            balance = 0
+            if ata_value is not None and ata_value.get("owner") == str(TOKEN_2022_PROGRAM_ID):
+                ata_data = _account_bytes(ata_value)
+                if len(ata_data) >= TOKEN_ACCOUNT_MIN_SIZE and ata_data[0:32] == bytes(mint_key):
+                    (balance,) = struct.unpack_from("<Q", ata_data, 64)
+        except (ValueError, KeyError, struct.error, binascii.Error) as exc:
+            raise ServiceError(
+                f"the mint account {mint_address} could not be decoded ({exc})",
+                service=SERVICE,
+                kind=ErrorKind.PERMANENT,
+                code="MintAccountUndecodable",
+            ) from exc
+        return NftState(
+            mint=mint_address,
+            supply=supply,
+            decimals=decimals,
+            is_initialized=initialized,
+            mint_authority=mint_auth,
+            freeze_authority=freeze_auth,
+            metadata_address=meta["metadata_address"],
+            update_authority=meta["update_authority"],
+            name=meta["name"],
+            symbol=meta["symbol"],
+            uri=meta["uri"],
+            owner=owner,
+            owner_balance=balance,
+            slot=slot,
+        )
+
+    async def signature_status(
+        self, signature: str, *, endpoint_index: int | None = None
+    ) -> SigStatus:
+        """Where ``signature`` stands, searching the node's whole history."""
+
+        def parse(result: Any) -> SigStatus:
+            (value,) = result["value"]
+            if value is None:
+                return SigStatus(found=False)
+            return SigStatus(
+                found=True,
+                slot=int(value["slot"]),
+                err=value.get("err"),
+                confirmation_status=value.get("confirmationStatus"),
+            )
+
+        return await self.rpc.call(
+            "getSignatureStatuses",
+            [[signature], {"searchTransactionHistory": True}],
+            parse=parse,
+            only=None if endpoint_index is None else [endpoint_index],
+        )
+
+    async def block_height(self) -> int:
+        return await self.rpc.call("getBlockHeight", [{"commitment": COMMITMENT}], parse=int)
+
+    async def slot(self) -> int:
+        return await self.rpc.call("getSlot", [{"commitment": COMMITMENT}], parse=int)
+
+    async def is_blockhash_valid(self, blockhash: str) -> bool:
+        """Whether a transaction with ``blockhash`` can still land (at confirmed)."""
+
+        def parse(result: Any) -> bool:
+            value = result["value"]
+            if not isinstance(value, bool):
+                raise TypeError("isBlockhashValid answered a non-boolean")
+            return value
+
+        return await self.rpc.call(
+            "isBlockhashValid", [blockhash, {"commitment": COMMITMENT}], parse=parse
+        )
+
+    async def balance(self, pubkey: str) -> int:
+        """Lamports held by ``pubkey`` (at confirmed)."""
+        return await self.rpc.call(
+            "getBalance",
+            [str(pubkey), {"commitment": COMMITMENT}],
+            parse=lambda result: int(result["value"]),
+        )
+
+    async def health(self) -> None:
+        """Raise unless some endpoint reports itself healthy (``getHealth`` = "ok")."""
+
+        def parse(result: Any) -> None:
+            if result != "ok":
+                raise ValueError(f"getHealth answered {str(result)[:50]!r}")
+
+        await self.rpc.call("getHealth", None, parse=parse)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def prepare(
+        self,
+        mint_id: str,
+        *,
+        owner: str,
+        name: str,
+        symbol: str,
+        uri: str,
+        priority_fee_micro_lamports: int = 0,
+    ) -> SignedMint:
+        """Build and sign the NFT transaction for ``mint_id``; nothing is sent.
+
+        The blockhash is the latest at ``confirmed``; the transaction can land until the
+        chain passes ``last_valid_block_height``.
+        """
+        if priority_fee_micro_lamports < 0:
+            raise ValueError("priority_fee_micro_lamports must not be negative")
+        mint_keypair = derive_mint_keypair(self._seed, mint_id)
+        payer = self._payer.pubkey()
+        size = nft_mint_account_size(name, symbol, uri)
+        rent = await self.rpc.call(
+            "getMinimumBalanceForRentExemption", [size, {"commitment": COMMITMENT}], parse=int
+        )
+        blockhash, last_valid = await self.rpc.call(
+            "getLatestBlockhash",
+            [{"commitment": COMMITMENT}],
+            parse=lambda r: (
+                Hash.from_string(r["value"]["blockhash"]),
+                int(r["value"]["lastValidBlockHeight"]),
+            ),
+        )
+        instructions = []
+        if priority_fee_micro_lamports > 0:
+            instructions.append(set_compute_unit_price(priority_fee_micro_lamports))
+        instructions += build_nft_instructions(
+            payer=payer,
+            mint=mint_keypair.pubkey(),
+            owner=Pubkey.from_string(str(owner)),
+            name=name,
+            symbol=symbol,
+            uri=uri,
+            rent_lamports=rent,
+            update_authority=payer,
+        )
+        message = MessageV0.try_compile(payer, instructions, [], blockhash)
+        tx = VersionedTransaction(message, [self._payer, mint_keypair])
+        wire = bytes(tx)
+        if len(wire) > MAX_TRANSACTION_SIZE:
+            raise ServiceError(
+                f"the NFT transaction is {len(wire)} bytes, over Solana's {MAX_TRANSACTION_SIZE}; "
+                "shorten name, symbol or uri",
+                service=SERVICE,
+                kind=ErrorKind.PERMANENT,
+                code="TransactionTooLarge",
+            )
+        return SignedMint(
+            signature=str(tx.signatures[0]),
+            tx_base64=base64.b64encode(wire).decode("ascii"),
+            blockhash=str(blockhash),
+            last_valid_block_height=last_valid,
+            mint_address=str(mint_keypair.pubkey()),
+        )
+
+    async def send(self, tx_base64: str) -> str:
+        """Send the signed bytes (preflight at confirmed, no node retries); return the signature.
+
+        The same bytes go to each endpoint in the pool's order until one takes them. An
+        "already processed" answer means an earlier send landed: it counts as sent.
+        """
+        try:
+            tx = VersionedTransaction.from_bytes(base64.b64decode(tx_base64, validate=True))
+        except (ValueError, binascii.Error) as exc:
+            raise ValueError("tx_base64 is not a base64 signed transaction") from exc
+        signature = str(tx.signatures[0])
+        fee_payer = str(tx.message.account_keys[0])
+
+        def parse(result: Any) -> str:
+            if result != signature:
+                raise ValueError(f"sendTransaction answered another signature: {result!r}")
+            return signature
+
+        try:
+            return await self.rpc.call(
+                "sendTransaction",
+                [
+                    tx_base64,
+                    {
+                        "encoding": "base64",
+                        "skipPreflight": False,
+                        "preflightCommitment": COMMITMENT,
+                        "maxRetries": 0,
+                    },
+                ],
+                parse=parse,
+                fee_payer=fee_payer,
+            )
+        except ServiceError as exc:
+            if exc.code == "AlreadyProcessed":
+                return signature
+            raise

@@ -126,7 +126,11 @@ class StackConfig:
         return out
 
     def worker_env(self) -> dict[str, str]:
-        """Every setting the worker needs, as environment variables."""
+        """Every setting the worker needs, as environment variables (dev key material made
+        on first use, in the state folder)."""
+        from devstack.dev_identity import ensure_dev_identity, images_dir
+
+        seed, wallet_file = ensure_dev_identity(self.state_dir)
         return {
             "TEMPORAL_ADDRESS": self.temporal_address,
             "DATABASE_URL": self.database_url,
@@ -136,4 +140,9 @@ class StackConfig:
             "KUBO_API_URL": self.url("kubo"),
             "IPFS_GATEWAYS": ",".join(self.url(n) for n in GATEWAYS),
             "DEVSTACK_ADMIN_URL": self.url("admin"),
+            "TEMPORAL_TASK_QUEUE": "mint-saga",
+            "MINT_IMAGE_DIR": str(images_dir(self.state_dir)),
+            "MINT_IMAGE_ALLOW_PRIVATE_URLS": "true",  # every devstack server is on loopback
+            "MINT_KEY_SEED": seed,
+            "MINT_AUTHORITY_KEYPAIR": str(wallet_file),
         }

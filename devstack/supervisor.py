@@ -18,16 +18,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 
 from db.migrate import migrate_url
-from devstack.config import LOOPBACK, StackConfig
+from devstack.config import LOOPBACK, SOLANA_ENDPOINTS, StackConfig
+from devstack.dev_identity import ensure_sample_image, system_wallet
 from devstack.postgres import DATABASE, EmbeddedPostgres
 
 SEARCH_ATTRIBUTES = ("MintStage=Keyword", "MintStatus=Keyword")
 STARTUP_TIMEOUT_S = 90.0
+FUNDED_LAMPORTS = 1_000 * 10**9  # 1,000 SOL: thousands of mints' rent and fees
 
 Progress = Callable[[str], None]
 
@@ -176,6 +179,26 @@ class Supervisor:
             self._wait_http("emulators", self.config.url("admin") + "/services", deadline),
             self._wait_temporal(deadline),
         )
+        await self._fund_system_wallet()
+        ensure_sample_image(self.config.state_dir)
+
+    async def _fund_system_wallet(self) -> None:
+        """Top the dev system wallet up to FUNDED_LAMPORTS on the local chain."""
+        wallet = str(system_wallet(self.config.state_dir).pubkey())
+        url = self.config.url(SOLANA_ENDPOINTS[0])
+
+        async def rpc(client: httpx.AsyncClient, method: str, params: list[object]) -> Any:
+            body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+            answer = (await client.post(url, json=body)).json()
+            if "error" in answer:
+                raise StackError(f"solana: {method} failed: {answer['error']}")
+            return answer["result"]
+
+        async with httpx.AsyncClient(timeout=10) as client:
+            balance = (await rpc(client, "getBalance", [wallet]))["value"]
+            if balance < FUNDED_LAMPORTS // 2:
+                await rpc(client, "requestAirdrop", [wallet, FUNDED_LAMPORTS - balance])
+                self.progress(f"solana: system wallet {wallet} funded")
 
     def _fail(self, name: str, why: str) -> StackError:
         log = self.config.state_dir / f"{name}.log"

@@ -1,0 +1,54 @@
+"""How a classified client failure becomes a Temporal activity failure.
+
+Every activity body runs inside `classified()`: a `ServiceError` leaves as an `ApplicationError`
+whose `type` is the searchable code, whose details say the kind, service and attempt, and whose
+retry flag follows the kind. Rate-limited failures ask Temporal to wait at least `Retry-After`
+(through `next_retry_delay`); the rest use the step's retry policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from clients.errors import ErrorKind, ServiceError
+
+
+def to_application_error(exc: ServiceError, attempt: int) -> ApplicationError:
+    retry_delay = None
+    if exc.kind == ErrorKind.RATE_LIMITED and exc.retry_after is not None:
+        retry_delay = timedelta(seconds=exc.retry_after)
+    return ApplicationError(
+        exc.message,
+        {
+            "kind": str(exc.kind),
+            "service": exc.service,
+            "endpoint": exc.endpoint,
+            "attempt": attempt,
+        },
+        type=exc.code,
+        non_retryable=not exc.retryable,
+        next_retry_delay=retry_delay,
+    )
+
+
+def permanent(message: str, code: str, service: str) -> ServiceError:
+    """A failure no retry can change, found by the activity itself (not by a client)."""
+    return ServiceError(message, service=service, kind=ErrorKind.PERMANENT, code=code)
+
+
+@contextlib.contextmanager
+def classified() -> Iterator[None]:
+    """Translate client failures into Temporal failures for the current activity."""
+    try:
+        yield
+    except ServiceError as exc:
+        attempt = activity.info().attempt
+        activity.logger.warning(
+            "%s failed on attempt %d: %s", activity.info().activity_type, attempt, exc
+        )
+        raise to_application_error(exc, attempt) from None

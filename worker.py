@@ -1,0 +1,158 @@
+"""The MintSaga worker: one process polling one task queue, its clients built once and shared.
+
+    eval "$(python -m devstack env)"; python worker.py
+
+Configuration comes from the environment (clients/settings.py names every variable); a missing
+or malformed one stops the worker with a message naming it. SIGTERM or SIGINT drains: polling
+stops, running activities get `WORKER_DRAIN_S` to finish, then the clients close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.database import DatabaseActivities
+from activities.ipfs import IpfsActivities
+from activities.solana import SolanaActivities
+from activities.verification import VerificationActivities
+from clients.gateways import GatewayReader
+from clients.images import ImageLoader
+from clients.ipfs import IpfsUploader
+from clients.kubo import KuboClient
+from clients.mint_keys import KeyMaterialError, load_keypair_file, parse_seed
+from clients.mint_store import MintStore
+from clients.pinata import PinataClient
+from clients.settings import Settings, SettingsError
+from clients.solana_minter import SolanaMinter
+from clients.solana_rpc import SolanaRpc
+from workflows.mint_saga import MintSaga
+
+log = logging.getLogger("mintsaga.worker")
+WORKER_DRAIN_S = 30.0
+HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+@contextlib.asynccontextmanager
+async def mint_activities(settings: Settings) -> AsyncIterator[list[Callable[..., Any]]]:
+    """Every activity of the saga, wired to clients built from `settings`; closes them after."""
+    payer = load_keypair_file(settings.mint_authority_keypair)
+    seed = parse_seed(settings.mint_key_seed.get_secret_value())
+    async with (
+        httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http,
+        SolanaRpc(settings.solana_rpc_endpoints, timeout=settings.solana_timeout_s) as rpc,
+    ):
+        store = await MintStore.connect(
+            settings.database_url.get_secret_value(),
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+        )
+        try:
+            pinata = PinataClient(
+                settings.pinata_api_url, settings.pinata_jwt.get_secret_value(), http
+            )
+            kubo = KuboClient(settings.kubo_api_url, http)
+            gateways = GatewayReader(list(settings.ipfs_gateways), http)
+            minter = SolanaMinter(rpc, payer, seed)
+            images = ImageLoader(
+                settings.mint_image_dir,
+                http,
+                max_bytes=settings.image_max_bytes,
+                allow_private_hosts=settings.image_allow_private_urls,
+            )
+            ipfs = IpfsActivities(
+                pinata=pinata,
+                kubo=kubo,
+                uploader=IpfsUploader(pinata, kubo),
+                gateways=gateways,
+                images=images,
+                store=store,
+            )
+            database = DatabaseActivities(store=store, minter=minter)
+            solana = SolanaActivities(minter=minter, store=store)
+            verification = VerificationActivities(minter=minter, gateways=gateways, store=store)
+            yield [
+                ipfs.check_ipfs,
+                ipfs.compute_image_cid,
+                ipfs.upload_image,
+                ipfs.upload_metadata,
+                ipfs.check_gateways,
+                ipfs.release_pins,
+                database.check_database,
+                database.claim_mint,
+                database.record_uploads,
+                database.record_minted,
+                database.finish_mint,
+                database.rollback_mint,
+                solana.check_rpc,
+                solana.prepare_transaction,
+                solana.send_transaction,
+                solana.await_confirmation,
+                verification.verify_nft,
+                verification.check_partner_view,
+                verification.check_db_consistency,
+            ]
+        finally:
+            await store.close()
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    client = await connect_temporal(settings)
+    async with mint_activities(settings) as activities:
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[MintSaga],
+            activities=activities,
+            graceful_shutdown_timeout=timedelta(seconds=WORKER_DRAIN_S),
+        )
+        async with worker:
+            log.info(
+                "worker polling %s on %s (%s)",
+                settings.task_queue,
+                settings.temporal_address,
+                settings.temporal_namespace,
+            )
+            await stop.wait()
+            log.info("draining: no new tasks, running activities get %.0f s", WORKER_DRAIN_S)
+    log.info("worker stopped")
+
+
+async def _main() -> int:
+    try:
+        settings = Settings.from_env()
+        load_keypair_file(settings.mint_authority_keypair)
+        parse_seed(settings.mint_key_seed.get_secret_value())
+    except (SettingsError, KeyMaterialError) as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_worker(settings, stop)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    sys.exit(asyncio.run(_main()))

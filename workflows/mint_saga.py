@@ -1,0 +1,608 @@
+"""MintSaga: one NFT for one user, through every network fault, never twice and never orphaned.
+
+Read `run` top to bottom: the six stages of DESIGN.md. Before the pivot (the first send of the
+signed transaction) a terminal failure compensates: every compensation was registered before
+its step, they run in reverse, shielded from cancellation. From the pivot on the saga only goes
+forward. A step that spends its retries waits for an operator (`retry` or `compensate`), who
+finds it with the `MintStatus` search attribute.
+
+Deterministic code only: activities are called by name with the models of
+`workflows.activity_models`; no network library is imported here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from clients.stages import MintStage
+    from workflows import activity_models as io
+    from workflows.models import (
+        ErrorInfo,
+        MintRequest,
+        MintResult,
+        MintStatus,
+        OperatorDecision,
+        RetryOverrides,
+        StatusView,
+    )
+    from workflows.policies import CONFIRMATION_WAIT, MAX_RESIGNS, STEPS
+
+MINT_STAGE = SearchAttributeKey.for_keyword("MintStage")
+MINT_STATUS = SearchAttributeKey.for_keyword("MintStatus")
+
+Out = TypeVar("Out", bound=io.StepOut)
+T = TypeVar("T")
+
+
+class StepFailed(Exception):
+    """A step before the pivot ended for good; the saga compensates."""
+
+    def __init__(self, error: ErrorInfo, *, by_operator: bool = False) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.by_operator = by_operator
+
+    @property
+    def reason(self) -> str:
+        who = "operator chose to compensate after " if self.by_operator else ""
+        return f"{who}{self.error.step} failed: {self.error.type}: {self.error.message}"
+
+
+class HandledError(Exception):
+    """A failure the calling stage knows how to handle itself (e.g. an expired blockhash)."""
+
+    def __init__(self, error: ErrorInfo) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Compensation:
+    step: str
+    make_input: Callable[[str], BaseModel]  # reason -> the activity's input
+
+
+def error_info(step: str, err: ActivityError) -> ErrorInfo:
+    """What went wrong, from the activity's classified ApplicationError (or a timeout)."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        details = cause.details[0] if cause.details else {}
+        kind = details.get("kind", "permanent" if cause.non_retryable else "transient")
+        return ErrorInfo(step=step, type=cause.type or "Error", message=cause.message, kind=kind)
+    if isinstance(cause, ActivityTimeoutError):
+        return ErrorInfo(step=step, type="Timeout", message=str(cause), kind="transient")
+    return ErrorInfo(step=step, type=type(cause).__name__, message=str(cause), kind="transient")
+
+
+def attempts_made(err: ActivityError, limit: int) -> int:
+    """How many attempts a failed activity used: activities report theirs in the details."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.details:
+        attempt = cause.details[0].get("attempt")
+        if isinstance(attempt, int):
+            return attempt
+    return limit
+
+
+@workflow.defn(name="MintSaga")
+class MintSaga:
+    def __init__(self) -> None:
+        self._request: MintRequest | None = None
+        self._stage = MintStage.INITIATED
+        self._status = MintStatus.IN_PROGRESS
+        self._stage_started = workflow.now()
+        self._stage_seconds: dict[str, float] = {}
+        self._retries: dict[str, int] = {}
+        self._attempts: dict[str, int] = {}
+        self._last_error: ErrorInfo | None = None
+        self._awaiting_step: str | None = None
+        self._decision: OperatorDecision | None = None
+        self._decisions = 0
+        self._overrides = RetryOverrides()
+        self._compensations: list[Compensation] = []
+        self._pivoted = False
+        self._reason: str | None = None
+        self._mint_address: str | None = None
+        self._image_cid: str | None = None
+        self._image_type = "application/octet-stream"
+        self._metadata_cid: str | None = None
+        self._prepared: io.PreparedTx | None = None
+        self._signature: str | None = None
+        self._slot: int | None = None
+
+    # ---------------------------------------------------------------- the saga, top to bottom
+
+    @workflow.run
+    async def run(self, request: MintRequest) -> MintResult:
+        self._request = request
+        self._enter(MintStage.INITIATED, "checking that IPFS, the database and Solana answer")
+        try:
+            await self._pre_mint_checks()
+            await self._claim()
+            await self._upload()
+            await self._record_uploads()
+            await self._prepare_transaction()
+        except (StepFailed, asyncio.CancelledError) as exc:
+            return await self._roll_back(exc)
+        # The pivot: from the first send on, the saga only goes forward.
+        return await self._shielded(self._mint_forward())
+
+    async def _mint_forward(self) -> MintResult:
+        await self._land_transaction()
+        await self._record_minted()
+        await self._verify()
+        await self._post_mint_checks()
+        await self._finish()
+        return self._result(MintStatus.MINTED)
+
+    # ---------------------------------------------------------------- 1. pre-mint checks
+
+    async def _pre_mint_checks(self) -> None:
+        ref = io.MintRef(mint_id=self._req.mint_id)
+        await self._all(
+            self._step("check_ipfs", ref, io.StepOut),
+            self._step("check_database", ref, io.StepOut),
+            self._step("check_rpc", ref, io.StepOut),
+        )
+
+    async def _claim(self) -> None:
+        req = self._req
+        self._register(
+            "rollback_mint", lambda reason: io.RollbackIn(mint_id=req.mint_id, reason=reason)
+        )
+        claimed = await self._step(
+            "claim_mint",
+            io.ClaimIn(mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet),
+            io.ClaimOut,
+        )
+        self._mint_address = claimed.mint_address
+
+    # ---------------------------------------------------------------- 2. uploads
+
+    async def _upload(self) -> None:
+        req = self._req
+        self._set_details("computing the image's CID")
+        image = await self._step(
+            "compute_image_cid", io.ImageIn(mint_id=req.mint_id, image=req.image), io.ImageCidOut
+        )
+        self._image_cid, self._image_type = image.cid, image.content_type
+        # Pins are recorded against the mint before each upload, so this undoes them all.
+        self._register("release_pins", lambda _reason: io.MintRef(mint_id=req.mint_id))
+        self._set_details(f"uploading image {image.cid} and its metadata to IPFS")
+        _, metadata = await self._all(
+            self._step(
+                "upload_image",
+                io.UploadImageIn(mint_id=req.mint_id, image=req.image, expected_cid=image.cid),
+                io.UploadOut,
+            ),
+            self._step(
+                "upload_metadata",
+                io.UploadMetadataIn(
+                    mint_id=req.mint_id,
+                    name=req.name,
+                    symbol=req.symbol,
+                    description=req.description,
+                    attributes=req.attributes,
+                    image_cid=image.cid,
+                    image_content_type=image.content_type,
+                ),
+                io.UploadOut,
+            ),
+        )
+        self._metadata_cid = metadata.cid
+        self._enter(MintStage.IPFS_UPLOADED, f"image and metadata pinned; metadata {metadata.cid}")
+
+    # ---------------------------------------------------------------- 3. database record
+
+    async def _record_uploads(self) -> None:
+        await self._step(
+            "record_uploads",
+            io.RecordUploadsIn(
+                mint_id=self._req.mint_id,
+                image_cid=self._image_cid or "",
+                metadata_cid=self._metadata_cid or "",
+            ),
+            io.StepOut,
+        )
+        self._enter(MintStage.DATABASE_UPDATED, "building and signing the mint transaction")
+
+    # ---------------------------------------------------------------- 4. the transaction
+
+    async def _prepare_transaction(self) -> None:
+        self._prepared = await self._step(
+            "prepare_transaction", self._prepare_input(), io.PreparedTx
+        )
+
+    def _prepare_input(self) -> io.PrepareIn:
+        req = self._req
+        fee = self._overrides.priority_fee_micro_lamports
+        return io.PrepareIn(
+            mint_id=req.mint_id,
+            owner=req.wallet,
+            name=req.name,
+            symbol=req.symbol,
+            uri=self._metadata_uri or "",
+            priority_fee_micro_lamports=req.options.priority_fee_micro_lamports
+            if fee is None
+            else fee,
+        )
+
+    async def _land_transaction(self) -> None:
+        """Send, confirm, and re-sign only once the old blockhash has expired unseen."""
+        resigns = 0
+        while True:
+            prepared = self._prepared
+            assert prepared is not None
+            if prepared.already_minted is not None:
+                self._pivoted = True  # the NFT exists: nothing may be undone
+                self._signature = prepared.already_minted.signature
+                self._slot = prepared.already_minted.slot
+                break
+            self._enter(MintStage.BLOCKCHAIN_SUBMITTED, f"sending transaction {prepared.signature}")
+            self._pivoted = True
+            try:
+                await self._step(
+                    "send_transaction",
+                    io.SendIn(
+                        mint_id=self._req.mint_id,
+                        signature=prepared.signature,
+                        tx_base64=prepared.tx_base64,
+                        preferred_endpoint=self._overrides.preferred_endpoint,
+                    ),
+                    io.StepOut,
+                    handled=("BlockhashNotFound",),
+                )
+                self._set_details(f"waiting for {prepared.signature} to confirm")
+                confirmed = await self._step(
+                    "await_confirmation",
+                    io.ConfirmIn(
+                        mint_id=self._req.mint_id,
+                        signature=prepared.signature,
+                        tx_base64=prepared.tx_base64,
+                        last_valid_block_height=prepared.last_valid_block_height,
+                        wait_s=CONFIRMATION_WAIT.total_seconds(),
+                    ),
+                    io.ConfirmOut,
+                )
+            except HandledError:
+                confirmed = io.ConfirmOut(outcome="expired")
+            if confirmed.outcome == "confirmed":
+                self._signature, self._slot = prepared.signature, confirmed.slot
+                break
+            if confirmed.outcome == "failed":
+                await self._await_operator(
+                    "await_confirmation",
+                    ErrorInfo(
+                        step="await_confirmation",
+                        type="TransactionFailed",
+                        message=confirmed.error or "the transaction landed with an error",
+                        kind="needs_operator",
+                    ),
+                )
+            resigns += 1
+            if resigns > MAX_RESIGNS:
+                await self._await_operator(
+                    "prepare_transaction",
+                    ErrorInfo(
+                        step="prepare_transaction",
+                        type="TooManyResigns",
+                        message=f"blockhash expired {resigns} times without the mint landing",
+                        kind="needs_operator",
+                    ),
+                )
+                resigns = 0
+            self._set_details("blockhash expired unseen: signing again with a fresh one")
+            await self._prepare_transaction()
+        self._enter(MintStage.BLOCKCHAIN_CONFIRMED, f"confirmed in slot {self._slot}")
+
+    async def _record_minted(self) -> None:
+        await self._step(
+            "record_minted",
+            io.RecordMintedIn(
+                mint_id=self._req.mint_id,
+                signature=self._signature,
+                slot=self._slot,
+                mint_address=self._mint_address or "",
+            ),
+            io.StepOut,
+        )
+
+    # ---------------------------------------------------------------- 5. on-chain verification
+
+    async def _verify(self) -> None:
+        req = self._req
+        self._set_details("reading the NFT back from the chain")
+        await self._step(
+            "verify_nft",
+            io.VerifyIn(
+                mint_id=req.mint_id,
+                mint_address=self._mint_address or "",
+                owner=req.wallet,
+                name=req.name,
+                symbol=req.symbol,
+                uri=self._metadata_uri or "",
+            ),
+            io.StepOut,
+        )
+        self._enter(MintStage.VERIFIED, "checking gateways, the wallet's view and the database")
+
+    # ---------------------------------------------------------------- 6. post-mint checks
+
+    async def _post_mint_checks(self) -> None:
+        req = self._req
+        image_cid, metadata_cid = self._image_cid or "", self._metadata_cid or ""
+        await self._all(
+            self._step(
+                "check_gateways",
+                io.GatewayCheckIn(mint_id=req.mint_id, cids=(image_cid, metadata_cid)),
+                io.StepOut,
+            ),
+            self._step(
+                "check_partner_view",
+                io.PartnerViewIn(
+                    mint_id=req.mint_id,
+                    mint_address=self._mint_address or "",
+                    owner=req.wallet,
+                    metadata_cid=metadata_cid,
+                    image_cid=image_cid,
+                ),
+                io.StepOut,
+            ),
+            self._step(
+                "check_db_consistency",
+                io.ConsistencyIn(
+                    mint_id=req.mint_id, mint_address=self._mint_address or "", owner=req.wallet
+                ),
+                io.StepOut,
+            ),
+        )
+
+    async def _finish(self) -> None:
+        await self._step("finish_mint", io.FinishIn(mint_id=self._req.mint_id), io.StepOut)
+        self._enter(MintStage.MINTED, f"minted {self._mint_address} for {self._req.wallet}")
+        self._set_status(MintStatus.MINTED)
+
+    # ---------------------------------------------------------------- compensation
+
+    def _register(self, step: str, make_input: Callable[[str], BaseModel]) -> None:
+        """Push a compensation before its step runs: a timed-out step may still have happened."""
+        self._compensations.append(Compensation(step, make_input))
+
+    async def _roll_back(self, cause: StepFailed | asyncio.CancelledError) -> MintResult:
+        cancelled = isinstance(cause, asyncio.CancelledError)
+        self._reason = "cancelled before the pivot" if cancelled else cause.reason
+        self._set_details(f"compensating: {self._reason}")
+        pending = list(reversed(self._compensations))
+        while pending:
+            pending = await self._shielded(self._compensate(pending, self._reason))
+            if pending:
+                # A compensation failed after all its retries: a person must look.
+                self._set_status(MintStatus.FAILED)
+                self._enter(MintStage.FAILED, f"compensation failed: {self._last_error}")
+                await self._shielded(self._wait_for_decision(None, "compensation failed"))
+        self._enter(MintStage.ROLLED_BACK, f"rolled back: {self._reason}")
+        self._set_status(MintStatus.ROLLED_BACK)
+        if cancelled:
+            raise cause
+        return self._result(MintStatus.ROLLED_BACK)
+
+    async def _compensate(self, pending: list[Compensation], reason: str) -> list[Compensation]:
+        """Run each compensation in order; one failing does not stop the others."""
+        failed: list[Compensation] = []
+        for compensation in pending:
+            step = STEPS[compensation.step]
+            try:
+                await workflow.execute_activity(
+                    compensation.step,
+                    compensation.make_input(reason),
+                    result_type=io.StepOut
+                    if compensation.step != "release_pins"
+                    else io.ReleaseOut,
+                    **step.options(),
+                )
+            except ActivityError as err:
+                self._last_error = error_info(compensation.step, err)
+                workflow.logger.error("compensation %s failed: %s", compensation.step, err)
+                failed.append(compensation)
+        return failed
+
+    # ---------------------------------------------------------------- steps and operators
+
+    async def _step(
+        self,
+        name: str,
+        arg: BaseModel,
+        result_type: type[Out],
+        *,
+        handled: tuple[str, ...] = (),
+    ) -> Out:
+        """Run one activity with its policy; when it spends its retries, ask an operator."""
+        step = STEPS[name]
+        while True:
+            self._attempts[name] = self._attempts.get(name, 0) + 1
+            try:
+                out = await workflow.execute_activity(
+                    name, arg, result_type=result_type, summary=name, **step.options()
+                )
+            except ActivityError as err:
+                if isinstance(err.cause, CancelledError):
+                    raise asyncio.CancelledError from err  # the workflow is being cancelled
+                error = error_info(name, err)
+                self._last_error = error
+                self._count_retries(step.service, attempts_made(err, step.attempts))
+                if error.type in handled:
+                    raise HandledError(error) from err
+                if error.kind == "permanent" and not self._pivoted:
+                    raise StepFailed(error) from err  # no retry can change it: compensate now
+                await self._await_operator(name, error)
+                continue
+            self._count_retries(step.service, out.attempt)
+            return out
+
+    async def _await_operator(self, step: str, error: ErrorInfo) -> None:
+        """Wait for `retry` (returns) or `compensate` (raises StepFailed, before the pivot only)."""
+        self._last_error = error
+        timeout = None if self._pivoted else self._req.options.operator_timeout_s
+        decision = await self._wait_for_decision(step, f"{error.type}: {error.message}", timeout)
+        if decision.action == "compensate":
+            raise StepFailed(error, by_operator=True)
+        if decision.overrides != RetryOverrides():
+            self._overrides = decision.overrides
+
+    async def _wait_for_decision(
+        self, step: str | None, why: str, wait_s: float | None = None
+    ) -> OperatorDecision:
+        previous_status = self._status
+        self._awaiting_step = step or "compensation"
+        if self._status != MintStatus.FAILED:
+            self._set_status(MintStatus.AWAITING_OPERATOR)
+        self._set_details(f"waiting for an operator at {self._awaiting_step}: {why}")
+        seen = self._decisions
+        try:
+            await workflow.wait_condition(lambda: self._decisions > seen, timeout=wait_s)
+            assert self._decision is not None
+            return self._decision
+        except TimeoutError:
+            return OperatorDecision(action="compensate")  # the configured wait is over
+        finally:
+            self._awaiting_step = None
+            self._set_status(previous_status)
+
+    @workflow.signal(name="retry")
+    def retry_signal(self, overrides: RetryOverrides | None = None) -> None:
+        if self._awaiting_step is None:
+            workflow.logger.warning("retry ignored: nothing is waiting for an operator")
+            return
+        self._decide(OperatorDecision(action="retry", overrides=overrides or RetryOverrides()))
+
+    @workflow.signal(name="compensate")
+    def compensate_signal(self) -> None:
+        if self._awaiting_step is None or self._pivoted:
+            workflow.logger.warning("compensate ignored: nothing waiting, or past the pivot")
+            return
+        self._decide(OperatorDecision(action="compensate"))
+
+    @workflow.update(name="retry_now")
+    def retry_update(self, overrides: RetryOverrides | None = None) -> StatusView:
+        self._decide(OperatorDecision(action="retry", overrides=overrides or RetryOverrides()))
+        return self.status()
+
+    @retry_update.validator
+    def _validate_retry(self, overrides: RetryOverrides | None = None) -> None:
+        if self._awaiting_step is None:
+            raise ValueError("nothing is waiting for an operator: the mint is " + self._status)
+
+    @workflow.update(name="compensate_now")
+    def compensate_update(self) -> StatusView:
+        self._decide(OperatorDecision(action="compensate"))
+        return self.status()
+
+    @compensate_update.validator
+    def _validate_compensate(self) -> None:
+        if self._awaiting_step is None:
+            raise ValueError("nothing is waiting for an operator: the mint is " + self._status)
+        if self._pivoted:
+            raise ValueError("the transaction was sent: past the pivot a mint only goes forward")
+
+    def _decide(self, decision: OperatorDecision) -> None:
+        self._decision = decision
+        self._decisions += 1
+
+    @workflow.query(name="status")
+    def status(self) -> StatusView:
+        req = self._req
+        return StatusView(
+            mint_id=req.mint_id,
+            status=self._status,
+            stage=self._stage,
+            mint_address=self._mint_address,
+            owner=req.wallet,
+            image_cid=self._image_cid,
+            metadata_cid=self._metadata_cid,
+            signature=self._signature,
+            attempts=dict(self._attempts),
+            last_error=self._last_error,
+            awaiting_operator=self._awaiting_step is not None,
+            awaiting_step=self._awaiting_step,
+            past_pivot=self._pivoted,
+            reason=self._reason,
+        )
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    @property
+    def _req(self) -> MintRequest:
+        assert self._request is not None
+        return self._request
+
+    @property
+    def _metadata_uri(self) -> str | None:
+        return f"ipfs://{self._metadata_cid}" if self._metadata_cid else None
+
+    def _enter(self, stage: MintStage, details: str) -> None:
+        now = workflow.now()
+        elapsed = (now - self._stage_started).total_seconds()
+        self._stage_seconds[self._stage] = self._stage_seconds.get(self._stage, 0.0) + elapsed
+        self._stage, self._stage_started = stage, now
+        workflow.upsert_search_attributes([MINT_STAGE.value_set(stage.value)])
+        self._set_details(details)
+
+    def _set_status(self, status: MintStatus) -> None:
+        if status != self._status:
+            self._status = status
+            workflow.upsert_search_attributes([MINT_STATUS.value_set(status.value)])
+
+    def _count_retries(self, service: str, attempts: int) -> None:
+        self._retries[service] = self._retries.get(service, 0) + attempts - 1
+
+    def _set_details(self, sentence: str) -> None:
+        workflow.set_current_details(sentence)
+
+    def _result(self, status: MintStatus) -> MintResult:
+        return MintResult(
+            mint_id=self._req.mint_id,
+            status=status,
+            mint_address=self._mint_address,
+            owner=self._req.wallet,
+            signature=self._signature,
+            slot=self._slot,
+            image_cid=self._image_cid,
+            metadata_cid=self._metadata_cid,
+            metadata_uri=self._metadata_uri,
+            stage_seconds={k: round(v, 3) for k, v in self._stage_seconds.items()},
+            retries=dict(self._retries),
+            reason=self._reason,
+        )
+
+    @staticmethod
+    async def _all(*steps: Coroutine[Any, Any, Any]) -> list[Any]:
+        """Run steps in parallel; wait for every one, then raise the first failure."""
+        results = await asyncio.gather(*steps, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    @staticmethod
+    async def _shielded(work: Awaitable[T]) -> T:
+        """Finish `work` even if the workflow is cancelled meanwhile (compensations, the
+        forward path after the pivot)."""
+        task = asyncio.ensure_future(work)
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.done():
+                    raise
+                workflow.logger.info("cancellation noted; finishing what must finish")

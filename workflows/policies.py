@@ -1,0 +1,96 @@
+"""Every retry policy and timeout of the saga, in one place: a table per service, a row per step.
+
+The numbers are the spec's ("Exponential Backoff Implementation" and "Integrated Retry
+Orchestration"): Solana 2 s base, 8 s cap; IPFS 1 s base, 16 s cap; database 0.5 s base, 2 s
+cap; each step's attempt count from the orchestration table. Temporal's `RetryPolicy` is the
+only durable retry loop; failover between endpoints happens inside one attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+# Error types no retry can fix; activities raise them as non-retryable ApplicationErrors too,
+# this list is the safety net should one arrive without the flag.
+NON_RETRYABLE_TYPES = ["permanent", "needs_operator"]
+
+
+@dataclass(frozen=True)
+class ServiceBackoff:
+    base: timedelta
+    cap: timedelta
+    jitter: float  # the spec's share of the delay, added by the activity via next_retry_delay
+
+
+SERVICES: dict[str, ServiceBackoff] = {
+    "solana": ServiceBackoff(timedelta(seconds=2), timedelta(seconds=8), 0.20),
+    "ipfs": ServiceBackoff(timedelta(seconds=1), timedelta(seconds=16), 0.10),
+    "db": ServiceBackoff(timedelta(milliseconds=500), timedelta(seconds=2), 0.05),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One activity's place in the saga: which service it leans on and how hard to retry."""
+
+    service: str
+    attempts: int
+    timeout: timedelta
+    heartbeat: timedelta | None = None
+
+    def retry_policy(self) -> RetryPolicy:
+        backoff = SERVICES[self.service]
+        return RetryPolicy(
+            initial_interval=backoff.base,
+            backoff_coefficient=2.0,
+            maximum_interval=backoff.cap,
+            maximum_attempts=self.attempts,
+            non_retryable_error_types=NON_RETRYABLE_TYPES,
+        )
+
+    def options(self) -> dict[str, object]:
+        """Keyword arguments for `workflow.execute_activity`."""
+        return {
+            "start_to_close_timeout": self.timeout,
+            "heartbeat_timeout": self.heartbeat,
+            "retry_policy": self.retry_policy(),
+        }
+
+
+S = timedelta(seconds=1)
+
+STEPS: dict[str, Step] = {
+    # 1. pre-mint checks (in parallel)
+    "check_ipfs": Step("ipfs", attempts=3, timeout=10 * S),
+    "check_database": Step("db", attempts=2, timeout=10 * S),
+    "check_rpc": Step("solana", attempts=3, timeout=10 * S),
+    "claim_mint": Step("db", attempts=3, timeout=10 * S),
+    # 2. uploads: the image's CID is computed first so both uploads run in parallel
+    "compute_image_cid": Step("ipfs", attempts=5, timeout=60 * S),
+    "upload_image": Step("ipfs", attempts=5, timeout=120 * S),
+    "upload_metadata": Step("ipfs", attempts=5, timeout=60 * S),
+    # 3. database record
+    "record_uploads": Step("db", attempts=3, timeout=10 * S),
+    # 4. the transaction; the pivot is the first send
+    "prepare_transaction": Step("solana", attempts=3, timeout=30 * S),
+    "send_transaction": Step("solana", attempts=3, timeout=30 * S),
+    # The spec's 60 s confirmation wait lives inside the activity; this bounds the activity.
+    "await_confirmation": Step("solana", attempts=3, timeout=90 * S, heartbeat=10 * S),
+    "record_minted": Step("db", attempts=3, timeout=10 * S),
+    # 5. on-chain verification, each attempt against the next endpoint
+    "verify_nft": Step("solana", attempts=5, timeout=30 * S),
+    # 6. post-mint checks (in parallel), then the final record
+    "check_gateways": Step("ipfs", attempts=3, timeout=60 * S),
+    "check_partner_view": Step("ipfs", attempts=2, timeout=60 * S),
+    "check_db_consistency": Step("db", attempts=2, timeout=30 * S),
+    "finish_mint": Step("db", attempts=3, timeout=10 * S),
+    # compensations: idempotent, so they may retry more than the steps they undo
+    "release_pins": Step("ipfs", attempts=10, timeout=60 * S),
+    "rollback_mint": Step("db", attempts=10, timeout=10 * S),
+}
+
+CONFIRMATION_WAIT = timedelta(seconds=60)
+MAX_RESIGNS = 5  # fresh blockhashes after expiry before a person is asked to look

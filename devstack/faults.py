@@ -11,6 +11,7 @@ A fault is ``{"target", "kind", "rate", "status", "delay_ms", "match"}``:
               ``down``          refuse connections: the port stops listening while the fault lives
 - ``rate``    probability (0..1) that a matching request is hit; ``down`` ignores it
 - ``match``   optional JSON-RPC method (exact) or path prefix the fault is limited to
+- ``duration_ms`` optional lifetime: the fault removes itself after it (an outage that ends)
 
 For the Postgres proxy (a TCP byte pipe) ``error`` resets connections, ``latency`` delays
 each chunk, ``hang`` stalls them, and ``down`` closes the port and every open connection.
@@ -47,6 +48,7 @@ class Fault:
     delay_ms: int = 0
     match: str | None = None
     seed: int | None = None
+    duration_ms: int | None = None
     hits: int = 0
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -69,6 +71,7 @@ class Fault:
             "status": self.status,
             "delay_ms": self.delay_ms,
             "match": self.match,
+            "duration_ms": self.duration_ms,
             "hits": self.hits,
         }
 
@@ -84,6 +87,7 @@ class FaultRegistry:
         self._faults: dict[str, Fault] = {}
         self._ids = itertools.count(1)
         self._down_listeners: list[DownListener] = []
+        self._expiries: set[asyncio.Task[None]] = set()
         self.injected: dict[str, int] = {}  # "target:kind" -> times a fault fired
         # target -> {unix minute -> requests seen}, so rate limits can be checked from outside
         self.requests_per_minute: dict[str, dict[int, int]] = {}
@@ -113,6 +117,9 @@ class FaultRegistry:
         if kind == "latency" and delay_ms == 0:
             raise FaultSpecError("delay_ms: a latency fault needs a positive delay_ms")
         seed = spec.get("seed")
+        duration_ms = spec.get("duration_ms")
+        if duration_ms is not None and (not isinstance(duration_ms, int) or duration_ms <= 0):
+            raise FaultSpecError(f"duration_ms: {duration_ms!r} is not a positive integer")
         fault = Fault(
             id=str(next(self._ids)),
             target=target,
@@ -122,6 +129,7 @@ class FaultRegistry:
             delay_ms=delay_ms,
             match=spec.get("match") or None,
             seed=seed,
+            duration_ms=duration_ms,
         )
         fault._rng = random.Random(seed)
         return fault
@@ -132,7 +140,16 @@ class FaultRegistry:
         self._faults[fault.id] = fault
         if fault.kind == "down" and not was_down:
             await self._notify(fault.target, True)
+        if fault.duration_ms is not None:
+            task = asyncio.get_running_loop().create_task(self._expire(fault))
+            self._expiries.add(task)
+            task.add_done_callback(self._expiries.discard)
         return fault
+
+    async def _expire(self, fault: Fault) -> None:
+        assert fault.duration_ms is not None
+        await asyncio.sleep(fault.duration_ms / 1000)
+        await self.remove(fault.id)
 
     async def remove(self, fault_id: str) -> bool:
         fault = self._faults.pop(fault_id, None)

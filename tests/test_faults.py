@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from devstack.faults import FaultRegistry, FaultSpecError
@@ -68,3 +70,21 @@ async def test_down_notifies_once_per_target_and_comes_back_when_the_last_goes()
 async def test_removing_an_unknown_fault_reports_false() -> None:
     registry = FaultRegistry(TARGETS)
     assert await registry.remove("42") is False
+
+
+async def test_a_fault_with_a_duration_removes_itself_and_brings_the_port_back() -> None:
+    registry = FaultRegistry(TARGETS)
+    events: list[tuple[str, bool]] = []
+
+    async def listener(target: str, down: bool) -> None:
+        events.append((target, down))
+
+    registry.on_down_change(listener)
+    await registry.add({"target": "postgres", "kind": "down", "duration_ms": 50})
+    assert registry.is_down("postgres")
+    await asyncio.sleep(0.2)
+    assert not registry.is_down("postgres")
+    assert registry.list() == []
+    assert events == [("postgres", True), ("postgres", False)]
+    with pytest.raises(FaultSpecError, match="duration_ms"):
+        await registry.add({"target": "postgres", "kind": "down", "duration_ms": 0})

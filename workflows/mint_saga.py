@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         RetryOverrides,
         StatusView,
     )
-    from workflows.policies import CONFIRMATION_WAIT, MAX_RESIGNS, STEPS
+    from workflows.policies import MAX_RESIGNS, STEPS
 
 MINT_STAGE = SearchAttributeKey.for_keyword("MintStage")
 MINT_STATUS = SearchAttributeKey.for_keyword("MintStatus")
@@ -271,7 +271,7 @@ class MintSaga:
                         signature=prepared.signature,
                         tx_base64=prepared.tx_base64,
                         last_valid_block_height=prepared.last_valid_block_height,
-                        wait_s=CONFIRMATION_WAIT.total_seconds(),
+                        wait_s=self._req.options.confirmation_wait_s,
                     ),
                     io.ConfirmOut,
                 )

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from solders.pubkey import Pubkey
+
 from clients.stages import MintStage
 
 MAX_NAME_BYTES = 32  # Token-2022 metadata as wallets display it; the Metaplex convention
@@ -79,6 +81,9 @@ class MintOptions(_Frozen):
         description="how long a mint waits for an operator before compensating on its own",
     )
     priority_fee_micro_lamports: int = Field(default=0, ge=0)
+    confirmation_wait_s: float = Field(
+        default=60.0, gt=0, le=600, description="how long one confirmation wait lasts (spec: 60 s)"
+    )
 
 
 class MintRequest(_Frozen):
@@ -97,8 +102,6 @@ class MintRequest(_Frozen):
     @field_validator("wallet")
     @classmethod
     def _wallet_is_an_ed25519_key(cls, value: str) -> str:
-        from solders.pubkey import Pubkey
-
         try:
             key = Pubkey.from_string(value)
         except ValueError as exc:

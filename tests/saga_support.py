@@ -1,0 +1,179 @@
+"""Helpers for the saga's tests: a real worker on the devstack, requests, and independent reads.
+
+The worker is the product's own (`worker.mint_activities` and `MintSaga`) with real clients over
+real sockets. A test can wrap one activity so that a real fault (through the devstack's admin
+API) starts at the moment that activity runs: the failure is real, only its timing is chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import typing
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from clients.settings import Settings
+from clients.solana_nft import associated_token_address
+from devstack.config import StackConfig
+from devstack.dev_identity import png
+from worker import mint_activities
+from workflows.mint_saga import MintSaga
+from workflows.models import MintRequest
+
+_images = itertools.count(1)
+
+
+def settings_for(stack: StackConfig, **extra: str) -> Settings:
+    return Settings.from_env({**stack.worker_env(), **extra})
+
+
+async def temporal_client(stack: StackConfig) -> Client:
+    return await Client.connect(stack.temporal_address, data_converter=pydantic_data_converter)
+
+
+def activity_name(fn: Callable[..., Any]) -> str:
+    definition = activity._Definition.from_callable(fn)
+    assert definition is not None and definition.name is not None
+    return definition.name
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    stack: StackConfig,
+    client: Client,
+    task_queue: str,
+    *,
+    wrap: dict[str, Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]]
+    | None = None,
+    solana_timeout_ms: int | None = None,
+) -> AsyncIterator[None]:
+    """The product's worker in this process; `wrap` maps an activity name to a wrapper."""
+    wrap = wrap or {}
+    extra = {"SOLANA_TIMEOUT_MS": str(solana_timeout_ms)} if solana_timeout_ms else {}
+    async with mint_activities(settings_for(stack, **extra)) as activities:
+        wired = [wrap[activity_name(a)](a) if activity_name(a) in wrap else a for a in activities]
+        async with Worker(client, task_queue=task_queue, workflows=[MintSaga], activities=wired):
+            yield
+
+
+def fault_first(stack: StackConfig, *specs: dict[str, Any]) -> Callable[..., Any]:
+    """Wrapper: the first time the activity runs, add these faults, then run it for real."""
+
+    def wrapper(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        done = False
+
+        async def wrapped(arg: Any) -> Any:
+            nonlocal done
+            if not done:
+                done = True
+                for spec in specs:
+                    add_fault(stack, **spec)
+            return await original(arg)
+
+        # The converter reads the input and result types from the annotations.
+        hints = typing.get_type_hints(original)
+        wrapped.__annotations__ = {"arg": next(iter(hints.values())), "return": hints["return"]}
+        return activity.defn(name=activity_name(original))(wrapped)
+
+    return wrapper
+
+
+def add_fault(stack: StackConfig, **spec: Any) -> str:
+    response = httpx.post(stack.url("admin") + "/faults", json=spec, timeout=10)
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+def clear_faults(stack: StackConfig) -> None:
+    httpx.delete(stack.url("admin") + "/faults", timeout=10).raise_for_status()
+
+
+def image_dir(stack: StackConfig) -> Path:
+    return Path(stack.worker_env()["MINT_IMAGE_DIR"])
+
+
+def new_image(stack: StackConfig) -> str:
+    """A PNG no other mint uses, written into MINT_IMAGE_DIR; returns its relative path."""
+    name = f"test-{uuid.uuid4().hex[:10]}.png"
+    (image_dir(stack) / name).write_bytes(png(16, 16, seed=next(_images) + os.getpid()))
+    return name
+
+
+def mint_request(stack: StackConfig, **overrides: Any) -> MintRequest:
+    tag = uuid.uuid4().hex[:10]
+    fields: dict[str, Any] = {
+        "mint_id": f"t-{tag}",
+        "user_id": f"user-{tag}",
+        "wallet": str(Keypair().pubkey()),
+        "name": f"Saga {tag[:6]}",
+        "symbol": "SAGA",
+        "description": "a test mint",
+        "attributes": [{"trait_type": "tier", "value": "gold"}],
+        "image": {"path": new_image(stack)},
+    }
+    fields.update(overrides)
+    return MintRequest.model_validate(fields)
+
+
+def rpc(stack: StackConfig, method: str, params: list[Any], endpoint: str = "solana-3") -> Any:
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    answer = httpx.post(stack.url(endpoint), json=body, timeout=10).json()
+    assert "error" not in answer, answer
+    return answer["result"]
+
+
+def chain_nft(stack: StackConfig, mint_address: str) -> dict[str, Any] | None:
+    """The mint account as the RPC's jsonParsed shows it (independent of our minter)."""
+    params = [mint_address, {"encoding": "jsonParsed", "commitment": "confirmed"}]
+    value = rpc(stack, "getAccountInfo", params)["value"]
+    if value is None:
+        return None
+    info: dict[str, Any] = value["data"]["parsed"]["info"]
+    return info
+
+
+def token_metadata(info: dict[str, Any]) -> dict[str, Any]:
+    for extension in info.get("extensions", []):
+        if extension["extension"] == "tokenMetadata":
+            state: dict[str, Any] = extension["state"]
+            return state
+    raise AssertionError(f"no tokenMetadata extension in {json.dumps(info)}")
+
+
+def owner_balance(stack: StackConfig, owner: str, mint_address: str) -> int:
+    """Tokens of this mint in the owner's associated token account (0 if it has none)."""
+    ata = associated_token_address(Pubkey.from_string(owner), Pubkey.from_string(mint_address))
+    params = [str(ata), {"encoding": "jsonParsed", "commitment": "confirmed"}]
+    value = rpc(stack, "getAccountInfo", params)["value"]
+    if value is None:
+        return 0
+    return int(value["data"]["parsed"]["info"]["tokenAmount"]["amount"])
+
+
+def pinned_anywhere(stack: StackConfig, cid: str) -> bool:
+    headers = {"Authorization": f"Bearer {stack.pinata_jwt}"}
+    rows = httpx.get(
+        stack.url("pinata") + "/data/pinList",
+        params={"hashContains": cid, "status": "pinned"},
+        headers=headers,
+        timeout=10,
+    ).json()["rows"]
+    kubo = httpx.post(stack.url("kubo") + "/api/v0/pin/ls", params={"arg": cid}, timeout=10)
+    return any(r["ipfs_pin_hash"] == cid for r in rows) or kubo.status_code == 200
+
+
+def gateway_status(stack: StackConfig, gateway: str, cid: str) -> int:
+    return httpx.get(f"{stack.url(gateway)}/ipfs/{cid}", timeout=10).status_code

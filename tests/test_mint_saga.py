@@ -1,0 +1,307 @@
+"""MintSaga end to end on the devstack: the happy path, each row of the spec's recovery matrix,
+operators steering stuck mints, idempotency, and cancellation. Real worker, real servers;
+faults through the devstack's admin API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import httpx
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.service import RPCError
+
+import starter
+from devstack.config import GATEWAYS, SOLANA_ENDPOINTS, StackConfig
+from tests.saga_support import (
+    add_fault,
+    chain_nft,
+    clear_faults,
+    fault_first,
+    gateway_status,
+    mint_request,
+    owner_balance,
+    pinned_anywhere,
+    running_worker,
+    temporal_client,
+    token_metadata,
+)
+from workflows.mint_saga import MINT_STAGE, MINT_STATUS
+from workflows.models import MintResult, MintStatus, StatusView
+
+pytestmark = pytest.mark.integration
+
+QUEUE = "saga-tests"
+
+
+@pytest.fixture(scope="session")
+async def client(stack: StackConfig) -> Client:
+    return await temporal_client(stack)
+
+
+@pytest.fixture(scope="session")
+async def worker(stack: StackConfig, client: Client) -> AsyncIterator[str]:
+    """The product's worker, in this process, for the whole session; yields its task queue."""
+    async with running_worker(stack, client, QUEUE):
+        yield QUEUE
+
+
+async def wait_for(
+    client: Client, mint_id: str, predicate: Callable[[StatusView], bool], within_s: float = 60
+) -> None:
+    async def poll() -> None:
+        while True:
+            with contextlib.suppress(RPCError):  # not started yet, or no worker to answer
+                if predicate(await starter.get_status(client, mint_id)):
+                    return
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(poll(), within_s)
+
+
+async def db_row(stack: StackConfig, mint_id: str) -> asyncpg.Record | None:
+    conn = await asyncpg.connect(stack.direct_database_url)
+    try:
+        return await conn.fetchrow("SELECT * FROM mints WHERE mint_id = $1", mint_id)
+    finally:
+        await conn.close()
+
+
+async def submissions(stack: StackConfig, mint_id: str) -> int:
+    conn = await asyncpg.connect(stack.direct_database_url)
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FROM mint_submissions WHERE mint_id = $1", mint_id
+        )
+    finally:
+        await conn.close()
+
+
+def assert_one_nft(stack: StackConfig, result: MintResult, name: str, symbol: str) -> None:
+    assert result.mint_address is not None
+    info = chain_nft(stack, result.mint_address)
+    assert info is not None
+    assert info["supply"] == "1" and info["decimals"] == 0 and info["mintAuthority"] is None
+    metadata = token_metadata(info)
+    assert (metadata["name"], metadata["symbol"]) == (name, symbol)
+    assert metadata["uri"] == f"ipfs://{result.metadata_cid}" == result.metadata_uri
+    assert owner_balance(stack, result.owner, result.mint_address) == 1
+
+
+async def test_happy_path_mints_one_nft_recorded_pinned_and_served(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    request = mint_request(stack)
+    handle = await starter.start_mint(client, request, queue=worker)
+    result = await handle.result()
+
+    assert result.status == MintStatus.MINTED
+    assert result.owner == request.wallet
+    assert_one_nft(stack, result, request.name, request.symbol)
+    row = await db_row(stack, request.mint_id)
+    assert row is not None and row["stage"] == "MINTED"
+    assert (row["mint_address"], row["signature"]) == (result.mint_address, result.signature)
+    for cid in (result.image_cid, result.metadata_cid):
+        assert cid is not None and pinned_anywhere(stack, cid)
+        assert [gateway_status(stack, g, cid) for g in GATEWAYS] == [200, 200]
+    attributes = (await handle.describe()).typed_search_attributes
+    assert (attributes.get(MINT_STAGE), attributes.get(MINT_STATUS)) == ("MINTED", "MINTED")
+
+
+async def test_same_mint_id_twice_is_one_workflow_and_one_nft(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    request = mint_request(stack)
+    first, second = await asyncio.gather(
+        starter.start_mint(client, request, queue=worker),
+        starter.start_mint(client, request, queue=worker),
+    )
+    result = await first.result()
+    assert (await second.result()) == result
+    again = await starter.start_mint(client, request, queue=worker)  # after it finished
+    assert (await again.result()) == result
+    assert (await again.describe()).run_id == (await first.describe()).run_id
+    assert_one_nft(stack, result, request.name, request.symbol)
+    assert await submissions(stack, request.mint_id) == 1
+
+
+async def test_second_mint_for_a_busy_user_is_rejected_and_holds_nothing(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    busy = mint_request(stack)
+    conn = await asyncpg.connect(stack.direct_database_url)
+    await conn.execute(
+        "INSERT INTO mints (mint_id, user_id, wallet, stage) VALUES ($1, $2, $3, 'INITIATED')",
+        f"held-{uuid.uuid4().hex[:8]}",
+        busy.user_id,
+        busy.wallet,
+    )
+    await conn.close()
+    result = await (await starter.start_mint(client, busy, queue=worker)).result()
+    assert result.status == MintStatus.ROLLED_BACK
+    assert result.reason is not None and "UserMintInProgress" in result.reason
+    assert await db_row(stack, busy.mint_id) is None
+    assert result.image_cid is None  # rejected before any upload
+
+
+async def test_ipfs_uploaded_then_blockchain_fails_compensates_and_frees_the_user(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    request = mint_request(stack, options={"operator_timeout_s": 1})
+    for endpoint in SOLANA_ENDPOINTS:
+        add_fault(stack, target=endpoint, kind="status", status=503, match="getLatestBlockhash")
+    result = await (await starter.start_mint(client, request, queue=worker)).result()
+
+    assert result.status == MintStatus.ROLLED_BACK
+    assert result.reason is not None and "prepare_transaction" in result.reason
+    assert result.image_cid and result.metadata_cid  # the uploads had happened
+    for cid in (result.image_cid, result.metadata_cid):
+        assert not pinned_anywhere(stack, cid)
+        assert [gateway_status(stack, g, cid) for g in GATEWAYS] == [404, 404]
+    assert chain_nft(stack, result.mint_address or "") is None
+    row = await db_row(stack, request.mint_id)
+    assert row is not None and row["stage"] == "ROLLED_BACK"
+
+    clear_faults(stack)  # the chain is back: the same user may mint again
+    retry = mint_request(stack, user_id=request.user_id)
+    again = await (await starter.start_mint(client, retry, queue=worker)).result()
+    assert again.status == MintStatus.MINTED
+
+
+async def test_lost_send_answer_and_confirmation_timeout_query_status_not_mint_again(
+    stack: StackConfig, client: Client
+) -> None:
+    """BLOCKCHAIN_SUBMITTED with a lost answer and a confirmation that times out: the saga asks
+    the chain again and finds its transaction; nothing is re-signed, one NFT exists."""
+    request = mint_request(stack)
+    hang_status = [
+        {"target": e, "kind": "hang", "match": "getSignatureStatuses", "duration_ms": 3_000}
+        for e in SOLANA_ENDPOINTS
+    ]
+    lose_answer = {"target": "solana-1", "kind": "drop_response", "match": "sendTransaction"}
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    wrap = {
+        "send_transaction": fault_first(stack, lose_answer),
+        "await_confirmation": fault_first(stack, *hang_status),
+    }
+    async with running_worker(stack, client, queue, wrap=wrap, solana_timeout_ms=1_000):
+        result = await (await starter.start_mint(client, request, queue=queue)).result()
+
+    assert result.status == MintStatus.MINTED
+    assert result.retries["solana"] >= 1
+    assert await submissions(stack, request.mint_id) == 1
+    assert_one_nft(stack, result, request.name, request.symbol)
+
+
+async def test_blockchain_succeeded_then_db_fails_is_repaired_forward(
+    stack: StackConfig, client: Client
+) -> None:
+    request = mint_request(stack)
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    db_down = {"target": "postgres", "kind": "down", "duration_ms": 4_000}
+    async with running_worker(
+        stack, client, queue, wrap={"record_minted": fault_first(stack, db_down)}
+    ):
+        handle = await starter.start_mint(client, request, queue=queue)
+        await wait_for(client, request.mint_id, lambda s: s.awaiting_operator)
+        status = await starter.get_status(client, request.mint_id)
+        assert status.past_pivot and status.awaiting_step == "record_minted"
+        assert status.status == MintStatus.AWAITING_OPERATOR
+        with pytest.raises(starter.StarterError, match="past the pivot"):
+            await starter.compensate(client, request.mint_id)
+        await asyncio.sleep(4.5)  # the database comes back
+        await starter.retry(client, request.mint_id)
+        result = await handle.result()
+
+    assert result.status == MintStatus.MINTED
+    assert_one_nft(stack, result, request.name, request.symbol)
+    row = await db_row(stack, request.mint_id)
+    assert row is not None and row["stage"] == "MINTED"
+    for cid in (result.image_cid, result.metadata_cid):
+        assert cid is not None and pinned_anywhere(stack, cid)
+
+
+async def test_verification_reruns_against_other_endpoints(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    fault = add_fault(
+        stack, target="solana-1", kind="status", status=503, match="getMultipleAccounts"
+    )
+    request = mint_request(stack)
+    result = await (await starter.start_mint(client, request, queue=worker)).result()
+
+    assert result.status == MintStatus.MINTED
+    assert result.retries["solana"] >= 1  # verify_nft's first attempt read solana-1 only
+    async with httpx.AsyncClient(timeout=10) as http:
+        faults = (await http.get(stack.url("admin") + "/faults")).json()
+    assert next(f["hits"] for f in faults if f["id"] == fault) >= 1
+    assert_one_nft(stack, result, request.name, request.symbol)
+
+
+async def test_worker_killed_mid_mint_restarts_to_exactly_one_nft(
+    stack: StackConfig, client: Client
+) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, **stack.worker_env(), "TEMPORAL_TASK_QUEUE": queue}
+
+    def start_worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "worker.py"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    for endpoint in SOLANA_ENDPOINTS:
+        add_fault(
+            stack, target=endpoint, kind="latency", delay_ms=1_500, match="getSignatureStatuses"
+        )
+    request = mint_request(stack)
+    first = start_worker()
+    try:
+        handle = await starter.start_mint(client, request, queue=queue)
+        await wait_for(client, request.mint_id, lambda s: s.stage == "BLOCKCHAIN_SUBMITTED")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        clear_faults(stack)
+        second = start_worker()
+        try:
+            result = await asyncio.wait_for(handle.result(), 90)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(40)
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+    assert result.status == MintStatus.MINTED
+    assert_one_nft(stack, result, request.name, request.symbol)
+    assert await submissions(stack, request.mint_id) == 1
+
+
+async def test_cancel_before_the_pivot_compensates(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    add_fault(stack, target="pinata", kind="latency", delay_ms=3_000, match="/pinning")
+    request = mint_request(stack)
+    handle = await starter.start_mint(client, request, queue=worker)
+    await wait_for(client, request.mint_id, lambda s: s.image_cid is not None)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    status = await starter.get_status(client, request.mint_id)
+    assert status.status == MintStatus.ROLLED_BACK and not status.past_pivot
+    row = await db_row(stack, request.mint_id)
+    assert row is not None and row["stage"] == "ROLLED_BACK"
+    assert status.image_cid is not None
+    assert not pinned_anywhere(stack, status.image_cid)

@@ -20,7 +20,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
 from solders.pubkey import Pubkey
 
 from clients.stages import MintStage

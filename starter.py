@@ -28,6 +28,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
@@ -38,6 +39,7 @@ from temporalio.common import (
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from clients.stages import MintStage
 from workflows.mint_saga import MINT_STAGE, MINT_STATUS, MintSaga
@@ -103,7 +105,12 @@ def _handle(client: Client, mint_id: str) -> WorkflowHandle[MintSaga, MintResult
 
 
 async def get_status(client: Client, mint_id: str) -> StatusView:
-    return await _handle(client, mint_id).query(MintSaga.status)
+    try:
+        return await _handle(client, mint_id).query(MintSaga.status)
+    except WorkflowQueryFailedError as exc:
+        raise StarterError(f"status {mint_id}: {exc.message}") from exc
+    except RPCError as exc:
+        raise StarterError(f"status {mint_id}: {_finished_or(exc)}") from exc
 
 
 async def retry(
@@ -116,6 +123,8 @@ async def retry(
         )
     except WorkflowUpdateFailedError as exc:
         raise StarterError(f"retry {mint_id}: {exc.cause}") from exc
+    except RPCError as exc:
+        raise StarterError(f"retry {mint_id}: {_finished_or(exc)}") from exc
 
 
 async def compensate(client: Client, mint_id: str) -> StatusView:
@@ -124,6 +133,16 @@ async def compensate(client: Client, mint_id: str) -> StatusView:
         return await _handle(client, mint_id).execute_update(MintSaga.compensate_update)
     except WorkflowUpdateFailedError as exc:
         raise StarterError(f"compensate {mint_id}: {exc.cause}") from exc
+    except RPCError as exc:
+        raise StarterError(f"compensate {mint_id}: {_finished_or(exc)}") from exc
+
+
+def _finished_or(exc: RPCError) -> str:
+    if exc.status == RPCStatusCode.NOT_FOUND and "completed" in exc.message:
+        return "the mint has finished: nothing is waiting for an operator"
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        return "no such mint"
+    return exc.message
 
 
 async def list_mints(client: Client, *, stuck: bool = False) -> list[dict[str, Any]]:
@@ -290,6 +309,9 @@ async def _main(argv: list[str] | None = None) -> int:
         return int(await args.func(client, args))
     except StarterError as exc:
         print(f"starter: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # Client.connect: the server is not reachable
+        print(f"starter: cannot reach Temporal: {exc}", file=sys.stderr)
         return 2
 
 

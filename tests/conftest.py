@@ -9,15 +9,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.client import Client
 
 from devstack.config import StackConfig
+from tests.saga_support import running_worker, temporal_client
 
 TEST_PORT_OFFSET = int(os.environ.get("DEVSTACK_TEST_PORT_OFFSET", "10000"))
+SAGA_QUEUE = "saga-tests"
 
 
 def _devstack(*args: str) -> subprocess.CompletedProcess[str]:
@@ -56,3 +59,16 @@ def _clear_faults(request: pytest.FixtureRequest) -> Iterator[None]:
     if "stack" in request.fixturenames:
         config: StackConfig = request.getfixturevalue("stack")
         httpx.delete(config.url("admin") + "/faults", timeout=10).raise_for_status()
+
+
+@pytest.fixture(scope="session")
+async def client(stack: StackConfig) -> Client:
+    """A Temporal client with the product's pydantic converter."""
+    return await temporal_client(stack)
+
+
+@pytest.fixture(scope="session")
+async def worker(stack: StackConfig, client: Client) -> AsyncIterator[str]:
+    """The product's worker, in this process, for the whole session; yields its task queue."""
+    async with running_worker(stack, client, SAGA_QUEUE):
+        yield SAGA_QUEUE

@@ -7,6 +7,7 @@ API) starts at the moment that activity runs: the failure is real, only its timi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -23,15 +24,17 @@ from solders.pubkey import Pubkey
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
+import starter
 from clients.settings import Settings
 from clients.solana_nft import associated_token_address
 from devstack.config import StackConfig
 from devstack.dev_identity import png
 from worker import mint_activities
 from workflows.mint_saga import MintSaga
-from workflows.models import MintRequest
+from workflows.models import MintRequest, StatusView
 
 _images = itertools.count(1)
 
@@ -177,3 +180,16 @@ def pinned_anywhere(stack: StackConfig, cid: str) -> bool:
 
 def gateway_status(stack: StackConfig, gateway: str, cid: str) -> int:
     return httpx.get(f"{stack.url(gateway)}/ipfs/{cid}", timeout=10).status_code
+
+
+async def wait_for(
+    client: Client, mint_id: str, predicate: Callable[[StatusView], bool], within_s: float = 60
+) -> None:
+    async def poll() -> None:
+        while True:
+            with contextlib.suppress(RPCError):  # not started yet, or no worker to answer
+                if predicate(await starter.get_status(client, mint_id)):
+                    return
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(poll(), within_s)

@@ -6,19 +6,16 @@ faults through the devstack's admin API.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import httpx
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.service import RPCError
 
 import starter
 from devstack.config import GATEWAYS, SOLANA_ENDPOINTS, StackConfig
@@ -32,40 +29,13 @@ from tests.saga_support import (
     owner_balance,
     pinned_anywhere,
     running_worker,
-    temporal_client,
     token_metadata,
+    wait_for,
 )
 from workflows.mint_saga import MINT_STAGE, MINT_STATUS
-from workflows.models import MintResult, MintStatus, StatusView
+from workflows.models import MintResult, MintStatus
 
 pytestmark = pytest.mark.integration
-
-QUEUE = "saga-tests"
-
-
-@pytest.fixture(scope="session")
-async def client(stack: StackConfig) -> Client:
-    return await temporal_client(stack)
-
-
-@pytest.fixture(scope="session")
-async def worker(stack: StackConfig, client: Client) -> AsyncIterator[str]:
-    """The product's worker, in this process, for the whole session; yields its task queue."""
-    async with running_worker(stack, client, QUEUE):
-        yield QUEUE
-
-
-async def wait_for(
-    client: Client, mint_id: str, predicate: Callable[[StatusView], bool], within_s: float = 60
-) -> None:
-    async def poll() -> None:
-        while True:
-            with contextlib.suppress(RPCError):  # not started yet, or no worker to answer
-                if predicate(await starter.get_status(client, mint_id)):
-                    return
-            await asyncio.sleep(0.1)
-
-    await asyncio.wait_for(poll(), within_s)
 
 
 async def db_row(stack: StackConfig, mint_id: str) -> asyncpg.Record | None:

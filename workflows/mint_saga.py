@@ -48,15 +48,15 @@ T = TypeVar("T")
 class StepFailed(Exception):
     """A step before the pivot ended for good; the saga compensates."""
 
-    def __init__(self, error: ErrorInfo, *, by_operator: bool = False) -> None:
+    def __init__(self, error: ErrorInfo, *, decided_by: str | None = None) -> None:
         super().__init__(error.message)
         self.error = error
-        self.by_operator = by_operator
+        self.decided_by = decided_by  # None: the failure itself; else who chose to compensate
 
     @property
     def reason(self) -> str:
-        who = "operator chose to compensate after " if self.by_operator else ""
-        return f"{who}{self.error.step} failed: {self.error.type}: {self.error.message}"
+        why = f"{self.error.step} failed: {self.error.type}: {self.error.message}"
+        return f"{self.decided_by} chose to compensate after {why}" if self.decided_by else why
 
 
 class HandledError(Exception):
@@ -456,7 +456,7 @@ class MintSaga:
         timeout = None if self._pivoted else self._req.options.operator_timeout_s
         decision = await self._wait_for_decision(step, f"{error.type}: {error.message}", timeout)
         if decision.action == "compensate":
-            raise StepFailed(error, by_operator=True)
+            raise StepFailed(error, decided_by=decision.decided_by)
         if decision.overrides != RetryOverrides():
             self._overrides = decision.overrides
 
@@ -472,12 +472,18 @@ class MintSaga:
         try:
             await workflow.wait_condition(lambda: self._decisions > seen, timeout=wait_s)
             assert self._decision is not None
-            return self._decision
-        except TimeoutError:
-            return OperatorDecision(action="compensate")  # the configured wait is over
-        finally:
-            self._awaiting_step = None
-            self._set_status(previous_status)
+            decision = self._decision
+        except TimeoutError:  # the configured wait is over
+            decision = OperatorDecision(
+                action="compensate", decided_by=f"no operator within {wait_s:.0f} s; the saga"
+            )
+        except asyncio.CancelledError:
+            self._awaiting_step = None  # the saga's cancellation path sets the status
+            raise
+        # Not in a `finally`: an evicted workflow must not touch search attributes.
+        self._awaiting_step = None
+        self._set_status(previous_status)
+        return decision
 
     @workflow.signal(name="retry")
     def retry_signal(self, overrides: RetryOverrides | None = None) -> None:

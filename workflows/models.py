@@ -187,6 +187,7 @@ class RetryOverrides(_Frozen):
 class OperatorDecision(_Frozen):
     action: Literal["retry", "compensate"]
     overrides: RetryOverrides = RetryOverrides()
+    decided_by: str = "operator"
 
 
 if __name__ == "__main__":

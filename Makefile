@@ -23,7 +23,7 @@ lint: venv
 	$(BIN)/python -m ruff format --check .
 
 demo: venv
-	$(BIN)/python -m devstack demo
+	$(BIN)/python demo.py
 
 devstack-up: venv
 	$(BIN)/python -m devstack up --detach

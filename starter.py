@@ -41,6 +41,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from clients.process_exit import exit_now
 from clients.stages import MintStage
 from workflows.mint_saga import MINT_STAGE, MINT_STATUS, MintSaga
 from workflows.models import (
@@ -262,13 +263,13 @@ async def cmd_retry(client: Client, args: argparse.Namespace) -> int:
         priority_fee_micro_lamports=args.priority_fee, preferred_endpoint=args.endpoint
     )
     view = await retry(client, args.mint_id, overrides)
-    print(f"retrying {args.mint_id}: now {view.status} at {view.stage}")
+    print(f"retry accepted: {args.mint_id} resumes at {view.awaiting_step} ({view.stage})")
     return 0
 
 
 async def cmd_compensate(client: Client, args: argparse.Namespace) -> int:
     view = await compensate(client, args.mint_id)
-    print(f"compensating {args.mint_id}: now {view.status} at {view.stage}")
+    print(f"compensation accepted: {args.mint_id} rolls back from {view.awaiting_step}")
     return 0
 
 
@@ -316,4 +317,4 @@ async def _main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(_main()))
+    exit_now(asyncio.run(_main()))

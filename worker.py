@@ -34,6 +34,7 @@ from clients.kubo import KuboClient
 from clients.mint_keys import KeyMaterialError, load_keypair_file, parse_seed
 from clients.mint_store import MintStore
 from clients.pinata import PinataClient
+from clients.process_exit import exit_now
 from clients.settings import Settings, SettingsError
 from clients.solana_minter import SolanaMinter
 from clients.solana_rpc import SolanaRpc
@@ -155,4 +156,4 @@ async def _main() -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    sys.exit(asyncio.run(_main()))
+    exit_now(asyncio.run(_main()))

@@ -1,4 +1,4 @@
-"""python -m devstack up | up --detach | down [--wipe] | env | status | demo
+"""python -m devstack up | up --detach | down [--wipe] | env | status
 
 Every command takes ``--state-dir`` (default ``.devstack``, or ``DEVSTACK_DIR``).
 """
@@ -88,13 +88,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if all(status.values()) else 1
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from devstack.demo import run_demo
-
-    config = _config(argparse.Namespace(**{**vars(args), "command": "up"}))
-    return run_demo(config)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devstack",
@@ -133,8 +126,6 @@ def main(argv: list[str] | None = None) -> int:
 
     command("env", "print export lines for the worker").set_defaults(func=cmd_env)
     command("status", "which services are up").set_defaults(func=cmd_status)
-    demo = command("demo", "start the stack and show it working")
-    demo.set_defaults(func=cmd_demo, detach=True, port_offset=None, slot_ms=None, pinata_rpm=None)
 
     args = parser.parse_args(argv)
     try:

@@ -30,6 +30,7 @@ from devstack.postgres import DATABASE, EmbeddedPostgres
 
 SEARCH_ATTRIBUTES = ("MintStage=Keyword", "MintStatus=Keyword")
 STARTUP_TIMEOUT_S = 90.0
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FUNDED_LAMPORTS = 1_000 * 10**9  # 1,000 SOL: thousands of mints' rent and fees
 
 Progress = Callable[[str], None]
@@ -82,12 +83,23 @@ class Supervisor:
         except OSError:
             return None
         # Guard against a recycled pid: the process must still be ours.
-        marker = b"start-dev" if name == "temporal" else b"devstack.emulators"
-        if marker not in cmdline or str(self.config.state_dir).encode() not in cmdline:
+        markers = {
+            "temporal": (b"start-dev", str(self.config.state_dir).encode()),
+            "emulators": (b"devstack.emulators", str(self.config.state_dir).encode()),
+            "worker": (b"worker.py",),
+        }
+        if not all(marker in cmdline for marker in markers[name]):
             return None
         return pid
 
-    def _spawn(self, name: str, argv: list[str]) -> int:
+    def _spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.config.state_dir / f"{name}.log", "ab")  # noqa: SIM115 - child keeps it
         proc = subprocess.Popen(
@@ -96,7 +108,8 @@ class Supervisor:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # survives the shell that ran `up --detach`
-            cwd=self.config.state_dir,
+            cwd=cwd or self.config.state_dir,
+            env=env,
         )
         log.close()
         self._pidfile(name).write_text(str(proc.pid))
@@ -257,10 +270,34 @@ class Supervisor:
         applied = await migrate_url(self.config.direct_database_url)
         self.progress("postgres: ready" + (f" (applied {', '.join(applied)})" if applied else ""))
 
+    # -- a worker for the demo -------------------------------------------------------------
+
+    def start_worker(self) -> None:
+        """Run the product's worker against this stack in the background (for `make demo`);
+        `down` stops it with the rest. Returns once it polls its task queue."""
+        if self.pid("worker") is not None:
+            self.progress("worker: already running")
+            return
+        log = self.config.state_dir / "worker.log"
+        offset = log.stat().st_size if log.exists() else 0
+        env = {**os.environ, **self.config.worker_env()}
+        pid = self._spawn("worker", [sys.executable, "worker.py"], cwd=PROJECT_ROOT, env=env)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.pid("worker") is None:
+                raise self._fail("worker", "exited during startup")
+            with open(log, "rb") as out:
+                out.seek(offset)
+                if b"worker polling" in out.read():
+                    self.progress(f"worker: polling (pid {pid})")
+                    return
+            time.sleep(0.1)
+        raise self._fail("worker", f"not polling after {STARTUP_TIMEOUT_S:.0f} s")
+
     # -- down --------------------------------------------------------------------------------
 
     def down(self, *, wipe: bool = False) -> None:
-        for name in ("emulators", "temporal"):
+        for name in ("worker", "emulators", "temporal"):
             pid = self.pid(name)
             if pid is not None:
                 self.progress(f"{name}: stopping")

@@ -126,7 +126,14 @@ class MintSaga:
     @workflow.run
     async def run(self, request: MintRequest) -> MintResult:
         self._request = request
-        self._enter(MintStage.INITIATED, "checking that IPFS, the database and Solana answer")
+        # Set both attributes at once, for starters (another language) that set neither.
+        workflow.upsert_search_attributes(
+            [
+                MINT_STAGE.value_set(MintStage.INITIATED.value),
+                MINT_STATUS.value_set(MintStatus.IN_PROGRESS.value),
+            ]
+        )
+        self._set_details("checking that IPFS, the database and Solana answer")
         try:
             await self._pre_mint_checks()
             await self._claim()

@@ -15,6 +15,7 @@ import email.utils
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -159,3 +160,13 @@ def bad_answer(message: str, *, service: str, endpoint: str) -> ServiceError:
         code=f"{service_prefix(service)}BadResponse",
         endpoint=endpoint,
     )
+
+
+def json_body(response: httpx.Response, *, service: str, endpoint: str) -> Any:
+    """The decoded JSON of a 2xx answer, or a TRANSIENT ``BadResponse`` when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise bad_answer(
+            f"answer to {response.request.url.path} is not JSON", service=service, endpoint=endpoint
+        ) from exc

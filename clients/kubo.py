@@ -13,7 +13,13 @@ from typing import Any
 import httpx
 
 from clients.cid import DEFAULT_CID_VERSION, require_cid
-from clients.http_errors import bad_answer, response_detail, status_error, transport_error
+from clients.http_errors import (
+    bad_answer,
+    json_body,
+    response_detail,
+    status_error,
+    transport_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,7 @@ class KuboClient:
     async def version(self) -> str:
         """Kubo's version string (the pre-mint health check)."""
         response = await self._call("version", action="read the version")
-        body = self._json(response)
+        body = json_body(response, service=SERVICE, endpoint=self.api_url)
         version = body.get("Version") if isinstance(body, dict) else None
         if not isinstance(version, str):
             raise bad_answer(
@@ -96,7 +102,7 @@ class KuboClient:
             return False
         if not response.is_success:
             raise status_error(response, service=SERVICE, endpoint=self.api_url, action="list pins")
-        body = self._json(response)
+        body = json_body(response, service=SERVICE, endpoint=self.api_url)
         keys = body.get("Keys") if isinstance(body, dict) else None
         return isinstance(keys, dict) and cid in keys
 
@@ -115,16 +121,6 @@ class KuboClient:
         if not response.is_success:
             raise status_error(response, service=SERVICE, endpoint=self.api_url, action=action)
         return response
-
-    def _json(self, response: httpx.Response) -> Any:
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise bad_answer(
-                f"answer to {response.request.url.path} is not JSON",
-                service=SERVICE,
-                endpoint=self.api_url,
-            ) from exc
 
 
 def _says_not_pinned(response: httpx.Response) -> bool:

@@ -582,15 +582,7 @@ class MintStore:
                 cid,
                 provider,
             )
-            assert result is not None
-            if result["stage"] is None:
-                raise _permanent("UnknownMint", f"mint {mint_id} was never claimed", self._endpoint)
-            if not result["inserted"] and not result["existed"]:
-                raise _permanent(
-                    "MintAlreadyFinished",
-                    f"mint {mint_id} is {result['stage']}; it takes no new pins",
-                    self._endpoint,
-                )
+            self._check_guarded_insert(result, mint_id, "pins")
 
         await self._run(work)
 
@@ -680,17 +672,21 @@ class MintStore:
                 last_valid_block_height,
                 blockhash,
             )
-            assert result is not None
-            if result["stage"] is None:
-                raise _permanent("UnknownMint", f"mint {mint_id} was never claimed", self._endpoint)
-            if not result["inserted"] and not result["existed"]:
-                raise _permanent(
-                    "MintAlreadyFinished",
-                    f"mint {mint_id} is {result['stage']}; it takes no new submission",
-                    self._endpoint,
-                )
+            self._check_guarded_insert(result, mint_id, "submission")
 
         await self._run(work)
+
+    def _check_guarded_insert(self, result: asyncpg.Record | None, mint_id: str, what: str) -> None:
+        """An insert guarded by the mint's stage: refuse an unknown or a finished mint."""
+        assert result is not None
+        if result["stage"] is None:
+            raise _permanent("UnknownMint", f"mint {mint_id} was never claimed", self._endpoint)
+        if not result["inserted"] and not result["existed"]:
+            raise _permanent(
+                "MintAlreadyFinished",
+                f"mint {mint_id} is {result['stage']}; it takes no new {what}",
+                self._endpoint,
+            )
 
     async def submissions(self, mint_id: str) -> list[Submission]:
         """Every signed transaction of this mint, oldest first."""

@@ -16,7 +16,13 @@ import httpx
 
 from clients.cid import DEFAULT_CID_VERSION, require_cid
 from clients.errors import ErrorKind, ServiceError
-from clients.http_errors import bad_answer, response_detail, status_error, transport_error
+from clients.http_errors import (
+    bad_answer,
+    json_body,
+    response_detail,
+    status_error,
+    transport_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +78,7 @@ class PinataClient:
             files={"file": (filename, data, "application/octet-stream")},
             data=form,
         )
-        body = self._json(response)
+        body = json_body(response, service=SERVICE, endpoint=self.api_url)
         cid = body.get("IpfsHash") if isinstance(body, dict) else None
         if not isinstance(cid, str):
             raise bad_answer(
@@ -104,7 +110,7 @@ class PinataClient:
             action="list pins",
             params={"hashContains": cid, "status": "pinned", "pageLimit": 10},
         )
-        body = self._json(response)
+        body = json_body(response, service=SERVICE, endpoint=self.api_url)
         rows = body.get("rows") if isinstance(body, dict) else None
         if not isinstance(rows, list):
             raise bad_answer(
@@ -143,16 +149,6 @@ class PinataClient:
             credential_setting=JWT_SETTING,
             detail=self._scrub(response_detail(response)),
         )
-
-    def _json(self, response: httpx.Response) -> Any:
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise bad_answer(
-                f"answer to {response.request.url.path} is not JSON",
-                service=SERVICE,
-                endpoint=self.api_url,
-            ) from exc
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._jwt, "[PINATA_JWT]")

@@ -75,7 +75,20 @@ class DatabaseActivities:
 
     @activity.defn(name="rollback_mint")
     async def rollback_mint(self, arg: io.RollbackIn) -> io.StepOut:
-        """Compensation: the row ends ROLLED_BACK and the user is free; no history is deleted."""
+        """Compensation: the row ends ROLLED_BACK and the user is free; no history is deleted.
+
+        Only this request's row: one claimed by another request with the same mint_id (the
+        claim was refused as a Conflict) or already MINTED is left as it is.
+        """
         with classified():
-            await self._store.mark_rolled_back(arg.mint_id, arg.reason)
+            row = await self._store.get(arg.mint_id)
+            theirs = (
+                row is not None
+                and arg.user_id is not None
+                and ((row.user_id, row.wallet) != (arg.user_id, arg.wallet))
+            )
+            if row is None or theirs or row.stage == MintStage.MINTED:
+                activity.logger.info("nothing of %s to roll back", arg.mint_id)
+            else:
+                await self._store.mark_rolled_back(arg.mint_id, arg.reason)
         return io.StepOut(attempt=activity.info().attempt)

@@ -9,12 +9,12 @@ retry flag follows the kind. Rate-limited failures ask Temporal to wait at least
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from datetime import timedelta
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from clients.errors import ErrorKind, ServiceError
 
 
@@ -41,14 +41,38 @@ def permanent(message: str, code: str, service: str) -> ServiceError:
     return ServiceError(message, service=service, kind=ErrorKind.PERMANENT, code=code)
 
 
-@contextlib.contextmanager
-def classified() -> Iterator[None]:
-    """Translate client failures into Temporal failures for the current activity."""
-    try:
-        yield
-    except ServiceError as exc:
-        attempt = activity.info().attempt
-        activity.logger.warning(
-            "%s failed on attempt %d: %s", activity.info().activity_type, attempt, exc
-        )
-        raise to_application_error(exc, attempt) from None
+class classified:
+    """Translate client failures into Temporal failures for the current activity.
+
+    `with classified():` around a quick body; `async with classified(heartbeat=True):` around
+    one that may outlast its heartbeat timeout (it heartbeats every couple of seconds).
+    """
+
+    def __init__(self, *, heartbeat: bool = False) -> None:
+        self._heartbeat = heartbeat
+        self._beats: contextlib.AbstractAsyncContextManager[None] | None = None
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if isinstance(exc, ServiceError):
+            attempt = activity.info().attempt
+            activity.logger.warning(
+                "%s failed on attempt %d: %s", activity.info().activity_type, attempt, exc
+            )
+            raise to_application_error(exc, attempt) from None
+
+    async def __aenter__(self) -> None:
+        if self._heartbeat:
+            self._beats = heartbeating()
+            await self._beats.__aenter__()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if self._beats is not None:
+            await self._beats.__aexit__(kind, exc, tb)  # type: ignore[arg-type]
+        self.__exit__(kind, exc, tb)

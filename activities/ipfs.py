@@ -57,7 +57,7 @@ class IpfsActivities:
 
     @activity.defn(name="compute_image_cid")
     async def compute_image_cid(self, arg: io.ImageIn) -> io.ImageCidOut:
-        with classified():
+        async with classified(heartbeat=True):
             image = await self._images.load(arg.image.model_dump())
             cid = await compute_cid(image.data)
         return io.ImageCidOut(
@@ -70,7 +70,7 @@ class IpfsActivities:
 
     @activity.defn(name="upload_image")
     async def upload_image(self, arg: io.UploadImageIn) -> io.UploadOut:
-        with classified():
+        async with classified(heartbeat=True):
             image = await self._images.load(arg.image.model_dump())
             cid = await compute_cid(image.data)
             if cid != arg.expected_cid:
@@ -92,7 +92,7 @@ class IpfsActivities:
 
     @activity.defn(name="upload_metadata")
     async def upload_metadata(self, arg: io.UploadMetadataIn) -> io.UploadOut:
-        with classified():
+        async with classified(heartbeat=True):
             document = metaplex_metadata(
                 name=arg.name,
                 symbol=arg.symbol,
@@ -119,7 +119,7 @@ class IpfsActivities:
     @activity.defn(name="check_gateways")
     async def check_gateways(self, arg: io.GatewayCheckIn) -> io.StepOut:
         """Every gateway serves both CIDs' verified content (the spec: retry 3x across them)."""
-        with classified():
+        async with classified(heartbeat=True):
             for cid in arg.cids:
                 served = await self._gateways.check_all(cid)
                 missing = [url for url, ok in served.items() if not ok]
@@ -133,7 +133,7 @@ class IpfsActivities:
     @activity.defn(name="release_pins")
     async def release_pins(self, arg: io.MintRef) -> io.ReleaseOut:
         """Compensation: unpin this mint's CIDs that no other live mint holds."""
-        with classified():
+        async with classified(heartbeat=True):
             released = await self._store.release_pins(arg.mint_id)
             for cid, provider in released:
                 await self._uploader.unpin(cid, provider)

@@ -83,7 +83,7 @@ class SolanaActivities:
     @activity.defn(name="send_transaction")
     async def send_transaction(self, arg: io.SendIn) -> io.StepOut:
         with classified():
-            await self._minter.send(arg.tx_base64)
+            await self._minter.send(arg.tx_base64, prefer=arg.preferred_endpoint)
             await self._store.set_stage(
                 arg.mint_id,
                 MintStage.BLOCKCHAIN_SUBMITTED,

@@ -35,7 +35,7 @@ from clients.solana_nft import (
     build_nft_instructions,
     nft_mint_account_size,
 )
-from clients.solana_rpc import SERVICE, SolanaRpc
+from clients.solana_rpc import SERVICE, SolanaRpc, redact_url
 
 COMMITMENT = "confirmed"
 MAX_TRANSACTION_SIZE = 1232  # bytes on the wire (a packet minus headers)
@@ -384,7 +384,7 @@ class SolanaMinter:
             mint_address=str(mint_keypair.pubkey()),
         )
 
-    async def send(self, tx_base64: str) -> str:
+    async def send(self, tx_base64: str, *, prefer: str | None = None) -> str:
         """Send the signed bytes (preflight at confirmed, no node retries); return the signature.
 
         The same bytes go to each endpoint in the pool's order until one takes them. An
@@ -416,8 +416,25 @@ class SolanaMinter:
                 ],
                 parse=parse,
                 fee_payer=fee_payer,
+                only=self._preferred_first(prefer),
             )
         except ServiceError as exc:
             if exc.code == "AlreadyProcessed":
                 return signature
             raise
+
+    def _preferred_first(self, prefer: str | None) -> list[int] | None:
+        """The pool's order with the endpoint an operator named (as configured or as shown,
+        redacted) moved to the front; None keeps the pool's own order."""
+        if prefer is None:
+            return None
+        names = self.rpc.endpoints
+        matches = [i for i, name in enumerate(names) if name in (prefer, redact_url(prefer))]
+        if not matches:
+            raise ServiceError(
+                f"preferred endpoint {redact_url(prefer)} is not one of {', '.join(names)}",
+                service=SERVICE,
+                kind=ErrorKind.PERMANENT,
+                code="UnknownEndpoint",
+            )
+        return [matches[0], *(i for i in range(len(names)) if i != matches[0])]

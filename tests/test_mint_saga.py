@@ -11,10 +11,13 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 import starter
@@ -32,8 +35,9 @@ from tests.saga_support import (
     token_metadata,
     wait_for,
 )
+from workflows import activity_models as io
 from workflows.mint_saga import MINT_STAGE, MINT_STATUS
-from workflows.models import MintResult, MintStatus
+from workflows.models import MintResult, MintStatus, StatusView
 
 pytestmark = pytest.mark.integration
 
@@ -150,8 +154,10 @@ async def test_ipfs_uploaded_then_blockchain_fails_compensates_and_frees_the_use
 async def test_lost_send_answer_and_confirmation_timeout_query_status_not_mint_again(
     stack: StackConfig, client: Client
 ) -> None:
-    """BLOCKCHAIN_SUBMITTED with a lost answer and a confirmation that times out: the saga asks
-    the chain again and finds its transaction; nothing is re-signed, one NFT exists."""
+    """BLOCKCHAIN_SUBMITTED with a lost answer, then the status queries time out during the
+    confirmation wait: the wait is retried, asks the chain again and finds the transaction;
+    nothing is re-signed, one NFT exists. (The wait's own timeout and expiry rules are
+    exercised directly in test_confirmation.py.)"""
     request = mint_request(stack)
     hang_status = [
         {"target": e, "kind": "hang", "match": "getSignatureStatuses", "duration_ms": 3_000}
@@ -217,8 +223,22 @@ async def test_verification_reruns_against_other_endpoints(
     assert_one_nft(stack, result, request.name, request.symbol)
 
 
+@pytest.mark.parametrize(
+    ("slow", "killed_at"),
+    [
+        ({"target": "pinata", "match": "/pinning/pinFile"}, lambda s: s.image_cid is not None),
+        (
+            {"target": "solana-1", "match": "getSignatureStatuses"},
+            lambda s: s.stage == "BLOCKCHAIN_SUBMITTED",
+        ),
+    ],
+    ids=["during-uploads", "during-confirmation"],
+)
 async def test_worker_killed_mid_mint_restarts_to_exactly_one_nft(
-    stack: StackConfig, client: Client
+    stack: StackConfig,
+    client: Client,
+    slow: dict[str, str],
+    killed_at: Callable[[StatusView], bool],
 ) -> None:
     queue = f"q-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, **stack.worker_env(), "TEMPORAL_TASK_QUEUE": queue}
@@ -231,15 +251,14 @@ async def test_worker_killed_mid_mint_restarts_to_exactly_one_nft(
             stderr=subprocess.DEVNULL,
         )
 
-    for endpoint in SOLANA_ENDPOINTS:
-        add_fault(
-            stack, target=endpoint, kind="latency", delay_ms=1_500, match="getSignatureStatuses"
-        )
+    targets = SOLANA_ENDPOINTS if slow["target"] == "solana-1" else (slow["target"],)
+    for target in targets:
+        add_fault(stack, target=target, kind="latency", delay_ms=1_500, match=slow["match"])
     request = mint_request(stack)
     first = start_worker()
     try:
         handle = await starter.start_mint(client, request, queue=queue)
-        await wait_for(client, request.mint_id, lambda s: s.stage == "BLOCKCHAIN_SUBMITTED")
+        await wait_for(client, request.mint_id, killed_at)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         clear_faults(stack)
@@ -261,7 +280,9 @@ async def test_worker_killed_mid_mint_restarts_to_exactly_one_nft(
 async def test_cancel_before_the_pivot_compensates(
     stack: StackConfig, client: Client, worker: str
 ) -> None:
-    add_fault(stack, target="pinata", kind="latency", delay_ms=3_000, match="/pinning")
+    # Only uploads are slow (not unpins): the upload still running at the cancel must land
+    # before the compensation, or its pin would be orphaned.
+    add_fault(stack, target="pinata", kind="latency", delay_ms=3_000, match="/pinning/pinFile")
     request = mint_request(stack)
     handle = await starter.start_mint(client, request, queue=worker)
     await wait_for(client, request.mint_id, lambda s: s.image_cid is not None)
@@ -275,3 +296,65 @@ async def test_cancel_before_the_pivot_compensates(
     assert row is not None and row["stage"] == "ROLLED_BACK"
     assert status.image_cid is not None
     assert not pinned_anywhere(stack, status.image_cid)
+
+
+async def test_blockhash_expired_before_the_first_send_is_signed_again_once(
+    stack: StackConfig, client: Client
+) -> None:
+    """Every endpoint refuses the first transaction (its blockhash expired before the send):
+    the saga waits until the chain says it expired unseen, signs once more, mints once."""
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+
+    def warp_first(original: Callable[..., Any]) -> Callable[..., Any]:
+        done = False
+
+        async def wrapped(arg: io.SendIn) -> io.StepOut:
+            nonlocal done
+            if not done:
+                done = True
+                async with httpx.AsyncClient(timeout=10) as http:
+                    answer = await http.post(
+                        stack.url("admin") + "/solana/warp", json={"slots": 160}
+                    )
+                    answer.raise_for_status()
+            return await original(arg)
+
+        return activity.defn(name="send_transaction")(wrapped)
+
+    request = mint_request(stack)
+    async with running_worker(stack, client, queue, wrap={"send_transaction": warp_first}):
+        result = await (await starter.start_mint(client, request, queue=queue)).result()
+
+    assert result.status == MintStatus.MINTED
+    assert await submissions(stack, request.mint_id) == 2  # signed twice, landed once
+    assert_one_nft(stack, result, request.name, request.symbol)
+
+
+async def test_parallel_steps_waiting_together_resume_together(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    """Two pre-checks fail at once and both wait; one retry resumes both, and the mint is
+    never shown as waiting once nothing waits."""
+    add_fault(stack, target="pinata", kind="status", status=503)
+    add_fault(stack, target="kubo", kind="down")
+    for endpoint in SOLANA_ENDPOINTS:
+        add_fault(stack, target=endpoint, kind="status", status=503, match="getHealth")
+    request = mint_request(stack)
+    handle = await starter.start_mint(client, request, queue=worker)
+    await wait_for(
+        client,
+        request.mint_id,
+        lambda s: (
+            s.attempts.get("check_rpc", 0) >= 1 and s.awaiting_operator and s.last_error is not None
+        ),
+    )
+    await asyncio.sleep(4)  # both checks have spent their retries by now
+    clear_faults(stack)
+    await starter.retry(client, request.mint_id)
+    seen = []
+    while (status := await starter.get_status(client, request.mint_id)).status != "MINTED":
+        seen.append((status.status, status.awaiting_operator))
+        await asyncio.sleep(0.05)
+    assert (await handle.result()).status == MintStatus.MINTED
+    assert ("AWAITING_OPERATOR", False) not in seen  # never "stuck" while running
+    assert status.attempts["check_ipfs"] == 2 and status.attempts["check_rpc"] == 2

@@ -468,3 +468,16 @@ def test_minter_repr_holds_no_key_material() -> None:
     assert seed.hex() not in text and bytes(payer)[:32].hex() not in text
     assert str(list(bytes(payer)[:4]))[1:-1] not in text
     assert "SECRETKEY" not in text
+
+
+def test_a_preferred_endpoint_goes_first_and_an_unknown_one_is_refused() -> None:
+    from clients.solana_minter import SolanaMinter
+    from clients.solana_rpc import SolanaRpc
+
+    rpc = SolanaRpc(["http://a.test:1", "http://b.test:2", "http://c.test:3"])
+    minter = SolanaMinter(rpc, Keypair(), b"s" * 32)
+    assert minter._preferred_first(None) is None
+    assert minter._preferred_first("http://c.test:3") == [2, 0, 1]
+    with pytest.raises(ServiceError) as unknown:
+        minter._preferred_first("http://d.test:4")
+    assert unknown.value.code == "UnknownEndpoint" and not unknown.value.retryable

@@ -162,6 +162,9 @@ class FinishIn(_Model):
 class RollbackIn(_Model):
     mint_id: str
     reason: str
+    # The request's own identity: a row another request holds (same mint_id) is not undone.
+    user_id: str | None = None
+    wallet: str | None = None
 
 
 class ReleaseOut(StepOut):

@@ -13,6 +13,7 @@ Deterministic code only: activities are called by name with the models of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -77,7 +79,7 @@ def error_info(step: str, err: ActivityError) -> ErrorInfo:
     """What went wrong, from the activity's classified ApplicationError (or a timeout)."""
     cause = err.cause
     if isinstance(cause, ApplicationError):
-        details = cause.details[0] if cause.details else {}
+        details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
         kind = details.get("kind", "permanent" if cause.non_retryable else "transient")
         return ErrorInfo(step=step, type=cause.type or "Error", message=cause.message, kind=kind)
     if isinstance(cause, ActivityTimeoutError):
@@ -88,7 +90,7 @@ def error_info(step: str, err: ActivityError) -> ErrorInfo:
 def attempts_made(err: ActivityError, limit: int) -> int:
     """How many attempts a failed activity used: activities report theirs in the details."""
     cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.details:
+    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
         attempt = cause.details[0].get("attempt")
         if isinstance(attempt, int):
             return attempt
@@ -106,7 +108,9 @@ class MintSaga:
         self._retries: dict[str, int] = {}
         self._attempts: dict[str, int] = {}
         self._last_error: ErrorInfo | None = None
-        self._awaiting_step: str | None = None
+        self._waiting: list[str] = []  # steps waiting for an operator (parallel ones too)
+        self._abandoned: StepFailed | None = None  # a parallel sibling failed for good
+        self._published_status = MintStatus.IN_PROGRESS
         self._decision: OperatorDecision | None = None
         self._decisions = 0
         self._overrides = RetryOverrides()
@@ -166,7 +170,10 @@ class MintSaga:
     async def _claim(self) -> None:
         req = self._req
         self._register(
-            "rollback_mint", lambda reason: io.RollbackIn(mint_id=req.mint_id, reason=reason)
+            "rollback_mint",
+            lambda reason: io.RollbackIn(
+                mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet, reason=reason
+            ),
         )
         claimed = await self._step(
             "claim_mint",
@@ -227,9 +234,8 @@ class MintSaga:
     # ---------------------------------------------------------------- 4. the transaction
 
     async def _prepare_transaction(self) -> None:
-        self._prepared = await self._step(
-            "prepare_transaction", self._prepare_input(), io.PreparedTx
-        )
+        # A function, not a model: an operator's retry may bring a new priority fee.
+        self._prepared = await self._step("prepare_transaction", self._prepare_input, io.PreparedTx)
 
     def _prepare_input(self) -> io.PrepareIn:
         req = self._req
@@ -258,10 +264,13 @@ class MintSaga:
                 break
             self._enter(MintStage.BLOCKCHAIN_SUBMITTED, f"sending transaction {prepared.signature}")
             self._pivoted = True
-            try:
+            # Refused as expired by every endpoint (BlockhashNotFound) is handled by waiting:
+            # only the confirmation wait may conclude the blockhash expired (block height past
+            # lastValidBlockHeight, signature unseen); a node behind the others says the same.
+            with contextlib.suppress(HandledError):
                 await self._step(
                     "send_transaction",
-                    io.SendIn(
+                    lambda prepared=prepared: io.SendIn(
                         mint_id=self._req.mint_id,
                         signature=prepared.signature,
                         tx_base64=prepared.tx_base64,
@@ -270,20 +279,18 @@ class MintSaga:
                     io.StepOut,
                     handled=("BlockhashNotFound",),
                 )
-                self._set_details(f"waiting for {prepared.signature} to confirm")
-                confirmed = await self._step(
-                    "await_confirmation",
-                    io.ConfirmIn(
-                        mint_id=self._req.mint_id,
-                        signature=prepared.signature,
-                        tx_base64=prepared.tx_base64,
-                        last_valid_block_height=prepared.last_valid_block_height,
-                        wait_s=self._req.options.confirmation_wait_s,
-                    ),
-                    io.ConfirmOut,
-                )
-            except HandledError:
-                confirmed = io.ConfirmOut(outcome="expired")
+            self._set_details(f"waiting for {prepared.signature} to confirm")
+            confirmed = await self._step(
+                "await_confirmation",
+                io.ConfirmIn(
+                    mint_id=self._req.mint_id,
+                    signature=prepared.signature,
+                    tx_base64=prepared.tx_base64,
+                    last_valid_block_height=prepared.last_valid_block_height,
+                    wait_s=self._req.options.confirmation_wait_s,
+                ),
+                io.ConfirmOut,
+            )
             if confirmed.outcome == "confirmed":
                 self._signature, self._slot = prepared.signature, confirmed.slot
                 break
@@ -429,18 +436,28 @@ class MintSaga:
     async def _step(
         self,
         name: str,
-        arg: BaseModel,
+        arg: BaseModel | Callable[[], BaseModel],
         result_type: type[Out],
         *,
         handled: tuple[str, ...] = (),
     ) -> Out:
-        """Run one activity with its policy; when it spends its retries, ask an operator."""
+        """Run one activity with its policy; when it spends its retries, ask an operator.
+
+        `arg` may be a function, so a retry after an operator's overrides builds a new input.
+        A cancelled workflow waits for a running activity to finish or acknowledge the
+        cancellation before compensating, so no step lands after its compensation ran.
+        """
         step = STEPS[name]
         while True:
             self._attempts[name] = self._attempts.get(name, 0) + 1
             try:
                 out = await workflow.execute_activity(
-                    name, arg, result_type=result_type, summary=name, **step.options()
+                    name,
+                    arg() if callable(arg) else arg,
+                    result_type=result_type,
+                    summary=name,
+                    cancellation_type=self._cancellation_type(),
+                    **step.options(),
                 )
             except ActivityError as err:
                 if isinstance(err.cause, CancelledError):
@@ -457,6 +474,14 @@ class MintSaga:
             self._count_retries(step.service, out.attempt)
             return out
 
+    @staticmethod
+    def _cancellation_type() -> ActivityCancellationType:
+        # Mints started before this change cancel their running step at once (their
+        # histories say so); newer ones wait for it, so nothing lands after compensation.
+        if workflow.patched("wait-for-cancelled-steps"):
+            return ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        return ActivityCancellationType.TRY_CANCEL
+
     async def _await_operator(self, step: str, error: ErrorInfo) -> None:
         """Wait for `retry` (returns) or `compensate` (raises StepFailed, before the pivot only)."""
         self._last_error = error
@@ -470,38 +495,47 @@ class MintSaga:
     async def _wait_for_decision(
         self, step: str | None, why: str, wait_s: float | None = None
     ) -> OperatorDecision:
-        previous_status = self._status
-        self._awaiting_step = step or "compensation"
-        if self._status != MintStatus.FAILED:
-            self._set_status(MintStatus.AWAITING_OPERATOR)
-        self._set_details(f"waiting for an operator at {self._awaiting_step}: {why}")
+        waiting = step or "compensation"
+        self._waiting.append(waiting)
+        self._publish_status()
+        self._set_details(f"waiting for an operator at {waiting}: {why}")
         seen = self._decisions
         try:
-            await workflow.wait_condition(lambda: self._decisions > seen, timeout=wait_s)
-            assert self._decision is not None
-            decision = self._decision
+            # A step gives up its wait when a sibling failed for good; a failed compensation
+            # (step None) waits for a person whatever happened elsewhere.
+            await workflow.wait_condition(
+                lambda: (
+                    self._decisions > seen or (step is not None and self._abandoned is not None)
+                ),
+                timeout=wait_s,
+            )
+            if self._decisions > seen:
+                assert self._decision is not None
+                decision = self._decision
+            else:  # a parallel sibling failed for good: the saga compensates anyway
+                decision = OperatorDecision(action="compensate", decided_by="a failed sibling step")
         except TimeoutError:  # the configured wait is over
             decision = OperatorDecision(
                 action="compensate", decided_by=f"no operator within {wait_s:.0f} s; the saga"
             )
         except asyncio.CancelledError:
-            self._awaiting_step = None  # the saga's cancellation path sets the status
+            self._waiting.remove(waiting)  # the saga's cancellation path sets the status
             raise
         # Not in a `finally`: an evicted workflow must not touch search attributes.
-        self._awaiting_step = None
-        self._set_status(previous_status)
+        self._waiting.remove(waiting)
+        self._publish_status()
         return decision
 
     @workflow.signal(name="retry")
     def retry_signal(self, overrides: RetryOverrides | None = None) -> None:
-        if self._awaiting_step is None:
+        if not self._waiting:
             workflow.logger.warning("retry ignored: nothing is waiting for an operator")
             return
         self._decide(OperatorDecision(action="retry", overrides=overrides or RetryOverrides()))
 
     @workflow.signal(name="compensate")
     def compensate_signal(self) -> None:
-        if self._awaiting_step is None or self._pivoted:
+        if not self._waiting or self._pivoted:
             workflow.logger.warning("compensate ignored: nothing waiting, or past the pivot")
             return
         self._decide(OperatorDecision(action="compensate"))
@@ -513,8 +547,8 @@ class MintSaga:
 
     @retry_update.validator
     def _validate_retry(self, overrides: RetryOverrides | None = None) -> None:
-        if self._awaiting_step is None:
-            raise ValueError("nothing is waiting for an operator: the mint is " + self._status)
+        if not self._waiting:
+            raise ValueError(f"nothing is waiting for an operator: the mint is {self._status}")
 
     @workflow.update(name="compensate_now")
     def compensate_update(self) -> StatusView:
@@ -523,8 +557,8 @@ class MintSaga:
 
     @compensate_update.validator
     def _validate_compensate(self) -> None:
-        if self._awaiting_step is None:
-            raise ValueError("nothing is waiting for an operator: the mint is " + self._status)
+        if not self._waiting:
+            raise ValueError(f"nothing is waiting for an operator: the mint is {self._status}")
         if self._pivoted:
             raise ValueError("the transaction was sent: past the pivot a mint only goes forward")
 
@@ -537,7 +571,7 @@ class MintSaga:
         req = self._req
         return StatusView(
             mint_id=req.mint_id,
-            status=self._status,
+            status=self._published_status,
             stage=self._stage,
             mint_address=self._mint_address,
             owner=req.wallet,
@@ -546,8 +580,8 @@ class MintSaga:
             signature=self._signature,
             attempts=dict(self._attempts),
             last_error=self._last_error,
-            awaiting_operator=self._awaiting_step is not None,
-            awaiting_step=self._awaiting_step,
+            awaiting_operator=bool(self._waiting),
+            awaiting_step=self._waiting[0] if self._waiting else None,
             past_pivot=self._pivoted,
             reason=self._reason,
         )
@@ -572,9 +606,17 @@ class MintSaga:
         self._set_details(details)
 
     def _set_status(self, status: MintStatus) -> None:
-        if status != self._status:
-            self._status = status
-            workflow.upsert_search_attributes([MINT_STATUS.value_set(status.value)])
+        """Set where the mint stands; AWAITING_OPERATOR is derived from the waiting steps."""
+        self._status = status
+        self._publish_status()
+
+    def _publish_status(self) -> None:
+        shown = self._status
+        if self._waiting and shown == MintStatus.IN_PROGRESS:
+            shown = MintStatus.AWAITING_OPERATOR
+        if shown != self._published_status:
+            self._published_status = shown
+            workflow.upsert_search_attributes([MINT_STATUS.value_set(shown.value)])
 
     def _count_retries(self, service: str, attempts: int) -> None:
         self._retries[service] = self._retries.get(service, 0) + attempts - 1
@@ -598,10 +640,21 @@ class MintSaga:
             reason=self._reason,
         )
 
-    @staticmethod
-    async def _all(*steps: Coroutine[Any, Any, Any]) -> list[Any]:
-        """Run steps in parallel; wait for every one, then raise the first failure."""
-        results = await asyncio.gather(*steps, return_exceptions=True)
+    async def _all(self, *steps: Coroutine[Any, Any, Any]) -> list[Any]:
+        """Run steps in parallel; wait for every one, then raise the first failure.
+
+        A step failing for good stops its siblings from waiting for an operator (they would
+        be compensated anyway); running siblings finish, so nothing lands after compensation.
+        """
+
+        def note_failure(task: asyncio.Future[Any]) -> None:
+            if not task.cancelled() and isinstance(task.exception(), StepFailed):
+                self._abandoned = self._abandoned or task.exception()  # type: ignore[assignment]
+
+        tasks = [asyncio.ensure_future(step) for step in steps]
+        for task in tasks:
+            task.add_done_callback(note_failure)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result

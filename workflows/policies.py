@@ -69,9 +69,9 @@ STEPS: dict[str, Step] = {
     "check_rpc": Step("solana", attempts=3, timeout=10 * S),
     "claim_mint": Step("db", attempts=3, timeout=10 * S),
     # 2. uploads: the image's CID is computed first so both uploads run in parallel
-    "compute_image_cid": Step("ipfs", attempts=5, timeout=60 * S),
-    "upload_image": Step("ipfs", attempts=5, timeout=120 * S),
-    "upload_metadata": Step("ipfs", attempts=5, timeout=60 * S),
+    "compute_image_cid": Step("ipfs", attempts=5, timeout=60 * S, heartbeat=10 * S),
+    "upload_image": Step("ipfs", attempts=5, timeout=120 * S, heartbeat=10 * S),
+    "upload_metadata": Step("ipfs", attempts=5, timeout=60 * S, heartbeat=10 * S),
     # 3. database record
     "record_uploads": Step("db", attempts=3, timeout=10 * S),
     # 4. the transaction; the pivot is the first send
@@ -84,12 +84,12 @@ STEPS: dict[str, Step] = {
     # 5. on-chain verification, each attempt against the next endpoint
     "verify_nft": Step("solana", attempts=5, timeout=30 * S),
     # 6. post-mint checks (in parallel), then the final record
-    "check_gateways": Step("ipfs", attempts=3, timeout=60 * S),
+    "check_gateways": Step("ipfs", attempts=3, timeout=60 * S, heartbeat=10 * S),
     "check_partner_view": Step("ipfs", attempts=2, timeout=60 * S),
     "check_db_consistency": Step("db", attempts=2, timeout=30 * S),
     "finish_mint": Step("db", attempts=3, timeout=10 * S),
     # compensations: idempotent, so they may retry more than the steps they undo
-    "release_pins": Step("ipfs", attempts=10, timeout=60 * S),
+    "release_pins": Step("ipfs", attempts=10, timeout=60 * S, heartbeat=10 * S),
     "rollback_mint": Step("db", attempts=10, timeout=10 * S),
 }
 

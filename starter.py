@@ -5,19 +5,31 @@
     python starter.py list [--stuck]
     python starter.py retry MINT_ID [--priority-fee N] [--endpoint URL]
     python starter.py compensate MINT_ID
+    python starter.py maintenance on|off
+    python starter.py emergency on|off
+    python starter.py endpoints list | set URL[,URL...] | reset
+    python starter.py breaker list [--max-age SECONDS]
+    python starter.py breaker open|close|disable|reset NAME [--force]
 
 Reads TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and TEMPORAL_TASK_QUEUE (defaults: 127.0.0.1:7233,
-default, mint-saga). Starting the same `mint_id` twice returns the same workflow, finished or
-not. With `--json` the last line printed is one JSON object.
+default, mint-saga). The runtime settings (maintenance, emergency, endpoints, breaker
+overrides) live in Postgres: those commands read DATABASE_URL instead, record who changed what
+($USER@hostname), and workers pick the change up within a poll (5 s).
+
+Starting the same `mint_id` twice returns the same workflow, finished or not. With `--json`
+the last line printed is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
+import socket
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +53,15 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from clients.errors import ServiceError
 from clients.process_exit import exit_now
+from clients.runtime_config import (
+    RuntimeConfigError,
+    RuntimeConfigStore,
+    RuntimeSettings,
+    SettingChange,
+    solana_endpoints_for,
+)
 from clients.stages import MintStage
 from workflows.mint_saga import MINT_STAGE, MINT_STATUS, MintSaga
 from workflows.models import (
@@ -165,6 +185,97 @@ async def list_mints(client: Client, *, stuck: bool = False) -> list[dict[str, A
     return rows
 
 
+# ------------------------------------------------------------------------------- runtime settings
+
+# `breaker ACTION NAME` -> the override it sets (resilience.breaker.Override values).
+BREAKER_ACTIONS = {
+    "open": "force_open",
+    "close": "force_closed",
+    "disable": "disabled",
+    "reset": "none",
+}
+
+
+def database_url() -> str:
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        raise StarterError(
+            "DATABASE_URL is not set: it names the Postgres database that holds the runtime"
+            " settings"
+        )
+    return url
+
+
+def operator() -> str:
+    """Who makes a change: ``$USER@hostname``."""
+    user = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+async def config_store(url: str | None = None) -> RuntimeConfigStore:
+    """A store of the runtime settings (its own small pool: close it after use)."""
+    return await RuntimeConfigStore.connect(url or database_url())
+
+
+async def set_maintenance(
+    store: RuntimeConfigStore, on: bool, *, by: str | None = None
+) -> SettingChange:
+    """Maintenance on: new mints wait at the start (running ones finish); off: they go on."""
+    return await store.set_maintenance(on, by or operator())
+
+
+async def set_emergency(
+    store: RuntimeConfigStore, on: bool, *, by: str | None = None
+) -> SettingChange:
+    """Emergency on: every worker sends Solana traffic to the backups only."""
+    return await store.set_emergency(on, by or operator())
+
+
+async def set_endpoints(
+    store: RuntimeConfigStore, urls: Sequence[str] | None, *, by: str | None = None
+) -> SettingChange:
+    """Replace the Solana endpoints, primary first; None: back to SOLANA_RPC_ENDPOINTS."""
+    return await store.set_endpoints(urls, by or operator())
+
+
+async def set_breaker_override(
+    store: RuntimeConfigStore,
+    name: str,
+    override: str,
+    *,
+    by: str | None = None,
+    force: bool = False,
+) -> SettingChange:
+    """Override one breaker on every worker; refused for a name no worker reports (a typo
+    would change nothing) unless ``force`` or no worker reports anything yet."""
+    if override != "none" and not force:
+        known = sorted({report["name"] for report in await store.breakers()})
+        if known and name not in known:
+            raise StarterError(
+                f"breaker {name}: no worker reports a breaker by that name (known: "
+                f"{', '.join(known)}); nothing changed (--force sets it anyway)"
+            )
+    return await store.set_breaker_override(name, override, by or operator())
+
+
+async def list_breakers(
+    store: RuntimeConfigStore, *, max_age_s: float | None = None
+) -> list[dict[str, Any]]:
+    """The newest snapshot of every breaker on every worker."""
+    return await store.breakers(max_age_s=max_age_s)
+
+
+def configured_endpoints() -> tuple[str, ...]:
+    """SOLANA_RPC_ENDPOINTS as this shell sees it (the workers' own may differ)."""
+    raw = os.environ.get("SOLANA_RPC_ENDPOINTS", "")
+    return tuple(item.strip().rstrip("/") for item in raw.split(",") if item.strip())
+
+
 # ------------------------------------------------------------------------------- CLI
 
 
@@ -273,6 +384,158 @@ async def cmd_compensate(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_change(change: SettingChange) -> None:
+    print(f"{change.describe()}, by {change.by} at {change.at:%Y-%m-%d %H:%M:%S %Z}")
+    if change.previous_by and change.changed:
+        print(f"  (last set by {change.previous_by})")
+
+
+async def cmd_maintenance(store: RuntimeConfigStore, args: argparse.Namespace) -> int:
+    change = await set_maintenance(store, args.state == "on")
+    _print_change(change)
+    if change.new:
+        print("  new mints wait at the start until `maintenance off`; running mints finish")
+    return 0
+
+
+async def cmd_emergency(store: RuntimeConfigStore, args: argparse.Namespace) -> int:
+    change = await set_emergency(store, args.state == "on")
+    _print_change(change)
+    if change.new:
+        print("  workers skip the primary Solana endpoint: all traffic goes to the backups")
+    return 0
+
+
+def _split_urls(items: Sequence[str]) -> list[str]:
+    return [url.strip() for item in items for url in item.split(",") if url.strip()]
+
+
+async def cmd_endpoints(store: RuntimeConfigStore, args: argparse.Namespace) -> int:
+    if args.action == "set":
+        _print_change(await set_endpoints(store, _split_urls(args.urls)))
+        return 0
+    if args.action == "reset":
+        _print_change(await set_endpoints(store, None))
+        return 0
+    settings = await store.load()
+    entries = {entry.key: entry for entry in await store.entries()}
+    configured = configured_endpoints()
+    if settings.solana_endpoints is None:
+        print("solana endpoints: from SOLANA_RPC_ENDPOINTS (no runtime override)")
+        if not configured:
+            print("  (SOLANA_RPC_ENDPOINTS is not set in this shell: the workers' own list)")
+    else:
+        entry = entries["solana_endpoints"]
+        print(
+            f"solana endpoints: runtime override, set by {entry.updated_by}"
+            f" at {entry.updated_at:%Y-%m-%d %H:%M:%S %Z}"
+        )
+    listed = settings.solana_endpoints or configured
+    effective = solana_endpoints_for(settings, listed)
+    for position, url in enumerate(listed, start=1):
+        role = "primary" if position == 1 else "backup"
+        skipped = "  (skipped: emergency mode)" if url not in effective else ""
+        print(f"  {position}. {url}  {role}{skipped}")
+    if settings.emergency:
+        print("emergency mode is on: the primary is skipped while there is a backup")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _rate(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value * 100:.0f}%"
+    return "-"
+
+
+def _breaker_table(reports: list[dict[str, Any]], settings: RuntimeSettings) -> list[str]:
+    rows = [("WORKER", "NAME", "STATE", "OVERRIDE", "TRIPS", "SUCCESS", "AGE")]
+    for report in reports:
+        snapshot = report["snapshot"]
+        override = str(snapshot.get("override") or "none")
+        wanted = settings.breaker_overrides.get(report["name"], "none")
+        if wanted != override:
+            override += f" (set: {wanted})"
+        rows.append(
+            (
+                report["worker_id"],
+                report["name"],
+                str(snapshot.get("state", "-")),
+                override,
+                str(snapshot.get("trips", "-")),
+                _rate(snapshot.get("success_rate")),
+                _age(report["age_s"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+async def cmd_breaker(store: RuntimeConfigStore, args: argparse.Namespace) -> int:
+    if args.action != "list":
+        change = await set_breaker_override(
+            store, args.name, BREAKER_ACTIONS[args.action], force=args.force
+        )
+        _print_change(change)
+        return 0
+    reports = await list_breakers(store, max_age_s=args.max_age)
+    settings = await store.load()
+    if reports:
+        for line in _breaker_table(reports, settings):
+            print(line)
+    else:
+        print("no breaker reported by any worker")
+    reported = {report["name"] for report in reports}
+    for name, override in settings.breaker_overrides.items():
+        if name not in reported:
+            print(f"override {override} set for {name}, which no worker reports")
+    return 0
+
+
+def _precheck(args: argparse.Namespace) -> None:
+    """Refuse bad input before connecting anywhere."""
+    try:
+        if args.command == "endpoints" and args.action == "set":
+            RuntimeSettings(solana_endpoints=_split_urls(args.urls))
+        if args.command == "breaker" and args.action != "list":
+            RuntimeSettings(breaker_overrides={args.name: BREAKER_ACTIONS[args.action]})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: "
+            f"{str(error['msg']).removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        raise StarterError(f"{args.command} {args.action}: {problems}; nothing changed") from exc
+
+
+async def _run_settings_command(args: argparse.Namespace) -> int:
+    _precheck(args)
+    url = database_url()
+    try:
+        store = await config_store(url)
+    except ServiceError as exc:
+        raise StarterError(f"cannot reach the database (DATABASE_URL): {exc}") from exc
+    try:
+        return int(await args.func(store, args))
+    except RuntimeConfigError as exc:
+        raise StarterError(f"{args.command}: {exc}; nothing changed") from exc
+    except ServiceError as exc:
+        raise StarterError(f"{args.command}: {exc}") from exc
+    finally:
+        await store.close()
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="starter.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -298,12 +561,46 @@ def parser() -> argparse.ArgumentParser:
     undo = commands.add_parser("compensate", help="roll back a mint waiting before the pivot")
     undo.add_argument("mint_id")
     undo.set_defaults(func=cmd_compensate)
+
+    # Runtime settings: Postgres (DATABASE_URL), not Temporal.
+    maintenance = commands.add_parser("maintenance", help="new mints wait at the start (on/off)")
+    maintenance.add_argument("state", choices=("on", "off"))
+    maintenance.set_defaults(func=cmd_maintenance, settings=True)
+    emergency = commands.add_parser("emergency", help="Solana traffic to the backups (on/off)")
+    emergency.add_argument("state", choices=("on", "off"))
+    emergency.set_defaults(func=cmd_emergency, settings=True)
+    endpoints = commands.add_parser("endpoints", help="the Solana RPC endpoints in use")
+    endpoint_actions = endpoints.add_subparsers(dest="action", required=True)
+    endpoint_actions.add_parser("list", help="the endpoints workers use, primary first")
+    endpoint_set = endpoint_actions.add_parser("set", help="replace them, primary first")
+    endpoint_set.add_argument("urls", nargs="+", metavar="URL[,URL...]")
+    endpoint_actions.add_parser("reset", help="back to each worker's SOLANA_RPC_ENDPOINTS")
+    endpoints.set_defaults(func=cmd_endpoints, settings=True)
+    breaker = commands.add_parser("breaker", help="circuit breakers: list or override")
+    breaker_actions = breaker.add_subparsers(dest="action", required=True)
+    breaker_list = breaker_actions.add_parser("list", help="every worker's breakers")
+    breaker_list.add_argument(
+        "--max-age", type=float, default=None, metavar="SECONDS", help="hide older reports"
+    )
+    helps = {
+        "open": "force the breaker open (no calls to the endpoint)",
+        "close": "force it closed (calls go through whatever happens)",
+        "disable": "breaker off: metrics only",
+        "reset": "remove the override: the breaker decides again",
+    }
+    for action, text in helps.items():
+        sub = breaker_actions.add_parser(action, help=text)
+        sub.add_argument("name", help="the breaker's name, as `breaker list` shows it")
+        sub.add_argument("--force", action="store_true", help="even if no worker reports that name")
+    breaker.set_defaults(func=cmd_breaker, settings=True)
     return top
 
 
 async def _main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if getattr(args, "settings", False):
+            return await _run_settings_command(args)
         if args.command == "mint":
             load_request(args.request)  # refuse a bad request before connecting anywhere
         client = await connect()

@@ -38,6 +38,7 @@ from clients.process_exit import exit_now
 from clients.settings import Settings, SettingsError
 from clients.solana_minter import SolanaMinter
 from clients.solana_rpc import SolanaRpc
+from resilience.breaker import BreakerRegistry
 from workflows.mint_saga import MintSaga
 
 log = logging.getLogger("mintsaga.worker")
@@ -46,13 +47,21 @@ HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
 @contextlib.asynccontextmanager
-async def mint_activities(settings: Settings) -> AsyncIterator[list[Callable[..., Any]]]:
-    """Every activity of the saga, wired to clients built from `settings`; closes them after."""
+async def mint_activities(
+    settings: Settings, *, breakers: BreakerRegistry | None = None
+) -> AsyncIterator[list[Callable[..., Any]]]:
+    """Every activity of the saga, wired to clients built from `settings`; closes them after.
+
+    One circuit breaker per endpoint, shared by every activity of this worker (`breakers`).
+    """
     payer = load_keypair_file(settings.mint_authority_keypair)
     seed = parse_seed(settings.mint_key_seed.get_secret_value())
+    breakers = breakers or BreakerRegistry()
     async with (
         httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http,
-        SolanaRpc(settings.solana_rpc_endpoints, timeout=settings.solana_timeout_s) as rpc,
+        SolanaRpc(
+            settings.solana_rpc_endpoints, timeout=settings.solana_timeout_s, breakers=breakers
+        ) as rpc,
     ):
         store = await MintStore.connect(
             settings.database_url.get_secret_value(),
@@ -61,11 +70,20 @@ async def mint_activities(settings: Settings) -> AsyncIterator[list[Callable[...
         )
         try:
             pinata = PinataClient(
-                settings.pinata_api_url, settings.pinata_jwt.get_secret_value(), http
+                settings.pinata_api_url,
+                settings.pinata_jwt.get_secret_value(),
+                http,
+                breakers=breakers,
             )
-            kubo = KuboClient(settings.kubo_api_url, http)
-            gateways = GatewayReader(list(settings.ipfs_gateways), http)
-            minter = SolanaMinter(rpc, payer, seed)
+            kubo = KuboClient(settings.kubo_api_url, http, breakers=breakers)
+            gateways = GatewayReader(list(settings.ipfs_gateways), http, breakers=breakers)
+            minter = SolanaMinter(
+                rpc,
+                payer,
+                seed,
+                priority_fee_cap=settings.solana_priority_fee_cap,
+                priority_fee_percentile=settings.solana_priority_fee_percentile,
+            )
             images = ImageLoader(
                 settings.mint_image_dir,
                 http,

@@ -2,8 +2,9 @@
 
 Every activity body runs inside `classified()`: a `ServiceError` leaves as an `ApplicationError`
 whose `type` is the searchable code, whose details say the kind, service and attempt, and whose
-retry flag follows the kind. Rate-limited failures ask Temporal to wait at least `Retry-After`
-(through `next_retry_delay`); the rest use the step's retry policy.
+retry flag follows the kind. A retryable failure carries `next_retry_delay` from
+`activities.pacing` (jittered backoff, `Retry-After`, adaptive stretch, retry budget); the
+step's `RetryPolicy` still counts the attempts.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from activities.heartbeat import heartbeating
 from clients.errors import ErrorKind, ServiceError
 
 
-def to_application_error(exc: ServiceError, attempt: int) -> ApplicationError:
+def to_application_error(
+    exc: ServiceError, attempt: int, delay_s: float | None = None
+) -> ApplicationError:
     retry_delay = None
-    if exc.kind == ErrorKind.RATE_LIMITED and exc.retry_after is not None:
+    if exc.retryable and delay_s is not None:
+        retry_delay = timedelta(seconds=delay_s)
+    elif exc.kind == ErrorKind.RATE_LIMITED and exc.retry_after is not None:
         retry_delay = timedelta(seconds=exc.retry_after)
     return ApplicationError(
         exc.message,

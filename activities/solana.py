@@ -50,6 +50,8 @@ class SolanaActivities:
                     last_valid_block_height=0,
                     already_minted=existing,
                 )
+            # None: the minter bids from recent fees (raised per re-sign); a number is an
+            # explicit price (the request's, or an operator's override).
             signed = await self._minter.prepare(
                 arg.mint_id,
                 owner=arg.owner,
@@ -57,6 +59,16 @@ class SolanaActivities:
                 symbol=arg.symbol,
                 uri=arg.uri,
                 priority_fee_micro_lamports=arg.priority_fee_micro_lamports,
+                resign=arg.resign,
+            )
+            activity.logger.info(
+                "signed %s: priority fee %d micro-lamports/CU, compute unit limit %d (%s)",
+                signed.signature,
+                signed.priority_fee_micro_lamports,
+                signed.compute_unit_limit,
+                "fallback"
+                if signed.simulated_units is None
+                else f"simulated {signed.simulated_units}",
             )
             # Recorded before it can be sent: whatever happens next, the signature is known.
             await self._store.record_submission(

@@ -21,9 +21,9 @@ METADATA_MAX_BYTES = 1 * 2**20
 IMAGE_MAX_BYTES = 64 * 2**20
 
 
-def _not_visible(mint_address: str, endpoint_index: int) -> ServiceError:
+def _not_visible(mint_address: str) -> ServiceError:
     return ServiceError(
-        f"mint {mint_address} is not visible at endpoint #{endpoint_index + 1} yet",
+        f"mint {mint_address} is not visible yet",
         service="solana",
         kind=ErrorKind.TRANSIENT,
         code="NftNotVisible",
@@ -59,10 +59,10 @@ class VerificationActivities:
         endpoint = (attempt - 1) % len(self._minter.rpc.endpoints)
         with classified():
             state = await self._minter.nft_state(
-                arg.mint_address, arg.owner, endpoint_index=endpoint
+                arg.mint_address, arg.owner, start_at=endpoint
             )
             if state is None:
-                raise _not_visible(arg.mint_address, endpoint)
+                raise _not_visible(arg.mint_address)
             problems = check_nft(
                 state, owner=arg.owner, name=arg.name, symbol=arg.symbol, uri=arg.uri
             )
@@ -76,7 +76,7 @@ class VerificationActivities:
         with classified():
             state = await self._minter.nft_state(arg.mint_address, arg.owner)
             if state is None:
-                raise _not_visible(arg.mint_address, 0)
+                raise _not_visible(arg.mint_address)
             if state.uri != f"ipfs://{arg.metadata_cid}":
                 raise permanent(f"uri is {state.uri!r}", "PartnerViewMismatch", "solana")
             document, _ = await self._gateways.fetch_verified(

@@ -15,6 +15,8 @@ import httpx
 from clients.cid import compute_cid, require_cid
 from clients.errors import ErrorKind, ServiceError
 from clients.http_errors import status_error, transport_error
+from resilience.breaker import IPFS_BREAKER, BreakerRegistry
+from resilience.guard import through
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +27,14 @@ DEFAULT_MAX_BYTES = 64 * 2**20
 class GatewayReader:
     """Fetch content by CID from gateways in priority order, verifying every answer."""
 
-    def __init__(self, urls: list[str], http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, urls: list[str], http: httpx.AsyncClient, *, breakers: BreakerRegistry | None = None
+    ) -> None:
         if not urls:
             raise ValueError("GatewayReader needs at least one gateway URL (IPFS_GATEWAYS)")
         self.urls = [url.rstrip("/") for url in urls]
         self._http = http
+        self._breakers = breakers
 
     def __repr__(self) -> str:
         return f"GatewayReader(urls={self.urls!r})"
@@ -71,6 +76,11 @@ class GatewayReader:
         return dict(zip(self.urls, results, strict=True))
 
     async def _fetch_one(self, url: str, cid: str, version: int, max_bytes: int) -> bytes:
+        """One gateway's verified answer, through that gateway's breaker."""
+        breaker = self._breakers.get(url, IPFS_BREAKER) if self._breakers else None
+        return await through(breaker, SERVICE, lambda: self._fetch(url, cid, version, max_bytes))
+
+    async def _fetch(self, url: str, cid: str, version: int, max_bytes: int) -> bytes:
         action = f"fetch {cid}"
         try:
             # Redirects are safe to follow here (subdomain gateways use them): the bytes are

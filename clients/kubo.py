@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -20,6 +21,8 @@ from clients.http_errors import (
     status_error,
     transport_error,
 )
+from resilience.breaker import IPFS_BREAKER, BreakerRegistry
+from resilience.guard import admit, record_http
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +32,12 @@ SERVICE = "kubo"
 class KuboClient:
     """Add, unpin and look up pins on a Kubo node."""
 
-    def __init__(self, api_url: str, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, api_url: str, http: httpx.AsyncClient, *, breakers: BreakerRegistry | None = None
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self._http = http
+        self.breaker = breakers.get(self.api_url, IPFS_BREAKER) if breakers else None
 
     def __repr__(self) -> str:
         return f"KuboClient(api_url={self.api_url!r})"
@@ -109,12 +115,17 @@ class KuboClient:
     # -- plumbing ------------------------------------------------------------------------
 
     async def _send(self, command: str, *, action: str, **kwargs: Any) -> httpx.Response:
+        admit(self.breaker, SERVICE)
+        started = time.monotonic()
         try:
-            return await self._http.post(f"{self.api_url}/api/v0/{command}", **kwargs)
+            response = await self._http.post(f"{self.api_url}/api/v0/{command}", **kwargs)
         except httpx.RequestError as exc:
+            record_http(self.breaker, None, time.monotonic() - started)
             raise transport_error(
                 exc, service=SERVICE, endpoint=self.api_url, action=action
             ) from exc
+        record_http(self.breaker, response.status_code, time.monotonic() - started)
+        return response
 
     async def _call(self, command: str, *, action: str, **kwargs: Any) -> httpx.Response:
         response = await self._send(command, action=action, **kwargs)

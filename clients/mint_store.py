@@ -305,6 +305,11 @@ class MintStore:
             raise classify_error(exc, during="connect", endpoint=endpoint, secrets=secrets) from exc
         return cls(pool, endpoint=endpoint, secrets=secrets, acquire_timeout=acquire_timeout)
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool, for another store to share (it must not close it)."""
+        return self._pool
+
     async def close(self, *, grace: float = 10.0) -> None:
         """Close gracefully; connections still busy after ``grace`` seconds are cut."""
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from typing import Any
 
 import httpx
@@ -23,6 +24,8 @@ from clients.http_errors import (
     status_error,
     transport_error,
 )
+from resilience.breaker import IPFS_BREAKER, BreakerRegistry
+from resilience.guard import admit, record_http
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +38,16 @@ _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a bearer token
 class PinataClient:
     """Pin, unpin and look up files on Pinata (or anything speaking its API)."""
 
-    def __init__(self, api_url: str, jwt: str, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        jwt: str,
+        http: httpx.AsyncClient,
+        *,
+        breakers: BreakerRegistry | None = None,
+    ) -> None:
         self.api_url = api_url.rstrip("/")
+        self.breaker = breakers.get(self.api_url, IPFS_BREAKER) if breakers else None
         jwt = jwt.strip()  # a trailing newline from a secrets file is common
         if not _HEADER_SAFE.fullmatch(jwt):
             # Checked here because httpx/h11 would quote the bad header value in its error.
@@ -122,17 +133,22 @@ class PinataClient:
     # -- plumbing ------------------------------------------------------------------------
 
     async def _send(self, method: str, path: str, *, action: str, **kwargs: Any) -> httpx.Response:
+        admit(self.breaker, SERVICE)
+        started = time.monotonic()
         try:
-            return await self._http.request(
+            response = await self._http.request(
                 method,
                 self.api_url + path,
                 headers={"Authorization": f"Bearer {self._jwt}"},
                 **kwargs,
             )
         except httpx.RequestError as exc:
+            record_http(self.breaker, None, time.monotonic() - started)
             raise transport_error(
                 exc, service=SERVICE, endpoint=self.api_url, action=action, scrub=self._scrub
             ) from exc
+        record_http(self.breaker, response.status_code, time.monotonic() - started)
+        return response
 
     async def _call(self, method: str, path: str, *, action: str, **kwargs: Any) -> httpx.Response:
         response = await self._send(method, path, action=action, **kwargs)

@@ -13,6 +13,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from clients.solana_fees import DEFAULT_PRIORITY_FEE_CAP, DEFAULT_PRIORITY_FEE_PERCENTILE
+
+MAX_U64 = 2**64 - 1
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
@@ -39,7 +43,14 @@ def _url_list(env: Mapping[str, str], name: str, what: str) -> tuple[str, ...]:
     return tuple(_url(name, item) for item in items)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+def _int(
+    env: Mapping[str, str],
+    name: str,
+    default: int,
+    *,
+    minimum: int = 0,
+    maximum: int | None = None,
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -49,6 +60,8 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
         raise SettingsError(f"{name}: {raw!r} is not an integer") from None
     if value < minimum:
         raise SettingsError(f"{name}: {value} is below the minimum {minimum}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name}: {value} is above the maximum {maximum}")
     return value
 
 
@@ -72,6 +85,8 @@ class Settings(BaseModel):
     db_pool_max: int
     solana_rpc_endpoints: tuple[str, ...]
     solana_timeout_s: float
+    solana_priority_fee_cap: int  # micro-lamports per compute unit
+    solana_priority_fee_percentile: int
     pinata_api_url: str
     pinata_jwt: SecretStr
     kubo_api_url: str
@@ -106,6 +121,16 @@ class Settings(BaseModel):
                 env, "SOLANA_RPC_ENDPOINTS", "the Solana RPC endpoints, primary first"
             ),
             solana_timeout_s=_int(env, "SOLANA_TIMEOUT_MS", 30_000, minimum=100) / 1000,
+            solana_priority_fee_cap=_int(
+                env, "SOLANA_PRIORITY_FEE_CAP", DEFAULT_PRIORITY_FEE_CAP, maximum=MAX_U64
+            ),
+            solana_priority_fee_percentile=_int(
+                env,
+                "SOLANA_PRIORITY_FEE_PERCENTILE",
+                DEFAULT_PRIORITY_FEE_PERCENTILE,
+                minimum=0,
+                maximum=100,
+            ),
             pinata_api_url=_url(
                 "PINATA_API_URL",
                 env.get("PINATA_API_URL", "").strip() or "https://api.pinata.cloud",

@@ -13,19 +13,32 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from solders.compute_budget import set_compute_unit_price
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
+from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from clients.errors import ErrorKind, ServiceError
 from clients.mint_keys import MIN_SEED_BYTES, SEED_SETTING, derive_mint_keypair
+from clients.solana_fees import (
+    DEFAULT_PRIORITY_FEE_CAP,
+    DEFAULT_PRIORITY_FEE_PERCENTILE,
+    FALLBACK_COMPUTE_UNIT_LIMIT,
+    MAX_COMPUTE_UNIT_LIMIT,
+    compute_unit_limit,
+    parse_recent_fees,
+    priority_fee_from_recent,
+)
 from clients.solana_nft import (
     ACCOUNT_TYPE_OFFSET,
     MINT_BASE_SIZE,
@@ -35,7 +48,9 @@ from clients.solana_nft import (
     build_nft_instructions,
     nft_mint_account_size,
 )
-from clients.solana_rpc import SERVICE, SolanaRpc, redact_url
+from clients.solana_rpc import PREFLIGHT_FAILURE, SERVICE, SolanaRpc, classify_rpc_error, redact_url
+
+log = logging.getLogger("clients.solana_minter")
 
 COMMITMENT = "confirmed"
 MAX_TRANSACTION_SIZE = 1232  # bytes on the wire (a packet minus headers)
@@ -54,6 +69,9 @@ class SignedMint:
     blockhash: str
     last_valid_block_height: int
     mint_address: str
+    priority_fee_micro_lamports: int = 0  # the SetComputeUnitPrice it carries (0: none)
+    compute_unit_limit: int = 0  # the SetComputeUnitLimit it carries
+    simulated_units: int | None = None  # what the simulation consumed (None: it fell back)
 
 
 @dataclass(frozen=True)
@@ -159,6 +177,41 @@ def decode_nft_mint(
     return supply, decimals, is_initialized, mint_authority, freeze_authority, meta
 
 
+def _with_budget(
+    instructions: list[Instruction], limit: int, price: int, *, probe: bool = False
+) -> list[Instruction]:
+    """``instructions`` after the ComputeBudget ones (a probe bids price 0, same layout)."""
+    budget = [set_compute_unit_limit(limit)]
+    if price > 0:
+        budget.append(set_compute_unit_price(0 if probe else price))
+    return budget + instructions
+
+
+def _unsigned(message: MessageV0) -> list[Signature]:
+    return [Signature.default()] * message.header.num_required_signatures
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_TRANSACTION_SIZE:
+        raise ServiceError(
+            f"the NFT transaction is {size} bytes, over Solana's {MAX_TRANSACTION_SIZE}; "
+            "shorten name, symbol or uri",
+            service=SERVICE,
+            kind=ErrorKind.PERMANENT,
+            code="TransactionTooLarge",
+        )
+
+
+def _parse_simulation(result: Any) -> dict[str, Any]:
+    value = result["value"]
+    if not isinstance(value, dict) or "err" not in value:
+        raise ValueError("simulateTransaction answered no simulation result")
+    units = value.get("unitsConsumed")
+    if units is not None and (isinstance(units, bool) or not isinstance(units, int)):
+        raise TypeError(f"unitsConsumed {units!r} is not an integer")
+    return value
+
+
 def _account_bytes(value: dict[str, Any]) -> bytes:
     data = value["data"]
     if not (isinstance(data, list) and len(data) == 2 and data[1] == "base64"):
@@ -172,12 +225,28 @@ def _account_bytes(value: dict[str, Any]) -> bytes:
 class SolanaMinter:
     """Mints DESIGN.md's NFT with ``payer`` as system wallet, fee payer and update authority."""
 
-    def __init__(self, rpc: SolanaRpc, payer: Keypair, mint_key_seed: bytes) -> None:
+    def __init__(
+        self,
+        rpc: SolanaRpc,
+        payer: Keypair,
+        mint_key_seed: bytes,
+        *,
+        priority_fee_cap: int = DEFAULT_PRIORITY_FEE_CAP,
+        priority_fee_percentile: int = DEFAULT_PRIORITY_FEE_PERCENTILE,
+    ) -> None:
+        """``priority_fee_cap`` (micro-lamports per CU) and ``priority_fee_percentile`` are
+        ``SOLANA_PRIORITY_FEE_CAP`` and ``SOLANA_PRIORITY_FEE_PERCENTILE``."""
         if len(mint_key_seed) < MIN_SEED_BYTES:
             raise ValueError(f"{SEED_SETTING} must hold at least {MIN_SEED_BYTES} bytes")
+        if priority_fee_cap < 0:
+            raise ValueError("SOLANA_PRIORITY_FEE_CAP must not be negative")
+        if not 0 <= priority_fee_percentile <= 100:
+            raise ValueError("SOLANA_PRIORITY_FEE_PERCENTILE must be within 0-100")
         self.rpc = rpc
         self._payer = payer
         self._seed = bytes(mint_key_seed)
+        self.priority_fee_cap = priority_fee_cap
+        self.priority_fee_percentile = priority_fee_percentile
 
     def __repr__(self) -> str:
         return f"SolanaMinter(payer={self.payer}, endpoints={self.rpc.endpoints!r})"
@@ -194,12 +263,12 @@ class SolanaMinter:
     # -- reads -------------------------------------------------------------------------------
 
     async def nft_state(
-        self, mint_address: str, owner: str, *, endpoint_index: int | None = None
+        self, mint_address: str, owner: str, *, start_at: int | None = None
     ) -> NftState | None:
         """The mint and the owner's balance, read together; None if the mint does not exist.
 
-        ``endpoint_index`` reads from that endpoint only (no failover), so verification can
-        be repeated against a node other than the one that answered before.
+        ``start_at`` asks that endpoint first (failing over to the next ones, open circuits
+        skipped), so a repeated verification can ask a node other than the one before.
         """
         mint_key = Pubkey.from_string(mint_address)
         owner_key = Pubkey.from_string(owner)
@@ -215,7 +284,7 @@ class SolanaMinter:
             "getMultipleAccounts",
             [[str(mint_key), str(ata)], {"encoding": "base64", "commitment": COMMITMENT}],
             parse=parse,
-            only=None if endpoint_index is None else [endpoint_index],
+            only=None if start_at is None else self.rpc.rotated(start_at),
         )
         if mint_value is None:
             return None
@@ -321,6 +390,35 @@ class SolanaMinter:
 
     # -- writes ------------------------------------------------------------------------------
 
+    async def priority_fee(
+        self,
+        *,
+        percentile: int = DEFAULT_PRIORITY_FEE_PERCENTILE,
+        cap_micro_lamports: int,
+        resign: int = 0,
+        accounts: Sequence[str] | None = None,
+    ) -> int:
+        """The price (micro-lamports per CU) to bid: clients/solana_fees.py's formula over
+        ``getRecentPrioritizationFees`` for ``accounts`` (default: the system wallet; prepare
+        passes every account the mint transaction writes).
+
+        A node that cannot answer the method (a permanent error) leaves the fee to the
+        formula's empty case; a transient failure of every endpoint is raised, like any read.
+        """
+        addresses = list(accounts) if accounts is not None else [self.payer]
+        try:
+            recent = await self.rpc.call(
+                "getRecentPrioritizationFees", [addresses], parse=parse_recent_fees
+            )
+        except ServiceError as exc:
+            if exc.retryable:
+                raise
+            log.warning("getRecentPrioritizationFees refused (%s): bidding no recent fee", exc.code)
+            recent = []
+        return priority_fee_from_recent(
+            recent, percentile=percentile, cap=cap_micro_lamports, resign=resign
+        )
+
     async def prepare(
         self,
         mint_id: str,
@@ -329,17 +427,37 @@ class SolanaMinter:
         name: str,
         symbol: str,
         uri: str,
-        priority_fee_micro_lamports: int = 0,
+        priority_fee_micro_lamports: int | None = None,
+        resign: int = 0,
     ) -> SignedMint:
         """Build and sign the NFT transaction for ``mint_id``; nothing is sent.
 
         The blockhash is the latest at ``confirmed``; the transaction can land until the
-        chain passes ``last_valid_block_height``.
+        chain passes ``last_valid_block_height``. ``resign`` counts the re-signs after an
+        expired blockhash (each bids a higher fee); ``priority_fee_micro_lamports``, when given
+        (an operator's override), is the price used as is, instead of ``priority_fee()``.
+
+        The transaction starts with SetComputeUnitLimit (a simulation's units plus a margin)
+        and, for a non-zero fee, SetComputeUnitPrice. A simulation that shows the transaction
+        would fail raises the ``ServiceError`` sending it would; one that cannot be had falls
+        back to a fixed limit.
         """
-        if priority_fee_micro_lamports < 0:
+        if priority_fee_micro_lamports is not None and priority_fee_micro_lamports < 0:
             raise ValueError("priority_fee_micro_lamports must not be negative")
+        if resign < 0:
+            raise ValueError("resign must not be negative")
         mint_keypair = derive_mint_keypair(self._seed, mint_id)
         payer = self._payer.pubkey()
+        mint = mint_keypair.pubkey()
+        owner_key = Pubkey.from_string(str(owner))
+        fee = priority_fee_micro_lamports
+        if fee is None:
+            fee = await self.priority_fee(
+                percentile=self.priority_fee_percentile,
+                cap_micro_lamports=self.priority_fee_cap,
+                resign=resign,
+                accounts=[str(payer), str(mint), str(associated_token_address(owner_key, mint))],
+            )
         size = nft_mint_account_size(name, symbol, uri)
         rent = await self.rpc.call(
             "getMinimumBalanceForRentExemption", [size, {"commitment": COMMITMENT}], parse=int
@@ -352,37 +470,84 @@ class SolanaMinter:
                 int(r["value"]["lastValidBlockHeight"]),
             ),
         )
-        instructions = []
-        if priority_fee_micro_lamports > 0:
-            instructions.append(set_compute_unit_price(priority_fee_micro_lamports))
-        instructions += build_nft_instructions(
+        nft = build_nft_instructions(
             payer=payer,
-            mint=mint_keypair.pubkey(),
-            owner=Pubkey.from_string(str(owner)),
+            mint=mint,
+            owner=owner_key,
             name=name,
             symbol=symbol,
             uri=uri,
             rent_lamports=rent,
             update_authority=payer,
         )
-        message = MessageV0.try_compile(payer, instructions, [], blockhash)
+        # The simulated message has the final one's layout (so its size and the budget
+        # instructions' own units match) but the largest limit and a zero price: the
+        # simulation checks the fee payer can pay, and must not ask for the priority fee on
+        # 1.4M units.
+        probe = MessageV0.try_compile(
+            payer, _with_budget(nft, MAX_COMPUTE_UNIT_LIMIT, fee, probe=True), [], blockhash
+        )
+        _check_size(len(bytes(VersionedTransaction.populate(probe, _unsigned(probe)))))
+        units = await self._simulate_units(probe, fee_payer=str(payer))
+        limit = FALLBACK_COMPUTE_UNIT_LIMIT if units is None else compute_unit_limit(units)
+        message = MessageV0.try_compile(payer, _with_budget(nft, limit, fee), [], blockhash)
         tx = VersionedTransaction(message, [self._payer, mint_keypair])
         wire = bytes(tx)
-        if len(wire) > MAX_TRANSACTION_SIZE:
-            raise ServiceError(
-                f"the NFT transaction is {len(wire)} bytes, over Solana's {MAX_TRANSACTION_SIZE}; "
-                "shorten name, symbol or uri",
-                service=SERVICE,
-                kind=ErrorKind.PERMANENT,
-                code="TransactionTooLarge",
-            )
+        _check_size(len(wire))
         return SignedMint(
             signature=str(tx.signatures[0]),
             tx_base64=base64.b64encode(wire).decode("ascii"),
             blockhash=str(blockhash),
             last_valid_block_height=last_valid,
-            mint_address=str(mint_keypair.pubkey()),
+            mint_address=str(mint),
+            priority_fee_micro_lamports=fee,
+            compute_unit_limit=limit,
+            simulated_units=units,
         )
+
+    async def _simulate_units(self, message: MessageV0, *, fee_payer: str) -> int | None:
+        """Units the unsigned ``message`` consumes in a simulation on the latest blockhash;
+        None when no simulation can be had (transient failures). Raises the classified error
+        when the simulation shows the transaction would fail for good."""
+        tx = VersionedTransaction.populate(message, _unsigned(message))
+        try:
+            value = await self.rpc.call(
+                "simulateTransaction",
+                [
+                    base64.b64encode(bytes(tx)).decode("ascii"),
+                    {
+                        "encoding": "base64",
+                        "sigVerify": False,
+                        "replaceRecentBlockhash": True,
+                        "commitment": COMMITMENT,
+                    },
+                ],
+                parse=_parse_simulation,
+                fee_payer=fee_payer,
+            )
+        except ServiceError as exc:
+            if exc.retryable:
+                log.warning("simulateTransaction failed (%s): fallback compute limit", exc.code)
+                return None
+            raise
+        err = value.get("err")
+        if err is not None:
+            error = classify_rpc_error(
+                PREFLIGHT_FAILURE,
+                f"Transaction simulation failed: {err}",
+                value,
+                endpoint=None,
+                method="simulateTransaction",
+                fee_payer=fee_payer,
+            )
+            if not error.retryable:
+                raise error
+            log.warning("simulation failed (%s): fallback compute limit", error.code)
+            return None
+        units = value.get("unitsConsumed")
+        if not units:
+            return None  # a node that does not report units
+        return int(units)
 
     async def send(self, tx_base64: str, *, prefer: str | None = None) -> str:
         """Send the signed bytes (preflight at confirmed, no node retries); return the signature.

@@ -51,6 +51,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import httpx2
+from resilience.breaker import SOLANA_BREAKER, BreakerRegistry, CircuitBreaker
 from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
@@ -58,6 +59,7 @@ from solana.rpc.core import RPCException, RPCNoResultException
 from solana.rpc.jsonrpc import JsonRpcRequest, SolanaJsonRpcError
 
 from clients.errors import ErrorKind, ServiceError
+from resilience.guard import circuit_open, through
 
 log = logging.getLogger("clients.solana_rpc")
 
@@ -448,18 +450,40 @@ class SolanaRpc:
     or call ``close()``.
     """
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = 10,
+        breakers: BreakerRegistry | None = None,
+    ) -> None:
+        self._timeout = timeout
+        self.breakers = breakers or BreakerRegistry()
+        self.emergency = False  # all traffic to the backups (the primary is skipped)
+        self._endpoints = self._connect(endpoints)
+
+    def _connect(self, endpoints: Sequence[str]) -> list[_Endpoint]:
         if not endpoints:
             raise ValueError("SolanaRpc needs at least one endpoint (SOLANA_RPC_ENDPOINTS)")
-        self._timeout = timeout
-        self._endpoints = [
+        return [
             _Endpoint(
                 url=url,
                 name=redact_url(url),
-                client=AsyncClient(url, Confirmed, timeout=timeout, max_transport_retries=0),
+                client=AsyncClient(url, Confirmed, timeout=self._timeout, max_transport_retries=0),
             )
             for url in endpoints
         ]
+
+    async def set_endpoints(self, endpoints: Sequence[str]) -> None:
+        """Switch to another ordered list at run time (a call under way finishes on the old)."""
+        old, self._endpoints = self._endpoints, self._connect(endpoints)
+        for endpoint in old:
+            await endpoint.client.close()
+
+    @property
+    def urls(self) -> list[str]:
+        """The configured URLs (unredacted: for comparing with configuration, never logging)."""
+        return [endpoint.url for endpoint in self._endpoints]
 
     def __repr__(self) -> str:
         return f"SolanaRpc(endpoints={self.endpoints!r}, timeout={self._timeout})"
@@ -480,17 +504,26 @@ class SolanaRpc:
         await self.close()
 
     def _order(self, only: Sequence[int] | None = None) -> list[int]:
-        """Indices of the endpoints to try, in order.
+        """Indices of the endpoints to try, in priority order (breakers are checked per call).
 
-        The one place endpoint selection lives: circuit breakers and health-based ordering
-        replace this method.
+        In emergency mode the primary is left out while a backup exists.
         """
         if only is None:
-            return list(range(len(self._endpoints)))
+            order = list(range(len(self._endpoints)))
+            return order[1:] if self.emergency and len(order) > 1 else order
         for index in only:
             if not 0 <= index < len(self._endpoints):
                 raise IndexError(f"no Solana endpoint #{index} (have {len(self._endpoints)})")
         return list(dict.fromkeys(only))
+
+    def rotated(self, start: int) -> list[int]:
+        """Every endpoint, starting from `start` (mod their number): a retry that should ask
+        another node first, while open circuits are still skipped and failover still works."""
+        count = len(self._endpoints)
+        return [(start + offset) % count for offset in range(count)]
+
+    def breaker(self, index: int) -> CircuitBreaker:
+        return self.breakers.get(self._endpoints[index].name, SOLANA_BREAKER)
 
     async def call(
         self,
@@ -509,25 +542,37 @@ class SolanaRpc:
         """
         request = JsonRpcRequest(method=method, params=params)
         last: ServiceError | None = None
+        skipped: list[CircuitBreaker] = []
         for index in self._order(only):
             endpoint = self._endpoints[index]
+            breaker = self.breaker(index)
+            if not breaker.allow():
+                skipped.append(breaker)
+                continue
+
+            async def attempt(endpoint: _Endpoint = endpoint) -> Any:
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        result = await endpoint.client.send_rpc_request(request, object)
+                    return parse(result) if parse is not None else result
+                except CLASSIFIABLE as exc:
+                    raise classify_error(
+                        exc, endpoint=endpoint.name, method=method, fee_payer=fee_payer
+                    ) from None
+
             try:
-                async with asyncio.timeout(self._timeout):
-                    result = await endpoint.client.send_rpc_request(request, object)
-                return parse(result) if parse is not None else result
-            except CLASSIFIABLE as exc:
-                error = classify_error(
-                    exc, endpoint=endpoint.name, method=method, fee_payer=fee_payer
+                return await through(breaker, SERVICE, attempt, admitted=True)
+            except ServiceError as error:
+                if not error.retryable:
+                    raise
+                log.warning(
+                    "solana %s failed at %s (%s, %s); trying the next endpoint",
+                    method,
+                    endpoint.name,
+                    error.code,
+                    error.kind,
                 )
-            if not error.retryable:
-                raise error
-            log.warning(
-                "solana %s failed at %s (%s, %s); trying the next endpoint",
-                method,
-                endpoint.name,
-                error.code,
-                error.kind,
-            )
-            last = error
-        assert last is not None
+                last = error
+        if last is None:
+            raise circuit_open(SERVICE, skipped)
         raise last

@@ -12,6 +12,7 @@ A fault is ``{"target", "kind", "rate", "status", "delay_ms", "match"}``:
 - ``rate``    probability (0..1) that a matching request is hit; ``down`` ignores it
 - ``match``   optional JSON-RPC method (exact) or path prefix the fault is limited to
 - ``duration_ms`` optional lifetime: the fault removes itself after it (an outage that ends)
+- ``retry_after_s`` the ``Retry-After`` a 429 carries (default 1)
 
 For the Postgres proxy (a TCP byte pipe) ``error`` resets connections, ``latency`` delays
 each chunk, ``hang`` stalls them, and ``down`` closes the port and every open connection.
@@ -49,6 +50,7 @@ class Fault:
     match: str | None = None
     seed: int | None = None
     duration_ms: int | None = None
+    retry_after_s: int = 1
     hits: int = 0
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -72,6 +74,7 @@ class Fault:
             "delay_ms": self.delay_ms,
             "match": self.match,
             "duration_ms": self.duration_ms,
+            "retry_after_s": self.retry_after_s,
             "hits": self.hits,
         }
 
@@ -120,6 +123,9 @@ class FaultRegistry:
         duration_ms = spec.get("duration_ms")
         if duration_ms is not None and (not isinstance(duration_ms, int) or duration_ms <= 0):
             raise FaultSpecError(f"duration_ms: {duration_ms!r} is not a positive integer")
+        retry_after_s = spec.get("retry_after_s", 1)
+        if not isinstance(retry_after_s, int) or retry_after_s < 0:
+            raise FaultSpecError(f"retry_after_s: {retry_after_s!r} is not a whole number >= 0")
         fault = Fault(
             id=str(next(self._ids)),
             target=target,
@@ -130,6 +136,7 @@ class FaultRegistry:
             match=spec.get("match") or None,
             seed=seed,
             duration_ms=duration_ms,
+            retry_after_s=retry_after_s,
         )
         fault._rng = random.Random(seed)
         return fault
@@ -234,7 +241,7 @@ async def serve_with_faults(
     if fault.kind == "error":
         return error_response()
     if fault.kind == "status":
-        headers = {"Retry-After": "1"} if fault.status == 429 else None
+        headers = {"Retry-After": str(fault.retry_after_s)} if fault.status == 429 else None
         return web.json_response(
             {"error": f"injected HTTP {fault.status}"}, status=fault.status, headers=headers
         )

@@ -206,23 +206,6 @@ async def test_blockchain_succeeded_then_db_fails_is_repaired_forward(
         assert cid is not None and pinned_anywhere(stack, cid)
 
 
-async def test_verification_reruns_against_other_endpoints(
-    stack: StackConfig, client: Client, worker: str
-) -> None:
-    fault = add_fault(
-        stack, target="solana-1", kind="status", status=503, match="getMultipleAccounts"
-    )
-    request = mint_request(stack)
-    result = await (await starter.start_mint(client, request, queue=worker)).result()
-
-    assert result.status == MintStatus.MINTED
-    assert result.retries["solana"] >= 1  # verify_nft's first attempt read solana-1 only
-    async with httpx.AsyncClient(timeout=10) as http:
-        faults = (await http.get(stack.url("admin") + "/faults")).json()
-    assert next(f["hits"] for f in faults if f["id"] == fault) >= 1
-    assert_one_nft(stack, result, request.name, request.symbol)
-
-
 @pytest.mark.parametrize(
     ("slow", "killed_at"),
     [

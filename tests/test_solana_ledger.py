@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.system_program import TransferParams, transfer
@@ -78,3 +79,55 @@ async def test_restart_keeps_accounts_signatures_and_slot(tmp_path: Path):
         assert restarted.get_account(owner, "processed").lamports == 10**6
     finally:
         await restarted.stop()
+
+
+def _priced_transfer(ledger: SolanaLedger, payer: Keypair, to, price: int) -> VersionedTransaction:
+    ixs = [
+        set_compute_unit_limit(10_000),
+        *([set_compute_unit_price(price)] if price else []),
+        transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=to, lamports=10**6)),
+    ]
+    blockhash, _, _ = ledger.latest_blockhash("processed")
+    return VersionedTransaction(MessageV0.try_compile(payer.pubkey(), ixs, [], blockhash), [payer])
+
+
+async def test_recent_prioritization_fees_per_block_and_per_written_account(tmp_path: Path):
+    """As Agave's fee cache: per slot the block's lowest price, raised to the highest of the
+    lowest prices paid by transactions write-locking the accounts asked about."""
+    ledger = SolanaLedger(tmp_path, slot_ms=60_000)  # the clock stands still: one slot
+    await ledger.start()
+    try:
+        busy, quiet, other = Keypair(), Keypair(), Keypair()
+        for payer in (busy, quiet, other):
+            ledger.airdrop(payer.pubkey(), 10**10)
+        ledger.warp(1)  # the airdrops (price 0) stay in the slot before
+        slot = ledger.slot
+        sink = Keypair().pubkey()
+        for payer, price in ((busy, 9_000), (busy, 7_000), (quiet, 2_000), (other, 4_000)):
+            ledger.send(
+                bytes(_priced_transfer(ledger, payer, sink, price)),
+                preflight_commitment="processed",
+            )
+        assert ledger.slot == slot
+
+        def fee_at(accounts) -> int:
+            fees = {
+                f["slot"]: f["prioritizationFee"]
+                for f in ledger.recent_prioritization_fees(accounts)
+            }
+            return fees[slot]
+
+        assert fee_at(None) == 2_000  # the block's lowest price
+        assert fee_at([busy.pubkey()]) == 7_000  # the lowest price that wrote `busy`
+        assert fee_at([quiet.pubkey(), other.pubkey()]) == 4_000  # the highest of the two
+        assert fee_at([sink]) == 2_000  # every transfer wrote it: its lowest
+        assert fee_at([Keypair().pubkey()]) == 2_000  # never written: the block's
+        ledger.warp(1)
+        later = {
+            f["slot"]: f["prioritizationFee"]
+            for f in ledger.recent_prioritization_fees([busy.pubkey()])
+        }
+        assert later[slot] == 7_000 and later[ledger.slot] == 0  # an empty slot bids nothing
+        assert len(later) <= 150
+    finally:
+        await ledger.stop()

@@ -7,16 +7,24 @@ depend on each other; faults are cleared after each test by conftest's autouse f
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import struct
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
+from solders.hash import Hash
 from solders.keypair import Keypair
+from solders.message import MessageV0
+from solders.system_program import TransferParams, transfer
+from solders.transaction import VersionedTransaction
 
 from clients.errors import ErrorKind, ServiceError
+from clients.solana_fees import FALLBACK_COMPUTE_UNIT_LIMIT
 from clients.solana_minter import SignedMint, SolanaMinter
 from clients.solana_rpc import SolanaRpc
 from devstack.config import StackConfig
@@ -62,8 +70,14 @@ async def wait_confirmed(minter: SolanaMinter, signature: str) -> Any:
             await asyncio.sleep(0.1)
 
 
-async def funded_minter(rpc: SolanaRpc, lamports: int = LAMPORTS_PER_SOL) -> SolanaMinter:
-    minter = SolanaMinter(rpc, Keypair(), os.urandom(32))
+async def funded_minter(
+    rpc: SolanaRpc,
+    lamports: int = LAMPORTS_PER_SOL,
+    *,
+    payer: Keypair | None = None,
+    **options: Any,
+) -> SolanaMinter:
+    minter = SolanaMinter(rpc, payer or Keypair(), os.urandom(32), **options)
     if lamports:
         signature = await rpc.call("requestAirdrop", [minter.payer, lamports])
         await wait_confirmed(minter, signature)
@@ -84,9 +98,9 @@ def fresh_mint_id() -> str:
 
 
 async def assert_one_nft(
-    minter: SolanaMinter, mint_address: str, owner: str, endpoint_index: int | None = None
+    minter: SolanaMinter, mint_address: str, owner: str, start_at: int | None = None
 ) -> None:
-    state = await minter.nft_state(mint_address, owner, endpoint_index=endpoint_index)
+    state = await minter.nft_state(mint_address, owner, start_at=start_at)
     assert state is not None
     assert (state.supply, state.decimals, state.mint_authority) == (1, 0, None)
     assert state.owner_balance == 1
@@ -112,7 +126,7 @@ async def test_prepare_send_confirm_and_read_back(rpc: SolanaRpc) -> None:
     assert status.err is None and status.slot is not None
 
     for index in range(len(ENDPOINTS)):  # every node sees the same NFT
-        state = await minter.nft_state(signed.mint_address, owner, endpoint_index=index)
+        state = await minter.nft_state(signed.mint_address, owner, start_at=index)
         assert state is not None
         assert state.supply == 1
         assert state.decimals == 0
@@ -230,15 +244,16 @@ async def test_lost_send_answer_moves_on_and_lands_once(stack: StackConfig, rpc:
 
 @pytest.mark.parametrize("lamports", [0, 1_000_000], ids=["no-account", "too-few-lamports"])
 async def test_underfunded_system_wallet_needs_an_operator(rpc: SolanaRpc, lamports: int) -> None:
+    """prepare's simulation finds it before anything is signed, as sending would."""
     minter = await funded_minter(rpc, lamports)
-    signed = await prepare(minter, fresh_mint_id(), fresh_owner())
+    mint_id = fresh_mint_id()
     with pytest.raises(ServiceError) as raised:
-        await minter.send(signed.tx_base64)
+        await prepare(minter, mint_id, fresh_owner())
     error = raised.value
     assert error.kind is ErrorKind.NEEDS_OPERATOR
     assert error.code == "SystemWalletUnderfunded"
     assert minter.payer in error.message
-    assert not (await minter.signature_status(signed.signature)).found
+    assert await minter.nft_state(minter.mint_address(mint_id), fresh_owner()) is None
 
 
 # -- the blockhash window --------------------------------------------------------------------
@@ -267,3 +282,187 @@ async def test_expired_blockhash(stack: StackConfig, rpc: SolanaRpc) -> None:
     assert await minter.send(again.tx_base64) == again.signature
     await wait_confirmed(minter, again.signature)
     await assert_one_nft(minter, again.mint_address, owner)
+
+
+# -- priority fee and compute-unit limit -----------------------------------------------------
+
+COMPUTE_BUDGET = "ComputeBudget111111111111111111111111111111"
+BASE_FEE = 5000 * 2  # two signatures: the system wallet and the mint
+
+
+def compute_budget_of(signed: SignedMint) -> list[tuple[int, str, int]]:
+    """(instruction index, "limit" | "price", value) of each ComputeBudget instruction."""
+    tx = VersionedTransaction.from_bytes(base64.b64decode(signed.tx_base64))
+    keys = tx.message.account_keys
+    found = []
+    for index, ix in enumerate(tx.message.instructions):
+        if str(keys[ix.program_id_index]) != COMPUTE_BUDGET:
+            continue
+        data = bytes(ix.data)
+        if data[0] == 2:
+            found.append((index, "limit", struct.unpack_from("<I", data, 1)[0]))
+        elif data[0] == 3:
+            found.append((index, "price", struct.unpack_from("<Q", data, 1)[0]))
+        else:
+            found.append((index, f"other {data[0]}", 0))
+    return found
+
+
+async def landed_meta(rpc: SolanaRpc, signature: str) -> dict[str, Any]:
+    tx = await rpc.call(
+        "getTransaction",
+        [
+            signature,
+            {"encoding": "json", "commitment": "confirmed", "maxSupportedTransactionVersion": 0},
+        ],
+    )
+    return tx["meta"]
+
+
+def priority_lamports(price: int, limit: int) -> int:
+    return -(-price * limit // 1_000_000)
+
+
+async def land_priced_transfers(
+    stack: StackConfig, minter: SolanaMinter, payer: Keypair, prices: list[int]
+) -> None:
+    """One transfer from ``payer`` per price, each alone in its own slot."""
+    sink = Keypair().pubkey()
+    for price in prices:
+        admin(stack, "POST", "/solana/warp", {"slots": 1})  # not beside the airdrop, or another
+        blockhash = await minter.rpc.call(
+            "getLatestBlockhash",
+            [{"commitment": "confirmed"}],
+            parse=lambda r: Hash.from_string(r["value"]["blockhash"]),
+        )
+        ixs = [
+            set_compute_unit_limit(10_000),
+            set_compute_unit_price(price),
+            transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=sink, lamports=10**6)),
+        ]
+        tx = VersionedTransaction(
+            MessageV0.try_compile(payer.pubkey(), ixs, [], blockhash), [payer]
+        )
+        signature = await minter.send(base64.b64encode(bytes(tx)).decode())
+        await wait_confirmed(minter, signature)
+
+
+async def test_compute_unit_limit_comes_from_a_simulation_and_the_nft_lands(
+    rpc: SolanaRpc,
+) -> None:
+    minter = await funded_minter(rpc)
+    mint_id, owner = fresh_mint_id(), fresh_owner()
+    signed = await prepare(minter, mint_id, owner, priority_fee_micro_lamports=2_000)
+    budget = compute_budget_of(signed)
+    # The ComputeBudget instructions come first; the override is the price, as given.
+    assert [(index, kind) for index, kind, _ in budget] == [(0, "limit"), (1, "price")]
+    limit, price = budget[0][2], budget[1][2]
+    assert price == signed.priority_fee_micro_lamports == 2_000
+    assert limit == signed.compute_unit_limit and signed.simulated_units is not None
+
+    assert await minter.send(signed.tx_base64) == signed.signature
+    await wait_confirmed(minter, signed.signature)
+    meta = await landed_meta(rpc, signed.signature)
+    consumed = meta["computeUnitsConsumed"]
+    # The limit is what the transaction really consumes, plus 20 % and 1000 units.
+    assert consumed > 10_000  # the NFT's instructions ran, not only the budget ones
+    assert abs(limit - (consumed * 1.2 + 1000)) <= 1
+    assert limit < FALLBACK_COMPUTE_UNIT_LIMIT
+    assert meta["fee"] == BASE_FEE + priority_lamports(2_000, limit)
+    state = await minter.nft_state(signed.mint_address, owner)
+    assert state is not None and state.is_fixed_supply_nft and state.owner_balance == 1
+    assert (state.name, state.symbol, state.uri) == (NAME, SYMBOL, URI)
+
+
+async def test_priority_fee_follows_recent_fees_capped_and_raised_per_resign(
+    stack: StackConfig, rpc: SolanaRpc
+) -> None:
+    admin(stack, "POST", "/solana/warp", {"slots": 151})  # earlier tests' fees leave the window
+    payer = Keypair()
+    minter = await funded_minter(rpc, payer=payer)
+    assert await minter.priority_fee(cap_micro_lamports=10**6) == 0  # nothing paid yet
+    prices = [3_000, 1_000, 8_000, 2_000, 7_000, 4_000, 6_000, 5_000]
+    await land_priced_transfers(stack, minter, payer, prices)
+
+    # 75th percentile (nearest rank) of 1000..8000 is 6000; the cap and the raise apply to it.
+    assert await minter.priority_fee(cap_micro_lamports=10**6) == 6_000
+    assert await minter.priority_fee(percentile=50, cap_micro_lamports=10**6) == 4_000
+    assert await minter.priority_fee(cap_micro_lamports=5_000) == 5_000
+    assert await minter.priority_fee(cap_micro_lamports=10**6, resign=1) == 9_000
+
+    mint_id, owner = fresh_mint_id(), fresh_owner()
+    first = await prepare(minter, mint_id, owner)
+    assert [kind for _, kind, _ in compute_budget_of(first)] == ["limit", "price"]
+    assert compute_budget_of(first)[1][2] == first.priority_fee_micro_lamports == 6_000
+    resigned = await prepare(minter, mint_id, owner, resign=2)
+    assert compute_budget_of(resigned)[1][2] == 13_500  # 6000 x 1.5 x 1.5
+
+    capped = SolanaMinter(minter.rpc, payer, os.urandom(32), priority_fee_cap=5_000)
+    assert compute_budget_of(await prepare(capped, fresh_mint_id(), owner))[1][2] == 5_000
+    assert compute_budget_of(await prepare(capped, fresh_mint_id(), owner, resign=3))[1][2] == (
+        5_000
+    )
+    quantile = SolanaMinter(minter.rpc, payer, os.urandom(32), priority_fee_percentile=25)
+    assert compute_budget_of(await prepare(quantile, fresh_mint_id(), owner))[1][2] == 2_000
+
+    # The re-signed transaction lands, pays the raised price, and the NFT reads back.
+    assert await minter.send(resigned.tx_base64) == resigned.signature
+    await wait_confirmed(minter, resigned.signature)
+    meta = await landed_meta(rpc, resigned.signature)
+    assert meta["fee"] == BASE_FEE + priority_lamports(13_500, resigned.compute_unit_limit)
+    await assert_one_nft(minter, resigned.mint_address, owner)
+
+
+async def test_a_failed_simulation_falls_back_or_refuses(
+    stack: StackConfig, rpc: SolanaRpc
+) -> None:
+    minter = await funded_minter(rpc)
+    mint_id, owner = fresh_mint_id(), fresh_owner()
+    faults = [
+        add_fault(stack, target=name, kind="status", status=503, match="simulateTransaction")
+        for name in ENDPOINTS
+    ]
+    signed = await prepare(minter, mint_id, owner)
+    assert all(fault_hits(stack, fault) == 1 for fault in faults)
+    # No simulation to be had: the fixed limit, and the transaction still lands.
+    assert signed.simulated_units is None
+    assert compute_budget_of(signed)[0][1:] == ("limit", FALLBACK_COMPUTE_UNIT_LIMIT)
+    admin(stack, "DELETE", "/faults")
+    assert await minter.send(signed.tx_base64) == signed.signature
+    await wait_confirmed(minter, signed.signature)
+    await assert_one_nft(minter, signed.mint_address, owner)
+
+    # The mint exists now: the simulation shows the instructions would fail, so prepare
+    # raises what sending would, and nothing is signed.
+    with pytest.raises(ServiceError) as raised:
+        await prepare(minter, mint_id, owner)
+    assert raised.value.kind is ErrorKind.PERMANENT
+    assert raised.value.code == "TransactionRejected"
+
+
+async def test_longest_name_and_a_long_uri_still_fit_with_both_budget_instructions(
+    rpc: SolanaRpc,
+) -> None:
+    minter = await funded_minter(rpc)
+    owner = fresh_owner()
+    name, symbol, uri = "N" * 32, "S" * 10, "https://gateway.example/ipfs/" + "b" * 300
+    signed = await minter.prepare(
+        fresh_mint_id(),
+        owner=owner,
+        name=name,
+        symbol=symbol,
+        uri=uri,
+        priority_fee_micro_lamports=1,
+    )
+    assert len(base64.b64decode(signed.tx_base64)) <= 1232
+    assert [kind for _, kind, _ in compute_budget_of(signed)] == ["limit", "price"]
+    assert await minter.send(signed.tx_base64) == signed.signature
+    await wait_confirmed(minter, signed.signature)
+    state = await minter.nft_state(signed.mint_address, owner)
+    assert state is not None and state.uri == uri and state.owner_balance == 1
+
+    with pytest.raises(ServiceError) as raised:  # too long: refused before any simulation
+        await minter.prepare(
+            fresh_mint_id(), owner=owner, name=name, symbol=symbol, uri=uri + "b" * 400
+        )
+    assert raised.value.code == "TransactionTooLarge"

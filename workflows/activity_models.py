@@ -81,7 +81,8 @@ class PrepareIn(_Model):
     name: str
     symbol: str
     uri: str
-    priority_fee_micro_lamports: int = 0
+    priority_fee_micro_lamports: int | None = None  # None: from recent fees, capped
+    resign: int = 0  # signatures made before this one; each raises the priority fee
 
 
 class OnChain(_Model):

@@ -122,6 +122,7 @@ class MintSaga:
         self._image_type = "application/octet-stream"
         self._metadata_cid: str | None = None
         self._prepared: io.PreparedTx | None = None
+        self._resigns = 0
         self._signature: str | None = None
         self._slot: int | None = None
 
@@ -249,11 +250,12 @@ class MintSaga:
             priority_fee_micro_lamports=req.options.priority_fee_micro_lamports
             if fee is None
             else fee,
+            resign=self._resigns,
         )
 
     async def _land_transaction(self) -> None:
         """Send, confirm, and re-sign only once the old blockhash has expired unseen."""
-        resigns = 0
+        resigns_since_operator = 0
         while True:
             prepared = self._prepared
             assert prepared is not None
@@ -304,18 +306,19 @@ class MintSaga:
                         kind="needs_operator",
                     ),
                 )
-            resigns += 1
-            if resigns > MAX_RESIGNS:
+            self._resigns += 1
+            resigns_since_operator += 1
+            if resigns_since_operator > MAX_RESIGNS:
                 await self._await_operator(
                     "prepare_transaction",
                     ErrorInfo(
                         step="prepare_transaction",
                         type="TooManyResigns",
-                        message=f"blockhash expired {resigns} times without the mint landing",
+                        message=f"blockhash expired {self._resigns} times, the mint never landed",
                         kind="needs_operator",
                     ),
                 )
-                resigns = 0
+                resigns_since_operator = 0
             self._set_details("blockhash expired unseen: signing again with a fresh one")
             await self._prepare_transaction()
         self._enter(MintStage.BLOCKCHAIN_CONFIRMED, f"confirmed in slot {self._slot}")

@@ -79,7 +79,11 @@ class MintOptions(_Frozen):
         gt=0,
         description="how long a mint waits for an operator before compensating on its own",
     )
-    priority_fee_micro_lamports: int = Field(default=0, ge=0)
+    priority_fee_micro_lamports: int | None = Field(
+        default=None,
+        ge=0,
+        description="micro-lamports per compute unit; unset: a percentile of recent fees, capped",
+    )
     confirmation_wait_s: float = Field(
         default=60.0, gt=0, le=600, description="how long one confirmation wait lasts (spec: 60 s)"
     )

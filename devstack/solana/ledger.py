@@ -19,6 +19,7 @@ import os
 import struct
 import time
 from collections import OrderedDict, deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,15 @@ def signatures_verify(tx: VersionedTransaction) -> bool:
     return len(results) == tx.message.header.num_required_signatures and all(results)
 
 
+@dataclass
+class SlotFees:
+    """The prices (micro-lamports per CU) paid by the transactions of one slot's block."""
+
+    slot: int
+    block_min: int
+    account_min: dict[Pubkey, int]  # per write-locked account, the lowest price paid
+
+
 class SolanaLedger:
     """One chain, shared by every RPC endpoint of the devstack."""
 
@@ -162,7 +172,7 @@ class SolanaLedger:
         self._height_of_hash: dict[Hash, int] = {}
         self._records: OrderedDict[str, TxRecord] = OrderedDict()
         self._versions = AccountVersions()
-        self._slot_fees: deque[tuple[int, int]] = deque(maxlen=MAX_PROCESSING_AGE)
+        self._slot_fees: deque[SlotFees] = deque(maxlen=MAX_PROCESSING_AGE)
         self._faucet = Keypair.from_seed(hashlib.sha256(b"mintsaga devstack faucet").digest())
         self._airdrops = 0
         self.transactions_landed = 0
@@ -541,21 +551,38 @@ class SolanaLedger:
         self._records[record.signature] = record
         if len(self._records) > _RECENT_RECORDS:
             self._records.popitem(last=False)
-        price, _ = compute_budget(message)
-        if self._slot_fees and self._slot_fees[-1][0] == slot:
-            self._slot_fees[-1] = (slot, min(self._slot_fees[-1][1], price))
-        else:
-            self._slot_fees.append((slot, price))
+        self._note_fee(slot, compute_budget(message)[0], writable)
         if self._store is not None:
             self._store.save_transaction(record, after)
         self.transactions_landed += 1
         return record
 
-    def recent_prioritization_fees(self) -> list[dict[str, int]]:
-        """The lowest prioritization fee per recent slot (0 for slots without transactions)."""
-        fees = dict(self._slot_fees)
+    def _note_fee(self, slot: int, price: int, writable: list[Pubkey]) -> None:
+        """Keep, per slot, the lowest price of its block and of each write-locked account."""
+        if not self._slot_fees or self._slot_fees[-1].slot != slot:
+            self._slot_fees.append(SlotFees(slot, price, {}))
+        fees = self._slot_fees[-1]
+        fees.block_min = min(fees.block_min, price)
+        for key in writable:
+            fees.account_min[key] = min(fees.account_min.get(key, price), price)
+
+    def recent_prioritization_fees(
+        self, accounts: list[Pubkey] | None = None
+    ) -> list[dict[str, int]]:
+        """Per recent slot, what Agave's prioritization fee cache answers: the lowest price
+        (micro-lamports per CU) paid in the slot's block, raised to the highest of the lowest
+        prices paid by the transactions that write-locked each of ``accounts``; 0 for a slot
+        without transactions. So busy accounts show what it took to land next to them."""
+        by_slot = {fees.slot: fees for fees in self._slot_fees}
         first = max(GENESIS_SLOT, self.slot - MAX_PROCESSING_AGE + 1)
-        return [
-            {"slot": slot, "prioritizationFee": fees.get(slot, 0)}
-            for slot in range(first, self.slot + 1)
-        ]
+        answer = []
+        for slot in range(first, self.slot + 1):
+            fees = by_slot.get(slot)
+            fee = 0
+            if fees is not None:
+                fee = max(
+                    [fees.block_min]
+                    + [fees.account_min[key] for key in accounts or () if key in fees.account_min]
+                )
+            answer.append({"slot": slot, "prioritizationFee": fee})
+        return answer

@@ -449,13 +449,13 @@ class RpcMethods:
         return value
 
     def get_recent_prioritization_fees(self, params: Params) -> list[dict[str, int]]:
+        accounts: list[Pubkey] = []
         if params and params[0] is not None:
             addresses = params[0]
             if not isinstance(addresses, list) or len(addresses) > 128:
                 raise invalid_params("expected at most 128 account addresses")
-            for address in addresses:
-                _pubkey(address)
-        return self.ledger.recent_prioritization_fees()
+            accounts = [_pubkey(address) for address in addresses]
+        return self.ledger.recent_prioritization_fees(accounts)
 
     def get_fee_for_message(self, params: Params) -> dict[str, Any]:
         raw = _decode_wire(_param(params, 0, "message"), "base64")

@@ -1,0 +1,96 @@
+"""One call through one endpoint's circuit breaker.
+
+An open breaker answers at once with a retryable `ServiceError` (code `<Service>CircuitOpen`,
+`retry_after` = when it may be probed), so a pool moves on to its next endpoint and an activity
+with no endpoint left waits for the soonest half-open time instead of hammering. Outcomes are
+recorded with their latency; a failure that says nothing about the endpoint (a permanent error:
+a bad request, a rejected transaction) is recorded as neutral.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
+
+from clients.errors import ErrorKind, ServiceError
+from resilience.breaker import CircuitBreaker
+
+T = TypeVar("T")
+
+# Answers a healthy endpoint gives about the request, not about itself.
+HEALTHY_ANSWERS = frozenset(
+    {"AlreadyProcessed", "BlockhashNotFound", "SystemWalletUnderfunded", "TransactionRejected"}
+)
+
+
+def service_prefix(service: str) -> str:
+    return service[:1].upper() + service[1:]
+
+
+def circuit_open(
+    service: str, breakers: Iterable[CircuitBreaker], *, clock: Callable[[], float] = time.monotonic
+) -> ServiceError:
+    """The error for "no endpoint of `service` may be called now"."""
+    breakers = list(breakers)
+    times = [t for t in (b.retry_at() for b in breakers) if t is not None]
+    wait = max(0.0, min(times) - clock()) if times else None
+    names = ", ".join(b.name for b in breakers)
+    return ServiceError(
+        f"the circuit is open for {names}"
+        + (f"; the first may be probed in {wait:.1f} s" if wait is not None else ""),
+        service=service,
+        kind=ErrorKind.RATE_LIMITED,
+        code=f"{service_prefix(service)}CircuitOpen",
+        endpoint=breakers[0].name if len(breakers) == 1 else None,
+        retry_after=wait,
+    )
+
+
+async def through(
+    breaker: CircuitBreaker | None,
+    service: str,
+    call: Callable[[], Awaitable[T]],
+    *,
+    admitted: bool = False,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Run `call` if `breaker` allows it, and record how it went.
+
+    `admitted`: the caller already asked `breaker.allow()` (a pool skipping open endpoints);
+    asking twice would spend two of a half-open breaker's probes.
+    """
+    if breaker is None:
+        return await call()
+    if not admitted and not breaker.allow():
+        raise circuit_open(service, [breaker], clock=clock)
+    started = clock()
+    try:
+        result = await call()
+    except ServiceError as exc:
+        if exc.code in HEALTHY_ANSWERS:
+            breaker.record_success(clock() - started)
+        else:
+            breaker.record_failure(retriable=exc.retryable)
+        raise
+    except BaseException:
+        breaker.record_failure(retriable=False)  # cancelled, or a bug: not the endpoint's fault
+        raise
+    breaker.record_success(clock() - started)
+    return result
+
+
+def admit(breaker: CircuitBreaker | None, service: str) -> None:
+    """Raise the open-circuit error when `breaker` refuses a call now."""
+    if breaker is not None and not breaker.allow():
+        raise circuit_open(service, [breaker])
+
+
+def record_http(breaker: CircuitBreaker | None, status: int | None, latency_s: float) -> None:
+    """Judge an HTTP endpoint by its answer: no answer, 408, 429 and 5xx count against it."""
+    if breaker is None:
+        return
+    if status is None or status >= 500 or status in (408, 429):
+        breaker.record_failure()
+    else:
+        breaker.record_success(latency_s)

@@ -1,0 +1,157 @@
+"""The priority-fee and compute-unit arithmetic (clients/solana_fees.py) and its settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clients.settings import Settings, SettingsError
+from clients.solana_fees import (
+    DEFAULT_PRIORITY_FEE_CAP,
+    FALLBACK_COMPUTE_UNIT_LIMIT,
+    MAX_COMPUTE_UNIT_LIMIT,
+    RESIGN_FLOOR_MICRO_LAMPORTS,
+    compute_unit_limit,
+    parse_recent_fees,
+    percentile_fee,
+    priority_fee_from_recent,
+    raised_fee,
+)
+
+# -- percentile ------------------------------------------------------------------------------
+
+
+def test_percentile_is_nearest_rank_over_non_zero_fees() -> None:
+    fees = [0, 400, 0, 100, 300, 200, 0]  # the zeros are slots nobody bid in
+    assert percentile_fee(fees, 75) == 300  # rank ceil(0.75 * 4) = 3
+    assert percentile_fee(fees, 50) == 200
+    assert percentile_fee(fees, 100) == 400
+    assert percentile_fee(fees, 1) == 100
+    assert percentile_fee(fees, 0) == 100  # the lowest, never an index of -1
+    assert percentile_fee(range(1, 101), 75) == 75
+    assert percentile_fee([7], 75) == 7
+
+
+def test_percentile_of_no_fees_is_zero() -> None:
+    assert percentile_fee([], 75) == 0
+    assert percentile_fee([0, 0, 0], 75) == 0
+
+
+@pytest.mark.parametrize("percentile", [-1, 101])
+def test_percentile_out_of_range_is_refused(percentile: int) -> None:
+    with pytest.raises(ValueError, match="percentile"):
+        percentile_fee([1], percentile)
+
+
+# -- the raise per re-sign and the cap ------------------------------------------------------
+
+
+def test_each_resign_raises_by_half_rounded_up() -> None:
+    assert raised_fee(6000, resign=0, cap=10**9) == 6000
+    assert raised_fee(6000, resign=1, cap=10**9) == 9000
+    assert raised_fee(6000, resign=2, cap=10**9) == 13500
+    assert raised_fee(6000, resign=3, cap=10**9) == 20250
+    assert raised_fee(1001, resign=1, cap=10**9) == 1502  # 1501.5 rounded up
+    # exact integer arithmetic: ceil(ceil(ceil(ceil(3000*1.5)*1.5)*1.5)*1.5)
+    assert raised_fee(3000, resign=4, cap=10**9) == 15188
+
+
+def test_the_cap_always_holds() -> None:
+    assert raised_fee(6000, resign=0, cap=5000) == 5000
+    assert raised_fee(4000, resign=1, cap=5000) == 5000
+    assert raised_fee(10**6, resign=10_000, cap=DEFAULT_PRIORITY_FEE_CAP) == 100_000
+    assert raised_fee(6000, resign=3, cap=0) == 0
+
+
+def test_a_resign_with_no_recent_fees_still_bids() -> None:
+    assert raised_fee(0, resign=0, cap=10**6) == 0
+    assert raised_fee(0, resign=1, cap=10**6) == RESIGN_FLOOR_MICRO_LAMPORTS * 3 // 2
+    assert raised_fee(0, resign=2, cap=10**6) > raised_fee(0, resign=1, cap=10**6)
+
+
+def test_negative_inputs_are_refused() -> None:
+    with pytest.raises(ValueError):
+        raised_fee(1, resign=-1, cap=10)
+    with pytest.raises(ValueError):
+        raised_fee(-1, resign=0, cap=10)
+
+
+def test_fee_from_recent_combines_percentile_raise_and_cap() -> None:
+    recent = [0, 1000, 2000, 3000, 4000, 0, 5000, 6000, 7000, 8000]
+    assert priority_fee_from_recent(recent, percentile=75, cap=10**6) == 6000
+    assert priority_fee_from_recent(recent, percentile=75, cap=10**6, resign=1) == 9000
+    assert priority_fee_from_recent(recent, percentile=75, cap=7000, resign=1) == 7000
+    assert priority_fee_from_recent(recent, percentile=50, cap=10**6) == 4000
+    assert priority_fee_from_recent([0] * 150, percentile=75, cap=10**6) == 0
+
+
+def test_recent_fees_are_parsed_strictly() -> None:
+    answer = [{"slot": 5, "prioritizationFee": 0}, {"slot": 6, "prioritizationFee": 1500}]
+    assert parse_recent_fees(answer) == [0, 1500]
+    for bad in ({"slot": 1}, [{"slot": 1, "prioritizationFee": -1}], [{"slot": 1}]):
+        with pytest.raises((TypeError, ValueError, KeyError)):
+            parse_recent_fees(bad)
+    with pytest.raises(ValueError):
+        parse_recent_fees([{"slot": 1, "prioritizationFee": "12"}])
+
+
+# -- compute-unit limit ---------------------------------------------------------------------
+
+
+def test_compute_unit_limit_is_simulation_plus_margin() -> None:
+    assert compute_unit_limit(26_260) == 31_512 + 1000  # 26260 * 1.2 = 31512 exactly
+    assert compute_unit_limit(26_261) == 31_514 + 1000  # 31513.2 rounded up
+    assert compute_unit_limit(0) == 1000
+    assert compute_unit_limit(1_300_000) == MAX_COMPUTE_UNIT_LIMIT
+    assert compute_unit_limit(30_000) < FALLBACK_COMPUTE_UNIT_LIMIT
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    keypair = tmp_path / "payer.json"
+    keypair.write_text("[]")
+    return {
+        "DATABASE_URL": "postgresql://x@localhost/db",
+        "SOLANA_RPC_ENDPOINTS": "http://127.0.0.1:8899",
+        "PINATA_JWT": "jwt",
+        "KUBO_API_URL": "http://127.0.0.1:5001",
+        "IPFS_GATEWAYS": "http://127.0.0.1:8080",
+        "MINT_KEY_SEED": "00" * 32,
+        "MINT_AUTHORITY_KEYPAIR": str(keypair),
+        **extra,
+    }
+
+
+def test_priority_fee_settings_default_and_parse(tmp_path: Path) -> None:
+    settings = Settings.from_env(_env(tmp_path))
+    assert settings.solana_priority_fee_cap == 100_000
+    assert settings.solana_priority_fee_percentile == 75
+    settings = Settings.from_env(
+        _env(tmp_path, SOLANA_PRIORITY_FEE_CAP="5000", SOLANA_PRIORITY_FEE_PERCENTILE="90")
+    )
+    assert (settings.solana_priority_fee_cap, settings.solana_priority_fee_percentile) == (
+        5000,
+        90,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("SOLANA_PRIORITY_FEE_CAP", "-1", "below the minimum 0"),
+        ("SOLANA_PRIORITY_FEE_CAP", "lots", "is not an integer"),
+        ("SOLANA_PRIORITY_FEE_CAP", str(2**64), "above the maximum"),
+        ("SOLANA_PRIORITY_FEE_PERCENTILE", "101", "above the maximum 100"),
+        ("SOLANA_PRIORITY_FEE_PERCENTILE", "-5", "below the minimum 0"),
+    ],
+)
+def test_bad_priority_fee_settings_name_the_variable(
+    tmp_path: Path, name: str, value: str, says: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(_env(tmp_path, **{name: value}))
+    assert str(raised.value).startswith(f"{name}: ")
+    assert says in str(raised.value)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -25,6 +27,7 @@ from temporalio.worker import Worker
 
 from activities.database import DatabaseActivities
 from activities.ipfs import IpfsActivities
+from activities.runtime import RuntimeActivities
 from activities.solana import SolanaActivities
 from activities.verification import VerificationActivities
 from clients.gateways import GatewayReader
@@ -35,10 +38,17 @@ from clients.mint_keys import KeyMaterialError, load_keypair_file, parse_seed
 from clients.mint_store import MintStore
 from clients.pinata import PinataClient
 from clients.process_exit import exit_now
+from clients.runtime_config import (
+    RuntimeConfigStore,
+    RuntimeConfigWatcher,
+    RuntimeSettings,
+    describe_changes,
+    solana_endpoints_for,
+)
 from clients.settings import Settings, SettingsError
 from clients.solana_minter import SolanaMinter
 from clients.solana_rpc import SolanaRpc
-from resilience.breaker import BreakerRegistry
+from resilience.breaker import BreakerRegistry, Override
 from workflows.mint_saga import MintSaga
 
 log = logging.getLogger("mintsaga.worker")
@@ -68,6 +78,16 @@ async def mint_activities(
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
         )
+        runtime = RuntimeConfigStore(store.pool, dsn=settings.database_url.get_secret_value())
+        watcher = RuntimeConfigWatcher(
+            runtime,
+            worker_id=f"{socket.gethostname()}:{os.getpid()}",
+            on_change=lambda old, new: apply_runtime(old, new, settings, rpc, breakers),
+            report=lambda: [breaker.snapshot() for breaker in breakers.all()],
+        )
+        watcher.start()
+        # Start with the operator's settings; with the database down, go on with the env's.
+        await watcher.wait_loaded(5.0)
         try:
             pinata = PinataClient(
                 settings.pinata_api_url,
@@ -101,6 +121,7 @@ async def mint_activities(
             database = DatabaseActivities(store=store, minter=minter)
             solana = SolanaActivities(minter=minter, store=store)
             verification = VerificationActivities(minter=minter, gateways=gateways, store=store)
+            runtime_steps = RuntimeActivities(watcher=watcher)
             yield [
                 ipfs.check_ipfs,
                 ipfs.compute_image_cid,
@@ -121,9 +142,36 @@ async def mint_activities(
                 verification.verify_nft,
                 verification.check_partner_view,
                 verification.check_db_consistency,
+                runtime_steps.wait_out_maintenance,
             ]
         finally:
+            await watcher.stop()  # before the store: it shares the pool
             await store.close()
+
+
+async def apply_runtime(
+    old: RuntimeSettings,
+    new: RuntimeSettings,
+    settings: Settings,
+    rpc: SolanaRpc,
+    breakers: BreakerRegistry,
+) -> None:
+    """Apply what an operator changed (starter.py) without a restart."""
+    before = solana_endpoints_for(old, settings.solana_rpc_endpoints)
+    after = solana_endpoints_for(new, settings.solana_rpc_endpoints)
+    if after != tuple(rpc.urls):
+        await rpc.set_endpoints(after)
+        log.info("solana endpoints now %s", ", ".join(rpc.endpoints))
+    elif after != before:
+        log.info("solana endpoints unchanged")
+    overrides = dict(new.breaker_overrides)
+    # Emergency mode sends IPFS traffic to the backup provider too (unless an operator set
+    # Pinata's breaker by hand).
+    overrides.setdefault(settings.pinata_api_url, "force_open" if new.emergency else "none")
+    for name in old.breaker_overrides.keys() | overrides.keys():
+        breakers.set_override(name, Override(overrides.get(name, "none")))
+    for line in describe_changes(old, new):
+        log.info("runtime setting %s", line)
 
 
 async def connect_temporal(settings: Settings) -> Client:

@@ -16,7 +16,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
+from activities.pacing import PACING
 from clients.errors import ErrorKind, ServiceError
+from workflows.policies import STEPS
 
 
 def to_application_error(
@@ -63,12 +65,18 @@ class classified:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
+        info = activity.info()
+        step = STEPS.get(info.activity_type)
+        service = step.service if step is not None else "ipfs"
+        if exc is None:
+            PACING.record(service, success=True)
         if isinstance(exc, ServiceError):
-            attempt = activity.info().attempt
+            PACING.record(service, success=False)
+            delay_s = PACING.delay_s(service, exc, info.attempt) if exc.retryable else None
             activity.logger.warning(
-                "%s failed on attempt %d: %s", activity.info().activity_type, attempt, exc
+                "%s failed on attempt %d: %s", info.activity_type, info.attempt, exc
             )
-            raise to_application_error(exc, attempt) from None
+            raise to_application_error(exc, info.attempt, delay_s) from None
 
     async def __aenter__(self) -> None:
         if self._heartbeat:

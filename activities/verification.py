@@ -58,9 +58,7 @@ class VerificationActivities:
         attempt = activity.info().attempt
         endpoint = (attempt - 1) % len(self._minter.rpc.endpoints)
         with classified():
-            state = await self._minter.nft_state(
-                arg.mint_address, arg.owner, start_at=endpoint
-            )
+            state = await self._minter.nft_state(arg.mint_address, arg.owner, start_at=endpoint)
             if state is None:
                 raise _not_visible(arg.mint_address)
             problems = check_nft(

@@ -51,7 +51,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import httpx2
-from resilience.breaker import SOLANA_BREAKER, BreakerRegistry, CircuitBreaker
 from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
@@ -59,6 +58,7 @@ from solana.rpc.core import RPCException, RPCNoResultException
 from solana.rpc.jsonrpc import JsonRpcRequest, SolanaJsonRpcError
 
 from clients.errors import ErrorKind, ServiceError
+from resilience.breaker import SOLANA_BREAKER, BreakerRegistry, CircuitBreaker
 from resilience.guard import circuit_open, through
 
 log = logging.getLogger("clients.solana_rpc")
@@ -459,7 +459,6 @@ class SolanaRpc:
     ) -> None:
         self._timeout = timeout
         self.breakers = breakers or BreakerRegistry()
-        self.emergency = False  # all traffic to the backups (the primary is skipped)
         self._endpoints = self._connect(endpoints)
 
     def _connect(self, endpoints: Sequence[str]) -> list[_Endpoint]:
@@ -504,13 +503,9 @@ class SolanaRpc:
         await self.close()
 
     def _order(self, only: Sequence[int] | None = None) -> list[int]:
-        """Indices of the endpoints to try, in priority order (breakers are checked per call).
-
-        In emergency mode the primary is left out while a backup exists.
-        """
+        """Indices of the endpoints to try, in priority order (breakers are checked per call)."""
         if only is None:
-            order = list(range(len(self._endpoints)))
-            return order[1:] if self.emergency and len(order) > 1 else order
+            return list(range(len(self._endpoints)))
         for index in only:
             if not 0 <= index < len(self._endpoints):
                 raise IndexError(f"no Solana endpoint #{index} (have {len(self._endpoints)})")

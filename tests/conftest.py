@@ -14,10 +14,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 from temporalio.client import Client
 
 from devstack.config import StackConfig
 from tests.saga_support import running_worker, temporal_client
+
+# `make test` explores the same examples on every run (a failure there is a bug, never luck);
+# `HYPOTHESIS_PROFILE=explore` searches afresh with many more examples.
+hypothesis_settings.register_profile("repeatable", derandomize=True)
+hypothesis_settings.register_profile("explore", max_examples=5_000, derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 TEST_PORT_OFFSET = int(os.environ.get("DEVSTACK_TEST_PORT_OFFSET", "10000"))
 SAGA_QUEUE = "saga-tests"

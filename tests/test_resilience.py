@@ -5,6 +5,7 @@ reset and a lost send answer survived, expiry re-signed once, an empty wallet ha
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import time
@@ -26,6 +27,7 @@ from temporalio.testing import ActivityEnvironment
 
 import starter
 from clients.cid import compute_cid
+from clients.runtime_config import RuntimeConfigStore
 from devstack.config import SOLANA_ENDPOINTS, StackConfig
 from devstack.dev_identity import images_dir, system_wallet
 from resilience.breaker import BreakerRegistry
@@ -244,3 +246,49 @@ async def test_each_verification_attempt_asks_the_next_endpoint_first(
 
     assert await timed(3) < 1.5  # asks solana-3 first
     assert await timed(1) >= 3  # asks solana-1 first
+
+
+async def test_maintenance_mode_holds_new_mints_at_the_start_until_it_is_off(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    store = await RuntimeConfigStore.connect(stack.database_url)
+    try:
+        await store.set_maintenance(True, "test")
+        await asyncio.sleep(6)  # the worker polls every 5 s
+        request = mint_request(stack)
+        handle = await starter.start_mint(client, request, queue=worker)
+        await asyncio.sleep(2)
+        status = await starter.get_status(client, request.mint_id)
+        assert status.stage == "INITIATED" and status.attempts == {"wait_out_maintenance": 1}
+    finally:
+        await store.set_maintenance(False, "test")
+        await store.close()
+    assert (await handle.result()).status == MintStatus.MINTED
+
+
+async def test_emergency_mode_sends_solana_and_ipfs_traffic_to_the_backups(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    store = await RuntimeConfigStore.connect(stack.database_url)
+    try:
+        await store.set_emergency(True, "test")
+        await asyncio.sleep(6)
+        before = _requests_so_far(stack)
+        request = mint_request(stack)
+        result = await (await starter.start_mint(client, request, queue=worker)).result()
+        after = _requests_so_far(stack)
+    finally:
+        await store.set_emergency(False, "test")
+        await store.close()
+        await asyncio.sleep(6)
+    assert result.status == MintStatus.MINTED
+    assert after["solana-1"] == before["solana-1"] and after["pinata"] == before["pinata"]
+    assert after["solana-2"] > before["solana-2"] and after["kubo"] > before["kubo"]
+
+
+def _requests_so_far(stack: StackConfig) -> dict[str, int]:
+    stats = httpx.get(stack.url("admin") + "/stats", timeout=10).json()["requests_per_minute"]
+    return {
+        name: sum(stats.get(name, {}).values())
+        for name in ("solana-1", "solana-2", "pinata", "kubo")
+    }

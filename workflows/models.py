@@ -177,6 +177,7 @@ class StatusView(_Frozen):
     last_error: ErrorInfo | None
     awaiting_operator: bool
     awaiting_step: str | None
+    awaiting_steps: tuple[str, ...] = ()  # every step waiting (parallel ones wait together)
     past_pivot: bool
     reason: str | None
 

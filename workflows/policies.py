@@ -63,6 +63,8 @@ class Step:
 S = timedelta(seconds=1)
 
 STEPS: dict[str, Step] = {
+    # 0. maintenance mode: new mints wait here (unlimited attempts, heartbeats while waiting)
+    "wait_out_maintenance": Step("db", attempts=0, timeout=24 * 3600 * S, heartbeat=30 * S),
     # 1. pre-mint checks (in parallel)
     "check_ipfs": Step("ipfs", attempts=3, timeout=10 * S),
     "check_database": Step("db", attempts=2, timeout=10 * S),

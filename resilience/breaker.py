@@ -271,6 +271,18 @@ class CircuitBreaker:
 
     # ---- overrides -------------------------------------------------------------------------
 
+    def reset(self, reason: str = "reset") -> None:
+        """Close the breaker now and forget its window: the spec's manual reset, once the
+        endpoint is known to be well again. An open episode ends as a recovery."""
+        now = self._clock()
+        self._window.clear()
+        self._streak.clear()
+        self._half_open_in_flight = 0
+        self._half_open_successes = 0
+        if self._state is BreakerState.OPEN:
+            self.recoveries += 1  # _set_state counts only HALF_OPEN -> CLOSED as one
+        self._set_state(BreakerState.CLOSED, reason, now)
+
     def set_override(self, override: Override) -> None:
         override = Override(override)
         now = self._clock()
@@ -437,6 +449,10 @@ class BreakerRegistry:
             self._pending.pop(name, None)
         else:
             self._pending[name] = override
+
+    def reset_all(self, reason: str = "reset") -> None:
+        for breaker in self.all():
+            breaker.reset(reason)
 
     def soonest_retry_at(self, names: Iterable[str]) -> float | None:
         """The earliest ``retry_at()`` among the named breakers that are OPEN (not forced).

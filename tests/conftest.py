@@ -18,6 +18,7 @@ from hypothesis import settings as hypothesis_settings
 from temporalio.client import Client
 
 from devstack.config import StackConfig
+from resilience.breaker import BreakerRegistry
 from tests.saga_support import running_worker, temporal_client
 
 # `make test` explores the same examples on every run (a failure there is a bug, never luck);
@@ -74,8 +75,21 @@ async def client(stack: StackConfig) -> Client:
     return await temporal_client(stack)
 
 
+SESSION_BREAKERS = BreakerRegistry()
+
+
 @pytest.fixture(scope="session")
 async def worker(stack: StackConfig, client: Client) -> AsyncIterator[str]:
-    """The product's worker, in this process, for the whole session; yields its task queue."""
-    async with running_worker(stack, client, SAGA_QUEUE):
+    """The product's worker, in this process, for the whole session; yields its task queue.
+
+    Its circuit breakers are closed again after each test (`_reset_breakers`), as an operator
+    would after an outage, so one test's injected outage does not slow the next.
+    """
+    async with running_worker(stack, client, SAGA_QUEUE, breakers=SESSION_BREAKERS):
         yield SAGA_QUEUE
+
+
+@pytest.fixture(autouse=True)
+def _reset_breakers() -> Iterator[None]:
+    yield
+    SESSION_BREAKERS.reset_all("reset between tests")

@@ -32,6 +32,7 @@ from clients.settings import Settings
 from clients.solana_nft import associated_token_address
 from devstack.config import StackConfig
 from devstack.dev_identity import png
+from resilience.breaker import BreakerRegistry
 from worker import mint_activities
 from workflows.mint_saga import MintSaga
 from workflows.models import MintRequest, StatusView
@@ -62,11 +63,12 @@ async def running_worker(
     wrap: dict[str, Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]]
     | None = None,
     solana_timeout_ms: int | None = None,
+    breakers: BreakerRegistry | None = None,
 ) -> AsyncIterator[None]:
     """The product's worker in this process; `wrap` maps an activity name to a wrapper."""
     wrap = wrap or {}
     extra = {"SOLANA_TIMEOUT_MS": str(solana_timeout_ms)} if solana_timeout_ms else {}
-    async with mint_activities(settings_for(stack, **extra)) as activities:
+    async with mint_activities(settings_for(stack, **extra), breakers=breakers) as activities:
         wired = [wrap[activity_name(a)](a) if activity_name(a) in wrap else a for a in activities]
         async with Worker(client, task_queue=task_queue, workflows=[MintSaga], activities=wired):
             yield

@@ -700,3 +700,15 @@ def test_a_closed_breaker_without_volume_or_streak_never_trips(
         clock.advance(step)
         assert breaker.state is CLOSED
     assert breaker.trips == 0
+
+
+def test_reset_closes_an_open_breaker_as_a_recovery_and_forgets_its_window() -> None:
+    breaker, _, _ = make(SOLANA_BREAKER)
+    trip(breaker)
+    assert breaker.trips == 1
+    breaker.reset("endpoint verified")
+    assert breaker.state is CLOSED and breaker.recoveries == 1
+    assert breaker.allow() and breaker.snapshot()["calls"] == 0
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state is CLOSED  # the old failures no longer count toward the run

@@ -252,6 +252,15 @@ def _permanent(code: str, message: str, endpoint: str | None) -> ServiceError:
 # -- the store ---------------------------------------------------------------------------------
 
 
+async def create_pool(dsn: str, **options: Any) -> asyncpg.Pool:
+    """An asyncpg pool, or the classified failure to open one (the password never shown)."""
+    endpoint, secrets = endpoint_and_secrets(dsn)
+    try:
+        return await asyncpg.create_pool(dsn, **options)
+    except Exception as exc:
+        raise classify_error(exc, during="connect", endpoint=endpoint, secrets=secrets) from exc
+
+
 class MintStore:
     """Mint records over an asyncpg pool; every method is safe to retry."""
 
@@ -292,17 +301,14 @@ class MintStore:
         bounds each statement (the spec's 30 s degradation threshold).
         """
         endpoint, secrets = endpoint_and_secrets(dsn)
-        try:
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=min_size,
-                max_size=max_size,
-                max_inactive_connection_lifetime=idle_timeout,
-                timeout=connect_timeout,
-                command_timeout=command_timeout,
-            )
-        except Exception as exc:
-            raise classify_error(exc, during="connect", endpoint=endpoint, secrets=secrets) from exc
+        pool = await create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            max_inactive_connection_lifetime=idle_timeout,
+            timeout=connect_timeout,
+            command_timeout=command_timeout,
+        )
         return cls(pool, endpoint=endpoint, secrets=secrets, acquire_timeout=acquire_timeout)
 
     @property

@@ -32,7 +32,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from clients.errors import ErrorKind, ServiceError
-from clients.mint_store import SERVICE, Phase, classify_error, endpoint_and_secrets
+from clients.mint_store import SERVICE, Phase, classify_error, create_pool, endpoint_and_secrets
 
 __all__ = [
     "OVERRIDES",
@@ -279,17 +279,13 @@ class RuntimeConfigStore:
         acquire_timeout: float = 10.0,
     ) -> RuntimeConfigStore:
         """A store with a small pool of its own (for the CLI and tests)."""
-        endpoint, secrets = endpoint_and_secrets(dsn)
-        try:
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=min_size,
-                max_size=max_size,
-                timeout=connect_timeout,
-                command_timeout=command_timeout,
-            )
-        except Exception as exc:
-            raise classify_error(exc, during="connect", endpoint=endpoint, secrets=secrets) from exc
+        pool = await create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=connect_timeout,
+            command_timeout=command_timeout,
+        )
         return cls(pool, dsn=dsn, acquire_timeout=acquire_timeout, owns_pool=True)
 
     async def close(self) -> None:

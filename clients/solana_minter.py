@@ -462,6 +462,9 @@ class SolanaMinter:
         rent = await self.rpc.call(
             "getMinimumBalanceForRentExemption", [size, {"commitment": COMMITMENT}], parse=int
         )
+        # From the node furthest ahead: its blockhash lives longest, and no lagging node's
+        # stale one starts the transaction's clock early.
+        freshest = await self.rpc.highest_slot_index()
         blockhash, last_valid = await self.rpc.call(
             "getLatestBlockhash",
             [{"commitment": COMMITMENT}],
@@ -469,6 +472,7 @@ class SolanaMinter:
                 Hash.from_string(r["value"]["blockhash"]),
                 int(r["value"]["lastValidBlockHeight"]),
             ),
+            only=None if freshest is None else self.rpc.rotated(freshest),
         )
         nft = build_nft_instructions(
             payer=payer,

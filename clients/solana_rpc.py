@@ -511,6 +511,23 @@ class SolanaRpc:
                 raise IndexError(f"no Solana endpoint #{index} (have {len(self._endpoints)})")
         return list(dict.fromkeys(only))
 
+    async def highest_slot_index(self) -> int | None:
+        """The endpoint whose `confirmed` slot is highest, asked all at once (open circuits
+        skipped); None when no endpoint answered."""
+
+        async def slot_of(index: int) -> tuple[int, int] | None:
+            try:
+                slot = await self.call(
+                    "getSlot", [{"commitment": "confirmed"}], parse=int, only=[index]
+                )
+            except ServiceError:
+                return None
+            return slot, -index  # on a tie, the endpoint first in priority
+
+        answers = await asyncio.gather(*(slot_of(i) for i in self._order()))
+        best = max((a for a in answers if a is not None), default=None)
+        return None if best is None else -best[1]
+
     def rotated(self, start: int) -> list[int]:
         """Every endpoint, starting from `start` (mod their number): a retry that should ask
         another node first, while open circuits are still skipped and failover still works."""

@@ -466,3 +466,17 @@ async def test_longest_name_and_a_long_uri_still_fit_with_both_budget_instructio
             fresh_mint_id(), owner=owner, name=name, symbol=symbol, uri=uri + "b" * 400
         )
     assert raised.value.code == "TransactionTooLarge"
+
+
+async def test_the_blockhash_comes_from_the_endpoint_with_the_highest_slot(stack: Any) -> None:
+    """A node that lags (here: one that does not answer getSlot) is not asked for the
+    blockhash; the one furthest ahead is."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        for endpoint in ("solana-1", "solana-2"):
+            answer = await http.post(
+                stack.url("admin") + "/faults",
+                json={"target": endpoint, "kind": "status", "status": 503, "match": "getSlot"},
+            )
+            answer.raise_for_status()
+    async with SolanaRpc([stack.url(n) for n in ("solana-1", "solana-2", "solana-3")]) as pool:
+        assert await pool.highest_slot_index() == 2

@@ -30,6 +30,7 @@ from activities.ipfs import IpfsActivities
 from activities.runtime import RuntimeActivities
 from activities.solana import SolanaActivities
 from activities.verification import VerificationActivities
+from clients.errors import redact_url
 from clients.gateways import GatewayReader
 from clients.images import ImageLoader
 from clients.ipfs import IpfsUploader
@@ -167,7 +168,9 @@ async def apply_runtime(
     overrides = dict(new.breaker_overrides)
     # Emergency mode sends IPFS traffic to the backup provider too (unless an operator set
     # Pinata's breaker by hand).
-    overrides.setdefault(settings.pinata_api_url, "force_open" if new.emergency else "none")
+    overrides.setdefault(
+        redact_url(settings.pinata_api_url), "force_open" if new.emergency else "none"
+    )
     for name in old.breaker_overrides.keys() | overrides.keys():
         breakers.set_override(name, Override(overrides.get(name, "none")))
     for line in describe_changes(old, new):

@@ -14,6 +14,8 @@ Messages never carry secrets (tokens, keys, seeds).
 from __future__ import annotations
 
 import enum
+import re
+from urllib.parse import urlsplit, urlunsplit
 
 
 class ErrorKind(enum.StrEnum):
@@ -35,7 +37,7 @@ class ServiceError(Exception):
         service: "solana", "pinata", "kubo", "gateway", "postgres" or "image".
         kind: how the caller should react.
         code: a short searchable type name, e.g. "BlockhashNotFound", "PinataUnauthorized".
-        endpoint: the URL (without credentials) that failed, when there is one.
+        endpoint: the URL that failed, when there is one (kept redacted: see `redact_url`).
         retry_after: seconds the service asked us to wait (Retry-After), if it said.
     """
 
@@ -54,7 +56,9 @@ class ServiceError(Exception):
         self.service = service
         self.kind = kind
         self.code = code
-        self.endpoint = endpoint
+        # Endpoint URLs may carry API keys (query, userinfo, path): only the redacted form
+        # travels, into logs, workflow histories and breaker names.
+        self.endpoint = redact_url(endpoint) if endpoint else None
         self.retry_after = retry_after
 
     @property
@@ -64,3 +68,31 @@ class ServiceError(Exception):
     def __str__(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
         return f"{self.service} {self.code} ({self.kind}){where}: {self.message}"
+
+
+_TOKENISH_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_\-]{16,}$")
+
+
+# -- URLs ------------------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a message or log: no userinfo, query or fragment, no key-like path part.
+
+    Providers put API keys in the query (``?api-key=``), in userinfo, or as a path segment
+    (``/v2/<key>``); a path segment of 16+ token characters is replaced by ``***``.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable url>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    segments = [
+        "***" if _TOKENISH_PATH_SEGMENT.match(segment) else segment
+        for segment in parts.path.split("/")
+    ]
+    return urlunsplit((parts.scheme, netloc, "/".join(segments), "", ""))

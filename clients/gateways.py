@@ -13,7 +13,7 @@ import logging
 import httpx
 
 from clients.cid import compute_cid, require_cid
-from clients.errors import ErrorKind, ServiceError
+from clients.errors import ErrorKind, ServiceError, redact_url
 from clients.http_errors import status_error, transport_error
 from resilience.breaker import IPFS_BREAKER, BreakerRegistry
 from resilience.guard import through
@@ -77,7 +77,7 @@ class GatewayReader:
 
     async def _fetch_one(self, url: str, cid: str, version: int, max_bytes: int) -> bytes:
         """One gateway's verified answer, through that gateway's breaker."""
-        breaker = self._breakers.get(url, IPFS_BREAKER) if self._breakers else None
+        breaker = self._breakers.get(redact_url(url), IPFS_BREAKER) if self._breakers else None
         return await through(breaker, SERVICE, lambda: self._fetch(url, cid, version, max_bytes))
 
     async def _fetch(self, url: str, cid: str, version: int, max_bytes: int) -> bytes:

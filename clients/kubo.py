@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from clients.cid import DEFAULT_CID_VERSION, require_cid
+from clients.errors import redact_url
 from clients.http_errors import (
     bad_answer,
     json_body,
@@ -37,7 +38,7 @@ class KuboClient:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self._http = http
-        self.breaker = breakers.get(self.api_url, IPFS_BREAKER) if breakers else None
+        self.breaker = breakers.get(redact_url(self.api_url), IPFS_BREAKER) if breakers else None
 
     def __repr__(self) -> str:
         return f"KuboClient(api_url={self.api_url!r})"

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from clients.cid import DEFAULT_CID_VERSION, require_cid
-from clients.errors import ErrorKind, ServiceError
+from clients.errors import ErrorKind, ServiceError, redact_url
 from clients.http_errors import (
     bad_answer,
     json_body,
@@ -47,7 +47,7 @@ class PinataClient:
         breakers: BreakerRegistry | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
-        self.breaker = breakers.get(self.api_url, IPFS_BREAKER) if breakers else None
+        self.breaker = breakers.get(redact_url(self.api_url), IPFS_BREAKER) if breakers else None
         jwt = jwt.strip()  # a trailing newline from a secrets file is common
         if not _HEADER_SAFE.fullmatch(jwt):
             # Checked here because httpx/h11 would quote the bad header value in its error.

@@ -42,12 +42,10 @@ import asyncio
 import email.utils
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import httpx2
@@ -57,7 +55,11 @@ from solana.rpc.commitment import Confirmed
 from solana.rpc.core import RPCException, RPCNoResultException
 from solana.rpc.jsonrpc import JsonRpcRequest, SolanaJsonRpcError
 
-from clients.errors import ErrorKind, ServiceError
+from clients.errors import (
+    ErrorKind,
+    ServiceError,
+    redact_url,
+)
 from resilience.breaker import SOLANA_BREAKER, BreakerRegistry, CircuitBreaker
 from resilience.guard import circuit_open, through
 
@@ -122,32 +124,6 @@ _UNDERFUNDED_TEXT = (
     "insufficient funds for fee",
     "attempt to debit an account but found no record of a prior credit",
 )
-_TOKENISH_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_\-]{16,}$")
-
-
-# -- URLs ------------------------------------------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """``url`` fit for a message or log: no userinfo, query or fragment, no key-like path part.
-
-    Providers put API keys in the query (``?api-key=``), in userinfo, or as a path segment
-    (``/v2/<key>``); a path segment of 16+ token characters is replaced by ``***``.
-    """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<unparsable url>"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{port}" if port is not None else host
-    segments = [
-        "***" if _TOKENISH_PATH_SEGMENT.match(segment) else segment
-        for segment in parts.path.split("/")
-    ]
-    return urlunsplit((parts.scheme, netloc, "/".join(segments), "", ""))
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -195,3 +195,17 @@ def test_a_jwt_that_cannot_be_a_header_needs_an_operator(jwt: str) -> None:
 
 def test_a_trailing_newline_on_the_jwt_is_tolerated() -> None:
     PinataClient("http://p", JWT + "\n", httpx.AsyncClient())
+
+
+def test_every_service_error_keeps_only_a_redacted_endpoint() -> None:
+    from clients.errors import ErrorKind, ServiceError
+
+    error = ServiceError(
+        "x",
+        service="gateway",
+        kind=ErrorKind.TRANSIENT,
+        code="GatewayUnreachable",
+        endpoint="https://user:pw@gw.example/ipfs-token/abcdefghijklmnopqrstuvwxyz?key=secret",
+    )
+    assert error.endpoint == "https://gw.example/ipfs-token/***"
+    assert "secret" not in str(error) and "pw" not in str(error)

@@ -484,10 +484,16 @@ def _breaker_table(reports: list[dict[str, Any]], settings: RuntimeSettings) -> 
 
 async def cmd_breaker(store: RuntimeConfigStore, args: argparse.Namespace) -> int:
     if args.action != "list":
-        change = await set_breaker_override(
-            store, args.name, BREAKER_ACTIONS[args.action], force=args.force
-        )
-        _print_change(change)
+        if args.action == "reset":
+            changes = await store.reset_breaker(args.name, operator())
+        else:
+            changes = [
+                await set_breaker_override(
+                    store, args.name, BREAKER_ACTIONS[args.action], force=args.force
+                )
+            ]
+        for change in changes:
+            _print_change(change)
         return 0
     reports = await list_breakers(store, max_age_s=args.max_age)
     settings = await store.load()
@@ -586,7 +592,7 @@ def parser() -> argparse.ArgumentParser:
         "open": "force the breaker open (no calls to the endpoint)",
         "close": "force it closed (calls go through whatever happens)",
         "disable": "breaker off: metrics only",
-        "reset": "remove the override: the breaker decides again",
+        "reset": "close the breaker now on every worker and remove any override",
     }
     for action, text in helps.items():
         sub = breaker_actions.add_parser(action, help=text)

@@ -173,6 +173,10 @@ async def apply_runtime(
     )
     for name in old.breaker_overrides.keys() | overrides.keys():
         breakers.set_override(name, Override(overrides.get(name, "none")))
+    for name, count in new.breaker_resets.items():
+        breaker = breakers.find(name)
+        if breaker is not None and count != old.breaker_resets.get(name, 0):
+            breaker.reset("reset by an operator")
     for line in describe_changes(old, new):
         log.info("runtime setting %s", line)
 

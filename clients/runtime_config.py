@@ -56,6 +56,7 @@ MAINTENANCE = "maintenance"
 EMERGENCY = "emergency"
 ENDPOINTS = "solana_endpoints"
 OVERRIDE_PREFIX = "breaker_override:"
+RESET_PREFIX = "breaker_reset:"  # a counter per breaker: each bump closes it on every worker
 MAX_NAME = 200
 
 
@@ -90,6 +91,7 @@ class RuntimeSettings(BaseModel):
     emergency: StrictBool = False
     solana_endpoints: tuple[str, ...] | None = None
     breaker_overrides: dict[str, str] = Field(default_factory=dict)
+    breaker_resets: dict[str, int] = Field(default_factory=dict)
 
     @field_validator("solana_endpoints", mode="before")
     @classmethod
@@ -191,6 +193,8 @@ class SettingChange(BaseModel):
         label = self.key
         if label.startswith(OVERRIDE_PREFIX):
             label = f"breaker {label.removeprefix(OVERRIDE_PREFIX)} override"
+        elif label.startswith(RESET_PREFIX):
+            label = f"breaker {label.removeprefix(RESET_PREFIX)} resets"
         verb = "" if self.changed else " (unchanged)"
         return f"{label}: {_text(self.key, self.old)} -> {_text(self.key, self.new)}{verb}"
 
@@ -317,15 +321,18 @@ class RuntimeConfigStore:
         """
         fields: dict[str, Any] = {}
         overrides: dict[str, Any] = {}
+        resets: dict[str, Any] = {}
         for entry in await self.entries():
             if entry.key.startswith(OVERRIDE_PREFIX):
                 overrides[entry.key.removeprefix(OVERRIDE_PREFIX)] = entry.value
+            elif entry.key.startswith(RESET_PREFIX):
+                resets[entry.key.removeprefix(RESET_PREFIX)] = entry.value
             elif entry.key in _DEFAULTS:
                 fields[entry.key] = entry.value
             else:
                 log.warning("runtime_settings: ignoring unknown key %r", entry.key)
         try:
-            return RuntimeSettings(**fields, breaker_overrides=overrides)
+            return RuntimeSettings(**fields, breaker_overrides=overrides, breaker_resets=resets)
         except ValidationError as exc:
             raise ServiceError(
                 f"runtime_settings holds an invalid value: {_describe_validation(exc)}",
@@ -355,6 +362,13 @@ class RuntimeConfigStore:
         value = str(override) if isinstance(override, str) else override  # Override is a str
         self._validate(breaker_overrides={name: value})
         return await self._set(OVERRIDE_PREFIX + name, value, by, default="none")
+
+    async def reset_breaker(self, name: str, by: str) -> list[SettingChange]:
+        """Close a breaker on every worker now (the spec's manual reset, after the endpoint was
+        verified) and release any override on it; returns both changes."""
+        released = await self.set_breaker_override(name, "none", by)
+        count = (await self.load()).breaker_resets.get(name, 0)
+        return [released, await self._set(RESET_PREFIX + name, count + 1, by, default=0)]
 
     @staticmethod
     def _validate(**fields: Any) -> RuntimeSettings:

@@ -28,9 +28,10 @@ from temporalio.testing import ActivityEnvironment
 import starter
 from clients.cid import compute_cid
 from clients.runtime_config import RuntimeConfigStore
+from clients.solana_rpc import SolanaRpc
 from devstack.config import SOLANA_ENDPOINTS, StackConfig
 from devstack.dev_identity import images_dir, system_wallet
-from resilience.breaker import BreakerRegistry
+from resilience.breaker import SOLANA_BREAKER, BreakerRegistry
 from tests.saga_support import (
     activity_name,
     add_fault,
@@ -41,7 +42,7 @@ from tests.saga_support import (
     settings_for,
     wait_for,
 )
-from worker import mint_activities
+from worker import apply_runtime, mint_activities
 from workflows import activity_models as io
 from workflows.models import MintStatus
 
@@ -293,3 +294,30 @@ def _requests_so_far(stack: StackConfig) -> dict[str, int]:
         name: sum(stats.get(name, {}).values())
         for name in ("solana-1", "solana-2", "pinata", "kubo")
     }
+
+
+async def test_breaker_reset_from_the_cli_closes_an_open_breaker_on_the_worker(
+    stack: StackConfig,
+) -> None:
+    """`starter.py breaker reset NAME` bumps a counter the workers watch; a worker seeing it
+    closes that breaker at once (and any override on it is released)."""
+    settings = settings_for(stack)
+    breakers = BreakerRegistry()
+    name = stack.url("solana-2")
+    breaker = breakers.get(name, SOLANA_BREAKER)
+    for _ in range(3):
+        breaker.record_failure()
+    assert breaker.state == "open"
+    store = await RuntimeConfigStore.connect(stack.database_url)
+    try:
+        before = await store.load()
+        await store.set_breaker_override(name, "force_open", "test")
+        changes = await store.reset_breaker(name, "test")
+        after = await store.load()
+        assert after.breaker_resets[name] == before.breaker_resets.get(name, 0) + 1
+        assert name not in after.breaker_overrides and all(c.changed for c in changes)
+        async with SolanaRpc(settings.solana_rpc_endpoints, breakers=breakers) as pool:
+            await apply_runtime(before, after, settings, pool, breakers)
+        assert breaker.state == "closed" and breaker.override == "none"
+    finally:
+        await store.close()

@@ -229,4 +229,6 @@ async def _main() -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for chatty in ("httpx", "httpx2"):  # one INFO line per request: our own logs say more
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     exit_now(asyncio.run(_main()))

@@ -66,6 +66,7 @@ class Supervisor:
             if config.external_database_url
             else EmbeddedPostgres(config.state_dir, config.ports["postgres-server"])
         )
+        self._spawned: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- pid files ---------------------------------------------------------------------------
 
@@ -113,7 +114,16 @@ class Supervisor:
         )
         log.close()
         self._pidfile(name).write_text(str(proc.pid))
+        self._spawned[name] = proc
         return proc.pid
+
+    def _exited(self, name: str) -> bool:
+        """Whether the process we run as `name` has ended. A child we just spawned is asked
+        directly: until it has exec'd, /proc still shows our own command line."""
+        proc = self._spawned.get(name)
+        if proc is not None:
+            return proc.poll() is not None
+        return self.pid(name) is None
 
     # -- up ----------------------------------------------------------------------------------
 
@@ -223,7 +233,7 @@ class Supervisor:
     async def _wait_http(self, name: str, url: str, deadline: float) -> None:
         async with httpx.AsyncClient(timeout=1.0) as client:
             while True:
-                if self.pid(name) is None:
+                if self._exited(name):
                     raise self._fail(name, "exited during startup")
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(url)).status_code == 200:
@@ -239,7 +249,7 @@ class Supervisor:
         argv = [temporal_binary(), "workflow", "count", "--namespace", "default",
                 "--address", self.config.temporal_address]  # fmt: skip
         while True:
-            if self.pid("temporal") is None:
+            if self._exited("temporal"):
                 raise self._fail("temporal", "exited during startup")
             probe = await asyncio.create_subprocess_exec(
                 *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -284,7 +294,7 @@ class Supervisor:
         pid = self._spawn("worker", [sys.executable, "worker.py"], cwd=PROJECT_ROOT, env=env)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.pid("worker") is None:
+            if self._exited("worker"):
                 raise self._fail("worker", "exited during startup")
             with open(log, "rb") as out:
                 out.seek(offset)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from solders.hash import Hash
@@ -321,3 +322,13 @@ async def test_breaker_reset_from_the_cli_closes_an_open_breaker_on_the_worker(
         assert breaker.state == "closed" and breaker.override == "none"
     finally:
         await store.close()
+        await forget_reset_counters(stack)
+
+
+async def forget_reset_counters(stack: StackConfig) -> None:
+    """Reset counters log operator actions; other tests expect a table without any."""
+    conn = await asyncpg.connect(stack.direct_database_url)
+    try:
+        await conn.execute("DELETE FROM runtime_settings WHERE key LIKE 'breaker_reset:%'")
+    finally:
+        await conn.close()

@@ -62,8 +62,12 @@ async def restore_defaults(stack: StackConfig) -> None:
                 await store.set_breaker_override(
                     entry.key.removeprefix("breaker_override:"), "none", BY
                 )
-        # Reset counters are a log of operator resets, not a setting to restore.
-        assert (await store.load()).model_copy(update={"breaker_resets": {}}) == DEFAULTS
+        conn = await asyncpg.connect(stack.direct_database_url)
+        try:  # reset counters log operator resets; no setter takes them back
+            await conn.execute("DELETE FROM runtime_settings WHERE key LIKE 'breaker_reset:%'")
+        finally:
+            await conn.close()
+        assert await store.load() == DEFAULTS
     finally:
         await store.close()
 

@@ -74,11 +74,13 @@ async def mint_activities(
             settings.solana_rpc_endpoints, timeout=settings.solana_timeout_s, breakers=breakers
         ) as rpc,
     ):
-        store = await MintStore.connect(
-            settings.database_url.get_secret_value(),
-            min_size=settings.db_pool_min,
-            max_size=settings.db_pool_max,
-        )
+        store = (
+            await MintStore.connect(
+                settings.database_url.get_secret_value(),
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+            )
+        ).guard(breakers)
         runtime = RuntimeConfigStore(store.pool, dsn=settings.database_url.get_secret_value())
         watcher = RuntimeConfigWatcher(
             runtime,

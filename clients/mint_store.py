@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict
 
 from clients.errors import ErrorKind, ServiceError
 from clients.stages import FINISHED, NOT_IN_PROGRESS, MintStage
+from resilience.breaker import DB_BREAKER, BreakerRegistry, CircuitBreaker
+from resilience.guard import through
 
 __all__ = [
     "IN_PROGRESS_INDEX",
@@ -281,6 +283,13 @@ class MintStore:
         self._acquire_timeout = acquire_timeout
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self.breaker: CircuitBreaker | None = None  # attached by the worker (`guard`)
+
+    def guard(self, breakers: BreakerRegistry) -> MintStore:
+        """Send every call through this database's breaker in `breakers` (named by the
+        redacted URL, as `starter.py breaker list` shows it)."""
+        self.breaker = breakers.get(self._endpoint or SERVICE, DB_BREAKER)
+        return self
 
     @classmethod
     async def connect(
@@ -750,6 +759,11 @@ class MintStore:
     # -- the one place errors are classified ---------------------------------------------------
 
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """`_attempt` through the database's circuit breaker, when one is attached: after 3
+        connection failures in a row calls fail at once for 10 s (the spec's DB breaker)."""
+        return await through(self.breaker, SERVICE, lambda: self._attempt(work))
+
+    async def _attempt(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``work`` on a pooled connection; classify what fails.
 
         Deadlocks and serialization failures get the spec's single immediate retry after a

@@ -332,3 +332,21 @@ async def forget_reset_counters(stack: StackConfig) -> None:
         await conn.execute("DELETE FROM runtime_settings WHERE key LIKE 'breaker_reset:%'")
     finally:
         await conn.close()
+
+
+async def test_the_database_breaker_opens_after_three_connection_failures(
+    stack: StackConfig, wired: tuple[BreakerRegistry, dict[str, Any]]
+) -> None:
+    breakers, activities = wired
+    add_fault(stack, target="postgres", kind="down")
+    for _ in range(3):
+        with pytest.raises(ApplicationError) as failed:
+            await ActivityEnvironment().run(activities["check_database"], io.MintRef(mint_id="x"))
+        assert failed.value.details[0]["kind"] == "transient"
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(activities["check_database"], io.MintRef(mint_id="x"))
+    assert refused.value.type == "PostgresCircuitOpen"
+    delay = refused.value.next_retry_delay
+    assert delay is not None and 5 <= delay.total_seconds() <= 11  # open for 10 s
+    (database,) = [b for b in breakers.all() if b.name.startswith("postgresql://")]
+    assert database.state == "open"

@@ -160,13 +160,10 @@ async def apply_runtime(
     breakers: BreakerRegistry,
 ) -> None:
     """Apply what an operator changed (starter.py) without a restart."""
-    before = solana_endpoints_for(old, settings.solana_rpc_endpoints)
-    after = solana_endpoints_for(new, settings.solana_rpc_endpoints)
-    if after != tuple(rpc.urls):
-        await rpc.set_endpoints(after)
+    endpoints = solana_endpoints_for(new, settings.solana_rpc_endpoints)
+    if endpoints != tuple(rpc.urls):
+        await rpc.set_endpoints(endpoints)
         log.info("solana endpoints now %s", ", ".join(rpc.endpoints))
-    elif after != before:
-        log.info("solana endpoints unchanged")
     overrides = dict(new.breaker_overrides)
     # Emergency mode sends IPFS traffic to the backup provider too (unless an operator set
     # Pinata's breaker by hand).

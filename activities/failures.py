@@ -24,11 +24,8 @@ from workflows.policies import STEPS
 def to_application_error(
     exc: ServiceError, attempt: int, delay_s: float | None = None
 ) -> ApplicationError:
-    retry_delay = None
-    if exc.retryable and delay_s is not None:
-        retry_delay = timedelta(seconds=delay_s)
-    elif exc.kind == ErrorKind.RATE_LIMITED and exc.retry_after is not None:
-        retry_delay = timedelta(seconds=exc.retry_after)
+    # `delay_s` comes from activities.pacing, which already waits at least `Retry-After`.
+    retry_delay = timedelta(seconds=delay_s) if exc.retryable and delay_s is not None else None
     return ApplicationError(
         exc.message,
         {

@@ -12,20 +12,12 @@ from __future__ import annotations
 
 from clients.errors import ServiceError
 from resilience.backoff import (
-    DB_BACKOFF,
+    BACKOFF_BY_SERVICE,
     IPFS_BACKOFF,
-    SOLANA_BACKOFF,
     AdaptiveBackoff,
-    Backoff,
     RetryBudget,
     retry_delay,
 )
-
-BACKOFF_BY_SERVICE: dict[str, Backoff] = {
-    "solana": SOLANA_BACKOFF,
-    "ipfs": IPFS_BACKOFF,
-    "db": DB_BACKOFF,
-}
 
 
 class RetryPacing:

@@ -9,8 +9,9 @@ A `RetryBudget` keeps a storm of failures from multiplying the load on a struggl
 retries are allowed only while they stay below a share of the requests over a short window,
 plus a small floor so that a quiet service can still retry.
 
-The numbers are the spec's ("Service-Specific Backoff Parameters"), the same as
-``workflows/policies.py``'s ``SERVICES`` table (not imported: that module needs temporalio).
+The numbers are the spec's ("Service-Specific Backoff Parameters"); ``BACKOFF_BY_SERVICE`` is
+the one table both the saga's retry policies (workflows/policies.py) and the activities'
+jittered delays (activities/pacing.py) read.
 
 For tests only: ``set_testing(True)`` makes every delay ``delay_s`` (0 by default), like
 stamina's testing switch, so suites do not sleep.
@@ -56,6 +57,13 @@ class Backoff:
 SOLANA_BACKOFF = Backoff(2.0, 8.0, 0.20)
 IPFS_BACKOFF = Backoff(1.0, 16.0, 0.10)
 DB_BACKOFF = Backoff(0.5, 2.0, 0.05)
+
+# Keyed by the `service` column of workflows/policies.py.
+BACKOFF_BY_SERVICE: dict[str, Backoff] = {
+    "solana": SOLANA_BACKOFF,
+    "ipfs": IPFS_BACKOFF,
+    "db": DB_BACKOFF,
+}
 
 _testing = False
 _testing_delay_s = 0.0

@@ -13,23 +13,9 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
-# Error types no retry can fix; activities raise them as non-retryable ApplicationErrors too,
-# this list is the safety net should one arrive without the flag.
-NON_RETRYABLE_TYPES = ["permanent", "needs_operator"]
-
-
-@dataclass(frozen=True)
-class ServiceBackoff:
-    base: timedelta
-    cap: timedelta
-    jitter: float  # the spec's share of the delay, added by the activity via next_retry_delay
-
-
-SERVICES: dict[str, ServiceBackoff] = {
-    "solana": ServiceBackoff(timedelta(seconds=2), timedelta(seconds=8), 0.20),
-    "ipfs": ServiceBackoff(timedelta(seconds=1), timedelta(seconds=16), 0.10),
-    "db": ServiceBackoff(timedelta(milliseconds=500), timedelta(seconds=2), 0.05),
-}
+# One backoff table (base, cap, jitter) per service, shared with activities.pacing, which
+# computes the jittered delay each failed attempt asks for.
+from resilience.backoff import BACKOFF_BY_SERVICE
 
 
 @dataclass(frozen=True)
@@ -42,13 +28,12 @@ class Step:
     heartbeat: timedelta | None = None
 
     def retry_policy(self) -> RetryPolicy:
-        backoff = SERVICES[self.service]
+        backoff = BACKOFF_BY_SERVICE[self.service]
         return RetryPolicy(
-            initial_interval=backoff.base,
+            initial_interval=timedelta(seconds=backoff.base_s),
             backoff_coefficient=2.0,
-            maximum_interval=backoff.cap,
+            maximum_interval=timedelta(seconds=backoff.cap_s),
             maximum_attempts=self.attempts,
-            non_retryable_error_types=NON_RETRYABLE_TYPES,
         )
 
     def options(self) -> dict[str, object]:

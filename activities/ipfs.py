@@ -2,10 +2,13 @@
 
 Each pin is recorded against its mint *before* the upload (for both providers, since failover
 decides the provider inside the call), so the compensation finds every pin a timed-out upload
-may have left. Compensation unpins only what no other live mint holds.
+may have left. Compensation unpins only what no other live mint holds, and does so under the
+CIDs' pin locks, which recording a pin takes too.
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 from temporalio import activity
 
@@ -14,7 +17,7 @@ from clients.cid import compute_cid
 from clients.errors import ServiceError
 from clients.gateways import GatewayReader
 from clients.images import ImageLoader
-from clients.ipfs import IpfsUploader
+from clients.ipfs import IpfsUploader, Provider
 from clients.kubo import KuboClient
 from clients.metadata import metaplex_metadata
 from clients.mint_store import MintStore
@@ -112,6 +115,14 @@ class IpfsActivities:
             attempt=activity.info().attempt, cid=upload.cid, provider=upload.provider
         )
 
+    async def _unpin(self, cid: str, provider: str) -> None:
+        """What `MintStore.release_pins` calls for each pin it releases (repeatable)."""
+        if provider not in PROVIDERS:
+            raise permanent(
+                f"mint pin on unknown IPFS provider {provider!r}", "UnknownProvider", "ipfs"
+            )
+        await self._uploader.unpin(cid, cast(Provider, provider))
+
     async def _record_pins(self, mint_id: str, cid: str) -> None:
         for provider in PROVIDERS:
             await self._store.record_pin(mint_id, cid, provider)
@@ -132,11 +143,13 @@ class IpfsActivities:
 
     @activity.defn(name="release_pins")
     async def release_pins(self, arg: io.MintRef) -> io.ReleaseOut:
-        """Compensation: unpin this mint's CIDs that no other live mint holds."""
+        """Compensation: unpin this mint's CIDs that no other live mint holds.
+
+        The store unpins while it holds the CIDs' pin locks (see `MintStore.release_pins`), so
+        another mint recording the same CID meanwhile waits, and its upload pins it again.
+        """
         async with classified(heartbeat=True):
-            released = await self._store.release_pins(arg.mint_id)
-            for cid, provider in released:
-                await self._uploader.unpin(cid, provider)
+            released = await self._store.release_pins(arg.mint_id, self._unpin)
         return io.ReleaseOut(
             attempt=activity.info().attempt, unpinned=tuple(sorted({cid for cid, _ in released}))
         )

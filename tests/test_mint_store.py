@@ -66,6 +66,16 @@ async def store(stack: StackConfig) -> AsyncIterator[MintStore]:
         await mint_store.close()
 
 
+class Unpins:
+    """A fake ``unpin`` for release_pins: records each call (these CIDs are not real)."""
+
+    def __init__(self) -> None:
+        self.calls: list[Pin] = []
+
+    async def __call__(self, cid: str, provider: str) -> None:
+        self.calls.append(Pin(cid, provider))
+
+
 async def claim_new(store: MintStore, user_id: str | None = None) -> MintRow:
     mint_id = new_id("mint")
     return await store.claim(
@@ -209,7 +219,7 @@ async def test_finished_mints_cannot_go_backwards(store: MintStore) -> None:
     for move in (
         store.set_stage(minted.mint_id, MintStage.VERIFIED, event_key="late-verify"),
         store.mark_rolled_back(minted.mint_id, "too late"),
-        store.release_pins(minted.mint_id),
+        store.release_pins(minted.mint_id, Unpins()),
     ):
         with pytest.raises(ServiceError) as caught:
             await move
@@ -277,9 +287,12 @@ async def test_a_shared_pin_is_released_by_the_last_live_mint(
     await store.record_pin(first.mint_id, own, "pinata")
     await store.record_pin(second.mint_id, shared, "kubo")
 
-    assert await store.release_pins(first.mint_id) == [Pin(own, "pinata")]
-    assert await store.release_pins(first.mint_id) == [Pin(own, "pinata")]  # a retry
-    assert await store.release_pins(second.mint_id) == [Pin(shared, "kubo")]
+    unpins = Unpins()
+    assert await store.release_pins(first.mint_id, unpins) == [Pin(own, "pinata")]
+    assert await store.release_pins(first.mint_id, unpins) == [Pin(own, "pinata")]  # a retry
+    assert await store.release_pins(second.mint_id, unpins) == [Pin(shared, "kubo")]
+    # A retry unpins again: the first attempt's unpin may not have happened.
+    assert unpins.calls == [Pin(own, "pinata"), Pin(own, "pinata"), Pin(shared, "kubo")]
 
     rows = await direct_fetchval(
         stack,
@@ -295,7 +308,7 @@ async def test_a_pin_of_a_rolled_back_mint_does_not_hold_the_cid(store: MintStor
     await store.record_pin(first.mint_id, shared, "pinata")
     await store.record_pin(second.mint_id, shared, "pinata")
     await store.mark_rolled_back(second.mint_id, "rolled back before releasing")
-    assert await store.release_pins(first.mint_id) == [Pin(shared, "pinata")]
+    assert await store.release_pins(first.mint_id, Unpins()) == [Pin(shared, "pinata")]
     with pytest.raises(ServiceError, match="MintAlreadyFinished"):
         await store.record_pin(second.mint_id, new_id("bafy-new"), "pinata")
     await store.record_pin(second.mint_id, shared, "pinata")  # a stale retry is harmless
@@ -396,11 +409,13 @@ async def test_a_lost_answer_to_release_pins_loses_no_unpin(
     cid = new_id("bafy")
     await store.record_pin(row.mint_id, cid, "pinata")
     fault = await add_fault(stack, target="postgres", kind="drop_response")
+    unpins = Unpins()
     with pytest.raises(ServiceError) as caught:
-        await store.release_pins(row.mint_id)
+        await store.release_pins(row.mint_id, unpins)
     assert caught.value.kind is ErrorKind.TRANSIENT
     await remove_fault(stack, fault)
-    assert await store.release_pins(row.mint_id) == [Pin(cid, "pinata")]
+    assert await store.release_pins(row.mint_id, unpins) == [Pin(cid, "pinata")]
+    assert unpins.calls[-1] == Pin(cid, "pinata")
 
 
 async def test_database_down_is_transient_and_fast(store: MintStore, stack: StackConfig) -> None:

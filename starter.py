@@ -16,8 +16,10 @@ default, mint-saga). The runtime settings (maintenance, emergency, endpoints, br
 overrides) live in Postgres: those commands read DATABASE_URL instead, record who changed what
 ($USER@hostname), and workers pick the change up within a poll (5 s).
 
-Starting the same `mint_id` twice returns the same workflow, finished or not. With `--json`
-the last line printed is one JSON object.
+Starting the same request twice returns the same workflow, finished or not; the same
+`mint_id` with another request is refused, naming the fields that differ. An image URL must be
+https to a public host (http and private hosts only where MINT_IMAGE_ALLOW_PRIVATE_URLS is set,
+as in the devstack). With `--json` the last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import ipaddress
 import json
 import os
 import socket
@@ -33,6 +36,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from temporalio.client import (
@@ -54,6 +58,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from clients.errors import ServiceError
+from clients.images import is_link_local, is_public_address
 from clients.process_exit import exit_now
 from clients.runtime_config import (
     RuntimeConfigError,
@@ -97,11 +102,22 @@ def task_queue() -> str:
 
 
 async def start_mint(
-    client: Client, request: MintRequest, *, queue: str | None = None
+    client: Client,
+    request: MintRequest,
+    *,
+    queue: str | None = None,
+    allow_private_urls: bool | None = None,
 ) -> WorkflowHandle[MintSaga, MintResult]:
-    """Start the mint, or return the workflow already started for its `mint_id`."""
+    """Start the mint, or return the workflow already started for the same request.
+
+    Refused with a `StarterError`, before anything starts, when the image URL is not one a
+    worker may fetch (`check_image_url`; `allow_private_urls` defaults to
+    MINT_IMAGE_ALLOW_PRIVATE_URLS here). Refused too when the `mint_id` already belongs to a
+    mint of another request: naming the fields that differ, it is never merged into that one.
+    """
+    check_image_url(request, allow_private_urls=allow_private_urls)
     try:
-        return await client.start_workflow(
+        handle = await client.start_workflow(
             MintSaga.run,
             request,
             id=request.workflow_id,
@@ -118,7 +134,102 @@ async def start_mint(
         )
     except WorkflowAlreadyStartedError:
         # Finished already: REJECT_DUPLICATE keeps the id, and this is that mint.
-        return client.get_workflow_handle_for(MintSaga.run, request.workflow_id)
+        handle = client.get_workflow_handle_for(MintSaga.run, request.workflow_id)
+    # Whoever started it (this call, an earlier one, a racing starter), its input decides.
+    differ = await _fields_differing(client, handle, request)
+    if differ:
+        raise StarterError(
+            f"mint_id {request.mint_id} already exists with another {', '.join(differ)};"
+            " nothing started (a new mint needs a new mint_id)"
+        )
+    return handle
+
+
+async def _fields_differing(
+    client: Client, handle: WorkflowHandle[MintSaga, MintResult], request: MintRequest
+) -> list[str]:
+    """The request's fields that differ from the input the workflow was started with."""
+    async for event in handle.fetch_history_events(page_size=1):
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        try:
+            [started] = await client.data_converter.decode(payloads, [MintRequest])
+        except Exception:  # started by hand, or from another language, with something else
+            return ["request (the existing one is not a valid MintRequest)"]
+        ours, theirs = request.model_dump(mode="json"), started.model_dump(mode="json")
+        return [name for name in MintRequest.model_fields if ours[name] != theirs[name]]
+    raise StarterError(f"mint {request.mint_id}: its workflow has no history to compare with")
+
+
+# The static half of the worker's image checks (clients.images does the rest, per redirect hop).
+PRIVATE_URLS_SETTING = "MINT_IMAGE_ALLOW_PRIVATE_URLS"
+
+
+def allow_private_urls_here() -> bool:
+    """MINT_IMAGE_ALLOW_PRIVATE_URLS where the starter runs (the devstack sets it)."""
+    raw = os.environ.get(PRIVATE_URLS_SETTING, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise StarterError(f"{PRIVATE_URLS_SETTING}: {raw!r} is not a boolean (use true or false)")
+
+
+def check_image_url(request: MintRequest, *, allow_private_urls: bool | None = None) -> None:
+    """Refuse an image URL no worker should fetch, before anything starts.
+
+    Only https, to a host that is not a loopback, private or link-local address literal (or
+    `localhost`). With `allow_private_urls` (the devstack: its servers are on loopback) http
+    and private hosts pass; link-local (169.254.169.254, cloud metadata) never does. Host
+    names are resolved by the worker, which checks every address of every hop again.
+    """
+    url = request.image.url
+    if url is None:
+        return
+    allow = allow_private_urls_here() if allow_private_urls is None else allow_private_urls
+    problem = _image_url_problem(url, allow)
+    if problem:
+        raise StarterError(f"invalid request, nothing started: image.url: {problem}")
+
+
+def _image_url_problem(url: str, allow_private: bool) -> str | None:
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    if parts.scheme not in ("https", "http"):
+        return f"must be an https URL, not {parts.scheme or 'schemeless'}"
+    if not host:
+        return "has no host"
+    if parts.scheme == "http" and not allow_private:
+        return f"must be https (http is for the devstack only: {PRIVATE_URLS_SETTING})"
+    address = _address_literal(host)
+    if address is not None and is_link_local(address):
+        return f"host {host} is link-local (cloud metadata lives there); it is never fetched"
+    if allow_private:
+        return None
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"host {host} is loopback; only public hosts may be fetched"
+    if address is not None and not is_public_address(address):
+        return (
+            f"host {host} is a loopback, private or reserved address;"
+            " only public hosts may be fetched"
+        )
+    return None
+
+
+def _address_literal(host: str) -> str | None:
+    """The IP address a host literal spells (127.1 and 2130706433 too, as resolvers read them)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if all(c in "0123456789abcdefx." for c in host.lower()):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
 
 
 def _handle(client: Client, mint_id: str) -> WorkflowHandle[MintSaga, MintResult]:
@@ -280,20 +391,36 @@ def configured_endpoints() -> tuple[str, ...]:
 
 
 def load_request(path: Path) -> MintRequest:
+    """The request in a JSON file, checked as `start_mint` checks it (with this environment)."""
     try:
-        raw = json.loads(path.read_text())
+        text = path.read_text()
     except OSError as exc:
         raise StarterError(f"--request: cannot read {path}: {exc.strerror}") from exc
+    request = request_from_json(text, source=f"--request: {path}")
+    check_image_url(request)
+    return request
+
+
+def request_from_json(text: str | bytes, *, source: str = "request") -> MintRequest:
+    """A `MintRequest` from a backend's JSON; a `StarterError` names every bad field."""
+    try:
+        raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise StarterError(f"--request: {path} is not JSON: {exc}") from exc
+        raise StarterError(f"{source} is not JSON: {exc}; nothing started") from exc
     try:
         return MintRequest.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'request'}: {error['msg']}"
-            for error in exc.errors()
-        )
+        problems = "; ".join(_named_problem(error) for error in exc.errors())
         raise StarterError(f"invalid request, nothing started: {problems}") from exc
+
+
+def _named_problem(error: Any) -> str:
+    """`attributes[3].value: at most 256 characters`: the field first, as the request spells it."""
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+    field = field.removeprefix(".") or "request"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    # The model's own messages already start with the field (`image.url: ...`).
+    return message if message.startswith(field) else f"{field}: {message}"
 
 
 def _print_json(model: Any) -> None:

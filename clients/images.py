@@ -6,8 +6,9 @@ A reference comes from a backend's request, so it is untrusted input:
   no ``..`` escapes, no symlinks leading out.
 - ``{"url": "https://..."}`` is fetched with a size cap, an image content type, at most
   ``MAX_REDIRECTS`` redirects followed by hand, and every hop's host resolved and refused
-  when it is a private, loopback or link-local address (SSRF). The request then goes to the
-  address that was checked, so a second DNS answer cannot point it elsewhere.
+  when it is a private, loopback or link-local address (SSRF; link-local even where the
+  devstack allows private hosts). The request then goes to the address that was checked, so
+  a second DNS answer cannot point it elsewhere.
 - ``sha256`` (hex), when given, must match the bytes.
 
 Every refusal is a PERMANENT ``ServiceError`` (service "image") naming the field at fault;
@@ -77,12 +78,25 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
-def is_public_address(address: str) -> bool:
-    """Whether an IP address is on the public internet (SSRF guard)."""
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback
+    return ip
+
+
+def is_public_address(address: str) -> bool:
+    """Whether an IP address is on the public internet (SSRF guard)."""
+    ip = _ip(address)
     return ip.is_global and not ip.is_multicast
+
+
+def is_link_local(address: str) -> bool:
+    """169.254.0.0/16 and fe80::/10: where cloud metadata services answer (169.254.169.254).
+
+    No image lives there, so these are refused even when private hosts are allowed.
+    """
+    return _ip(address).is_link_local
 
 
 async def resolve_host(host: str, port: int) -> list[str]:
@@ -112,7 +126,8 @@ class ImageLoader:
             path references.
         http: the client URL references are fetched with (its timeouts apply).
         max_bytes: the size cap for both kinds of reference.
-        allow_private_hosts: fetch from private/loopback addresses (the devstack, tests).
+        allow_private_hosts: fetch from private/loopback addresses (the devstack, tests);
+            link-local addresses (cloud metadata) stay refused.
         resolver: ``(host, port) -> addresses``; injectable so tests need no DNS.
     """
 
@@ -251,15 +266,18 @@ class ImageLoader:
                 code="ImageUrlUnresolved",
                 endpoint=endpoint,
             )
-        if not self.allow_private_hosts:
-            private = [a for a in addresses if not is_public_address(a)]
-            if private:
-                raise _refused(
-                    f"image.url host {url.host!r} resolves to a non-public address "
-                    f"({private[0]}); only public hosts may be fetched",
-                    "ImageUrlPrivateAddress",
-                    endpoint,
-                )
+        refused = [
+            a
+            for a in addresses
+            if is_link_local(a) or not (self.allow_private_hosts or is_public_address(a))
+        ]
+        if refused:
+            raise _refused(
+                f"image.url host {url.host!r} resolves to a non-public address "
+                f"({refused[0]}); only public hosts may be fetched",
+                "ImageUrlPrivateAddress",
+                endpoint,
+            )
         return addresses[0]
 
     async def _fetch(self, url: httpx.URL, address: str) -> LoadedImage | httpx.URL:

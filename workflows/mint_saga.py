@@ -118,6 +118,7 @@ class MintSaga:
         self._pivoted = False
         self._reason: str | None = None
         self._mint_address: str | None = None
+        self._image: io.ImageCidOut | None = None  # checked and hashed, not uploaded yet
         self._image_cid: str | None = None
         self._image_type = "application/octet-stream"
         self._metadata_cid: str | None = None
@@ -142,7 +143,7 @@ class MintSaga:
             await self._wait_out_maintenance()
             self._set_details("checking that IPFS, the database and Solana answer")
             await self._pre_mint_checks()
-            await self._claim()
+            await self._check_image_and_claim()
             await self._upload()
             await self._record_uploads()
             await self._prepare_transaction()
@@ -179,6 +180,24 @@ class MintSaga:
             self._step("check_rpc", ref, io.StepOut),
         )
 
+    async def _check_image_and_claim(self) -> None:
+        # The image first: a bad reference (a private host, too big, not an image, outside
+        # MINT_IMAGE_DIR) ends the mint before anything is written, pinned or sent. Mints
+        # started before this change claimed their row first; their histories replay that way.
+        if workflow.patched("image-before-claim"):
+            await self._compute_image_cid()
+            await self._claim()
+        else:
+            await self._claim()
+            await self._compute_image_cid()
+
+    async def _compute_image_cid(self) -> None:
+        req = self._req
+        self._set_details("loading the image and computing its CID")
+        self._image = await self._step(
+            "compute_image_cid", io.ImageIn(mint_id=req.mint_id, image=req.image), io.ImageCidOut
+        )
+
     async def _claim(self) -> None:
         req = self._req
         self._register(
@@ -197,11 +216,8 @@ class MintSaga:
     # ---------------------------------------------------------------- 2. uploads
 
     async def _upload(self) -> None:
-        req = self._req
-        self._set_details("computing the image's CID")
-        image = await self._step(
-            "compute_image_cid", io.ImageIn(mint_id=req.mint_id, image=req.image), io.ImageCidOut
-        )
+        req, image = self._req, self._image
+        assert image is not None
         self._image_cid, self._image_type = image.cid, image.content_type
         # Pins are recorded against the mint before each upload, so this undoes them all.
         self._register("release_pins", lambda _reason: io.MintRef(mint_id=req.mint_id))

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -27,6 +28,9 @@ from clients.stages import MintStage
 MAX_NAME_BYTES = 32  # Token-2022 metadata as wallets display it; the Metaplex convention
 MAX_SYMBOL_BYTES = 10
 MAX_DESCRIPTION_CHARS = 2_000
+MAX_ATTRIBUTES = 32  # wallets and marketplaces show a handful; more is a runaway backend
+MAX_TRAIT_TYPE_CHARS = 64
+MAX_ATTRIBUTE_VALUE_CHARS = 256
 DEFAULT_OPERATOR_TIMEOUT_S = 24 * 3600
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -47,8 +51,27 @@ class MintStatus(enum.StrEnum):
 
 
 class Attribute(_Frozen):
-    trait_type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    value: str | int | float
+    trait_type: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TRAIT_TYPE_CHARS)]
+    value: Annotated[
+        str | int | float,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "maxLength": MAX_ATTRIBUTE_VALUE_CHARS},
+                    {"type": "integer"},
+                    {"type": "number"},
+                ],
+                "title": "Value",
+            }
+        ),
+    ]
+
+    @field_validator("value")
+    @classmethod
+    def _value_fits(cls, value: str | int | float) -> str | int | float:
+        if isinstance(value, str) and len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
+            raise ValueError(f"at most {MAX_ATTRIBUTE_VALUE_CHARS} characters, not {len(value)}")
+        return value
 
 
 class ImageRef(_Frozen):
@@ -98,7 +121,7 @@ class MintRequest(_Frozen):
     name: Annotated[str, StringConstraints(min_length=1)]
     symbol: Annotated[str, StringConstraints(min_length=1)]
     description: Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION_CHARS)] = ""
-    attributes: tuple[Attribute, ...] = ()
+    attributes: tuple[Attribute, ...] = Field(default=(), max_length=MAX_ATTRIBUTES)
     image: ImageRef
     options: MintOptions = MintOptions()
 

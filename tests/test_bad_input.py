@@ -1,0 +1,641 @@
+"""What a careless or hostile backend gets: a clear error naming the field, and nothing pinned,
+written or sent.
+
+Three tables, each case asserting both halves:
+
+- static: refused by the starter before anything starts, through the CLI and the Python API
+  (malformed JSON, missing fields, bad wallet, names and symbols over their byte limits,
+  attributes too many or too long, image paths and URLs no worker may read);
+- found by the worker: a real hostile HTTP server on 127.0.0.1 (a redirect to 169.254.169.254,
+  an endless body, a body that is not an image) and paths escaping MINT_IMAGE_DIR; the mint ends
+  ROLLED_BACK before its row is claimed;
+- a duplicate `mint_id` with other content, refused and never merged (also when two starters
+  race, and after the first mint finished).
+
+"Nothing" is read independently of the product: the workflow (Temporal), the `mints`,
+`mint_events`, `mint_pins` and `mint_submissions` rows (Postgres), the pins (Pinata's pinList,
+Kubo's pin/ls), and the account at the mint address derived from `mint_id` (Solana RPC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aiohttp import web
+from solders.keypair import Keypair
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+import starter
+from clients.cid import compute_cid
+from clients.errors import ServiceError
+from clients.images import DEFAULT_MAX_BYTES, ImageLoader
+from clients.mint_keys import derive_mint_keypair, parse_seed
+from devstack.config import StackConfig
+from devstack.dev_identity import png
+from tests.saga_support import chain_nft, image_dir, new_image, pinned_anywhere
+from workflows.mint_saga import MintSaga
+from workflows.models import (
+    MAX_ATTRIBUTE_VALUE_CHARS,
+    MAX_ATTRIBUTES,
+    MAX_NAME_BYTES,
+    MAX_SYMBOL_BYTES,
+    MintRequest,
+    MintResult,
+    MintStatus,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).parent.parent
+IDLE_QUEUE = "bad-input-no-worker"  # a mint started here waits: nothing of it ever runs
+PNG = png(8, 8, seed=4242)
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def b58encode(data: bytes) -> str:
+    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+    number, text = int.from_bytes(data, "big"), ""
+    while number:
+        number, digit = divmod(number, 58)
+        text = alphabet[digit] + text
+    return "1" * (len(data) - len(data.lstrip(b"\0"))) + text
+
+
+def request_fields(stack: StackConfig, **changes: Any) -> dict[str, Any]:
+    """A request that would mint, as a backend sends it; `changes` replace (None: delete)."""
+    tag = uuid.uuid4().hex[:10]
+    fields: dict[str, Any] = {
+        "mint_id": f"bad-{tag}",
+        "user_id": f"user-{tag}",
+        "wallet": str(Keypair().pubkey()),
+        "name": f"Bad {tag[:6]}",
+        "symbol": "BAD",
+        "description": "a careless backend",
+        "attributes": [{"trait_type": "tier", "value": "gold"}],
+        "image": {"path": new_image(stack)},
+    }
+    for key, value in changes.items():
+        if value is None:
+            fields.pop(key, None)
+        else:
+            fields[key] = value
+    return fields
+
+
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def cli(stack: StackConfig, *argv: str, allow_private_urls: bool = False) -> Ran:
+    """`starter.py` as a backend's operator runs it; MINT_IMAGE_ALLOW_PRIVATE_URLS as given."""
+    env = {
+        **os.environ,
+        **stack.worker_env(),
+        "MINT_IMAGE_ALLOW_PRIVATE_URLS": "true" if allow_private_urls else "false",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "starter.py",
+        *argv,
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return Ran(process.returncode, stdout.decode(), stderr.decode())
+
+
+def pinata_pins(stack: StackConfig, **query: str) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {stack.pinata_jwt}"}
+    params = {"status": "all", "pageLimit": "1000", **query}
+    answer = httpx.get(
+        stack.url("pinata") + "/data/pinList", params=params, headers=headers, timeout=10
+    )
+    answer.raise_for_status()
+    rows: list[dict[str, Any]] = answer.json()["rows"]
+    return rows
+
+
+def kubo_pins(stack: StackConfig) -> set[str]:
+    answer = httpx.post(stack.url("kubo") + "/api/v0/pin/ls", timeout=10)
+    answer.raise_for_status()
+    return set(answer.json()["Keys"])
+
+
+@dataclass
+class Pins:
+    """Every pin on both providers when a case starts: afterwards there must be no new one."""
+
+    pinata: set[tuple[str, str]] = field(default_factory=set)
+    kubo: set[str] = field(default_factory=set)
+
+    @classmethod
+    def now(cls, stack: StackConfig) -> Pins:
+        pinata = {(r["ipfs_pin_hash"], r["metadata"]["name"] or "") for r in pinata_pins(stack)}
+        return cls(pinata, kubo_pins(stack))
+
+
+async def database_rows(stack: StackConfig, mint_id: str) -> dict[str, int]:
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        return {
+            table: await conn.fetchval(f"SELECT count(*) FROM {table} WHERE mint_id = $1", mint_id)
+            for table in ("mints", "mint_events", "mint_pins", "mint_submissions")
+        }
+    finally:
+        await conn.close()
+
+
+def mint_address(stack: StackConfig, mint_id: str) -> str:
+    seed = parse_seed(stack.worker_env()["MINT_KEY_SEED"])
+    return str(derive_mint_keypair(seed, mint_id).pubkey())
+
+
+async def workflow_exists(client: Client, mint_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(f"mint-{mint_id}").describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def assert_nothing_left(
+    stack: StackConfig,
+    mint_id: str,
+    before: Pins,
+    *,
+    cids: tuple[str, ...] = (),
+) -> None:
+    """Nothing written (rows), pinned (either provider, any new pin) or sent (the account)."""
+    assert await database_rows(stack, mint_id) == {
+        "mints": 0,
+        "mint_events": 0,
+        "mint_pins": 0,
+        "mint_submissions": 0,
+    }
+    assert pinata_pins(stack, **{"metadata[name]": mint_id}) == []
+    after = Pins.now(stack)
+    assert after.pinata - before.pinata == set(), "new Pinata pins"
+    assert after.kubo - before.kubo == set(), "new Kubo pins"
+    for cid in cids:
+        assert not pinned_anywhere(stack, cid), f"{cid} is pinned"
+    assert chain_nft(stack, mint_address(stack, mint_id)) is None, "an account exists"
+
+
+def assert_names(message: str, needles: tuple[str, ...]) -> None:
+    missing = [needle for needle in needles if needle not in message]
+    assert not missing, f"{missing} not named in: {message}"
+
+
+# ------------------------------------------------------------------------------- static cases
+
+
+@dataclass(frozen=True)
+class Static:
+    """A request the starter refuses before anything starts. `names`: what the error says."""
+
+    names: tuple[str, ...]
+    changes: dict[str, Any] = field(default_factory=dict)
+    text: Callable[[str], str] | None = None  # raw file content (from the mint_id), not JSON
+    dev: bool = False  # MINT_IMAGE_ALLOW_PRIVATE_URLS on, as in the devstack
+
+
+def _url(url: str) -> dict[str, Any]:
+    return {"image": {"url": url}}
+
+
+def _attributes(count: int, long_at: int | None = None) -> dict[str, Any]:
+    values = ["x" * (MAX_ATTRIBUTE_VALUE_CHARS + 1) if i == long_at else i for i in range(count)]
+    return {"attributes": [{"trait_type": f"t{i}", "value": v} for i, v in enumerate(values)]}
+
+
+STATIC = [
+    pytest.param(
+        Static(("not JSON",), text=lambda mint_id: f'{{"mint_id": "{mint_id}", "user_id": '),
+        id="malformed-json",
+    ),
+    pytest.param(
+        Static(("wallet", "image", "Field required"), {"wallet": None, "image": None}),
+        id="missing-fields",
+    ),
+    pytest.param(
+        Static(("wallet", "base58"), {"wallet": "0OIl+/not-base58"}), id="wallet-not-base58"
+    ),
+    pytest.param(
+        Static(("wallet", "32 bytes"), {"wallet": b58encode(bytes(range(1, 32)))}),
+        id="wallet-31-bytes",
+    ),
+    pytest.param(
+        Static(("wallet", "32 bytes"), {"wallet": b58encode(bytes(range(1, 34)))}),
+        id="wallet-33-bytes",
+    ),
+    pytest.param(
+        Static(("name", f"{MAX_NAME_BYTES} bytes"), {"name": "é" * (MAX_NAME_BYTES // 2 + 1)}),
+        id="name-over-its-bytes",
+    ),
+    pytest.param(
+        Static(("symbol", f"{MAX_SYMBOL_BYTES} bytes"), {"symbol": "S" * (MAX_SYMBOL_BYTES + 1)}),
+        id="symbol-over-its-bytes",
+    ),
+    pytest.param(
+        Static(("attributes", f"at most {MAX_ATTRIBUTES}"), _attributes(MAX_ATTRIBUTES + 1)),
+        id="too-many-attributes",
+    ),
+    pytest.param(
+        Static(("attributes[3].value", f"at most {MAX_ATTRIBUTE_VALUE_CHARS}"), _attributes(5, 3)),
+        id="attribute-value-too-long",
+    ),
+    pytest.param(
+        Static(("image.path",), {"image": {"path": "/etc/passwd"}}), id="image-path-absolute"
+    ),
+    pytest.param(Static(("image.url",), _url("file:///etc/passwd")), id="image-url-file"),
+    pytest.param(
+        Static(("image.url", "https"), _url("http://cdn.example.com/a.png")), id="image-url-http"
+    ),
+    pytest.param(
+        Static(("image.url", "127.0.0.1"), _url("https://127.0.0.1:8443/a.png")),
+        id="image-url-loopback",
+    ),
+    pytest.param(
+        Static(("image.url", "localhost"), _url("https://localhost/a.png")),
+        id="image-url-localhost",
+    ),
+    pytest.param(
+        Static(("image.url", "::1"), _url("https://[::1]/a.png")), id="image-url-ipv6-loopback"
+    ),
+    pytest.param(
+        Static(("image.url", "10.1.2.3"), _url("https://10.1.2.3/a.png")), id="image-url-private-10"
+    ),
+    pytest.param(
+        Static(("image.url", "192.168.7.9"), _url("https://192.168.7.9/a.png")),
+        id="image-url-private-192",
+    ),
+    pytest.param(
+        Static(("image.url", "169.254.169.254"), _url("https://169.254.169.254/latest/meta-data")),
+        id="image-url-link-local",
+    ),
+    pytest.param(
+        Static(
+            ("image.url", "169.254.169.254", "link-local"),
+            _url("http://169.254.169.254/latest/meta-data/iam"),
+            dev=True,
+        ),
+        id="image-url-link-local-even-in-the-devstack",
+    ),
+]
+
+
+def write_static(stack: StackConfig, case: Static, folder: Path) -> tuple[str, Path]:
+    fields = request_fields(stack, **case.changes)
+    mint_id = fields["mint_id"]
+    path = folder / f"{mint_id}.json"
+    path.write_text(case.text(mint_id) if case.text else json.dumps(fields))
+    return mint_id, path
+
+
+@pytest.mark.parametrize("case", STATIC)
+async def test_the_cli_refuses_a_bad_request_naming_the_field(
+    stack: StackConfig, client: Client, tmp_path: Path, case: Static
+) -> None:
+    before = Pins.now(stack)
+    mint_id, path = write_static(stack, case, tmp_path)
+    ran = await cli(stack, "mint", "--request", str(path), allow_private_urls=case.dev)
+    assert ran.returncode == 2, ran
+    assert_names(ran.stderr, case.names)
+    assert "nothing started" in ran.stderr
+    assert not await workflow_exists(client, mint_id)
+    await assert_nothing_left(stack, mint_id, before)
+
+
+@pytest.mark.parametrize("case", STATIC)
+async def test_the_python_api_refuses_a_bad_request_naming_the_field(
+    stack: StackConfig, client: Client, tmp_path: Path, case: Static
+) -> None:
+    """A backend's path: `request_from_json`, then `start_mint` (which checks the image URL)."""
+    before = Pins.now(stack)
+    mint_id, path = write_static(stack, case, tmp_path)
+    with pytest.raises(starter.StarterError) as refused:
+        request = starter.request_from_json(path.read_text())
+        await starter.start_mint(client, request, queue=IDLE_QUEUE, allow_private_urls=case.dev)
+    assert_names(str(refused.value), case.names)
+    assert "nothing started" in str(refused.value)
+    assert not await workflow_exists(client, mint_id)
+    await assert_nothing_left(stack, mint_id, before)
+
+
+def test_the_devstack_escape_lets_loopback_http_through_the_static_check(
+    stack: StackConfig,
+) -> None:
+    """The other half of the URL cases: with the setting the worker gets them (next table)."""
+    request = MintRequest.model_validate(
+        request_fields(stack, image={"url": "http://127.0.0.1:9/a.png"})
+    )
+    starter.check_image_url(request, allow_private_urls=True)
+    with pytest.raises(starter.StarterError, match=re.escape("image.url: must be https")):
+        starter.check_image_url(request, allow_private_urls=False)
+
+
+# ------------------------------------------------------------------------------- worker cases
+
+
+class HostileServer:
+    """A real HTTP server on 127.0.0.1 answering image URLs the way an attacker would."""
+
+    HTML = b"<html><body>not an image</body></html>"
+
+    def __init__(self) -> None:
+        self.base = ""
+        self.hits: list[str] = []
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.count])
+        app.router.add_get("/to-metadata.png", self.to_metadata)
+        app.router.add_get("/endless.png", self.endless)
+        app.router.add_get("/declared-huge.png", self.declared_huge)
+        app.router.add_get("/html-as.png", self.html_as_png)
+        app.router.add_get("/page.html", self.page)
+        return app
+
+    @web.middleware
+    async def count(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.hits.append(request.path)
+        return await handler(request)
+
+    async def to_metadata(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("http://169.254.169.254/latest/meta-data/iam/credentials.png")
+
+    async def endless(self, request: web.Request) -> web.StreamResponse:
+        # Chunked, no Content-Length: only counting while reading stops it.
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await response.prepare(request)
+        await response.write(PNG)
+        while True:  # until the worker stops reading and hangs up
+            await response.write(bytes(64 * 1024))
+
+    async def declared_huge(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        response.content_length = DEFAULT_MAX_BYTES + 1
+        await response.prepare(request)
+        await response.write(PNG)
+        return response
+
+    async def html_as_png(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.HTML, content_type="image/png")
+
+    async def page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.HTML, content_type="text/html")
+
+
+@pytest.fixture(scope="module")
+async def hostile() -> AsyncIterator[HostileServer]:
+    server = HostileServer()
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield server
+    await runner.cleanup()
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An image only the worker can find bad. `image` builds the reference; `names` as above."""
+
+    names: tuple[str, ...]
+    image: Callable[[StackConfig, HostileServer], dict[str, str]]
+    bytes_seen: bytes | None = None  # what the bad reference holds, to check it is not pinned
+
+
+def _outside(stack: StackConfig, name: str) -> Path:
+    """A real PNG next to MINT_IMAGE_DIR, not in it."""
+    target = image_dir(stack).parent / f"{name}-{uuid.uuid4().hex[:8]}.png"
+    target.write_bytes(PNG)
+    return target
+
+
+def _dotdot(stack: StackConfig, server: HostileServer) -> dict[str, str]:
+    return {"path": f"../{_outside(stack, 'dotdot').name}"}
+
+
+def _symlink(stack: StackConfig, server: HostileServer) -> dict[str, str]:
+    link = image_dir(stack) / f"link-{uuid.uuid4().hex[:8]}.png"
+    link.symlink_to(_outside(stack, "symlinked"))
+    return {"path": link.name}
+
+
+def _text_file(stack: StackConfig, server: HostileServer) -> dict[str, str]:
+    name = f"text-{uuid.uuid4().hex[:8]}.png"
+    (image_dir(stack) / name).write_bytes(HostileServer.HTML)
+    return {"path": name}
+
+
+def _served(path: str) -> Callable[[StackConfig, HostileServer], dict[str, str]]:
+    return lambda stack, server: {"url": server.base + path}
+
+
+WORKER = [
+    pytest.param(
+        Refused(("image.url", "169.254.169.254"), _served("/to-metadata.png")),
+        id="url-redirects-to-link-local",
+    ),
+    pytest.param(
+        Refused(("image.url", f"larger than {DEFAULT_MAX_BYTES}"), _served("/endless.png")),
+        id="url-body-over-the-cap",
+    ),
+    pytest.param(
+        Refused(("image.url", f"larger than {DEFAULT_MAX_BYTES}"), _served("/declared-huge.png")),
+        id="url-declares-a-body-over-the-cap",
+    ),
+    pytest.param(
+        Refused(("image.url", "not a PNG"), _served("/html-as.png"), HostileServer.HTML),
+        id="url-body-not-an-image",
+    ),
+    pytest.param(
+        Refused(("image.url", "Content-Type", "text/html"), _served("/page.html")),
+        id="url-content-type-not-an-image",
+    ),
+    pytest.param(
+        Refused(("image.path", "outside MINT_IMAGE_DIR"), _dotdot, PNG), id="path-dotdot-escape"
+    ),
+    pytest.param(
+        Refused(("image.path", "outside MINT_IMAGE_DIR"), _symlink, PNG), id="path-symlink-escape"
+    ),
+    pytest.param(
+        Refused(("image.path", "not a PNG"), _text_file, HostileServer.HTML),
+        id="path-not-an-image",
+    ),
+]
+
+
+async def finished(client: Client, request: MintRequest, within_s: float = 60) -> MintResult:
+    """The mint's result; a mint still going after `within_s` (retrying, waiting for an
+    operator) fails the test: a bad image must end it for good."""
+    handle = client.get_workflow_handle_for(MintSaga.run, request.workflow_id)
+    try:
+        return await asyncio.wait_for(handle.result(), within_s)
+    except TimeoutError:
+        status = await starter.get_status(client, request.mint_id)
+        await handle.terminate("bad-input test: the mint did not end")
+        raise AssertionError(f"the mint did not end on a bad image: {status}") from None
+
+
+@pytest.mark.parametrize("case", WORKER)
+async def test_the_worker_refuses_a_bad_image_before_anything_is_written(
+    stack: StackConfig, client: Client, worker: str, hostile: HostileServer, case: Refused
+) -> None:
+    before = Pins.now(stack)
+    request = MintRequest.model_validate(request_fields(stack, image=case.image(stack, hostile)))
+    # The devstack's setting lets the loopback server through the starter, as the worker does.
+    await starter.start_mint(client, request, queue=worker, allow_private_urls=True)
+    result = await finished(client, request)
+
+    cids = (await compute_cid(case.bytes_seen),) if case.bytes_seen else ()
+    await assert_nothing_left(stack, request.mint_id, before, cids=cids)
+    assert result.status == MintStatus.ROLLED_BACK  # nothing to compensate: nothing was done
+    assert result.reason is not None
+    assert_names(result.reason, ("compute_image_cid", *case.names))
+    assert (result.mint_address, result.image_cid, result.signature) == (None, None, None)
+
+
+async def test_the_redirect_target_is_never_contacted(hostile: HostileServer) -> None:
+    """Even the devstack's loader (private hosts allowed) stops at the link-local hop."""
+    calls: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return [host] if host[0].isdigit() else ["127.0.0.1"]
+
+    hostile.hits.clear()
+    async with httpx.AsyncClient(timeout=10) as http:
+        loader = ImageLoader(None, http, allow_private_hosts=True, resolver=resolver)
+        expected = re.escape("image.url host '169.254.169.254'")
+        with pytest.raises(ServiceError, match=expected) as refused:
+            await loader.load({"url": hostile.base + "/to-metadata.png"})
+    assert refused.value.code == "ImageUrlPrivateAddress" and not refused.value.retryable
+    assert hostile.hits == ["/to-metadata.png"]
+    assert calls == ["127.0.0.1", "169.254.169.254"]
+
+
+# ------------------------------------------------------------------------------- duplicates
+
+
+DUPLICATES = [
+    pytest.param({"name": "Another name"}, ("name",), id="other-name"),
+    pytest.param(
+        {"name": "Another name", "image": {"path": "sample.png"}},
+        ("name", "image"),
+        id="other-name-and-image",
+    ),
+    pytest.param({"wallet": str(Keypair().pubkey())}, ("wallet",), id="other-wallet"),
+    pytest.param(
+        {"attributes": [{"trait_type": "tier", "value": "silver"}]},
+        ("attributes",),
+        id="other-attributes",
+    ),
+    pytest.param({"options": {"operator_timeout_s": 60}}, ("options",), id="other-options"),
+]
+
+
+async def started_input(client: Client, request: MintRequest) -> MintRequest:
+    handle = client.get_workflow_handle(request.workflow_id)
+    async for event in handle.fetch_history_events(page_size=1):
+        payloads = event.workflow_execution_started_event_attributes.input.payloads
+        [started] = await client.data_converter.decode(payloads, [MintRequest])
+        assert isinstance(started, MintRequest)
+        return started
+    raise AssertionError("no history")
+
+
+async def runs_of(client: Client, request: MintRequest) -> list[str]:
+    query = f'WorkflowId="{request.workflow_id}"'
+    for _ in range(50):  # visibility is eventually consistent
+        runs = [e.run_id async for e in client.list_workflows(query)]
+        if runs:
+            return runs
+        await asyncio.sleep(0.1)
+    return []
+
+
+@pytest.mark.parametrize(("changes", "differ"), DUPLICATES)
+async def test_a_duplicate_mint_id_with_other_content_is_refused_not_merged(
+    stack: StackConfig, client: Client, tmp_path: Path, changes: dict[str, Any], differ: tuple[str]
+) -> None:
+    before = Pins.now(stack)
+    fields = request_fields(stack)
+    original = MintRequest.model_validate(fields)
+    other = MintRequest.model_validate({**fields, **changes})
+    first = await starter.start_mint(client, original, queue=IDLE_QUEUE)
+    expected = f"mint_id {original.mint_id} already exists with another {', '.join(differ)}"
+
+    with pytest.raises(starter.StarterError) as refused:
+        await starter.start_mint(client, other, queue=IDLE_QUEUE)
+    assert expected in str(refused.value)
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({**fields, **changes}))
+    ran = await cli(stack, "mint", "--request", str(path))
+    assert ran.returncode == 2 and expected in ran.stderr, ran
+
+    # The identical request is the same mint (idempotent), and the first one's content stands.
+    again = await starter.start_mint(client, original, queue=IDLE_QUEUE)
+    assert (await again.describe()).run_id == (await first.describe()).run_id
+    assert await started_input(client, original) == original
+    assert len(await runs_of(client, original)) == 1
+
+    # Finished (here: terminated) mints keep their id: still refused, still the same mint.
+    await first.terminate("bad-input test")
+    with pytest.raises(starter.StarterError, match=re.escape(expected)):
+        await starter.start_mint(client, other, queue=IDLE_QUEUE)
+    closed = await starter.start_mint(client, original, queue=IDLE_QUEUE)
+    assert (await closed.describe()).status == WorkflowExecutionStatus.TERMINATED
+    assert len(await runs_of(client, original)) == 1
+    await assert_nothing_left(stack, original.mint_id, before)  # no worker ever ran either
+
+
+async def test_racing_starters_with_different_content_start_one_mint(
+    stack: StackConfig, client: Client
+) -> None:
+    before = Pins.now(stack)
+    fields = request_fields(stack)
+    requests = [MintRequest.model_validate({**fields, "name": f"Racer {i}"}) for i in range(4)]
+    outcomes = await asyncio.gather(
+        *(starter.start_mint(client, r, queue=IDLE_QUEUE) for r in requests),
+        return_exceptions=True,
+    )
+    won = [r for r, o in zip(requests, outcomes, strict=True) if not isinstance(o, Exception)]
+    lost = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(won) == 1, outcomes
+    assert len(lost) == 3 and all(isinstance(o, starter.StarterError) for o in lost), lost
+    assert all("already exists with another name" in str(o) for o in lost)
+    assert await started_input(client, won[0]) == won[0]
+
+    # Racing with the same content: one mint, every starter gets it.
+    twins = await asyncio.gather(
+        *(starter.start_mint(client, won[0], queue=IDLE_QUEUE) for _ in range(4))
+    )
+    assert len({(await h.describe()).run_id for h in twins}) == 1
+    assert len(await runs_of(client, won[0])) == 1
+    await client.get_workflow_handle(won[0].workflow_id).terminate("bad-input test")
+    await assert_nothing_left(stack, won[0].mint_id, before)

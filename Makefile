@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test demo devstack-up devstack-down bench-devstack clean
+.PHONY: venv lint test chaos demo devstack-up devstack-down bench-devstack clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,16 @@ test: venv lint
 lint: venv
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
+
+# The chaos suite (issue 5): N mints under every fault kind, then the invariant checker.
+# CI runs this small version; the README shows a long run (e.g. CHAOS_MINTS=2000 CHAOS_DURATION=900).
+CHAOS_MINTS ?= 40
+CHAOS_SEED ?= 1
+CHAOS_DURATION ?= 60
+CHAOS_WORKERS ?= 1
+chaos: venv
+	$(BIN)/python -m tests.chaos --mints $(CHAOS_MINTS) --seed $(CHAOS_SEED) \
+		--duration $(CHAOS_DURATION) --workers $(CHAOS_WORKERS)
 
 demo: venv
 	$(BIN)/python demo.py

@@ -5,7 +5,6 @@ with `starter.py`; no secret in any workflow history; every recorded history rep
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import sys
@@ -13,15 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from solders.keypair import Keypair
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 import starter
-from clients.mint_keys import derive_mint_keypair, parse_seed
 from devstack.config import StackConfig
-from devstack.dev_identity import system_wallet
+from tests.chaos.checker import secrets_of
 from tests.saga_support import add_fault, clear_faults, mint_request, wait_for
 from workflows.mint_saga import MintSaga
 from workflows.models import MintStatus
@@ -122,24 +119,6 @@ async def mint_histories(client: Client) -> list[WorkflowHistory]:
     async for execution in client.list_workflows('WorkflowType="MintSaga"'):
         histories.append(await client.get_workflow_handle(execution.id).fetch_history())
     return histories
-
-
-def secrets_of(stack: StackConfig, mint_ids: list[str]) -> dict[str, str]:
-    """Every secret the worker holds, in every spelling it could leak in."""
-    env = stack.worker_env()
-    seed = parse_seed(env["MINT_KEY_SEED"])
-    keys = {"system wallet": bytes(system_wallet(stack.state_dir))}
-    for mint_id in mint_ids:
-        keys[f"mint key {mint_id}"] = bytes(derive_mint_keypair(seed, mint_id))
-    spelled = {"MINT_KEY_SEED": env["MINT_KEY_SEED"], "PINATA_JWT": env["PINATA_JWT"]}
-    for name, secret in keys.items():
-        private = secret[:32]  # the seed half: the public half may appear legitimately
-        spelled[f"{name} (base58)"] = str(Keypair.from_bytes(secret))  # the 64-byte keypair
-        spelled[f"{name} (hex)"] = private.hex()
-        spelled[f"{name} (base64)"] = base64.b64encode(private).decode()
-        spelled[f"{name} (json)"] = json.dumps(list(secret)).replace(" ", "")[1:60]
-    spelled["MINT_KEY_SEED (base64)"] = base64.b64encode(seed).decode()
-    return spelled
 
 
 async def test_no_secret_appears_in_any_workflow_history(

@@ -1,0 +1,149 @@
+"""The processes a chaos run starts and kills: workers, the Temporal server, PostgreSQL.
+
+Workers are the product's own `worker.py`, run as separate processes so a SIGKILL is real.
+The Temporal server and PostgreSQL are the devstack's, restarted through its supervisor the
+way `python -m devstack up` starts them (state on disk, so nothing is lost but time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from devstack.config import StackConfig
+from devstack.supervisor import PROJECT_ROOT, Supervisor, _terminate
+
+READY_LINE = b"worker polling"
+READY_TIMEOUT_S = 120.0
+
+
+class Workers:
+    """`count` worker processes on one task queue; each log goes to <state>/chaos-worker-N.log."""
+
+    def __init__(self, config: StackConfig, task_queue: str, count: int) -> None:
+        self.config = config
+        self.task_queue = task_queue
+        self.count = count
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.started = 0
+        self.killed = 0
+        self.crashed_at_start = 0  # exited before polling, and started again
+
+    def log_path(self, slot: int) -> Path:
+        return self.config.state_dir / f"chaos-worker-{slot}.log"
+
+    @property
+    def logs(self) -> list[Path]:
+        return [self.log_path(slot) for slot in range(self.count)]
+
+    async def start_all(self) -> None:
+        await asyncio.gather(*(self.start(slot) for slot in range(self.count)))
+
+    async def start(self, slot: int) -> None:
+        """Start worker `slot` and return once it polls its task queue. A worker that exits
+        at startup (its database is down, say) is started again, as a process manager would."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if await self._start_once(slot, deadline):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"worker {slot} not polling after {READY_TIMEOUT_S:.0f} s; "
+                    f"see {self.log_path(slot)}"
+                )
+            self.crashed_at_start += 1
+            await asyncio.sleep(1.0)
+
+    async def _start_once(self, slot: int, deadline: float) -> bool:
+        log = self.log_path(slot)
+        offset = log.stat().st_size if log.exists() else 0
+        proc = self._spawn(log)
+        self._procs[slot] = proc
+        self.started += 1
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            if _logged_since(log, offset, READY_LINE):
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    def _spawn(self, log: Path) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            **self.config.worker_env(),
+            "TEMPORAL_TASK_QUEUE": self.task_queue,
+        }
+        with open(log, "ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "worker.py"],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def sigkill(self, slot: int) -> None:
+        proc = self._procs.get(slot)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self.killed += 1
+
+    async def ensure_running(self) -> None:
+        """Start every worker slot whose process is gone."""
+        for slot in range(self.count):
+            proc = self._procs.get(slot)
+            if proc is None or proc.poll() is not None:
+                await self.start(slot)
+
+    def stop_all(self) -> None:
+        """SIGTERM: the worker drains, as in a deploy."""
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                _terminate(proc.pid, grace_s=15.0)
+                proc.wait()
+
+
+def _logged_since(log: Path, offset: int, marker: bytes) -> bool:
+    with open(log, "rb") as out:
+        out.seek(offset)
+        return marker in out.read()
+
+
+class StackControl:
+    """Restart the devstack's servers in place."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.supervisor = Supervisor(config, progress=lambda _: None)
+
+    async def up(self) -> float:
+        return await asyncio.to_thread(self.supervisor.up)
+
+    async def restart_temporal(self) -> float:
+        """Stop the Temporal dev server and start it again; returns seconds it was away."""
+        started = time.monotonic()
+        pid = self.supervisor.pid("temporal")
+        if pid is not None:
+            await asyncio.to_thread(_terminate, pid)
+        await self.up()
+        return time.monotonic() - started
+
+    async def restart_postgres(self, down_s: float) -> float:
+        """Stop PostgreSQL (fast shutdown: sessions are cut), keep it down, start it again."""
+        postgres = self.supervisor.postgres
+        if postgres is None:
+            raise RuntimeError("postgres: DATABASE_URL points outside the devstack")
+        started = time.monotonic()
+        await asyncio.to_thread(postgres.stop)
+        await asyncio.sleep(down_s)
+        await asyncio.to_thread(postgres.start)
+        return time.monotonic() - started

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -63,12 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         settle_timeout_s=args.settle_timeout,
     )
     run = ChaosRun(config, options, progress=_progress)
+    # Stopped from outside (Ctrl-C, SIGTERM): the workers and the stack stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         result = asyncio.run(_run(run))
     except StackError as exc:
         print(f"chaos: {exc}", file=sys.stderr)
         return 2
     finally:
+        run.workers.stop_all()
         if not args.keep:
             Supervisor(config, progress=lambda _: None).down()
     report = report_json(result)

@@ -155,6 +155,13 @@ class Supervisor:
         asyncio.run(self._wait_ready())
         return time.monotonic() - started
 
+    def start_temporal(self) -> None:
+        """Start the Temporal dev server alone (if it is not running) and wait until it
+        answers: a restart after it was stopped, its state kept in its database file."""
+        if self.pid("temporal") is None:
+            self._spawn("temporal", self._temporal_argv())
+        asyncio.run(self._wait_temporal(time.monotonic() + STARTUP_TIMEOUT_S))
+
     def _check_ports_free(self) -> None:
         """A port held by something else would make a service fail later, less clearly."""
         owners = {

@@ -61,10 +61,17 @@ def test_a_schedule_refuses_a_duration_that_is_not_positive() -> None:
 
 def test_recovery_is_the_first_completed_step_that_needs_the_service_after_the_outage() -> None:
     began = datetime(2026, 1, 1, 12, 0, 0)
+
+    def done(after_s: float, activity: str, started_s: float) -> measure.Completion:
+        return measure.Completion(
+            began + timedelta(seconds=after_s), activity, began + timedelta(seconds=started_s)
+        )
+
     completions = [
-        measure.Completion(began - timedelta(seconds=1), "send_transaction"),
-        measure.Completion(began + timedelta(seconds=2), "upload_image"),  # not solana
-        measure.Completion(began + timedelta(seconds=4.5), "verify_nft"),
+        done(-1, "send_transaction", -2),
+        done(0.5, "send_transaction", -0.5),  # under way before the outage: not a recovery
+        done(2, "upload_image", 1),  # not a solana step
+        done(4.5, "verify_nft", 4),
     ]
     outages = [
         measure.Outage("solana-1 down", "solana endpoint", began, 10.0),

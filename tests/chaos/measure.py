@@ -50,6 +50,7 @@ _BREAKER_LINE = re.compile(rb"breaker (\S+): (?:BreakerState\.)?(\w+) -> (?:Brea
 class Completion:
     at: datetime
     activity: str
+    started: datetime  # when its last (successful) attempt started
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ def history_figures(histories: Sequence[WorkflowHistory]) -> HistoryFigures:
     completions: list[Completion] = []
     for history in histories:
         scheduled: dict[int, str] = {}
+        started: dict[int, datetime] = {}
         for event in history.events:
             if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 attrs = event.activity_task_scheduled_event_attributes
@@ -106,13 +108,16 @@ def history_figures(histories: Sequence[WorkflowHistory]) -> HistoryFigures:
             elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
                 attrs_s = event.activity_task_started_event_attributes
                 name = scheduled.get(attrs_s.scheduled_event_id, "?")
+                started[attrs_s.scheduled_event_id] = event.event_time.ToDatetime()
                 step = STEPS.get(name)
                 if attrs_s.attempt > 1:
                     retries[step.service if step else name] += attrs_s.attempt - 1
             elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
                 attrs_c = event.activity_task_completed_event_attributes
                 name = scheduled.get(attrs_c.scheduled_event_id, "?")
-                completions.append(Completion(event.event_time.ToDatetime(), name))
+                at = event.event_time.ToDatetime()
+                began = started.get(attrs_c.scheduled_event_id, at)
+                completions.append(Completion(at, name, began))
                 if name in COMPENSATIONS:
                     compensations += 1
     completions.sort(key=lambda c: c.at)
@@ -120,13 +125,18 @@ def history_figures(histories: Sequence[WorkflowHistory]) -> HistoryFigures:
 
 
 def recoveries(outages: Sequence[Outage], completions: Sequence[Completion]) -> list[Recovery]:
-    """For each outage, the first completion after it began of a step that needs the service."""
+    """For each outage, how long until a step that needs the service, started after the
+    outage began, completed: work already under way when it began does not count."""
     found = []
     for outage in outages:
         wanted = _RECOVERED_BY[outage.group]
         began = outage.began.replace(tzinfo=None)
         after = next(
-            (c for c in completions if c.at > began and (wanted is None or c.activity in wanted)),
+            (
+                c
+                for c in completions
+                if c.started > began and (wanted is None or c.activity in wanted)
+            ),
             None,
         )
         found.append(

@@ -78,6 +78,8 @@ class Workers:
             **os.environ,
             **self.config.worker_env(),
             "TEMPORAL_TASK_QUEUE": self.task_queue,
+            # No health schedule: its probe pins would be pins without a mint to the checker.
+            "HEALTH_CHECK_INTERVAL_S": "0",
         }
         with open(log, "ab") as out:
             return subprocess.Popen(
@@ -134,7 +136,7 @@ class StackControl:
         pid = self.supervisor.pid("temporal")
         if pid is not None:
             await asyncio.to_thread(_terminate, pid)
-        await self.up()
+        await asyncio.to_thread(self.supervisor.start_temporal)
         return time.monotonic() - started
 
     async def restart_postgres(self, down_s: float) -> float:

@@ -65,7 +65,10 @@ def summary(report: dict[str, Any]) -> str:
     lines += _table("breaker recoveries (half-open -> closed)", report["breaker_recoveries"])
     lines.append(f"compensation steps completed: {report['compensations']}")
     lines += _table("operator actions (through starter.py)", report["operator"])
-    lines.append("recovery after each outage (first successful step needing the service):")
+    lines.append(
+        "recovery after each outage (first step needing the service, started after it began, "
+        "to succeed):"
+    )
     for r in report["recovery"]:
         after = "never" if r["recovered_after_s"] is None else f"{r['recovered_after_s']:.1f} s"
         limit = f" (spec < {r['spec_limit_s']:.0f} s)" if r["spec_limit_s"] else ""

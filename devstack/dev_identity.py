@@ -7,6 +7,7 @@ funded on the local chain at `up`; they mean nothing anywhere else.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -19,6 +20,8 @@ from solders.keypair import Keypair
 SEED_FILE = "mint_key_seed.hex"
 WALLET_FILE = "system-wallet.json"
 SAMPLE_IMAGE = "sample.png"
+CODEC_KEYS_FILE = "codec-keys"  # MINTSAGA_CODEC_KEYS, for `up --codec`
+CODEC_TOKEN_FILE = "codec-token"  # MINTSAGA_CODEC_TOKEN
 
 
 def secrets_dir(state_dir: Path) -> Path:
@@ -47,13 +50,28 @@ def ensure_dev_identity(state_dir: Path) -> tuple[str, Path]:
     return seed_file.read_text().strip(), wallet_file
 
 
+def ensure_codec_secrets(state_dir: Path) -> tuple[str, str]:
+    """The dev payload key (`dev1:BASE64`) and the codec server's token, created on first use."""
+    folder = secrets_dir(state_dir)
+    keys_file, token_file = folder / CODEC_KEYS_FILE, folder / CODEC_TOKEN_FILE
+    if not keys_file.exists():
+        _write_private(keys_file, f"dev1:{base64.b64encode(secrets.token_bytes(32)).decode()}")
+    if not token_file.exists():
+        _write_private(token_file, secrets.token_urlsafe(32))
+    return keys_file.read_text().strip(), token_file.read_text().strip()
+
+
 def system_wallet(state_dir: Path) -> Keypair:
     _, wallet_file = ensure_dev_identity(state_dir)
     return Keypair.from_bytes(bytes(json.loads(wallet_file.read_text())))
 
 
 def png(width: int, height: int, seed: int = 0) -> bytes:
-    """A small valid RGB PNG, different for each seed, for demos and tests."""
+    """A small valid RGB PNG, different for each seed, for demos and tests.
+
+    The pixels repeat every 256 seeds, so the seed is also written in a text chunk: two seeds
+    never give the same bytes (the same CID), which tests of unshared images rely on.
+    """
     rows = b"".join(
         b"\x00"
         + bytes(
@@ -72,6 +90,7 @@ def png(width: int, height: int, seed: int = 0) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
+        + chunk(b"tEXt", b"Comment\x00seed " + str(seed).encode())
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )

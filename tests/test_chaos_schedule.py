@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.dev_identity import png
 from tests.chaos import measure
 from tests.chaos.schedule import CYCLE_S, build_schedule
 
@@ -106,3 +107,10 @@ def test_failovers_and_breaker_transitions_are_counted_from_the_worker_log(
     assert figures.failovers == {"solana": 1, "ipfs": 1}
     assert figures.breaker_trips == {"http://a": 1}
     assert figures.breaker_recoveries == {"http://a": 1}
+
+
+def test_dev_images_of_different_seeds_never_share_bytes() -> None:
+    """The chaos run's and the tests' "unique" images must be unique (the pixels alone repeat
+    every 256 seeds), or two mints would share a CID without meaning to."""
+    images = {png(16, 16, seed=seed) for seed in range(0, 2048, 7)}
+    assert len(images) == len(range(0, 2048, 7))

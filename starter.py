@@ -2,19 +2,24 @@
 
     python starter.py mint --request FILE.json [--wait] [--json]
     python starter.py status MINT_ID [--json]
-    python starter.py list [--stuck]
+    python starter.py list [--stuck] [--json]
+    python starter.py show MINT_ID [--json]
     python starter.py retry MINT_ID [--priority-fee N] [--endpoint URL]
     python starter.py compensate MINT_ID
-    python starter.py maintenance on|off
-    python starter.py emergency on|off
-    python starter.py endpoints list | set URL[,URL...] | reset
+    python starter.py maintenance on|off|status
+    python starter.py emergency on|off|status
+    python starter.py endpoints list [--json] | set URL[,URL...] | reset
     python starter.py breaker list [--max-age SECONDS]
-    python starter.py breaker open|close|disable|reset NAME [--force]
+    python starter.py breaker open|close|disable|reset NAME|URL [--force]
+    python starter.py health [--json] [--latest [--schedule ID]] [--timeout SECONDS]
 
 Reads TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and TEMPORAL_TASK_QUEUE (defaults: 127.0.0.1:7233,
-default, mint-saga). The runtime settings (maintenance, emergency, endpoints, breaker
-overrides) live in Postgres: those commands read DATABASE_URL instead, record who changed what
-($USER@hostname), and workers pick the change up within a poll (5 s).
+default, mint-saga), and MINTSAGA_CODEC_KEYS: payloads encrypted as the worker's (codec/).
+The runtime settings (maintenance, emergency, endpoints, breaker overrides) live in Postgres:
+those commands read DATABASE_URL instead, record who changed what ($USER@hostname), and
+workers pick the change up within a poll (5 s). `show` reads both: the
+workflow's history from Temporal and the mint's `mint_events` rows from DATABASE_URL (left out,
+with a note, when it is unset). docs/runbook.md walks the operator's procedures.
 
 Starting the same request twice returns the same workflow, finished or not; the same
 `mint_id` with another request is refused, naming the fields that differ. An image URL must be
@@ -29,18 +34,20 @@ import asyncio
 import getpass
 import ipaddress
 import json
+import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -53,12 +60,22 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from clients.errors import ServiceError
+from clients.errors import ServiceError, redact_url
 from clients.images import is_link_local, is_public_address
+from clients.mint_store import MintStore
+from clients.mint_timeline import (
+    Entry,
+    awaiting_since_from_history,
+    event_entries,
+    failure_text,
+    history_entries,
+    last_failure_from_history,
+    merge,
+    pending_entries,
+)
 from clients.process_exit import exit_now
 from clients.runtime_config import (
     RuntimeConfigError,
@@ -67,7 +84,12 @@ from clients.runtime_config import (
     SettingChange,
     solana_endpoints_for,
 )
+from clients.settings import SettingsError
 from clients.stages import MintStage
+from codec import data_converter_from_env
+from observability import health as health_checks
+from observability.logging import configure_logging
+from observability.tracing import configure_tracing, interceptors, shutdown_tracing
 from workflows.mint_saga import MINT_STAGE, MINT_STATUS, MintSaga
 from workflows.models import (
     MintRequest,
@@ -89,11 +111,13 @@ class StarterError(RuntimeError):
 
 
 async def connect(address: str | None = None, namespace: str | None = None) -> Client:
-    """A client with the pydantic converter the worker uses."""
+    """A client with the converter the worker uses (pydantic; the codec with
+    MINTSAGA_CODEC_KEYS set)."""
     return await Client.connect(
         address or os.environ.get("TEMPORAL_ADDRESS") or "127.0.0.1:7233",
         namespace=namespace or os.environ.get("TEMPORAL_NAMESPACE") or "default",
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter_from_env(),  # MINTSAGA_CODEC_KEYS: encrypted payloads
+        interceptors=interceptors(),
     )
 
 
@@ -296,6 +320,158 @@ async def list_mints(client: Client, *, stuck: bool = False) -> list[dict[str, A
     return rows
 
 
+# A status query that no worker answers (none polling the queue) gives up after this.
+STATUS_QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+async def _status_or_none(
+    handle: WorkflowHandle[MintSaga, MintResult],
+) -> tuple[StatusView | None, str | None]:
+    """The `status` query's answer, or None and why not (no worker answering, say)."""
+    try:
+        return await handle.query(MintSaga.status, rpc_timeout=STATUS_QUERY_TIMEOUT), None
+    except WorkflowQueryFailedError as exc:
+        return None, f"the status query failed: {exc.message}"
+    except RPCError as exc:
+        return (
+            None,
+            f"no worker answered the status query ({exc.status.name if exc.status else exc})",
+        )
+
+
+async def stuck_mints(client: Client) -> list[dict[str, Any]]:
+    """The mints waiting for an operator, the longest waiting first: those AWAITING_OPERATOR
+    (a step spent its retries) and those FAILED and still running (a compensation did).
+
+    Each row: ``mint_id``, ``workflow_id``, ``stage``, ``awaiting_steps``, ``last_error``
+    (``step``, ``type``, ``kind``, ``message``), ``awaiting_since`` and ``waiting_s`` (from the
+    status query, else from when the history set ``MintStatus``), ``started``, ``past_pivot``
+    and ``note`` (set when no worker answered and the row comes from the history).
+    """
+    query = (
+        f'WorkflowType="MintSaga" AND (MintStatus="{MintStatus.AWAITING_OPERATOR.value}"'
+        f' OR (MintStatus="{MintStatus.FAILED.value}" AND ExecutionStatus="Running"))'
+    )
+    now = datetime.now(UTC)
+    rows = [
+        await _stuck_row(client, execution, now) async for execution in client.list_workflows(query)
+    ]
+    return sorted(rows, key=lambda row: row["awaiting_since"] or now)
+
+
+async def _stuck_row(client: Client, execution: WorkflowExecution, now: datetime) -> dict[str, Any]:
+    handle = client.get_workflow_handle_for(MintSaga.run, execution.id, run_id=execution.run_id)
+    view, note = await _status_or_none(handle)
+    row: dict[str, Any] = {
+        "mint_id": execution.id.removeprefix("mint-"),
+        "workflow_id": execution.id,
+        "stage": execution.typed_search_attributes.get(MINT_STAGE),
+        "awaiting_steps": [],
+        "last_error": None,
+        "awaiting_since": None,
+        "waiting_s": None,
+        "started": execution.start_time,
+        "past_pivot": None,
+        "note": note,
+    }
+    if view is not None:
+        row["stage"] = view.stage.value
+        row["awaiting_steps"] = list(view.awaiting_steps) or (
+            [view.awaiting_step] if view.awaiting_step else []
+        )
+        row["last_error"] = view.last_error.model_dump() if view.last_error else None
+        row["awaiting_since"] = view.awaiting_since
+        row["past_pivot"] = view.past_pivot
+    else:
+        found = await last_failure_from_history(handle, client.data_converter)
+        if found is not None:
+            row["last_error"] = {"step": found[0], **found[1]}
+    if row["awaiting_since"] is None:  # a worker older than `awaiting_since`, or none answering
+        row["awaiting_since"] = await awaiting_since_from_history(handle)
+    if row["awaiting_since"] is not None:
+        row["waiting_s"] = max(0.0, (now - row["awaiting_since"]).total_seconds())
+    return row
+
+
+async def mint_events(mint_id: str, url: str | None = None) -> tuple[list[Entry], str | None]:
+    """The mint's rows in ``mint_events`` as timeline entries, or none and why not."""
+    url = url or os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        return [], "DATABASE_URL is not set: the mint_events rows are not shown"
+    try:
+        store = await MintStore.connect(url, min_size=1, max_size=1, command_timeout=10.0)
+    except ServiceError as exc:
+        return [], f"mint_events not shown: cannot reach the database (DATABASE_URL): {exc}"
+    try:
+        return event_entries(await store.events(mint_id)), None
+    except ServiceError as exc:
+        return [], f"mint_events not shown: {exc}"
+    finally:
+        await store.close()
+
+
+async def mint_timeline(
+    client: Client, mint_id: str, *, database_url: str | None = None
+) -> dict[str, Any]:
+    """Everything `show` prints: where the mint stands and its timeline, oldest first.
+
+    The timeline merges the workflow history (steps, attempts, failures, search attribute
+    changes, operators' signals and updates, the outcome), the ``mint_events`` rows
+    (DATABASE_URL; left out with a note when unset or unreachable) and, while the mint runs,
+    its pending steps. A finished mint shows the same. A `StarterError` when neither Temporal
+    nor the event table knows the mint.
+    """
+    handle = _handle(client, mint_id)
+    notes: list[str] = []
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise StarterError(f"show {mint_id}: {exc.message}") from exc
+        description = None
+    events, why_not = await mint_events(mint_id, database_url)
+    if why_not:
+        notes.append(why_not)
+    if description is None:
+        if not events:
+            checked = "" if why_not else ", and no row in mint_events"
+            raise StarterError(
+                f"show {mint_id}: no such mint (no workflow {workflow_id_for(mint_id)}{checked})"
+            )
+        notes.append(f"no workflow {workflow_id_for(mint_id)} (its history may have expired)")
+        return {
+            "mint_id": mint_id,
+            "workflow_id": workflow_id_for(mint_id),
+            "run_id": None,
+            "execution_status": None,
+            "status": None,
+            "stage": None,
+            "view": None,
+            "notes": notes,
+            "timeline": [entry.as_json() for entry in merge(events)],
+        }
+    history = await history_entries(handle, client.data_converter)
+    running = description.status == WorkflowExecutionStatus.RUNNING
+    view, pending = None, []
+    if running:
+        view, why_not = await _status_or_none(handle)
+        if why_not:
+            notes.append(why_not)
+        pending = await pending_entries(description, client.data_converter)
+    attributes = description.typed_search_attributes
+    return {
+        "mint_id": mint_id,
+        "workflow_id": description.id,
+        "run_id": description.run_id,
+        "execution_status": description.status.name if description.status else None,
+        "status": view.status.value if view else attributes.get(MINT_STATUS),
+        "stage": view.stage.value if view else attributes.get(MINT_STAGE),
+        "view": view.model_dump(mode="json") if view else None,
+        "notes": notes,
+        "timeline": [entry.as_json() for entry in merge(history, events, pending)],
+    }
+
+
 # ------------------------------------------------------------------------------- runtime settings
 
 # `breaker ACTION NAME` -> the override it sets (resilience.breaker.Override values).
@@ -363,15 +539,57 @@ async def set_breaker_override(
     force: bool = False,
 ) -> SettingChange:
     """Override one breaker on every worker; refused for a name no worker reports (a typo
-    would change nothing) unless ``force`` or no worker reports anything yet."""
-    if override != "none" and not force:
-        known = sorted({report["name"] for report in await store.breakers()})
-        if known and name not in known:
-            raise StarterError(
-                f"breaker {name}: no worker reports a breaker by that name (known: "
-                f"{', '.join(known)}); nothing changed (--force sets it anyway)"
-            )
+    would change nothing) unless ``force`` or no worker reports anything yet.
+
+    ``name`` is a breaker's name as `breaker list` prints it, or the endpoint's URL as
+    configured (credentials, query and a trailing slash aside: see `breaker_name_for`).
+    """
+    name = await _known_breaker(store, name, check=override != "none" and not force)
     return await store.set_breaker_override(name, override, by or operator())
+
+
+async def reset_breaker(
+    store: RuntimeConfigStore, name: str, *, by: str | None = None, force: bool = False
+) -> list[SettingChange]:
+    """Close a breaker now on every worker and release its override (the spec's manual reset
+    once the endpoint is verified); the name as in `set_breaker_override`."""
+    name = await _known_breaker(store, name, check=not force)
+    return await store.reset_breaker(name, by or operator())
+
+
+async def _known_breaker(store: RuntimeConfigStore, given: str, *, check: bool) -> str:
+    known = sorted({report["name"] for report in await store.breakers()})
+    name = breaker_name_for(given, known)
+    if check and known and name not in known:
+        raise StarterError(
+            f"breaker {name}: no worker reports a breaker by that name (known: "
+            f"{', '.join(known)}); nothing changed (--force sets it anyway)"
+        )
+    return name
+
+
+def breaker_name_for(given: str, known: Iterable[str]) -> str:
+    """The breaker ``given`` means: a name as `breaker list` prints it, or an endpoint's URL
+    as configured. Workers name a breaker by its endpoint's URL without credentials, query or
+    key-like path part (`clients.errors.redact_url`); so a URL matches the known name that
+    differs only in those, case of scheme and host, or a trailing slash. A URL no worker
+    reports is redacted the same way, so no credential is ever stored as a name."""
+    names = set(known)
+    if given in names or "://" not in given:
+        return given
+    wanted = _breaker_key(given)
+    matches = sorted(name for name in names if _breaker_key(name) == wanted)
+    if len(matches) > 1:
+        raise StarterError(f"breaker {given}: matches {', '.join(matches)}; name one of them")
+    return matches[0] if matches else redact_url(given)
+
+
+def _breaker_key(name: str) -> str:
+    if "://" not in name:
+        return name
+    parts = urlsplit(redact_url(name))
+    scheme = "postgresql" if parts.scheme.lower() == "postgres" else parts.scheme.lower()
+    return urlunsplit((scheme, parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
 
 
 async def list_breakers(
@@ -437,7 +655,9 @@ def _print_status(view: StatusView) -> None:
     print(f"  signature     {view.signature or '-'}")
     print(f"  past pivot    {view.past_pivot}")
     if view.awaiting_operator:
-        print(f"  WAITING at {view.awaiting_step}: retry or compensate with starter.py")
+        since = f" since {view.awaiting_since:%Y-%m-%d %H:%M:%S %Z}" if view.awaiting_since else ""
+        steps = ", ".join(view.awaiting_steps) or view.awaiting_step
+        print(f"  WAITING at {steps}{since}: retry or compensate with starter.py")
     if view.last_error:
         error = view.last_error
         print(f"  last error    {error.step}: {error.type} ({error.kind}): {error.message}")
@@ -478,21 +698,103 @@ async def cmd_status(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _error_cell(error: dict[str, Any] | None, limit: int = 80) -> str:
+    if not error:
+        return "-"
+    return _clip(f"{error.get('type') or 'error'}: {error.get('message', '')}", limit)
+
+
 async def cmd_list(client: Client, args: argparse.Namespace) -> int:
-    rows = await list_mints(client, stuck=args.stuck)
+    if args.stuck:
+        return _print_stuck(await stuck_mints(client), as_json=args.json)
+    rows = await list_mints(client)
     now = datetime.now(UTC)
+    if args.json:
+        _print_json({"mints": rows})
+        return 0
+    table = [("MINT_ID", "STATUS", "STAGE", "AGE")]
     for row in rows:
-        age = now - row["started"]
-        line = f"{row['mint_id']:<40} {row['status'] or '-':<18} {row['stage'] or '-':<21} {age}"
-        if args.stuck:
-            view = await get_status(client, row["mint_id"])
-            error = view.last_error
-            line += (
-                f"  at {view.awaiting_step}: {error.type + ': ' + error.message if error else ''}"
-            )
-        print(line)
+        age = _age((now - row["started"]).total_seconds())
+        table.append((row["mint_id"], row["status"] or "-", row["stage"] or "-", age))
+    print("\n".join(_table(table)) if rows else "no mints")
+    return 0
+
+
+def _print_stuck(rows: list[dict[str, Any]], *, as_json: bool) -> int:
+    if as_json:
+        _print_json({"stuck": rows})
+        return 0
     if not rows:
-        print("no stuck mints" if args.stuck else "no mints")
+        print("no stuck mints")
+        return 0
+    table = [("MINT_ID", "STAGE", "WAITING AT", "WAITING FOR", "LAST ERROR")]
+    for row in rows:
+        waited = "?" if row["waiting_s"] is None else _age(row["waiting_s"])
+        table.append(
+            (
+                row["mint_id"],
+                row["stage"] or "-",
+                ",".join(row["awaiting_steps"]) or "?",
+                waited,
+                _error_cell(row["last_error"]),
+            )
+        )
+    for line in _table(table):
+        print(line)
+    for row in rows:
+        if row["note"]:
+            print(f"{row['mint_id']}: {row['note']}")
+    print(
+        f"{len(rows)} mint(s) waiting: `starter.py show MINT_ID` for the story, then"
+        " `starter.py retry MINT_ID` or `starter.py compensate MINT_ID`"
+    )
+    return 0
+
+
+async def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    shown = await mint_timeline(client, args.mint_id)
+    if args.json:
+        _print_json(shown)
+        return 0
+    view = shown["view"]
+    state = f"{shown['status'] or '-'} at {shown['stage'] or '-'}"
+    run = shown["execution_status"] or "no workflow"
+    print(f"mint {shown['mint_id']}: {state} (workflow {shown['workflow_id']}: {run})")
+    if view and view["awaiting_operator"]:
+        since = view.get("awaiting_since")
+        waited = ""
+        if since:
+            seconds = (datetime.now(UTC) - datetime.fromisoformat(since)).total_seconds()
+            waited = f" for {_age(seconds)}"
+        steps = ", ".join(view["awaiting_steps"] or [view["awaiting_step"]])
+        verb = "retry" if view["past_pivot"] else "retry or compensate"
+        print(f"  WAITING at {steps}{waited}: {verb} (starter.py retry|compensate MINT_ID)")
+    if view and view["last_error"]:
+        error = view["last_error"]
+        print(f"  last error  {error['step']}: {failure_text(error)}")
+    for note in shown["notes"]:
+        print(f"  note: {note}")
+    day = None
+    for entry in shown["timeline"]:
+        at = datetime.fromisoformat(entry["at"])
+        if at.date() != day:
+            day = at.date()
+            print(f"{day.isoformat()} (UTC)")
+        clock = f"{at:%H:%M:%S}.{at.microsecond // 1000:03d}"
+        print(f"  {clock}  {entry['source']:<7}  {entry['text']}")
     return 0
 
 
@@ -517,7 +819,22 @@ def _print_change(change: SettingChange) -> None:
         print(f"  (last set by {change.previous_by})")
 
 
+async def _print_switch(store: RuntimeConfigStore, key: str) -> int:
+    """`maintenance status` / `emergency status`: on or off, who set it and when."""
+    entry = next((entry for entry in await store.entries() if entry.key == key), None)
+    if entry is None:
+        print(f"{key}: off (never set)")
+    else:
+        state = "on" if entry.value else "off"
+        print(
+            f"{key}: {state}, set by {entry.updated_by} at {entry.updated_at:%Y-%m-%d %H:%M:%S %Z}"
+        )
+    return 0
+
+
 async def cmd_maintenance(store: RuntimeConfigStore, args: argparse.Namespace) -> int:
+    if args.state == "status":
+        return await _print_switch(store, "maintenance")
     change = await set_maintenance(store, args.state == "on")
     _print_change(change)
     if change.new:
@@ -526,6 +843,8 @@ async def cmd_maintenance(store: RuntimeConfigStore, args: argparse.Namespace) -
 
 
 async def cmd_emergency(store: RuntimeConfigStore, args: argparse.Namespace) -> int:
+    if args.state == "status":
+        return await _print_switch(store, "emergency")
     change = await set_emergency(store, args.state == "on")
     _print_change(change)
     if change.new:
@@ -537,34 +856,97 @@ def _split_urls(items: Sequence[str]) -> list[str]:
     return [url.strip() for item in items for url in item.split(",") if url.strip()]
 
 
-async def cmd_endpoints(store: RuntimeConfigStore, args: argparse.Namespace) -> int:
-    if args.action == "set":
-        _print_change(await set_endpoints(store, _split_urls(args.urls)))
-        return 0
-    if args.action == "reset":
-        _print_change(await set_endpoints(store, None))
-        return 0
+async def endpoints_in_use(store: RuntimeConfigStore) -> dict[str, Any]:
+    """The Solana endpoints: the setting (the runtime override, or SOLANA_RPC_ENDPOINTS as
+    this shell sees it), the order it makes (emergency mode skips the primary), and what each
+    worker reported using at its last poll, primary first. URLs are redacted."""
     settings = await store.load()
     entries = {entry.key: entry for entry in await store.entries()}
-    configured = configured_endpoints()
-    if settings.solana_endpoints is None:
-        print("solana endpoints: from SOLANA_RPC_ENDPOINTS (no runtime override)")
-        if not configured:
-            print("  (SOLANA_RPC_ENDPOINTS is not set in this shell: the workers' own list)")
-    else:
-        entry = entries["solana_endpoints"]
-        print(
-            f"solana endpoints: runtime override, set by {entry.updated_by}"
-            f" at {entry.updated_at:%Y-%m-%d %H:%M:%S %Z}"
-        )
-    listed = settings.solana_endpoints or configured
+    override = settings.solana_endpoints is not None
+    entry = entries.get("solana_endpoints") if override else None
+    listed = settings.solana_endpoints or configured_endpoints()
     effective = solana_endpoints_for(settings, listed)
-    for position, url in enumerate(listed, start=1):
+    return {
+        "source": "runtime override" if override else "SOLANA_RPC_ENDPOINTS",
+        "set_by": entry.updated_by if entry else None,
+        "set_at": entry.updated_at if entry else None,
+        "listed": [redact_url(url) for url in listed],
+        "effective": [redact_url(url) for url in effective],
+        "emergency": settings.emergency,
+        "workers": workers_endpoints(await store.breakers()),
+    }
+
+
+# A worker reports every poll (5 s); one silent for longer than this has stopped or is cut off.
+STALE_REPORT_S = 30.0
+
+
+def workers_endpoints(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per worker, from its breaker reports: the Solana endpoints it uses, primary first
+    (a worker reports each one's `solana_position`), with each breaker's state."""
+    workers: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        worker = workers.setdefault(
+            report["worker_id"],
+            {"worker_id": report["worker_id"], "age_s": report["age_s"], "endpoints": []},
+        )
+        worker["age_s"] = min(worker["age_s"], report["age_s"])
+        position = report["snapshot"].get("solana_position")
+        if isinstance(position, int):
+            worker["endpoints"].append(
+                {
+                    "position": position,
+                    "name": report["name"],
+                    "state": report["snapshot"].get("state"),
+                }
+            )
+    for worker in workers.values():
+        worker["endpoints"].sort(key=lambda endpoint: endpoint["position"])
+    return sorted(workers.values(), key=lambda worker: worker["worker_id"])
+
+
+async def cmd_endpoints(store: RuntimeConfigStore, args: argparse.Namespace) -> int:
+    if args.action in ("set", "reset"):
+        urls = _split_urls(args.urls) if args.action == "set" else None
+        _print_change(await set_endpoints(store, urls))
+        print("  workers apply it at their next poll (5 s): `starter.py endpoints list` shows it")
+        return 0
+    view = await endpoints_in_use(store)
+    if args.json:
+        _print_json(view)
+        return 0
+    if view["set_by"]:
+        print(
+            f"solana endpoints: runtime override, set by {view['set_by']}"
+            f" at {view['set_at']:%Y-%m-%d %H:%M:%S %Z}"
+        )
+    else:
+        print("solana endpoints: from SOLANA_RPC_ENDPOINTS (no runtime override)")
+        if not view["listed"]:
+            print("  (SOLANA_RPC_ENDPOINTS is not set in this shell: the workers' own list)")
+    for position, url in enumerate(view["listed"], start=1):
         role = "primary" if position == 1 else "backup"
-        skipped = "  (skipped: emergency mode)" if url not in effective else ""
+        skipped = "  (skipped: emergency mode)" if url not in view["effective"] else ""
         print(f"  {position}. {url}  {role}{skipped}")
-    if settings.emergency:
+    if view["emergency"]:
         print("emergency mode is on: the primary is skipped while there is a backup")
+    workers = view["workers"]
+    if not workers:
+        print("no worker reports what it uses (none running, or none reached the database)")
+    for worker in workers:
+        used = [endpoint["name"] for endpoint in worker["endpoints"]]
+        if not used:
+            verdict = "reports no endpoint order (a worker older than this starter)"
+        elif not view["effective"] or used == view["effective"]:
+            verdict = "uses"
+        else:
+            verdict = "uses (not the order above yet: it applies it at its next poll, 5 s)"
+        stale = ""
+        if worker["age_s"] > STALE_REPORT_S:
+            stale = " [no report since: stopped, or cut off from the database?]"
+        print(f"worker {worker['worker_id']} ({_age(worker['age_s'])} ago{stale}) {verdict}")
+        for endpoint in worker["endpoints"]:
+            print(f"  {endpoint['position']}. {endpoint['name']}  breaker {endpoint['state']}")
     return 0
 
 
@@ -612,7 +994,7 @@ def _breaker_table(reports: list[dict[str, Any]], settings: RuntimeSettings) -> 
 async def cmd_breaker(store: RuntimeConfigStore, args: argparse.Namespace) -> int:
     if args.action != "list":
         if args.action == "reset":
-            changes = await store.reset_breaker(args.name, operator())
+            changes = await reset_breaker(store, args.name, force=args.force)
         else:
             changes = [
                 await set_breaker_override(
@@ -669,6 +1051,48 @@ async def _run_settings_command(args: argparse.Namespace) -> int:
         await store.close()
 
 
+# ------------------------------------------------------------------------------- health
+
+
+async def cmd_health(client: Client, args: argparse.Namespace) -> int:
+    """Probe every dependency now (a `HealthCheck` run on the task queue), or read the newest
+    scheduled run; print the table; 1 when any check fails."""
+    try:
+        if args.latest:
+            found = await health_checks.latest_scheduled(client, schedule_id=args.schedule)
+            if found is None:
+                raise StarterError(
+                    f"health: schedule {args.schedule} has not started a run yet"
+                    " (run `starter.py health` without --latest to probe now)"
+                )
+            workflow_id, rows = found
+        else:
+            workflow_id, rows = await health_checks.run_health_check(
+                client, task_queue(), run_timeout=timedelta(seconds=args.timeout)
+            )
+    except WorkflowFailureError as exc:
+        raise StarterError(
+            f"health: the check did not finish ({exc.cause}); is a worker polling"
+            f" {task_queue()} (TEMPORAL_TASK_QUEUE)?"
+        ) from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise StarterError(
+                f"health: no schedule {args.schedule} (a worker creates it at startup unless"
+                f" {health_checks.INTERVAL_SETTING}=0)"
+            ) from exc
+        raise StarterError(f"health: {exc.message}") from exc
+    failing = [row for row in rows if not row.ok]
+    if args.json:
+        _print_json(health_checks.as_json(workflow_id, rows))
+    else:
+        for line in health_checks.table(rows):
+            print(line)
+        verdict = f"{len(failing)} of {len(rows)} checks failing" if failing else "all ok"
+        print(f"{verdict} ({workflow_id})")
+    return 1 if failing or not rows else 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="starter.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -684,8 +1108,19 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
     listing = commands.add_parser("list", help="mints, newest first")
-    listing.add_argument("--stuck", action="store_true", help="only those awaiting an operator")
+    listing.add_argument(
+        "--stuck",
+        action="store_true",
+        help="only those awaiting an operator: stage, step, last error, how long they waited",
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON object")
     listing.set_defaults(func=cmd_list)
+    show = commands.add_parser(
+        "show", help="a mint's timeline: its workflow history and mint_events, merged by time"
+    )
+    show.add_argument("mint_id")
+    show.add_argument("--json", action="store_true", help="one JSON object")
+    show.set_defaults(func=cmd_show)
     again = commands.add_parser("retry", help="retry the step a mint waits at")
     again.add_argument("mint_id")
     again.add_argument("--priority-fee", type=int, default=None, help="micro-lamports per CU")
@@ -697,14 +1132,17 @@ def parser() -> argparse.ArgumentParser:
 
     # Runtime settings: Postgres (DATABASE_URL), not Temporal.
     maintenance = commands.add_parser("maintenance", help="new mints wait at the start (on/off)")
-    maintenance.add_argument("state", choices=("on", "off"))
+    maintenance.add_argument("state", choices=("on", "off", "status"))
     maintenance.set_defaults(func=cmd_maintenance, settings=True)
     emergency = commands.add_parser("emergency", help="Solana traffic to the backups (on/off)")
-    emergency.add_argument("state", choices=("on", "off"))
+    emergency.add_argument("state", choices=("on", "off", "status"))
     emergency.set_defaults(func=cmd_emergency, settings=True)
     endpoints = commands.add_parser("endpoints", help="the Solana RPC endpoints in use")
     endpoint_actions = endpoints.add_subparsers(dest="action", required=True)
-    endpoint_actions.add_parser("list", help="the endpoints workers use, primary first")
+    endpoint_list = endpoint_actions.add_parser(
+        "list", help="the setting, and the endpoints each worker uses, primary first"
+    )
+    endpoint_list.add_argument("--json", action="store_true", help="one JSON object")
     endpoint_set = endpoint_actions.add_parser("set", help="replace them, primary first")
     endpoint_set.add_argument("urls", nargs="+", metavar="URL[,URL...]")
     endpoint_actions.add_parser("reset", help="back to each worker's SOLANA_RPC_ENDPOINTS")
@@ -723,9 +1161,26 @@ def parser() -> argparse.ArgumentParser:
     }
     for action, text in helps.items():
         sub = breaker_actions.add_parser(action, help=text)
-        sub.add_argument("name", help="the breaker's name, as `breaker list` shows it")
+        sub.add_argument(
+            "name", help="the breaker's name, as `breaker list` shows it, or the endpoint's URL"
+        )
         sub.add_argument("--force", action="store_true", help="even if no worker reports that name")
     breaker.set_defaults(func=cmd_breaker, settings=True)
+
+    health = commands.add_parser(
+        "health", help="probe every dependency now and print the table (exit 1 on a failure)"
+    )
+    health.add_argument("--json", action="store_true", help="end with one JSON object")
+    health.add_argument(
+        "--latest", action="store_true", help="the newest scheduled run instead of a new one"
+    )
+    health.add_argument(
+        "--schedule", default=health_checks.HEALTH_SCHEDULE_ID, help="with --latest: its id"
+    )
+    health.add_argument(
+        "--timeout", type=float, default=120.0, metavar="SECONDS", help="give up after this"
+    )
+    health.set_defaults(func=cmd_health)
     return top
 
 
@@ -746,5 +1201,20 @@ async def _main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _observed_main(argv: list[str] | None = None) -> int:
+    """`_main` with the log format (LOG_FORMAT) and tracing the environment asks for."""
+    try:
+        configure_logging(level=logging.WARNING)  # a command prints its own answer
+        configure_tracing("mintsaga-starter")
+        data_converter_from_env()  # MINTSAGA_CODEC_KEYS, checked before anything runs
+    except SettingsError as exc:
+        print(f"starter: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_main(argv))
+    finally:
+        shutdown_tracing()  # flush spans: exit_now skips atexit
+
+
 if __name__ == "__main__":
-    exit_now(asyncio.run(_main()))
+    exit_now(_observed_main())

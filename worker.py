@@ -22,10 +22,10 @@ from typing import Any
 
 import httpx
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.database import DatabaseActivities
+from activities.health import HealthActivities
 from activities.ipfs import IpfsActivities
 from activities.runtime import RuntimeActivities
 from activities.solana import SolanaActivities
@@ -49,12 +49,24 @@ from clients.runtime_config import (
 from clients.settings import Settings, SettingsError
 from clients.solana_minter import SolanaMinter
 from clients.solana_rpc import SolanaRpc
+from codec import data_converter_from_env
+from observability.health import interval_from_env as health_interval_from_env
+from observability.health import maintain_health_schedule
+from observability.logging import configure_logging
+from observability.metrics import record_breaker_transition, serve_metrics, serving, watch_pool
+from observability.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
+from observability.sampler import every, sample_wallet, sampling_visibility
+from observability.temporal_metrics import temporal_runtime
+from observability.tracing import configure_tracing, interceptors, shutdown_tracing
 from resilience.breaker import BreakerRegistry, Override
+from workflows.health import HealthCheck, HealthPinCleanup
 from workflows.mint_saga import MintSaga
 
 log = logging.getLogger("mintsaga.worker")
 WORKER_DRAIN_S = 30.0
 HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# Every workflow a worker runs: the saga, and the health probes on their schedule.
+WORKFLOWS = [MintSaga, HealthCheck, HealthPinCleanup]
 
 
 @contextlib.asynccontextmanager
@@ -67,7 +79,7 @@ async def mint_activities(
     """
     payer = load_keypair_file(settings.mint_authority_keypair)
     seed = parse_seed(settings.mint_key_seed.get_secret_value())
-    breakers = breakers or BreakerRegistry()
+    breakers = breakers or BreakerRegistry(on_transition=record_breaker_transition)
     async with (
         httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http,
         SolanaRpc(
@@ -81,12 +93,14 @@ async def mint_activities(
                 max_size=settings.db_pool_max,
             )
         ).guard(breakers)
+        watch_pool(store.pool)
+        samplers = contextlib.AsyncExitStack()  # while /metrics is served (observability)
         runtime = RuntimeConfigStore(store.pool, dsn=settings.database_url.get_secret_value())
         watcher = RuntimeConfigWatcher(
             runtime,
             worker_id=f"{socket.gethostname()}:{os.getpid()}",
             on_change=lambda old, new: apply_runtime(old, new, settings, rpc, breakers),
-            report=lambda: [breaker.snapshot() for breaker in breakers.all()],
+            report=lambda: breaker_report(breakers, rpc),
         )
         watcher.start()
         # Start with the operator's settings; with the database down, go on with the env's.
@@ -125,6 +139,22 @@ async def mint_activities(
             solana = SolanaActivities(minter=minter, store=store)
             verification = VerificationActivities(minter=minter, gateways=gateways, store=store)
             runtime_steps = RuntimeActivities(watcher=watcher)
+            # Health probes: their own clients, around the breakers (activities/health.py).
+            health = HealthActivities.build(
+                settings,
+                http=http,
+                pool=store.pool,
+                solana_urls=lambda: [*settings.solana_rpc_endpoints, *rpc.urls],
+            )
+            if serving():
+                wallet = str(payer.pubkey())
+                await samplers.enter_async_context(
+                    every(
+                        SAMPLE_INTERVAL_S,
+                        lambda: sample_wallet(lambda: minter.balance(wallet)),
+                        name="system wallet",
+                    )
+                )
             yield [
                 ipfs.check_ipfs,
                 ipfs.compute_image_cid,
@@ -146,10 +176,26 @@ async def mint_activities(
                 verification.check_partner_view,
                 verification.check_db_consistency,
                 runtime_steps.wait_out_maintenance,
+                *health.activities(),
             ]
         finally:
+            await samplers.aclose()
             await watcher.stop()  # before the store: it shares the pool
             await store.close()
+
+
+def breaker_report(breakers: BreakerRegistry, rpc: SolanaRpc) -> list[dict[str, Any]]:
+    """What a worker reports at each poll (`starter.py breaker list`): every breaker's snapshot,
+    the Solana endpoints it uses now carrying their `solana_position` (1: the primary), so
+    `starter.py endpoints list` shows what each worker uses."""
+    positions = {name: place for place, name in enumerate(rpc.endpoints, start=1)}
+    for index in range(len(positions)):
+        rpc.breaker(index)  # created now, so an endpoint not called yet is reported too
+    return [
+        breaker.snapshot()
+        | ({"solana_position": positions[breaker.name]} if breaker.name in positions else {})
+        for breaker in breakers.all()
+    ]
 
 
 async def apply_runtime(
@@ -184,17 +230,25 @@ async def connect_temporal(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter_from_env(),  # MINTSAGA_CODEC_KEYS: encrypted payloads
+        interceptors=interceptors(),
+        runtime=temporal_runtime() if settings.metrics_port else None,
     )
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect_temporal(settings)
-    async with mint_activities(settings) as activities:
+    metrics = serve_metrics(settings.metrics_port) if settings.metrics_port else None
+    if metrics is not None:
+        log.info("metrics on %s", metrics.url)
+    visibility = (
+        sampling_visibility(client, settings.task_queue) if metrics else contextlib.nullcontext()
+    )
+    async with mint_activities(settings) as activities, visibility:
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[MintSaga],
+            workflows=WORKFLOWS,
             activities=activities,
             graceful_shutdown_timeout=timedelta(seconds=WORKER_DRAIN_S),
         )
@@ -205,6 +259,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 settings.temporal_address,
                 settings.temporal_namespace,
             )
+            await maintain_health_schedule(client, settings.task_queue)
             await stop.wait()
             log.info("draining: no new tasks, running activities get %.0f s", WORKER_DRAIN_S)
     log.info("worker stopped")
@@ -212,9 +267,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
 
 async def _main() -> int:
     try:
+        configure_logging()  # LOG_FORMAT; secrets from the environment kept out of every line
+        configure_tracing("mintsaga-worker")
         settings = Settings.from_env()
         load_keypair_file(settings.mint_authority_keypair)
         parse_seed(settings.mint_key_seed.get_secret_value())
+        health_interval_from_env()  # HEALTH_CHECK_INTERVAL_S, checked before anything starts
+        data_converter_from_env()  # MINTSAGA_CODEC_KEYS, likewise
     except (SettingsError, KeyMaterialError) as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
@@ -222,12 +281,15 @@ async def _main() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_worker(settings, stop)
+    try:
+        await run_worker(settings, stop)
+    except SettingsError as exc:  # METRICS_PORT taken
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for chatty in ("httpx", "httpx2"):  # one INFO line per request: our own logs say more
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    exit_now(asyncio.run(_main()))
+    code = asyncio.run(_main())
+    shutdown_tracing()  # flush spans: exit_now skips atexit
+    exit_now(code)

@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from activities.pacing import PACING
 from clients.errors import ErrorKind, ServiceError
+from observability.metrics import record_activity_attempt
 from workflows.policies import STEPS
 
 
@@ -57,7 +58,10 @@ class classified:
         self._beats: contextlib.AbstractAsyncContextManager[None] | None = None
 
     def __enter__(self) -> None:
-        return None
+        info = activity.info()
+        step = STEPS.get(info.activity_type)
+        service = step.service if step is not None else "ipfs"
+        record_activity_attempt(info.activity_type, service, info.attempt)
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
@@ -76,6 +80,7 @@ class classified:
             raise to_application_error(exc, info.attempt, delay_s) from None
 
     async def __aenter__(self) -> None:
+        self.__enter__()
         if self._heartbeat:
             self._beats = heartbeating()
             await self._beats.__aenter__()

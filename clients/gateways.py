@@ -15,6 +15,7 @@ import httpx
 from clients.cid import compute_cid, require_cid
 from clients.errors import ErrorKind, ServiceError, redact_url
 from clients.http_errors import status_error, transport_error
+from observability.metrics import record_failover
 from resilience.breaker import IPFS_BREAKER, BreakerRegistry
 from resilience.guard import through
 
@@ -49,6 +50,8 @@ class GatewayReader:
         version = require_cid(cid, service=SERVICE)
         last: ServiceError | None = None
         for url in self.urls:
+            if last is not None:
+                record_failover(SERVICE)  # the previous gateway failed
             try:
                 return await self._fetch_one(url, cid, version, max_bytes), url
             except ServiceError as exc:
@@ -78,7 +81,13 @@ class GatewayReader:
     async def _fetch_one(self, url: str, cid: str, version: int, max_bytes: int) -> bytes:
         """One gateway's verified answer, through that gateway's breaker."""
         breaker = self._breakers.get(redact_url(url), IPFS_BREAKER) if self._breakers else None
-        return await through(breaker, SERVICE, lambda: self._fetch(url, cid, version, max_bytes))
+        return await through(
+            breaker,
+            SERVICE,
+            lambda: self._fetch(url, cid, version, max_bytes),
+            endpoint=redact_url(url),
+            operation="fetch",
+        )
 
     async def _fetch(self, url: str, cid: str, version: int, max_bytes: int) -> bytes:
         action = f"fetch {cid}"

@@ -29,6 +29,7 @@ from clients.errors import ErrorKind, ServiceError
 from clients.gateways import GatewayReader
 from clients.kubo import KuboClient
 from clients.pinata import PinataClient
+from observability.metrics import record_failover
 
 __all__ = [
     "GatewayReader",
@@ -79,6 +80,7 @@ class IpfsUploader:
                 "pinata unavailable, failing over to kubo",
                 extra={"cid": cid, "code": primary.code, "endpoint": primary.endpoint},
             )
+            record_failover("ipfs")
             try:
                 got = await self._kubo.add(data, filename=filename)
             except ServiceError as backup:

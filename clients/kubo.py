@@ -121,11 +121,28 @@ class KuboClient:
         try:
             response = await self._http.post(f"{self.api_url}/api/v0/{command}", **kwargs)
         except httpx.RequestError as exc:
-            record_http(self.breaker, None, time.monotonic() - started)
+            record_http(
+                self.breaker,
+                None,
+                time.monotonic() - started,
+                service=SERVICE,
+                endpoint=self.api_url,
+                operation=action,
+            )
             raise transport_error(
                 exc, service=SERVICE, endpoint=self.api_url, action=action
             ) from exc
-        record_http(self.breaker, response.status_code, time.monotonic() - started)
+        # "not pinned" comes as a 500 but is an answer (an idempotent unpin's), not a fault:
+        # it must not count against the breaker or show as a failure.
+        answered = 200 if _says_not_pinned(response) else response.status_code
+        record_http(
+            self.breaker,
+            answered,
+            time.monotonic() - started,
+            service=SERVICE,
+            endpoint=self.api_url,
+            operation=action,
+        )
         return response
 
     async def _call(self, command: str, *, action: str, **kwargs: Any) -> httpx.Response:

@@ -829,7 +829,9 @@ class MintStore:
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """`_attempt` through the database's circuit breaker, when one is attached: after 3
         connection failures in a row calls fail at once for 10 s (the spec's DB breaker)."""
-        return await through(self.breaker, SERVICE, lambda: self._attempt(work))
+        return await through(
+            self.breaker, SERVICE, lambda: self._attempt(work), endpoint=self._endpoint
+        )
 
     async def _attempt(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``work`` on a pooled connection; classify what fails.

@@ -143,11 +143,25 @@ class PinataClient:
                 **kwargs,
             )
         except httpx.RequestError as exc:
-            record_http(self.breaker, None, time.monotonic() - started)
+            record_http(
+                self.breaker,
+                None,
+                time.monotonic() - started,
+                service=SERVICE,
+                endpoint=self.api_url,
+                operation=action,
+            )
             raise transport_error(
                 exc, service=SERVICE, endpoint=self.api_url, action=action, scrub=self._scrub
             ) from exc
-        record_http(self.breaker, response.status_code, time.monotonic() - started)
+        record_http(
+            self.breaker,
+            response.status_code,
+            time.monotonic() - started,
+            service=SERVICE,
+            endpoint=self.api_url,
+            operation=action,
+        )
         return response
 
     async def _call(self, method: str, path: str, *, action: str, **kwargs: Any) -> httpx.Response:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
-from clients.errors import ErrorKind, ServiceError
+from clients.errors import ErrorKind, ServiceError, redact_url
 from clients.mint_store import SERVICE, Phase, classify_error, create_pool, endpoint_and_secrets
 
 __all__ = [
@@ -151,7 +151,8 @@ def _on_off(value: bool) -> str:
 
 
 def _endpoints_text(value: tuple[str, ...] | None) -> str:
-    return "from SOLANA_RPC_ENDPOINTS" if value is None else ", ".join(value)
+    # Redacted: a provider's URL may carry its API key, and this text is printed and logged.
+    return "from SOLANA_RPC_ENDPOINTS" if value is None else ", ".join(map(redact_url, value))
 
 
 def describe_changes(old: RuntimeSettings, new: RuntimeSettings) -> list[str]:

@@ -96,6 +96,7 @@ class Settings(BaseModel):
     mint_image_dir: Path | None
     image_max_bytes: int
     image_allow_private_urls: bool
+    metrics_port: int = 0  # the worker's Prometheus endpoint; 0: none
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -148,4 +149,5 @@ class Settings(BaseModel):
             mint_image_dir=Path(image_dir) if image_dir else None,
             image_max_bytes=_int(env, "MINT_IMAGE_MAX_BYTES", 10 * 2**20, minimum=1),
             image_allow_private_urls=_bool(env, "MINT_IMAGE_ALLOW_PRIVATE_URLS"),
+            metrics_port=_int(env, "METRICS_PORT", 0, minimum=0, maximum=65535),
         )

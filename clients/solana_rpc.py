@@ -60,6 +60,7 @@ from clients.errors import (
     ServiceError,
     redact_url,
 )
+from observability.metrics import record_failover
 from resilience.breaker import SOLANA_BREAKER, BreakerRegistry, CircuitBreaker
 from resilience.guard import circuit_open, through
 
@@ -548,8 +549,10 @@ class SolanaRpc:
                         exc, endpoint=endpoint.name, method=method, fee_payer=fee_payer
                     ) from None
 
+            if last is not None:
+                record_failover(SERVICE)  # the previous endpoint failed retryably
             try:
-                return await through(breaker, SERVICE, attempt, admitted=True)
+                return await through(breaker, SERVICE, attempt, admitted=True, operation=method)
             except ServiceError as error:
                 if not error.retryable:
                     raise

@@ -1,4 +1,4 @@
-"""python -m devstack up | up --detach | down [--wipe] | env | status
+"""python -m devstack up [--detach] [--codec] | down [--wipe] | env | status
 
 Every command takes ``--state-dir`` (default ``.devstack``, or ``DEVSTACK_DIR``).
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ def _config(args: argparse.Namespace) -> StackConfig:
         "port_offset": getattr(args, "port_offset", None),
         "slot_ms": getattr(args, "slot_ms", None),
         "pinata_requests_per_minute": getattr(args, "pinata_rpm", None),
+        "codec": getattr(args, "codec", None),
     }
     if saved is not None:
         running = Supervisor(saved, progress=lambda _: None).pid("emulators") is not None
@@ -70,7 +72,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def _print_env(config: StackConfig) -> None:
     for name, value in config.worker_env().items():
-        print(f"export {name}={value}")
+        print(f"export {name}={shlex.quote(value)}")
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -117,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="Pinata requests a minute before 429 (180; 0 = no limit)",
+    )
+    up.add_argument(
+        "--codec",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="encrypt payloads (dev key) and run the codec server for the Temporal UI"
+        " (also DEVSTACK_CODEC=1; kept by later `up`s until `--no-codec`)",
     )
     up.set_defaults(func=cmd_up)
 

@@ -27,6 +27,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "gateway-1": 8080,
     "gateway-2": 8081,
     "admin": 8950,
+    "codec": 8960,  # the codec server, with `up --codec` only
 }
 
 SOLANA_ENDPOINTS = ("solana-1", "solana-2", "solana-3")
@@ -46,6 +47,7 @@ class StackConfig:
     pinata_jwt: str = DEVSTACK_PINATA_JWT
     external_database_url: str | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    codec: bool = False  # payload encryption and the codec server (`up --codec`)
 
     @classmethod
     def create(
@@ -55,6 +57,7 @@ class StackConfig:
         port_offset: int | None = None,
         slot_ms: int | None = None,
         pinata_requests_per_minute: int | None = None,
+        codec: bool | None = None,
     ) -> StackConfig:
         """Build a config from arguments, falling back to DEVSTACK_* variables, then defaults."""
         env = os.environ
@@ -72,6 +75,11 @@ class StackConfig:
             ),
             external_database_url=env.get("DATABASE_URL") or None,
             ports={name: port + offset for name, port in DEFAULT_PORTS.items()},
+            codec=(
+                codec
+                if codec is not None
+                else env.get("DEVSTACK_CODEC", "").strip().lower() in ("1", "true", "yes")
+            ),
         )
 
     # -- persistence, so the emulator process and the CLI read the same config --------------
@@ -123,7 +131,30 @@ class StackConfig:
         }
         for name in (*SOLANA_ENDPOINTS, "pinata", "kubo", *GATEWAYS, "admin"):
             out[name] = self.url(name)
+        if self.codec:
+            out["codec"] = self.url("codec")
         return out
+
+    def codec_env(self) -> dict[str, str]:
+        """With `codec` on: the dev key and the codec server's token (made on first use), and
+        the Temporal CLI's own settings for decoding through the codec server; else nothing."""
+        if not self.codec:
+            return {}
+        from devstack.dev_identity import ensure_codec_secrets
+
+        keys, token = ensure_codec_secrets(self.state_dir)
+        return {
+            "MINTSAGA_CODEC_KEYS": keys,
+            "MINTSAGA_CODEC_TOKEN": token,
+            "TEMPORAL_CODEC_ENDPOINT": self.url("codec"),
+            "TEMPORAL_CODEC_AUTH": f"Bearer {token}",
+        }
+
+    @property
+    def codec_ui_endpoint(self) -> str:
+        """The codec endpoint the Temporal UI is given: the token as the path prefix, since the
+        UI cannot send a header of its own (codec/server.py)."""
+        return f"{self.url('codec')}/{self.codec_env()['MINTSAGA_CODEC_TOKEN']}/"
 
     def worker_env(self) -> dict[str, str]:
         """Every setting the worker needs, as environment variables (dev key material made
@@ -145,4 +176,5 @@ class StackConfig:
             "MINT_IMAGE_ALLOW_PRIVATE_URLS": "true",  # every devstack server is on loopback
             "MINT_KEY_SEED": seed,
             "MINT_AUTHORITY_KEYPAIR": str(wallet_file),
+            **self.codec_env(),
         }

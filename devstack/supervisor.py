@@ -1,7 +1,9 @@
 """Starts, watches and stops the devstack's processes.
 
 Three processes make the stack: the Temporal dev server, PostgreSQL (unless ``DATABASE_URL``
-names another), and the emulator process (Solana RPC, IPFS faces, admin, Postgres proxy).
+names another), and the emulator process (Solana RPC, IPFS faces, admin, Postgres proxy); with
+``up --codec`` a fourth, the product's codec server (``python -m codec serve``), which the
+Temporal UI is pointed at.
 Each one's pid is kept under ``<state>/run/``, so ``down`` and ``status`` work from any shell.
 """
 
@@ -88,6 +90,7 @@ class Supervisor:
             "temporal": (b"start-dev", str(self.config.state_dir).encode()),
             "emulators": (b"devstack.emulators", str(self.config.state_dir).encode()),
             "worker": (b"worker.py",),
+            "codec": (b"codec\x00serve", b"--port\x00%d" % self.config.ports.get("codec", 0)),
         }
         if not all(marker in cmdline for marker in markers[name]):
             return None
@@ -152,6 +155,9 @@ class Supervisor:
                     str(self.config.state_dir),
                 ],
             )
+        if self.config.codec and self.pid("codec") is None:
+            self.progress("codec: starting (payload encryption on)")
+            self._spawn("codec", self._codec_argv(), cwd=PROJECT_ROOT, env=self._codec_env())
         asyncio.run(self._wait_ready())
         return time.monotonic() - started
 
@@ -169,8 +175,9 @@ class Supervisor:
             "emulators": tuple(
                 n
                 for n in self.config.ports
-                if n not in ("temporal", "temporal-ui", "postgres-server")
+                if n not in ("temporal", "temporal-ui", "postgres-server", "codec")
             ),
+            "codec": ("codec",) if self.config.codec else (),
         }
         for owner, names in owners.items():
             if self.pid(owner) is not None:
@@ -200,7 +207,23 @@ class Supervisor:
         ]  # fmt: skip
         for attribute in SEARCH_ATTRIBUTES:
             argv += ["--search-attribute", attribute]
+        if self.config.codec:
+            argv += ["--ui-codec-endpoint", self.config.codec_ui_endpoint]
         return argv
+
+    def _codec_argv(self) -> list[str]:
+        port = str(self.config.ports["codec"])
+        return [sys.executable, "-m", "codec", "serve", "--host", LOOPBACK, "--port", port]
+
+    def _codec_env(self) -> dict[str, str]:
+        """The keys and token by environment (never on a command line), and the UI's origin."""
+        codec = self.config.codec_env()
+        return {
+            **os.environ,
+            "MINTSAGA_CODEC_KEYS": codec["MINTSAGA_CODEC_KEYS"],
+            "MINTSAGA_CODEC_TOKEN": codec["MINTSAGA_CODEC_TOKEN"],
+            "MINTSAGA_CODEC_UI_ORIGIN": self.config.url("temporal-ui"),
+        }
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -208,6 +231,11 @@ class Supervisor:
             self._wait_database(deadline),
             self._wait_http("emulators", self.config.url("admin") + "/services", deadline),
             self._wait_temporal(deadline),
+            *(
+                [self._wait_http("codec", self.config.url("codec") + "/health", deadline)]
+                if self.config.codec
+                else []
+            ),
         )
         await self._fund_system_wallet()
         ensure_sample_image(self.config.state_dir)
@@ -314,7 +342,7 @@ class Supervisor:
     # -- down --------------------------------------------------------------------------------
 
     def down(self, *, wipe: bool = False) -> None:
-        for name in ("worker", "emulators", "temporal"):
+        for name in ("worker", "codec", "emulators", "temporal"):
             pid = self.pid(name)
             if pid is not None:
                 self.progress(f"{name}: stopping")
@@ -336,9 +364,13 @@ class Supervisor:
             "temporal-ui": port_open(ports["temporal-ui"]),
             "emulators": self.pid("emulators") is not None,
         }
+        if self.config.codec:
+            up["codec"] = self.pid("codec") is not None and port_open(ports["codec"])
         if self.postgres is not None:
             up["postgres-server"] = self.postgres.is_running()
         for name in ports:
+            if name == "codec" and not self.config.codec:
+                continue
             if name not in up and not (name.startswith("postgres") and self.postgres is None):
                 up[name] = port_open(ports[name])
         return up

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from clients.errors import ErrorKind, ServiceError
+from observability.calls import observed_call, record_http_call
+from observability.metrics import record_breaker_state
 from resilience.breaker import CircuitBreaker
 
 T = TypeVar("T")
@@ -54,30 +56,40 @@ async def through(
     *,
     admitted: bool = False,
     clock: Callable[[], float] = time.monotonic,
+    endpoint: str | None = None,
+    operation: str | None = None,
 ) -> T:
     """Run `call` if `breaker` allows it, and record how it went.
 
     `admitted`: the caller already asked `breaker.allow()` (a pool skipping open endpoints);
-    asking twice would spend two of a half-open breaker's probes.
+    asking twice would spend two of a half-open breaker's probes. Every call that runs gets a
+    span and request metrics (`observability.calls`), labelled with `endpoint` (default: the
+    breaker's name) and named after `operation` (an RPC method, say).
     """
+    label = endpoint or (breaker.name if breaker is not None else None)
     if breaker is None:
-        return await call()
+        with observed_call(service, label, operation):
+            return await call()
     if not admitted and not breaker.allow():
         raise circuit_open(service, [breaker], clock=clock)
     started = clock()
     try:
-        result = await call()
-    except ServiceError as exc:
-        if exc.code in HEALTHY_ANSWERS:
-            breaker.record_success(clock() - started)
-        else:
-            breaker.record_failure(retriable=exc.retryable)
-        raise
-    except BaseException:
-        breaker.record_failure(retriable=False)  # cancelled, or a bug: not the endpoint's fault
-        raise
-    breaker.record_success(clock() - started)
-    return result
+        try:
+            with observed_call(service, label, operation):
+                result = await call()
+        except ServiceError as exc:
+            if exc.code in HEALTHY_ANSWERS:
+                breaker.record_success(clock() - started)
+            else:
+                breaker.record_failure(retriable=exc.retryable)
+            raise
+        except BaseException:
+            breaker.record_failure(retriable=False)  # cancelled, or a bug: not the endpoint's
+            raise
+        breaker.record_success(clock() - started)
+        return result
+    finally:
+        record_breaker_state(breaker.name, breaker.state)
 
 
 def admit(breaker: CircuitBreaker | None, service: str) -> None:
@@ -86,11 +98,27 @@ def admit(breaker: CircuitBreaker | None, service: str) -> None:
         raise circuit_open(service, [breaker])
 
 
-def record_http(breaker: CircuitBreaker | None, status: int | None, latency_s: float) -> None:
-    """Judge an HTTP endpoint by its answer: no answer, 408, 429 and 5xx count against it."""
+def record_http(
+    breaker: CircuitBreaker | None,
+    status: int | None,
+    latency_s: float,
+    *,
+    service: str | None = None,
+    endpoint: str | None = None,
+    operation: str | None = None,
+) -> None:
+    """Judge an HTTP endpoint by its answer: no answer, 408, 429 and 5xx count against it.
+
+    With `service`, the call also gets its span and request metrics (`observability.calls`),
+    labelled with `endpoint` (default: the breaker's name).
+    """
+    if service is not None:
+        label = endpoint or (breaker.name if breaker is not None else None)
+        record_http_call(service, label, status, latency_s, operation)
     if breaker is None:
         return
     if status is None or status >= 500 or status in (408, 429):
         breaker.record_failure()
     else:
         breaker.record_success(latency_s)
+    record_breaker_state(breaker.name, breaker.state)

@@ -23,18 +23,17 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 import starter
 from clients.settings import Settings
 from clients.solana_nft import associated_token_address
+from codec import data_converter_from_env
 from devstack.config import StackConfig
 from devstack.dev_identity import png
 from resilience.breaker import BreakerRegistry
-from worker import mint_activities
-from workflows.mint_saga import MintSaga
+from worker import WORKFLOWS, mint_activities
 from workflows.models import MintRequest, StatusView
 
 _images = itertools.count(1)
@@ -44,8 +43,11 @@ def settings_for(stack: StackConfig, **extra: str) -> Settings:
     return Settings.from_env({**stack.worker_env(), **extra})
 
 
-async def temporal_client(stack: StackConfig) -> Client:
-    return await Client.connect(stack.temporal_address, data_converter=pydantic_data_converter)
+async def temporal_client(stack: StackConfig, **env: str) -> Client:
+    """A client with the worker's converter: the codec on when the stack's settings (or `env`,
+    e.g. MINTSAGA_CODEC_KEYS=...) set keys."""
+    converter = data_converter_from_env({**stack.worker_env(), **env})
+    return await Client.connect(stack.temporal_address, data_converter=converter)
 
 
 def activity_name(fn: Callable[..., Any]) -> str:
@@ -70,7 +72,7 @@ async def running_worker(
     extra = {"SOLANA_TIMEOUT_MS": str(solana_timeout_ms)} if solana_timeout_ms else {}
     async with mint_activities(settings_for(stack, **extra), breakers=breakers) as activities:
         wired = [wrap[activity_name(a)](a) if activity_name(a) in wrap else a for a in activities]
-        async with Worker(client, task_queue=task_queue, workflows=[MintSaga], activities=wired):
+        async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=wired):
             yield
 
 

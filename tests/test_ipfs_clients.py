@@ -20,6 +20,7 @@ from clients.ipfs import IpfsUploader, Upload
 from clients.kubo import KuboClient
 from clients.pinata import PinataClient
 from devstack.config import StackConfig
+from resilience.breaker import IPFS_BREAKER, BreakerRegistry, BreakerState
 
 pytestmark = pytest.mark.integration
 
@@ -223,6 +224,20 @@ async def test_kubo_pin_rm_is_idempotent(
     assert await client.pin_rm(cid) is True
     assert await client.pin_rm(cid) is False
     assert not await client.is_pinned(cid)
+
+
+async def test_kubo_not_pinned_answers_do_not_count_against_its_breaker(
+    stack: StackConfig, http: httpx.AsyncClient, content: bytes
+) -> None:
+    """Kubo says "not pinned" with a 500; compensations unpin what was never pinned there
+    often, and that must not open the breaker that guards uploads."""
+    client = KuboClient(stack.url("kubo"), http, breakers=BreakerRegistry())
+    cid = await compute_cid(content)  # never added
+    for _ in range(IPFS_BREAKER.consecutive_failures + 2):
+        assert await client.pin_rm(cid) is False
+        assert await client.is_pinned(cid) is False
+    assert client.breaker is not None
+    assert client.breaker.state is BreakerState.CLOSED
 
 
 async def test_unpin_all_clears_both_providers_after_a_lost_answer(

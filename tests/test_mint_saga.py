@@ -224,7 +224,13 @@ async def test_worker_killed_mid_mint_restarts_to_exactly_one_nft(
     killed_at: Callable[[StatusView], bool],
 ) -> None:
     queue = f"q-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, **stack.worker_env(), "TEMPORAL_TASK_QUEUE": queue}
+    # No health schedule: it would outlive this test's queue on the session's stack.
+    env = {
+        **os.environ,
+        **stack.worker_env(),
+        "TEMPORAL_TASK_QUEUE": queue,
+        "HEALTH_CHECK_INTERVAL_S": "0",
+    }
 
     def start_worker() -> subprocess.Popen[bytes]:
         return subprocess.Popen(

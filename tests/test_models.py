@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from workflows.models import MintRequest
+from workflows.models import MintRequest, MintResult, MintStatus
 
 SCHEMA = Path(__file__).parent.parent / "schemas" / "mint_request.schema.json"
 
@@ -65,3 +65,13 @@ def test_the_published_json_schema_is_current() -> None:
     """Backends in other languages build requests from schemas/mint_request.schema.json;
     regenerate it with `python -m workflows.models > schemas/mint_request.schema.json`."""
     assert json.loads(SCHEMA.read_text()) == MintRequest.model_json_schema()
+
+
+def test_answers_from_a_newer_worker_decode_in_an_older_starter_but_requests_stay_strict() -> None:
+    """A rolling deploy: the worker's StatusView/MintResult may carry a field this code does
+    not know yet; a backend's request with an unknown field is still refused."""
+    result = MintResult(mint_id="m-1", status=MintStatus.MINTED, owner="o")
+    newer = {**result.model_dump(mode="json"), "field_from_the_future": 1}
+    assert MintResult.model_validate(newer) == result
+    with pytest.raises(ValidationError, match="field_from_the_future"):
+        MintRequest.model_validate({"field_from_the_future": 1})

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -111,6 +112,7 @@ class MintSaga:
         self._waiting: list[str] = []  # steps waiting for an operator (parallel ones too)
         self._abandoned: StepFailed | None = None  # a parallel sibling failed for good
         self._published_status = MintStatus.IN_PROGRESS
+        self._awaiting_since: datetime | None = None  # for `starter.py list --stuck`'s age
         self._decision: OperatorDecision | None = None
         self._decisions = 0
         self._overrides = RetryOverrides()
@@ -613,6 +615,7 @@ class MintSaga:
             awaiting_operator=bool(self._waiting),
             awaiting_step=self._waiting[0] if self._waiting else None,
             awaiting_steps=tuple(self._waiting),
+            awaiting_since=self._awaiting_since,
             past_pivot=self._pivoted,
             reason=self._reason,
         )
@@ -645,6 +648,12 @@ class MintSaga:
         shown = self._status
         if self._waiting and shown == MintStatus.IN_PROGRESS:
             shown = MintStatus.AWAITING_OPERATOR
+        # Since when a step (or a failed compensation) waits for a person; reading the
+        # workflow clock is no command, so replay is unaffected.
+        if not self._waiting:
+            self._awaiting_since = None
+        elif self._awaiting_since is None:
+            self._awaiting_since = workflow.now()
         if shown != self._published_status:
             self._published_status = shown
             workflow.upsert_search_attributes([MINT_STATUS.value_set(shown.value)])

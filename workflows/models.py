@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+from datetime import datetime
 from typing import Annotated, Literal, Self
 
 from pydantic import (
@@ -38,6 +39,13 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Answer(BaseModel):
+    """What a worker answers (results, queries): a starter older than the worker ignores the
+    fields it does not know yet, so a rolling deploy does not break `status` or `result`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class MintStatus(enum.StrEnum):
@@ -161,7 +169,7 @@ def workflow_id_for(mint_id: str) -> str:
     return f"mint-{mint_id}"
 
 
-class ErrorInfo(_Frozen):
+class ErrorInfo(_Answer):
     """The last error a step saw, as an operator needs it."""
 
     step: str
@@ -170,7 +178,7 @@ class ErrorInfo(_Frozen):
     kind: str = Field(description="transient, rate_limited, permanent or needs_operator")
 
 
-class MintResult(_Frozen):
+class MintResult(_Answer):
     mint_id: str
     status: MintStatus
     mint_address: str | None = None
@@ -185,7 +193,7 @@ class MintResult(_Frozen):
     reason: str | None = Field(default=None, description="why it was rolled back or failed")
 
 
-class StatusView(_Frozen):
+class StatusView(_Answer):
     """The `status` query: everything the UI and `starter.py status` show."""
 
     mint_id: str
@@ -201,6 +209,8 @@ class StatusView(_Frozen):
     awaiting_operator: bool
     awaiting_step: str | None
     awaiting_steps: tuple[str, ...] = ()  # every step waiting (parallel ones wait together)
+    # Since when a step (or a failed compensation) waits for an operator; None while none does.
+    awaiting_since: datetime | None = None
     past_pivot: bool
     reason: str | None
 

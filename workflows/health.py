@@ -1,0 +1,116 @@
+"""HealthCheck: one probe of every dependency, run by a Temporal Schedule every minute.
+
+Deterministic code only. Each probe is one activity (`activities/health.py`) that never raises
+for a failing dependency: it returns rows, one per target, and sets the `mintsaga_health_*`
+gauges of the worker that ran it. The workflow gathers the rows into one table, the result
+`starter.py health` prints.
+
+A probe that does not finish (its worker died, its timeout passed) still gives a row, failing,
+so the table always says something about every check. The IPFS round trip uploads a unique
+blob; when its unpin fails, `HealthPinCleanup` (a child workflow left running on its own)
+retries the unpin until it succeeds, so a health probe never leaves an orphaned pin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+
+class HealthRow(BaseModel):
+    """One line of the health table: one check of one target."""
+
+    check: str  # solana_rpc | postgres | pinata_auth | ipfs_upload | gateway_fetch | ipfs_unpin
+    target: str  # a redacted URL (or "ipfs" for the provider pair)
+    ok: bool
+    latency_s: float
+    detail: str  # what was seen; never a secret
+
+
+class ProbeOut(BaseModel):
+    """What one probe activity returns."""
+
+    rows: list[HealthRow]
+    pending_unpin: str | None = None  # a probe CID whose unpin failed: clean up later
+
+
+# activity name -> the check its rows carry (for the row of a probe that did not finish)
+PROBES: dict[str, str] = {
+    "health_solana": "solana_rpc",
+    "health_postgres": "postgres",
+    "health_pinata": "pinata_auth",
+    "health_ipfs_roundtrip": "ipfs_upload",
+}
+UNPIN_ACTIVITY = "health_unpin"
+
+# Each probe bounds its own calls (activities.health.PROBE_TIMEOUT_S); this is the backstop.
+PROBE_TIMEOUT = timedelta(seconds=90)
+# A probe is not retried: the next scheduled run (a minute later) is the retry.
+NO_RETRY = RetryPolicy(maximum_attempts=1)
+# The orphan-pin cleanup keeps trying, more and more slowly, for a week.
+UNPIN_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=10),
+)
+UNPIN_DEADLINE = timedelta(days=7)
+
+
+def cleanup_workflow_id(cid: str) -> str:
+    return f"mintsaga-health-unpin-{cid}"
+
+
+@workflow.defn(name="HealthCheck")
+class HealthCheck:
+    @workflow.run
+    async def run(self) -> list[HealthRow]:
+        outs = await asyncio.gather(*(self._probe(name) for name in PROBES))
+        for out in outs:
+            if out.pending_unpin:
+                await workflow.start_child_workflow(
+                    HealthPinCleanup.run,
+                    out.pending_unpin,
+                    id=cleanup_workflow_id(out.pending_unpin),
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                    static_summary=f"unpin health probe {out.pending_unpin}",
+                )
+        return [row for out in outs for row in out.rows]
+
+    async def _probe(self, name: str) -> ProbeOut:
+        try:
+            return await workflow.execute_activity(
+                name,
+                start_to_close_timeout=PROBE_TIMEOUT,
+                retry_policy=NO_RETRY,
+                result_type=ProbeOut,
+            )
+        except ActivityError as err:
+            cause = err.cause if err.cause is not None else err
+            detail = f"the probe did not finish: {type(cause).__name__}: {cause}"
+            row = HealthRow(
+                check=PROBES[name], target="-", ok=False, latency_s=0.0, detail=detail[:300]
+            )
+            return ProbeOut(rows=[row])
+
+
+@workflow.defn(name="HealthPinCleanup")
+class HealthPinCleanup:
+    """Unpin one health-probe CID from every provider; retried until it succeeds."""
+
+    @workflow.run
+    async def run(self, cid: str) -> None:
+        await workflow.execute_activity(
+            UNPIN_ACTIVITY,
+            cid,
+            start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_close_timeout=UNPIN_DEADLINE,
+            retry_policy=UNPIN_RETRY,
+        )

@@ -89,8 +89,16 @@ async def sql(stack: StackConfig, statement: str, *args: Any) -> list[asyncpg.Re
 async def unpin_everywhere(stack: StackConfig, cid: str) -> None:
     headers = {"Authorization": f"Bearer {stack.pinata_jwt}"}
     async with httpx.AsyncClient(timeout=10) as http:
-        # Either may answer "not pinned": that is fine here.
-        await http.delete(f"{stack.url('pinata')}/pinning/unpin/{cid}", headers=headers)
+        # Either may answer "not pinned": that is fine here. A 429 is not: the whole suite's
+        # traffic can exhaust Pinata's 180 requests a minute, so wait it out and ask again.
+        for _ in range(120):
+            answer = await http.delete(
+                f"{stack.url('pinata')}/pinning/unpin/{cid}", headers=headers
+            )
+            if answer.status_code != 429:
+                break
+            await asyncio.sleep(float(answer.headers.get("Retry-After", "1")))
+        assert answer.status_code in (200, 400), answer.text  # 400: not pinned
         await http.post(f"{stack.url('kubo')}/api/v0/pin/rm", params={"arg": cid})
 
 

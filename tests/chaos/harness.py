@@ -46,6 +46,8 @@ OPERATOR_POLL_S = 2.0
 OPERATOR_DELAY_S = 2.0  # a person does not act within the same second
 COMPENSATE_SHARE = 0.25  # of the waiting mints an operator may roll back, some are
 PROGRESS_EVERY_S = 5.0
+# Mints are started over this share of the run, so the last outages still meet traffic.
+SUBMIT_SHARE = 0.97
 
 Progress = Callable[[str], None]
 
@@ -175,7 +177,7 @@ class ChaosRun:
 
     async def _submit(self, requests: list[MintRequest]) -> None:
         """Start the mints spread over most of the run, a few of them twice."""
-        spread = self.options.duration_s * 0.85
+        spread = self.options.duration_s * SUBMIT_SHARE
         for n, request in enumerate(requests):
             await self._until(spread * n / max(1, len(requests)))
             self._spawn(self._start(request))
@@ -210,17 +212,18 @@ class ChaosRun:
             {"at_s": round(time.monotonic() - self._t0, 2), "label": action.label}
         )
         try:
-            await self._do(action)
+            # A restart says when the service was really gone (a fast shutdown takes a while).
+            gone = await self._do(action)
         except Exception as exc:  # a fault that could not be injected is reported, not fatal
             self.carried.faults[f"{action.label} (not injected)"] += 1
             self.progress(f"fault {action.label}: could not inject: {exc!r}")
             return
         group = _outage_group(action)
         if group is not None:
-            lasted = max(action.duration_s, time.monotonic() - started)
-            self.carried.outages.append(measure.Outage(action.label, group, now, lasted))
+            began, lasted = gone or (now, max(action.duration_s, time.monotonic() - started))
+            self.carried.outages.append(measure.Outage(action.label, group, began, lasted))
 
-    async def _do(self, action: Action) -> None:
+    async def _do(self, action: Action) -> tuple[datetime, float] | None:
         admin = self.config.url("admin")
         if action.kind == "fault":
             async with httpx.AsyncClient(timeout=10) as http:
@@ -237,9 +240,10 @@ class ChaosRun:
             self.carried.faults["postgres connection reset"] += 1
         elif action.kind == "postgres_restart":
             self.progress("fault: postgres stopping")
-            await self.stack.restart_postgres(action.duration_s)
+            gone = await self.stack.restart_postgres(action.duration_s)
             self.progress("fault: postgres started again")
             self.carried.faults["postgres restart"] += 1
+            return gone
         elif action.kind == "wallet_underfunded":
             moved = await wallet.drain(self.config)
             self._wallet_drained = True
@@ -259,11 +263,13 @@ class ChaosRun:
             self.progress(f"fault: worker {slot} started again")
         elif action.kind == "temporal_restart":
             self.progress("fault: temporal restarting")
-            took = await self.stack.restart_temporal()
-            self.progress(f"fault: temporal back after {took:.1f} s")
+            gone = await self.stack.restart_temporal()
+            self.progress(f"fault: temporal back after {gone[1]:.1f} s")
             self.carried.faults["temporal restart"] += 1
+            return gone
         else:
             raise ValueError(f"unknown action {action.kind}")
+        return None
 
     async def _calm_down(self) -> None:
         """The schedule is over: no fault left, the wallet funded, every worker running."""

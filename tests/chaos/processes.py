@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from devstack.config import StackConfig
@@ -130,22 +131,24 @@ class StackControl:
     async def up(self) -> float:
         return await asyncio.to_thread(self.supervisor.up)
 
-    async def restart_temporal(self) -> float:
-        """Stop the Temporal dev server and start it again; returns seconds it was away."""
-        started = time.monotonic()
+    async def restart_temporal(self) -> tuple[datetime, float]:
+        """Stop the Temporal dev server and start it again; returns when it was gone and for
+        how many seconds."""
         pid = self.supervisor.pid("temporal")
         if pid is not None:
             await asyncio.to_thread(_terminate, pid)
+        gone, started = datetime.now(UTC), time.monotonic()
         await asyncio.to_thread(self.supervisor.start_temporal)
-        return time.monotonic() - started
+        return gone, time.monotonic() - started
 
-    async def restart_postgres(self, down_s: float) -> float:
-        """Stop PostgreSQL (fast shutdown: sessions are cut), keep it down, start it again."""
+    async def restart_postgres(self, down_s: float) -> tuple[datetime, float]:
+        """Stop PostgreSQL (fast shutdown: sessions are cut), keep it down, start it again;
+        returns when it was gone and for how many seconds."""
         postgres = self.supervisor.postgres
         if postgres is None:
             raise RuntimeError("postgres: DATABASE_URL points outside the devstack")
-        started = time.monotonic()
         await asyncio.to_thread(postgres.stop)
+        gone, started = datetime.now(UTC), time.monotonic()
         await asyncio.sleep(down_s)
         await asyncio.to_thread(postgres.start)
-        return time.monotonic() - started
+        return gone, time.monotonic() - started

@@ -70,7 +70,11 @@ def summary(report: dict[str, Any]) -> str:
         "to succeed):"
     )
     for r in report["recovery"]:
-        after = "never" if r["recovered_after_s"] is None else f"{r['recovered_after_s']:.1f} s"
+        after = (
+            "- (no step needing it ran afterwards)"
+            if r["recovered_after_s"] is None
+            else f"{r['recovered_after_s']:.1f} s"
+        )
         limit = f" (spec < {r['spec_limit_s']:.0f} s)" if r["spec_limit_s"] else ""
         lines.append(f"  {r['outage']:<32} lasted {r['lasted_s']:5.1f} s, recovered {after}{limit}")
     violations = report["violations"]

@@ -44,7 +44,8 @@ async def _rpc(config: StackConfig, method: str, params: list[Any]) -> Any:
                     continue
                 if "error" in answer:
                     last = RpcRefused(f"{method} at {name}: {answer['error']}")
-                    if answer["error"].get("code") == PREFLIGHT_FAILURE:
+                    error = answer["error"]
+                    if isinstance(error, dict) and error.get("code") == PREFLIGHT_FAILURE:
                         raise last  # the chain's answer, not a flaky endpoint's
                     continue
                 return answer["result"]

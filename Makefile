@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test chaos demo devstack-up devstack-down bench-devstack clean
+.PHONY: venv lint test chaos fleet demo devstack-up devstack-down bench-devstack clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ CHAOS_WORKERS ?= 1
 chaos: venv
 	$(BIN)/python -m tests.chaos --mints $(CHAOS_MINTS) --seed $(CHAOS_SEED) \
 		--duration $(CHAOS_DURATION) --workers $(CHAOS_WORKERS)
+
+# The fleet on one machine (issue 7): three worker processes, Pinata limited to 60 requests a
+# minute, 30 mints, one worker SIGKILLed mid-batch (about 3 minutes).
+fleet: venv
+	$(BIN)/python -m pytest -m slow tests/test_fleet.py -s
 
 demo: venv
 	$(BIN)/python demo.py

@@ -84,7 +84,7 @@ from clients.runtime_config import (
     SettingChange,
     solana_endpoints_for,
 )
-from clients.settings import SettingsError
+from clients.settings import SettingsError, TemporalSecurity, secret_from_env
 from clients.stages import MintStage
 from codec import data_converter_from_env
 from observability import health as health_checks
@@ -118,6 +118,7 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
         namespace=namespace or os.environ.get("TEMPORAL_NAMESPACE") or "default",
         data_converter=data_converter_from_env(),  # MINTSAGA_CODEC_KEYS: encrypted payloads
         interceptors=interceptors(),
+        **TemporalSecurity.from_env().connect_options(),  # TEMPORAL_API_KEY, TEMPORAL_TLS_*
     )
 
 
@@ -395,7 +396,10 @@ async def _stuck_row(client: Client, execution: WorkflowExecution, now: datetime
 
 async def mint_events(mint_id: str, url: str | None = None) -> tuple[list[Entry], str | None]:
     """The mint's rows in ``mint_events`` as timeline entries, or none and why not."""
-    url = url or os.environ.get("DATABASE_URL", "").strip()
+    try:
+        url = url or secret_from_env(os.environ, "DATABASE_URL", required=False)  # or _FILE
+    except SettingsError as exc:
+        return [], f"mint_events not shown: {exc}"
     if not url:
         return [], "DATABASE_URL is not set: the mint_events rows are not shown"
     try:
@@ -484,12 +488,13 @@ BREAKER_ACTIONS = {
 
 
 def database_url() -> str:
-    url = os.environ.get("DATABASE_URL", "").strip()
-    if not url:
-        raise StarterError(
-            "DATABASE_URL is not set: it names the Postgres database that holds the runtime"
-            " settings"
+    try:  # DATABASE_URL, or DATABASE_URL_FILE (in a worker's pod or container)
+        url = secret_from_env(
+            os.environ, "DATABASE_URL", "the Postgres database that holds the runtime settings"
         )
+    except SettingsError as exc:
+        raise StarterError(str(exc)) from None
+    assert url is not None
     return url
 
 
@@ -600,8 +605,11 @@ async def list_breakers(
 
 
 def configured_endpoints() -> tuple[str, ...]:
-    """SOLANA_RPC_ENDPOINTS as this shell sees it (the workers' own may differ)."""
-    raw = os.environ.get("SOLANA_RPC_ENDPOINTS", "")
+    """SOLANA_RPC_ENDPOINTS (or its _FILE) as this shell sees it (the workers' may differ)."""
+    try:
+        raw = secret_from_env(os.environ, "SOLANA_RPC_ENDPOINTS", required=False) or ""
+    except SettingsError as exc:
+        raise StarterError(str(exc)) from None
     return tuple(item.strip().rstrip("/") for item in raw.split(",") if item.strip())
 
 
@@ -1207,6 +1215,7 @@ def _observed_main(argv: list[str] | None = None) -> int:
         configure_logging(level=logging.WARNING)  # a command prints its own answer
         configure_tracing("mintsaga-starter")
         data_converter_from_env()  # MINTSAGA_CODEC_KEYS, checked before anything runs
+        TemporalSecurity.from_env()  # TEMPORAL_API_KEY, TEMPORAL_TLS_*, likewise
     except SettingsError as exc:
         print(f"starter: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,16 @@
-"""The MintSaga worker: one process polling one task queue, its clients built once and shared.
+"""The MintSaga worker: one process polling the saga's task queue and the Pinata queue beside
+it, its clients built once and shared.
 
     eval "$(python -m devstack env)"; python worker.py
 
 Configuration comes from the environment (clients/settings.py names every variable); a missing
 or malformed one stops the worker with a message naming it. SIGTERM or SIGINT drains: polling
 stops, running activities get `WORKER_DRAIN_S` to finish, then the clients close.
+
+Two `Worker`s share the process: one on `TEMPORAL_TASK_QUEUE` (the workflows, and every activity,
+so mints started before the Pinata queue existed still find theirs), one on its Pinata queue
+(`workflows.policies.provider_task_queue`) with only the activities that call Pinata and
+Temporal's task-queue-wide rate limit, `PINATA_ACTIVITIES_PER_SECOND`, held for the whole fleet.
 """
 
 from __future__ import annotations
@@ -16,13 +22,19 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 import httpx
+from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import (
+    PollerBehavior,
+    PollerBehaviorAutoscaling,
+    PollerBehaviorSimpleMaximum,
+    Worker,
+)
 
 from activities.database import DatabaseActivities
 from activities.health import HealthActivities
@@ -46,7 +58,7 @@ from clients.runtime_config import (
     describe_changes,
     solana_endpoints_for,
 )
-from clients.settings import Settings, SettingsError
+from clients.settings import Pollers, Settings, SettingsError, WorkerTuning
 from clients.solana_minter import SolanaMinter
 from clients.solana_rpc import SolanaRpc
 from codec import data_converter_from_env
@@ -54,6 +66,7 @@ from observability.health import interval_from_env as health_interval_from_env
 from observability.health import maintain_health_schedule
 from observability.logging import configure_logging
 from observability.metrics import record_breaker_transition, serve_metrics, serving, watch_pool
+from observability.readiness import READINESS, pool_answers, worker_polls
 from observability.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
 from observability.sampler import every, sample_wallet, sampling_visibility
 from observability.temporal_metrics import temporal_runtime
@@ -61,9 +74,9 @@ from observability.tracing import configure_tracing, interceptors, shutdown_trac
 from resilience.breaker import BreakerRegistry, Override
 from workflows.health import HealthCheck, HealthPinCleanup
 from workflows.mint_saga import MintSaga
+from workflows.policies import PINATA, PINATA_STEPS, provider_task_queue
 
 log = logging.getLogger("mintsaga.worker")
-WORKER_DRAIN_S = 30.0
 HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # Every workflow a worker runs: the saga, and the health probes on their schedule.
 WORKFLOWS = [MintSaga, HealthCheck, HealthPinCleanup]
@@ -95,6 +108,7 @@ async def mint_activities(
         ).guard(breakers)
         watch_pool(store.pool)
         samplers = contextlib.AsyncExitStack()  # while /metrics is served (observability)
+        samplers.callback(READINESS.add_check("postgres", lambda: pool_answers(store.pool)))
         runtime = RuntimeConfigStore(store.pool, dsn=settings.database_url.get_secret_value())
         watcher = RuntimeConfigWatcher(
             runtime,
@@ -233,7 +247,73 @@ async def connect_temporal(settings: Settings) -> Client:
         data_converter=data_converter_from_env(),  # MINTSAGA_CODEC_KEYS: encrypted payloads
         interceptors=interceptors(),
         runtime=temporal_runtime() if settings.metrics_port else None,
+        **settings.temporal_security.connect_options(),  # TEMPORAL_API_KEY, TEMPORAL_TLS_*
     )
+
+
+def activity_name(fn: Callable[..., Any]) -> str:
+    return activity._Definition.must_from_callable(fn).name or fn.__name__
+
+
+def _pollers(pollers: Pollers) -> PollerBehavior:
+    if pollers.minimum is None:
+        return PollerBehaviorSimpleMaximum(maximum=pollers.maximum)
+    initial = min(max(5, pollers.minimum), pollers.maximum)
+    return PollerBehaviorAutoscaling(
+        minimum=pollers.minimum, maximum=pollers.maximum, initial=initial
+    )
+
+
+def build_workers(
+    client: Client,
+    tuning: WorkerTuning,
+    task_queue: str,
+    activities: Sequence[Callable[..., Any]],
+    *,
+    workflows: Sequence[type] = WORKFLOWS,
+    **options: Any,
+) -> list[Worker]:
+    """The saga's worker on `task_queue` and the Pinata worker on its queue (module docstring).
+
+    `options` go to both `Worker`s (tests pass a workflow runner, say).
+    """
+    common: dict[str, Any] = {
+        "max_concurrent_activities": tuning.max_concurrent_activities,
+        "activity_task_poller_behavior": _pollers(tuning.activity_pollers),
+        "graceful_shutdown_timeout": timedelta(seconds=tuning.drain_s),
+        **options,
+    }
+    saga = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=workflows,
+        activities=activities,
+        max_concurrent_workflow_tasks=tuning.max_concurrent_workflow_tasks,
+        max_cached_workflows=tuning.max_cached_workflows,
+        workflow_task_poller_behavior=_pollers(tuning.workflow_pollers),
+        **common,
+    )
+    pinata = Worker(
+        client,
+        task_queue=provider_task_queue(task_queue, PINATA),
+        activities=[a for a in activities if activity_name(a) in PINATA_STEPS],
+        max_task_queue_activities_per_second=tuning.pinata_activities_per_second,
+        **common,
+    )
+    return [saga, pinata]
+
+
+@contextlib.asynccontextmanager
+async def running(workers: Sequence[Worker]) -> AsyncIterator[None]:
+    """Run every worker; on the way out they drain together (each `graceful_shutdown_timeout`),
+    not one after the other."""
+    async with contextlib.AsyncExitStack() as stack:
+        for one in workers:
+            await stack.enter_async_context(one)
+        try:
+            yield
+        finally:
+            await asyncio.gather(*(one.shutdown() for one in workers))
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -242,26 +322,33 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     if metrics is not None:
         log.info("metrics on %s", metrics.url)
     visibility = (
-        sampling_visibility(client, settings.task_queue) if metrics else contextlib.nullcontext()
-    )
-    async with mint_activities(settings) as activities, visibility:
-        worker = Worker(
-            client,
-            task_queue=settings.task_queue,
-            workflows=WORKFLOWS,
-            activities=activities,
-            graceful_shutdown_timeout=timedelta(seconds=WORKER_DRAIN_S),
+        sampling_visibility(
+            client, settings.task_queue, also=[provider_task_queue(settings.task_queue, PINATA)]
         )
-        async with worker:
+        if metrics
+        else contextlib.nullcontext()
+    )
+    tuning = settings.tuning
+    async with mint_activities(settings) as activities, visibility:
+        workers = build_workers(client, tuning, settings.task_queue, activities)
+        async with running(workers):
+            READINESS.add_check(  # /readyz: the server sees this worker poll (readiness.py)
+                "temporal",
+                lambda: worker_polls(client, workers[0], settings.task_queue, client.identity),
+            )
+            rate = tuning.pinata_activities_per_second
             log.info(
-                "worker polling %s on %s (%s)",
+                "worker polling %s and %s (%s) on %s (%s)",
                 settings.task_queue,
+                provider_task_queue(settings.task_queue, PINATA),
+                f"at most {rate:g} activities a second, fleet-wide" if rate else "no rate limit",
                 settings.temporal_address,
                 settings.temporal_namespace,
             )
             await maintain_health_schedule(client, settings.task_queue)
             await stop.wait()
-            log.info("draining: no new tasks, running activities get %.0f s", WORKER_DRAIN_S)
+            READINESS.drain()  # /readyz answers 503 from now on
+            log.info("draining: no new tasks, running activities get %d s", tuning.drain_s)
     log.info("worker stopped")
 
 

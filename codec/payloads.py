@@ -37,7 +37,7 @@ from temporalio.converter import (
     PayloadCodec,
 )
 
-from clients.settings import SettingsError
+from clients.settings import SettingsError, secret_from_env
 from observability.logging import add_secret
 
 KEYS_SETTING = "MINTSAGA_CODEC_KEYS"
@@ -110,8 +110,9 @@ def parse_keys(raw: str) -> CodecKeys:
 
 
 def keys_from_env(env: Mapping[str, str] | None = None) -> CodecKeys | None:
-    """The keys `MINTSAGA_CODEC_KEYS` holds, or None when it is unset or empty."""
-    raw = (os.environ if env is None else env).get(KEYS_SETTING, "")
+    """The keys `MINTSAGA_CODEC_KEYS` (or the file `MINTSAGA_CODEC_KEYS_FILE` names) holds, or
+    None when it is unset or empty."""
+    raw = secret_from_env(os.environ if env is None else env, KEYS_SETTING, required=False) or ""
     add_secret(raw)
     return parse_keys(raw) if raw.strip() else None
 

@@ -36,7 +36,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
-from clients.settings import SettingsError
+from clients.settings import SettingsError, secret_from_env
 from codec.payloads import KEYS_SETTING, CodecError, CodecKeys, EncryptionCodec, keys_from_env
 from observability.logging import add_secret
 
@@ -81,7 +81,7 @@ def server_settings_from_env(env: Mapping[str, str] | None = None) -> ServerSett
     keys = keys_from_env(env)
     if keys is None:
         raise SettingsError(f"{KEYS_SETTING} is not set: the codec server needs the keys")
-    token = env.get(TOKEN_SETTING, "").strip()
+    token = secret_from_env(env, TOKEN_SETTING, required=False) or ""  # or ..._TOKEN_FILE
     add_secret(token)
     if not token:
         raise SettingsError(

@@ -4,7 +4,7 @@ Applied versions are recorded in ``schema_migrations``. A session-level advisory
 concurrent callers (several workers starting at once) wait instead of racing; each file runs
 in its own transaction, so a failing migration leaves nothing half-applied.
 
-    python -m db.migrate            # uses DATABASE_URL
+    python -m db.migrate            # uses DATABASE_URL (or DATABASE_URL_FILE)
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+
+from clients.settings import SettingsError, secret_from_env
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
@@ -88,9 +90,11 @@ async def migrate_url(database_url: str) -> list[str]:
 
 
 def main() -> None:
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        sys.exit("DATABASE_URL is not set: it names the Postgres database to migrate")
+    try:  # DATABASE_URL, or DATABASE_URL_FILE: a file holding it (a mounted secret)
+        url = secret_from_env(os.environ, "DATABASE_URL", "the Postgres database to migrate")
+    except SettingsError as exc:
+        sys.exit(str(exc))
+    assert url is not None
     applied = asyncio.run(migrate_url(url))
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
 

@@ -8,7 +8,8 @@ DELETE /faults                     remove all
 POST   /solana/warp {"slots": N}   advance the chain N slots now (ages blockhashes)
 POST   /pinata/limits {"requests_per_minute": N}   change Pinata's rate limit (0: none)
 POST   /postgres/reset-connections cut every open database connection once
-GET    /stats                      requests per service per minute, faults fired by kind
+GET    /stats                      requests per service per minute, faults fired by kind,
+                                   requests Pinata's rate limit refused (429)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from devstack.config import StackConfig
 from devstack.faults import FaultRegistry, FaultSpecError
+from devstack.ipfs.limits import PinataLimits
 
 if TYPE_CHECKING:
     from devstack.pg_proxy import PostgresFaultProxy
@@ -49,7 +51,7 @@ def build_admin_app(
     config: StackConfig,
     registry: FaultRegistry,
     ledger: SolanaLedger,
-    set_pinata_limit: Any,
+    pinata_limits: PinataLimits,
     pg_proxy: PostgresFaultProxy | None,
 ) -> web.Application:
     routes = web.RouteTableDef()
@@ -88,11 +90,11 @@ def build_admin_app(
         return web.json_response(ledger.warp(slots))
 
     @routes.post("/pinata/limits")
-    async def pinata_limits(request: web.Request) -> web.Response:
+    async def set_pinata_limits(request: web.Request) -> web.Response:
         rpm = (await _json_body(request)).get("requests_per_minute")
         if not isinstance(rpm, int) or rpm < 0:
             return _bad_request("requests_per_minute: must be an integer >= 0 (0 means no limit)")
-        set_pinata_limit(rpm)
+        pinata_limits.set(rpm)
         return web.json_response({"requests_per_minute": rpm})
 
     @routes.post("/postgres/reset-connections")
@@ -110,6 +112,7 @@ def build_admin_app(
                     for target, per_minute in registry.requests_per_minute.items()
                 },
                 "faults_fired": registry.injected,
+                "rate_limited": {"pinata": pinata_limits.rejected},
                 "postgres_open_connections": pg_proxy.open_connections if pg_proxy else None,
             }
         )

@@ -107,7 +107,7 @@ async def serve(config: StackConfig) -> None:
     for name in GATEWAYS:
         await host.add(name, build_gateway_app(store, registry, name))
     await host.add(
-        "admin", build_admin_app(config, registry, ledger, store.pinata_limits.set, pg_proxy)
+        "admin", build_admin_app(config, registry, ledger, store.pinata_limits, pg_proxy)
     )
 
     stop = asyncio.Event()

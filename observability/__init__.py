@@ -1,6 +1,8 @@
 """Seeing what the worker does: Prometheus metrics, OpenTelemetry traces, structured logs.
 
 - `observability.metrics`: the metric catalogue and the `/metrics` endpoint (`METRICS_PORT`).
+- `observability.readiness`: `/healthz` and `/readyz` beside it; `observability.probe` asks them
+  from the command line (the container image's HEALTHCHECK).
 - `observability.temporal_metrics`: the Temporal SDK's own metrics, drained into the same
   registry.
 - `observability.calls`: one span and one set of samples per call to a dependency (used by

@@ -8,7 +8,8 @@ and `stage` (the activity's step), `attempt`, plus every `extra=` field the code
 more for a block of code.
 
 The redaction guard runs on every line in both formats: the values of `SECRET_SETTINGS` found in
-the environment (the Pinata JWT, the mint key seed, a DSN's password) and anything
+the environment or in the files their `NAME_FILE` names (the Pinata JWT, the mint key seed, the
+codec's keys and token, the Temporal API key, a DSN's password) and anything
 `add_secret()` registered are replaced by `***`, as are URL passwords (`user:pw@`), bearer
 tokens and `password=` pairs; `endpoint` fields are reduced to `redact_url` form.
 """
@@ -31,13 +32,19 @@ from urllib.parse import urlsplit
 from temporalio import activity, workflow
 
 from clients.errors import redact_url
-from clients.settings import SettingsError
+from clients.settings import SettingsError, secret_from_env
 
 FORMAT_SETTING = "LOG_FORMAT"
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # Settings whose values must never appear in a line; DSNs contribute their password only.
-SECRET_SETTINGS = ("PINATA_JWT", "MINT_KEY_SEED", "MINTSAGA_CODEC_KEYS", "MINTSAGA_CODEC_TOKEN")
+SECRET_SETTINGS = (
+    "PINATA_JWT",
+    "MINT_KEY_SEED",
+    "MINTSAGA_CODEC_KEYS",
+    "MINTSAGA_CODEC_TOKEN",
+    "TEMPORAL_API_KEY",
+)
 DSN_SETTINGS = ("DATABASE_URL",)
 MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary words (URL passwords are
 # removed by pattern whatever their length)
@@ -69,11 +76,20 @@ def add_secret(value: str | None) -> None:
         _secrets.add(value.strip())
 
 
+def _setting(env: Mapping[str, str], name: str) -> str:
+    """The value of `name`, or of the file `name_FILE` names (a bad one is the settings' error
+    to report, not this guard's)."""
+    try:
+        return secret_from_env(env, name, required=False) or ""
+    except SettingsError:
+        return env.get(name, "")
+
+
 def secrets_from_env(env: Mapping[str, str]) -> list[str]:
-    found = [env.get(name, "") for name in SECRET_SETTINGS]
+    found = [_setting(env, name) for name in SECRET_SETTINGS]
     for name in DSN_SETTINGS:
         with contextlib.suppress(ValueError):
-            found.append(urlsplit(env.get(name, "")).password or "")
+            found.append(urlsplit(_setting(env, name)).password or "")
     return [value for value in found if value]
 
 

@@ -36,12 +36,12 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
-    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from clients.settings import SettingsError
+from observability.readiness import start_http_server  # /metrics, /healthz, /readyz
 
 # `*_created` series double every counter for nothing a dashboard uses.
 disable_created_metrics()
@@ -237,7 +237,8 @@ def watch_pool(pool: SizedPool) -> None:
 
 @dataclass
 class MetricsServer:
-    """The running `/metrics` endpoint (any path answers with the exposition)."""
+    """The running `/metrics` endpoint (every path but `/healthz` and `/readyz` answers with
+    the exposition)."""
 
     host: str
     port: int
@@ -260,7 +261,8 @@ _serving: MetricsServer | None = None
 
 
 def serve_metrics(port: int, *, host: str = "0.0.0.0") -> MetricsServer:
-    """Serve the registry on `host:port` (0: any free port, see `.port`) in a daemon thread.
+    """Serve the registry on `host:port` (0: any free port, see `.port`) in a daemon thread,
+    with the worker's `/healthz` and `/readyz` beside it (observability/readiness.py).
 
     Raises SettingsError naming `METRICS_PORT` when the port cannot be bound.
     """

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
@@ -118,13 +118,19 @@ async def every(
 
 @contextlib.asynccontextmanager
 async def sampling_visibility(
-    client: Client, task_queue: str, *, interval_s: float = INTERVAL_S
+    client: Client,
+    task_queue: str,
+    *,
+    also: Sequence[str] = (),
+    interval_s: float = INTERVAL_S,
 ) -> AsyncIterator[None]:
-    """Mints by status, the oldest stuck one and the backlog, every `interval_s`."""
+    """Mints by status, the oldest stuck one and the backlog of `task_queue` (and of the queues
+    `also` names: the Pinata queue), every `interval_s`."""
 
     async def sample() -> None:
         await sample_mints(client)
-        await sample_backlog(client, task_queue)
+        for queue in (task_queue, *also):
+            await sample_backlog(client, queue)
 
     async with every(interval_s, sample, name="mints and backlog"):
         yield

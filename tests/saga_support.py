@@ -24,7 +24,6 @@ from solders.pubkey import Pubkey
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError
-from temporalio.worker import Worker
 
 import starter
 from clients.settings import Settings
@@ -33,7 +32,7 @@ from codec import data_converter_from_env
 from devstack.config import StackConfig
 from devstack.dev_identity import png
 from resilience.breaker import BreakerRegistry
-from worker import WORKFLOWS, mint_activities
+from worker import build_workers, mint_activities, running
 from workflows.models import MintRequest, StatusView
 
 _images = itertools.count(1)
@@ -67,12 +66,14 @@ async def running_worker(
     solana_timeout_ms: int | None = None,
     breakers: BreakerRegistry | None = None,
 ) -> AsyncIterator[None]:
-    """The product's worker in this process; `wrap` maps an activity name to a wrapper."""
+    """The product's workers in this process (the saga's queue and its Pinata queue, as
+    `worker.py` runs them); `wrap` maps an activity name to a wrapper."""
     wrap = wrap or {}
     extra = {"SOLANA_TIMEOUT_MS": str(solana_timeout_ms)} if solana_timeout_ms else {}
-    async with mint_activities(settings_for(stack, **extra), breakers=breakers) as activities:
+    settings = settings_for(stack, **extra)
+    async with mint_activities(settings, breakers=breakers) as activities:
         wired = [wrap[activity_name(a)](a) if activity_name(a) in wrap else a for a in activities]
-        async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=wired):
+        async with running(build_workers(client, settings.tuning, task_queue, wired)):
             yield
 
 

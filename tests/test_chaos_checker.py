@@ -23,7 +23,7 @@ from solders.keypair import Keypair
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner
 
 import starter
 from devstack.config import StackConfig
@@ -36,7 +36,7 @@ from tests.saga_support import (
     settings_for,
     wait_for,
 )
-from worker import mint_activities
+from worker import build_workers, mint_activities, running
 from workflows import activity_models as io
 from workflows.mint_saga import MintSaga
 from workflows.models import MintRequest, MintResult, MintStatus
@@ -355,15 +355,18 @@ class LeakyMintSaga(MintSaga):
 async def leaky_worker(
     stack: StackConfig, client: Client, task_queue: str, wrap: dict[str, Wrapper]
 ) -> AsyncIterator[None]:
-    async with mint_activities(settings_for(stack)) as activities:
+    settings = settings_for(stack)
+    async with mint_activities(settings) as activities:
         wired = [wrap[activity_name(a)](a) if activity_name(a) in wrap else a for a in activities]
-        async with Worker(
+        workers = build_workers(
             client,
-            task_queue=task_queue,
+            settings.tuning,
+            task_queue,
+            wired,
             workflows=[LeakyMintSaga],
-            activities=wired,
             workflow_runner=UnsandboxedWorkflowRunner(),
-        ):
+        )
+        async with running(workers):
             yield
 
 

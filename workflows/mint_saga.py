@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         RetryOverrides,
         StatusView,
     )
-    from workflows.policies import MAX_RESIGNS, STEPS
+    from workflows.policies import MAX_RESIGNS, STEPS, provider_task_queue
 
 MINT_STAGE = SearchAttributeKey.for_keyword("MintStage")
 MINT_STATUS = SearchAttributeKey.for_keyword("MintStatus")
@@ -456,6 +456,7 @@ class MintSaga:
                     if compensation.step != "release_pins"
                     else io.ReleaseOut,
                     **step.options(),
+                    **self._task_queue(compensation.step),
                 )
             except ActivityError as err:
                 self._last_error = error_info(compensation.step, err)
@@ -490,6 +491,7 @@ class MintSaga:
                     summary=name,
                     cancellation_type=self._cancellation_type(),
                     **step.options(),
+                    **self._task_queue(name),
                 )
             except ActivityError as err:
                 if isinstance(err.cause, CancelledError):
@@ -505,6 +507,17 @@ class MintSaga:
                 continue
             self._count_retries(step.service, out.attempt)
             return out
+
+    @staticmethod
+    def _task_queue(name: str) -> dict[str, str]:
+        """A step that calls a rate-limited provider (Pinata) runs on that provider's queue,
+        where Temporal holds the provider's rate for the whole fleet. Mints started before
+        this change schedule every step on the saga's queue (their histories say so); the
+        worker serves every activity there too."""
+        provider = STEPS[name].provider
+        if provider is None or not workflow.patched("pinata-task-queue"):
+            return {}
+        return {"task_queue": provider_task_queue(workflow.info().task_queue, provider)}
 
     @staticmethod
     def _cancellation_type() -> ActivityCancellationType:

@@ -26,6 +26,9 @@ class Step:
     attempts: int
     timeout: timedelta
     heartbeat: timedelta | None = None
+    # A rate-limited provider the step calls: the step runs on that provider's task queue,
+    # where Temporal holds the provider's rate for the whole fleet (`provider_task_queue`).
+    provider: str | None = None
 
     def retry_policy(self) -> RetryPolicy:
         backoff = BACKOFF_BY_SERVICE[self.service]
@@ -45,20 +48,27 @@ class Step:
         }
 
 
+def provider_task_queue(task_queue: str, provider: str) -> str:
+    """The task queue of a rate-limited provider's steps, next to the saga's own queue: the
+    worker serves it with Temporal's task-queue-wide activity rate limit (worker.py)."""
+    return f"{task_queue}-{provider}"
+
+
 S = timedelta(seconds=1)
+PINATA = "pinata"  # 180 requests a minute per account (clients.settings.PINATA_*)
 
 STEPS: dict[str, Step] = {
     # 0. maintenance mode: new mints wait here (unlimited attempts, heartbeats while waiting)
     "wait_out_maintenance": Step("db", attempts=0, timeout=24 * 3600 * S, heartbeat=30 * S),
     # 1. pre-mint checks (in parallel)
-    "check_ipfs": Step("ipfs", attempts=3, timeout=10 * S),
+    "check_ipfs": Step("ipfs", attempts=3, timeout=10 * S, provider=PINATA),
     "check_database": Step("db", attempts=2, timeout=10 * S),
     "check_rpc": Step("solana", attempts=3, timeout=10 * S),
     "claim_mint": Step("db", attempts=3, timeout=10 * S),
     # 2. uploads: the image's CID is computed first so both uploads run in parallel
     "compute_image_cid": Step("ipfs", attempts=5, timeout=60 * S, heartbeat=10 * S),
-    "upload_image": Step("ipfs", attempts=5, timeout=120 * S, heartbeat=10 * S),
-    "upload_metadata": Step("ipfs", attempts=5, timeout=60 * S, heartbeat=10 * S),
+    "upload_image": Step("ipfs", attempts=5, timeout=120 * S, heartbeat=10 * S, provider=PINATA),
+    "upload_metadata": Step("ipfs", attempts=5, timeout=60 * S, heartbeat=10 * S, provider=PINATA),
     # 3. database record
     "record_uploads": Step("db", attempts=3, timeout=10 * S),
     # 4. the transaction; the pivot is the first send
@@ -76,8 +86,11 @@ STEPS: dict[str, Step] = {
     "check_db_consistency": Step("db", attempts=2, timeout=30 * S),
     "finish_mint": Step("db", attempts=3, timeout=10 * S),
     # compensations: idempotent, so they may retry more than the steps they undo
-    "release_pins": Step("ipfs", attempts=10, timeout=60 * S, heartbeat=10 * S),
+    "release_pins": Step("ipfs", attempts=10, timeout=60 * S, heartbeat=10 * S, provider=PINATA),
     "rollback_mint": Step("db", attempts=10, timeout=10 * S),
 }
+
+# The steps that call Pinata (a health probe's calls are paced by its schedule instead).
+PINATA_STEPS = frozenset(name for name, step in STEPS.items() if step.provider == PINATA)
 
 MAX_RESIGNS = 5  # fresh blockhashes after expiry before a person is asked to look

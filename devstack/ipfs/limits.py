@@ -2,7 +2,8 @@
 
 A sliding 60 s window of accepted requests: once ``requests_per_minute`` of them fall inside
 it, further requests get 429 with ``Retry-After`` = seconds until the oldest one leaves.
-Rejected requests are not counted, so a client that backs off as told gets through.
+Rejected requests are not counted in the window, so a client that backs off as told gets
+through; ``rejected`` counts them (the admin API's ``GET /stats``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class PinataLimits:
         self._rpm = requests_per_minute
         self._clock = clock
         self._accepted: deque[float] = deque()
+        self.rejected = 0  # 429s answered since the stack started
 
     @property
     def requests_per_minute(self) -> int:
@@ -47,6 +49,7 @@ class PinataLimits:
             return None
         # The window may hold more than the limit after set() lowered it: wait until enough
         # of the oldest requests have left for one more to fit.
+        self.rejected += 1
         excess = len(self._accepted) - self._rpm
         return max(0.0, self._accepted[excess] + WINDOW_S - now)
 

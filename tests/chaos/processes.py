@@ -8,11 +8,13 @@ way `python -m devstack up` starts them (state on disk, so nothing is lost but t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,19 +26,32 @@ READY_TIMEOUT_S = 120.0
 
 
 class Workers:
-    """`count` worker processes on one task queue; each log goes to <state>/chaos-worker-N.log."""
+    """`count` worker processes on one task queue; each log goes to <state>/<name>-N.log.
 
-    def __init__(self, config: StackConfig, task_queue: str, count: int) -> None:
+    `env` adds to (or overrides) the stack's worker settings, e.g. PINATA_ACTIVITIES_PER_SECOND.
+    """
+
+    def __init__(
+        self,
+        config: StackConfig,
+        task_queue: str,
+        count: int,
+        *,
+        env: Mapping[str, str] | None = None,
+        name: str = "chaos-worker",
+    ) -> None:
         self.config = config
         self.task_queue = task_queue
         self.count = count
+        self.env = dict(env or {})
+        self.name = name
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started = 0
         self.killed = 0
         self.crashed_at_start = 0  # exited before polling, and started again
 
     def log_path(self, slot: int) -> Path:
-        return self.config.state_dir / f"chaos-worker-{slot}.log"
+        return self.config.state_dir / f"{self.name}-{slot}.log"
 
     @property
     def logs(self) -> list[Path]:
@@ -81,6 +96,7 @@ class Workers:
             "TEMPORAL_TASK_QUEUE": self.task_queue,
             # No health schedule: its probe pins would be pins without a mint to the checker.
             "HEALTH_CHECK_INTERVAL_S": "0",
+            **self.env,
         }
         with open(log, "ab") as out:
             return subprocess.Popen(
@@ -100,6 +116,23 @@ class Workers:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         self.killed += 1
+
+    def pid(self, slot: int) -> int:
+        """The process id of worker `slot` (its Temporal identity is `<pid>@<host>`)."""
+        return self._procs[slot].pid
+
+    def sigterm(self, slot: int) -> None:
+        """SIGTERM worker `slot` (it drains); `wait` for it."""
+        proc = self._procs.get(slot)
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+
+    async def wait(self, slot: int, timeout_s: float) -> int | None:
+        """Worker `slot`'s exit code, once it exits within `timeout_s`; None: still running."""
+        proc = self._procs[slot]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(proc.wait, timeout_s)
+        return proc.poll()
 
     async def ensure_running(self) -> None:
         """Start every worker slot whose process is gone."""

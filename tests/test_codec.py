@@ -499,7 +499,9 @@ def copy_of(failure: Failure) -> Failure:
 
 # -- the devstack with --codec --------------------------------------------------------------------
 
-CODEC_STACK_OFFSET = int(os.environ.get("DEVSTACK_TEST_PORT_OFFSET", "10000")) + 20000
+# Beside the suite's stack (+0) and the lifecycle test's (+10000), and below Linux's ephemeral
+# ports (32768 up), where a client socket of the suite may already hold one of ours.
+CODEC_STACK_OFFSET = int(os.environ.get("DEVSTACK_TEST_PORT_OFFSET", "10000")) + 13000
 
 
 def devstack(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,9 @@ from devstack.supervisor import StackError, Supervisor
 from tests.chaos.harness import ChaosRun, RunOptions
 from tests.chaos.report import report_json, summary
 
-DEFAULT_PORT_OFFSET = 30000  # beside a developer's stack (0) and the test suite's (10000)
+# Beside a developer's stack (0) and the test suite's (10000, 20000, 23000), below the ephemeral
+# ports (32768 up), where a client socket may already hold one of ours.
+DEFAULT_PORT_OFFSET = 15000
 
 
 def _progress(line: str) -> None:

@@ -114,3 +114,18 @@ def test_dev_images_of_different_seeds_never_share_bytes() -> None:
     every 256 seeds), or two mints would share a CID without meaning to."""
     images = {png(16, 16, seed=seed) for seed in range(0, 2048, 7)}
     assert len(images) == len(range(0, 2048, 7))
+
+
+def test_database_recovery_counts_only_steps_that_query_postgres() -> None:
+    began = datetime(2026, 1, 1, 12, 0, 0)
+    completions = [
+        # The maintenance gate answers from the workers' cached settings, even with no database.
+        measure.Completion(began + timedelta(seconds=0.2), "wait_out_maintenance", began),
+        measure.Completion(
+            began + timedelta(seconds=6), "claim_mint", began + timedelta(seconds=5)
+        ),
+    ]
+    [database] = measure.recoveries(
+        [measure.Outage("postgres restart", "database", began, 5.0)], completions
+    )
+    assert database.recovered_after_s == 6.0

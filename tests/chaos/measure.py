@@ -32,7 +32,10 @@ _RECOVERED_BY: dict[str, tuple[str, ...] | None] = {
     "solana endpoint": tuple(n for n, s in STEPS.items() if s.service == "solana"),
     "pinata": ("upload_image", "upload_metadata"),
     "gateway": ("check_gateways",),
-    "database": tuple(n for n, s in STEPS.items() if s.service == "db"),
+    # Every step that queries Postgres (the maintenance gate reads the workers' cached settings).
+    "database": tuple(
+        n for n, s in STEPS.items() if s.service == "db" and n != "wait_out_maintenance"
+    ),
     "system wallet": ("send_transaction", "await_confirmation"),
     "worker": None,
     "temporal": None,

@@ -432,5 +432,4 @@ def _outage_group(action: Action) -> str | None:
         "postgres_restart": "database",
         "temporal_restart": "temporal",
         "worker_sigkill": "worker",
-        "wallet_underfunded": "system wallet",
     }[action.kind]

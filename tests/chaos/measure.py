@@ -36,7 +36,6 @@ _RECOVERED_BY: dict[str, tuple[str, ...] | None] = {
     "database": tuple(
         n for n, s in STEPS.items() if s.service == "db" and n != "wait_out_maintenance"
     ),
-    "system wallet": ("send_transaction", "await_confirmation"),
     "worker": None,
     "temporal": None,
 }

@@ -49,12 +49,12 @@ class Action:
 
     @property
     def outage(self) -> bool:
-        """Whether this action takes a whole service away (recovery time is measured)."""
+        """Whether this action takes a whole service away (recovery time is measured). An
+        underfunded wallet is not: its mints wait for an operator, at a person's pace."""
         return (self.kind == "fault" and self.spec.get("kind") == "down") or self.kind in (
             "postgres_restart",
             "temporal_restart",
             "worker_sigkill",
-            "wallet_underfunded",
         )
 
 

@@ -12,9 +12,11 @@ import contextlib
 import itertools
 import json
 import os
+import sys
 import typing
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from clients.solana_nft import associated_token_address
 from codec import data_converter_from_env
 from devstack.config import StackConfig
 from devstack.dev_identity import png
+from devstack.supervisor import PROJECT_ROOT
 from resilience.breaker import BreakerRegistry
 from worker import build_workers, mint_activities, running
 from workflows.models import MintRequest, StatusView
@@ -198,3 +201,34 @@ async def wait_for(
             await asyncio.sleep(0.1)
 
     await asyncio.wait_for(poll(), within_s)
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What `python starter.py ...` did."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        """The last line printed (`--json` prints one JSON object there), once it succeeded."""
+        assert self.returncode == 0, self.stderr
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+
+async def run_starter(env: dict[str, str], *argv: str, timeout_s: float = 60) -> Ran:
+    """`python starter.py ARGV...` as an operator runs it, with exactly `env`. Asynchronous:
+    a worker answering its queries may run on the caller's event loop."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "starter.py",
+        *argv,
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
+    assert process.returncode is not None
+    return Ran(process.returncode, stdout.decode(), stderr.decode())

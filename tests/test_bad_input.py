@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import re
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from clients.images import DEFAULT_MAX_BYTES, ImageLoader
 from clients.mint_keys import derive_mint_keypair, parse_seed
 from devstack.config import StackConfig
 from devstack.dev_identity import png
-from tests.saga_support import chain_nft, image_dir, new_image, pinned_anywhere
+from tests.saga_support import Ran, chain_nft, image_dir, new_image, pinned_anywhere, run_starter
 from workflows.mint_saga import MintSaga
 from workflows.models import (
     MAX_ATTRIBUTE_VALUE_CHARS,
@@ -97,13 +96,6 @@ def request_fields(stack: StackConfig, **changes: Any) -> dict[str, Any]:
     return fields
 
 
-@dataclass(frozen=True)
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 async def cli(stack: StackConfig, *argv: str, allow_private_urls: bool = False) -> Ran:
     """`starter.py` as a backend's operator runs it; MINT_IMAGE_ALLOW_PRIVATE_URLS as given."""
     env = {
@@ -111,18 +103,7 @@ async def cli(stack: StackConfig, *argv: str, allow_private_urls: bool = False) 
         **stack.worker_env(),
         "MINT_IMAGE_ALLOW_PRIVATE_URLS": "true" if allow_private_urls else "false",
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "starter.py",
-        *argv,
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return Ran(process.returncode, stdout.decode(), stderr.decode())
+    return await run_starter(env, *argv)
 
 
 def pinata_pins(stack: StackConfig, **query: str) -> list[dict[str, Any]]:

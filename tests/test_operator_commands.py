@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import re
 import shlex
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,15 @@ from clients.errors import redact_url
 from clients.runtime_config import RuntimeConfigStore
 from devstack.config import StackConfig
 from resilience.breaker import BreakerRegistry, BreakerState, Override
-from tests.saga_support import add_fault, clear_faults, mint_request, running_worker, wait_for
+from tests.saga_support import (
+    Ran,
+    add_fault,
+    clear_faults,
+    mint_request,
+    run_starter,
+    running_worker,
+    wait_for,
+)
 from workflows.models import MintStatus
 
 ROOT = Path(__file__).parent.parent
@@ -54,17 +59,6 @@ ANCHORS = (
 )
 
 
-@dataclass(frozen=True)
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        assert self.returncode == 0, self.stderr
-        return json.loads(self.stdout.strip().splitlines()[-1])
-
-
 async def cli(stack: StackConfig, *argv: str, queue: str = STUCK_QUEUE) -> Ran:
     """`python starter.py ...` with the devstack's settings exported (DATABASE_URL included).
 
@@ -76,18 +70,7 @@ async def cli(stack: StackConfig, *argv: str, queue: str = STUCK_QUEUE) -> Ran:
         "DATABASE_URL": stack.database_url,
         "TEMPORAL_TASK_QUEUE": queue,
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "starter.py",
-        *argv,
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return Ran(process.returncode, stdout.decode(), stderr.decode())
+    return await run_starter(env, *argv)
 
 
 async def eventually(check: Callable[[], Any], within_s: float = 15, what: str = "") -> None:

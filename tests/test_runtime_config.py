@@ -12,7 +12,6 @@ import asyncio
 import math
 import os
 import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -37,6 +36,7 @@ from clients.runtime_config import (
 )
 from db.migrate import MIGRATIONS_DIR
 from devstack.config import StackConfig
+from tests.saga_support import Ran, run_starter
 
 pytestmark = pytest.mark.integration
 
@@ -504,29 +504,11 @@ async def test_watcher_reports_breakers_and_forgets_them_on_stop(
 # -- starter.py --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 async def starter(stack: StackConfig, *argv: str, drop: tuple[str, ...] = ()) -> Ran:
     env = {**os.environ, **stack.worker_env(), "USER": CLI_USER}
     for name in drop:
         env.pop(name, None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "starter.py",
-        *argv,
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return Ran(process.returncode, stdout.decode(), stderr.decode())
+    return await run_starter(env, *argv)
 
 
 CLI_BY = f"{CLI_USER}@{socket.gethostname()}"

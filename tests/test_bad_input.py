@@ -58,7 +58,6 @@ from workflows.models import (
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).parent.parent
 IDLE_QUEUE = "bad-input-no-worker"  # a mint started here waits: nothing of it ever runs
 PNG = png(8, 8, seed=4242)
 

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -40,7 +39,6 @@ from tests.saga_support import Ran, run_starter
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).parent.parent
 BY = "tests@runtime-config"
 DEFAULTS = RuntimeSettings()
 CLI_USER = "rc-tester"

@@ -29,6 +29,7 @@ class Workers:
     """`count` worker processes on one task queue; each log goes to <state>/<name>-N.log.
 
     `env` adds to (or overrides) the stack's worker settings, e.g. PINATA_ACTIVITIES_PER_SECOND.
+    `command` runs another worker program in the same way (the benchmark's baseline worker).
     """
 
     def __init__(
@@ -39,12 +40,14 @@ class Workers:
         *,
         env: Mapping[str, str] | None = None,
         name: str = "chaos-worker",
+        command: tuple[str, ...] = ("worker.py",),
     ) -> None:
         self.config = config
         self.task_queue = task_queue
         self.count = count
         self.env = dict(env or {})
         self.name = name
+        self.command = command  # after the interpreter: a script, or "-m", "module"
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started = 0
         self.killed = 0
@@ -100,7 +103,7 @@ class Workers:
         }
         with open(log, "ab") as out:
             return subprocess.Popen(
-                [sys.executable, "worker.py"],
+                [sys.executable, *self.command],
                 cwd=PROJECT_ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -1,0 +1,235 @@
+"""The benchmark's arithmetic: rates, percentiles, concurrency, and where one workflow's time went.
+
+Pure functions over what the runs recorded (`Flight`s) and over Temporal histories; the unit
+tests in tests/test_bench.py pin each one down.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+
+E = EventType
+
+
+@dataclass
+class Flight:
+    """One workflow as the driver saw it: monotonic seconds at start and close, how it ended."""
+
+    workflow_id: str
+    started: float
+    closed: float | None = None
+    status: str | None = None
+    retries: int = 0  # attempts beyond the first, over every service (MintResult.retries)
+
+    @property
+    def seconds(self) -> float:
+        assert self.closed is not None, f"{self.workflow_id} has not closed"
+        return self.closed - self.started
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), interpolated between the two nearest ranks."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
+    return {
+        "samples": len(seconds),
+        "p50_s": round(percentile(seconds, 50), 4),
+        "p95_s": round(percentile(seconds, 95), 4),
+        "p99_s": round(percentile(seconds, 99), 4),
+        "mean_s": round(sum(seconds) / len(seconds), 4),
+    }
+
+
+def steady_rate(flights: Sequence[Flight], *, trim: float = 0.1) -> float:
+    """Workflows closed per second at saturation: the rate between the closing of the first
+    `trim` share and the last `trim` share of the batch, leaving out the ramp and the tail."""
+    closed = sorted(f.closed for f in flights if f.closed is not None)
+    if len(closed) < 2:
+        raise ValueError("a rate needs at least two closed workflows")
+    first = int(len(closed) * trim)
+    last = max(first + 1, len(closed) - 1 - int(len(closed) * trim))
+    span = closed[last] - closed[first]
+    if span <= 0:
+        raise ValueError("the batch closed all at once: no rate to measure")
+    return (last - first) / span
+
+
+def max_in_flight(flights: Iterable[Flight]) -> int:
+    """The most workflows open at the same moment (started, not yet closed)."""
+    edges: list[tuple[float, int]] = []
+    for flight in flights:
+        edges.append((flight.started, 1))
+        if flight.closed is not None:
+            edges.append((flight.closed, -1))
+    edges.sort(key=lambda edge: (edge[0], edge[1]))  # a close before a start at the same time
+    open_now = most = 0
+    for _, step in edges:
+        open_now += step
+        most = max(most, open_now)
+    return most
+
+
+def recovery_s(
+    flights: Sequence[Flight], fault_at: float, target_rate: float, *, window_s: float = 10.0
+) -> float | None:
+    """Seconds from `fault_at` to the first `window_s` window whose closing rate reaches 90 % of
+    `target_rate` (0: the rate never dropped). None: it never did while the batch ran."""
+    closed = sorted(f.closed for f in flights if f.closed is not None and f.closed >= fault_at)
+    if not closed:
+        return None
+    offset = 0.0
+    while fault_at + offset + window_s <= closed[-1]:
+        begin, end = fault_at + offset, fault_at + offset + window_s
+        count = sum(1 for t in closed if begin <= t < end)
+        if count / window_s >= 0.9 * target_rate:
+            return offset
+        offset += 0.5
+    return None
+
+
+# ------------------------------------------------------------------ one workflow's history
+
+
+@dataclass
+class ActivityRun:
+    name: str
+    round_id: int  # the workflow task that scheduled it: one round of the saga
+    scheduled: datetime
+    started: datetime | None = None
+    closed: datetime | None = None
+    outcome: str = "open"
+
+    @property
+    def queued_s(self) -> float:
+        """Scheduled until a worker took it: Temporal's dispatch (and the worker's slots)."""
+        return _seconds(self.scheduled, self.started)
+
+    @property
+    def ran_s(self) -> float:
+        """Taken until its result reached the server: the activity's own code (and the SDK)."""
+        return _seconds(self.started, self.closed)
+
+
+@dataclass
+class HistoryProfile:
+    total_s: float
+    activities: list[ActivityRun] = field(default_factory=list)
+    workflow_task_queued_s: float = 0.0
+    workflow_task_ran_s: float = 0.0
+
+    @property
+    def in_activities_s(self) -> float:
+        """Time on the critical path inside activities: per round, its longest activity."""
+        rounds: dict[int, float] = defaultdict(float)
+        for run in self.activities:
+            rounds[run.round_id] = max(rounds[run.round_id], run.ran_s)
+        return sum(rounds.values())
+
+    @property
+    def in_temporal_s(self) -> float:
+        """Everything else: task dispatch, workflow tasks, history writes, round trips."""
+        return max(0.0, self.total_s - self.in_activities_s)
+
+
+def _seconds(begin: datetime | None, end: datetime | None) -> float:
+    if begin is None or end is None:
+        return 0.0
+    return (end - begin).total_seconds()
+
+
+def profile_history(history: WorkflowHistory) -> HistoryProfile:
+    """Where one workflow's time went, from its history's event times."""
+    events = list(history.events)
+    first, last = events[0].event_time.ToDatetime(), events[-1].event_time.ToDatetime()
+    profile = HistoryProfile(total_s=(last - first).total_seconds())
+    by_scheduled: dict[int, ActivityRun] = {}
+    wft_scheduled: datetime | None = None
+    wft_started: datetime | None = None
+    for event in events:
+        at = event.event_time.ToDatetime()
+        kind = event.event_type
+        if kind == E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+            wft_scheduled = at
+        elif kind == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            profile.workflow_task_queued_s += _seconds(wft_scheduled, at)
+            wft_started = at
+        elif kind in (E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, E.EVENT_TYPE_WORKFLOW_TASK_FAILED):
+            profile.workflow_task_ran_s += _seconds(wft_started, at)
+        elif kind == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            run = ActivityRun(
+                name=attrs.activity_type.name,
+                round_id=attrs.workflow_task_completed_event_id,
+                scheduled=at,
+            )
+            by_scheduled[event.event_id] = run
+            profile.activities.append(run)
+        elif kind == E.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            scheduled_id = event.activity_task_started_event_attributes.scheduled_event_id
+            by_scheduled[scheduled_id].started = at
+        elif kind in _ACTIVITY_CLOSES:
+            attr_name, outcome = _ACTIVITY_CLOSES[kind]
+            attrs = getattr(event, attr_name)
+            run = by_scheduled[attrs.scheduled_event_id]
+            run.closed, run.outcome = at, outcome
+    return profile
+
+
+_ACTIVITY_CLOSES = {
+    E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: ("activity_task_completed_event_attributes", "completed"),
+    E.EVENT_TYPE_ACTIVITY_TASK_FAILED: ("activity_task_failed_event_attributes", "failed"),
+    E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: ("activity_task_timed_out_event_attributes", "timed_out"),
+    E.EVENT_TYPE_ACTIVITY_TASK_CANCELED: ("activity_task_canceled_event_attributes", "canceled"),
+}
+
+
+def activity_rounds(history: WorkflowHistory) -> list[tuple[str, ...]]:
+    """The activities a workflow scheduled, grouped by the workflow task that scheduled them
+    (sorted within a round): the workflow's shape."""
+    rounds: dict[int, list[str]] = defaultdict(list)
+    for run in profile_history(history).activities:
+        rounds[run.round_id].append(run.name)
+    return [tuple(sorted(names)) for _, names in sorted(rounds.items())]
+
+
+def summarize_profiles(profiles: Sequence[HistoryProfile]) -> dict[str, Any]:
+    """Medians over many workflows: the whole, in activities vs in Temporal, workflow tasks,
+    and per activity its queue wait and its run time."""
+    per_activity: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for profile in profiles:
+        for run in profile.activities:
+            if run.outcome == "completed":
+                per_activity[run.name]["queued"].append(run.queued_s)
+                per_activity[run.name]["ran"].append(run.ran_s)
+
+    def median(values: Iterable[float]) -> float:
+        return round(percentile(list(values), 50), 4)
+
+    return {
+        "workflows": len(profiles),
+        "total_s": median(p.total_s for p in profiles),
+        "in_activities_s": median(p.in_activities_s for p in profiles),
+        "in_temporal_s": median(p.in_temporal_s for p in profiles),
+        "workflow_task_queued_s": median(p.workflow_task_queued_s for p in profiles),
+        "workflow_task_ran_s": median(p.workflow_task_ran_s for p in profiles),
+        "activities": {
+            name: {"queued_s": median(times["queued"]), "ran_s": median(times["ran"])}
+            for name, times in per_activity.items()
+        },
+    }

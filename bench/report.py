@@ -1,0 +1,350 @@
+"""From a run's raw figures to `bench/results.json` and the table in BENCHMARKS.md.
+
+Every headline figure is a ratio (or a fraction, or a difference) of two measurements of the same
+run; the raw figures each came from sit beside it, with the machine and the options.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.figures import (
+    Flight,
+    latency_summary,
+    max_in_flight,
+    percentile,
+    recovery_s,
+    steady_rate,
+    summarize_profiles,
+)
+from bench.run import EXTERNAL_SERVICES, MINTED, Batch, BenchOptions, solana_step_seconds, statuses
+
+# name -> (comparison, goal, what it is), in the issue's order
+GOALS: dict[str, tuple[str, float, str]] = {
+    "throughput_ratio": (">=", 0.7, "mints/s at saturation ÷ baseline workflows/s"),
+    "latency_p50_ratio": ("<=", 1.5, "one mint's p50, start to MINTED ÷ baseline p50"),
+    "latency_p99_ratio": ("", math.nan, "one mint's p99 ÷ baseline p99 (no goal)"),
+    "faulted_completion": (">=", 1.0, "share of the faulted batch MINTED in time, no operator"),
+    "faulted_throughput_ratio": (">=", 0.5, "faulted batch mints/s ÷ fault-free mints/s"),
+    "failover_p99_extra_ms": ("<=", 1000.0, "p99 of Solana steps in the outage - fault-free p99"),
+    "failover_recovery_s": ("", math.nan, "fault → a 10 s window at 90 % of the fault-free rate"),
+    "rss_growth_mb": ("<", 50.0, "mint worker RSS after all mints - before the first"),
+    "max_in_flight": ("", math.nan, "most mints open at once on one worker, none erring"),
+}
+REQUIRED = tuple(GOALS)
+MARK_BEGIN = "<!-- bench:begin (written by `make bench`; edit bench/report.py instead) -->"
+MARK_END = "<!-- bench:end -->"
+
+
+def build_results(raw: dict[str, Any], options: BenchOptions, quick: bool) -> dict[str, Any]:
+    shape_latency: list[Flight] = raw["shape_latency"]
+    mint_latency: list[Flight] = raw["mint_latency"]
+    shape_batch: Batch = raw["shape_batch"]
+    mint_batch: Batch = raw["mint_batch"]
+    faulted: Batch = raw["faulted_batch"]
+    failover: Batch = raw["failover_batch"]
+
+    shape_lat = latency_summary([f.seconds for f in shape_latency])
+    mint_lat = latency_summary([f.seconds for f in mint_latency])
+    shape_rate = steady_rate(shape_batch.flights)
+    mint_rate = steady_rate(mint_batch.flights)
+
+    batch_began = faulted.flights[0].started
+    in_time = [
+        f
+        for f in faulted.flights
+        if f.closed is not None and f.status == MINTED and f.closed - batch_began <= faulted.wall_s
+    ]
+    faulted_rate = steady_rate(in_time) if len(in_time) >= 2 else 0.0
+    completed = raw["faulted_completed_in_time"]
+
+    fault_wall = raw["failover_wall"]
+    quiet_steps = solana_step_seconds(raw["mint_batch_profiles"])
+    outage_steps = solana_step_seconds(raw["failover_profiles"], since=fault_wall)
+    extra_ms = (percentile(outage_steps, 99) - percentile(quiet_steps, 99)) * 1000
+
+    clean = [mint_batch, *raw["memory_waves"]]
+    clean_in_flight = [
+        max_in_flight(b.flights)
+        for b in clean
+        if all(f.status == MINTED and f.retries == 0 for f in b.flights)
+    ]
+
+    stage_seconds: dict[str, list[float]] = defaultdict(list)
+    for stages in raw["mint_stage_seconds"]:
+        for stage, seconds in stages.items():
+            stage_seconds[stage].append(seconds)
+
+    return {
+        "throughput_ratio": round(mint_rate / shape_rate, 3),
+        "latency_p50_ratio": round(mint_lat["p50_s"] / shape_lat["p50_s"], 3),
+        "latency_p99_ratio": round(mint_lat["p99_s"] / shape_lat["p99_s"], 3),
+        "faulted_completion": round(completed / len(faulted.flights), 4),
+        "faulted_throughput_ratio": round(faulted_rate / mint_rate, 3),
+        "failover_p99_extra_ms": round(extra_ms, 1),
+        "failover_recovery_s": _maybe_round(
+            recovery_s(failover.flights, raw["failover_at"], mint_rate)
+        ),
+        "rss_growth_mb": round(raw["rss_after_mb"] - raw["rss_before_mb"], 1),
+        "max_in_flight": max(clean_in_flight, default=0),
+        "goals": {name: {"op": op, "goal": goal} for name, (op, goal, _) in GOALS.items() if op},
+        "raw": {
+            "baseline": {
+                "workflows_per_s": round(shape_rate, 3),
+                "batch": _batch_figures(shape_batch),
+                "latency": shape_lat,
+            },
+            "mints": {
+                "mints_per_s": round(mint_rate, 3),
+                "batch": _batch_figures(mint_batch),
+                "latency": mint_lat,
+            },
+            "faulted": {
+                "fault": {
+                    "kind": "error",
+                    "rate": options.fault_rate,
+                    "services": list(EXTERNAL_SERVICES),
+                },
+                "mints_per_s": round(faulted_rate, 3),
+                "completed_in_time": completed,
+                "deadline_s": round(faulted.wall_s, 1),
+                "batch": _batch_figures(faulted),
+            },
+            "failover": {
+                "solana_steps_p99_fault_free_s": round(percentile(quiet_steps, 99), 4),
+                "solana_steps_p99_outage_s": round(percentile(outage_steps, 99), 4),
+                "solana_steps_in_outage": len(outage_steps),
+                "fault_at_s": round(raw["failover_at"] - failover.flights[0].started, 2),
+                "batch": _batch_figures(failover),
+            },
+            "memory": {
+                "rss_before_mb": round(raw["rss_before_mb"], 1),
+                "rss_after_mb": round(raw["rss_after_mb"], 1),
+                "mints": raw["mints_run"],
+                "waves": [_batch_figures(b) for b in raw["memory_waves"]],
+            },
+            "profile": {
+                "mint": summarize_profiles(raw["mint_profiles"]),
+                "baseline": summarize_profiles(raw["shape_profiles"]),
+                "mint_stage_seconds_p50": {
+                    stage: round(percentile(values, 50), 4)
+                    for stage, values in stage_seconds.items()
+                },
+            },
+        },
+        "options": {
+            "batch": options.batch,
+            "latency_samples": options.latency_samples,
+            "fault_rate": options.fault_rate,
+            "memory_mints": options.memory_mints,
+            "quick": quick,
+        },
+        "machine": machine(),
+        "run": {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": _git("rev-parse", "--short", "HEAD"),
+            "wall_s": round(raw["wall_s"], 1),
+        },
+    }
+
+
+def _maybe_round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _batch_figures(batch: Batch) -> dict[str, Any]:
+    return {
+        "workflows": len(batch.flights),
+        "wall_s": round(batch.wall_s, 2),
+        "statuses": statuses(batch),
+        "retries": sum(f.retries for f in batch.flights),
+        "max_in_flight": max_in_flight(batch.flights),
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with _ignore_os_errors():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory_gb = None
+    with _ignore_os_errors():
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory_gb = round(pages / 2**30, 1)
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": memory_gb,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "temporal_cli": _temporal_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+class _ignore_os_errors:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is not None and issubclass(kind, (OSError, ValueError))
+
+
+def _temporal_version() -> str:
+    from devstack.supervisor import temporal_binary
+
+    try:
+        out = subprocess.run(
+            [temporal_binary(), "--version"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+# ------------------------------------------------------------------ checking and showing
+
+
+def problems(results: dict[str, Any]) -> list[str]:
+    """What makes `results` malformed: a headline figure missing or not a finite number, a
+    fraction outside 0..1, a count below zero, raw figures or the machine missing."""
+    found = []
+    for name in REQUIRED:
+        value = results.get(name)
+        if name == "failover_recovery_s" and value is None:
+            continue  # the rate never came back within the batch: said as null
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            found.append(f"{name}: {value!r} is not a number")
+        elif not math.isfinite(value):
+            found.append(f"{name}: {value} is not finite")
+        elif name.endswith("_ratio") and value <= 0:
+            found.append(f"{name}: {value} is not a positive ratio")
+    completion = results.get("faulted_completion")
+    if isinstance(completion, int | float) and not 0 <= completion <= 1:
+        found.append(f"faulted_completion: {completion} is outside 0..1")
+    for name in ("max_in_flight",):
+        if isinstance(results.get(name), int | float) and results[name] < 0:
+            found.append(f"{name}: below zero")
+    for section in ("baseline", "mints", "faulted", "failover", "memory", "profile"):
+        if section not in results.get("raw", {}):
+            found.append(f"raw.{section}: missing")
+    if not results.get("machine", {}).get("cpus"):
+        found.append("machine.cpus: missing")
+    return found
+
+
+def verdict(name: str, value: Any) -> str:
+    op, goal, _ = GOALS[name]
+    if not op or value is None:
+        return "—"
+    met = {">=": value >= goal, "<=": value <= goal, "<": value < goal}[op]
+    return "met" if met else "**missed**"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    raw, m = results["raw"], results["machine"]
+    lines = [
+        MARK_BEGIN,
+        "",
+        f"Run {results['run']['at']} at commit `{results['run']['commit']}` in "
+        f"{results['run']['wall_s']:.0f} s: {m['cpus']} x {m['cpu_model'] or 'CPU'}, "
+        f"{m['memory_gib']} GiB, Python {m['python']}, {m['temporal_cli'].splitlines()[0]}; "
+        f"load average at the end {m['load_average'][0]}. Batch {results['options']['batch']}, "
+        f"{results['options']['latency_samples']} one-at-a-time samples.",
+        "",
+        "| figure | measured | goal | verdict | from |",
+        "|---|---|---|---|---|",
+    ]
+    sources = {
+        "throughput_ratio": f"{raw['mints']['mints_per_s']} mints/s ÷ "
+        f"{raw['baseline']['workflows_per_s']} baseline/s",
+        "latency_p50_ratio": f"{raw['mints']['latency']['p50_s']} s ÷ "
+        f"{raw['baseline']['latency']['p50_s']} s",
+        "latency_p99_ratio": f"{raw['mints']['latency']['p99_s']} s ÷ "
+        f"{raw['baseline']['latency']['p99_s']} s",
+        "faulted_completion": f"{raw['faulted']['completed_in_time']} of "
+        f"{raw['faulted']['batch']['workflows']} within {raw['faulted']['deadline_s']} s",
+        "faulted_throughput_ratio": f"{raw['faulted']['mints_per_s']} ÷ "
+        f"{raw['mints']['mints_per_s']} mints/s",
+        "failover_p99_extra_ms": f"{raw['failover']['solana_steps_p99_outage_s']} s - "
+        f"{raw['failover']['solana_steps_p99_fault_free_s']} s "
+        f"({raw['failover']['solana_steps_in_outage']} steps in the outage)",
+        "failover_recovery_s": f"{results['raw']['failover']['batch']['workflows']} mints, "
+        f"fault at {raw['failover']['fault_at_s']} s",
+        "rss_growth_mb": f"{raw['memory']['rss_before_mb']} → {raw['memory']['rss_after_mb']} MB "
+        f"over {raw['memory']['mints']} mints",
+        "max_in_flight": "largest batch on one worker with every mint MINTED, no retry",
+    }
+    for name, (op, goal, what) in GOALS.items():
+        value = results[name]
+        shown = "—" if value is None else f"{value:g}"
+        target = f"{op} {goal:g}" if op else "—"
+        lines.append(
+            f"| `{name}` ({what}) | {shown} | {target} | {verdict(name, value)} | {sources[name]} |"
+        )
+    lines += ["", *_profile_lines(raw["profile"]), "", MARK_END]
+    return "\n".join(lines)
+
+
+def _profile_lines(profile: dict[str, Any]) -> list[str]:
+    mint, base = profile["mint"], profile["baseline"]
+    lines = [
+        f"Where one mint's time goes (medians of {mint['workflows']} one-at-a-time mints, from "
+        "their histories; the baseline's in brackets):",
+        "",
+        "| | mint | baseline |",
+        "|---|---|---|",
+        f"| start to close (history) | {mint['total_s']} s | {base['total_s']} s |",
+        f"| in activities (per round, the longest) | {mint['in_activities_s']} s | "
+        f"{base['in_activities_s']} s |",
+        f"| in Temporal (dispatch, workflow tasks, round trips) | {mint['in_temporal_s']} s | "
+        f"{base['in_temporal_s']} s |",
+        f"| workflow tasks: queued / running | {mint['workflow_task_queued_s']} / "
+        f"{mint['workflow_task_ran_s']} s | {base['workflow_task_queued_s']} / "
+        f"{base['workflow_task_ran_s']} s |",
+        "",
+        "| activity | queued (Temporal) | ran (our code) | baseline ran |",
+        "|---|---|---|---|",
+    ]
+    for name, times in sorted(mint["activities"].items(), key=lambda kv: -kv[1]["ran_s"]):
+        base_ran = base["activities"].get(name, {}).get("ran_s", "—")
+        lines.append(f"| {name} | {times['queued_s']} s | {times['ran_s']} s | {base_ran} s |")
+    stages = profile["mint_stage_seconds_p50"]
+    lines += [
+        "",
+        "Seconds per stage (MintResult.stage_seconds, medians): "
+        + ", ".join(f"{stage} {seconds}" for stage, seconds in stages.items())
+        + ".",
+    ]
+    return lines
+
+
+def write_markdown(path: Path, results: dict[str, Any]) -> None:
+    """Put the table between the markers in `path`, or append it under a heading."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = markdown(results)
+    pattern = re.compile(re.escape(MARK_BEGIN) + r".*?" + re.escape(MARK_END), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n## The saga against the engine (`make bench`)\n\n" + block
+    path.write_text(text + ("" if text.endswith("\n") else "\n"))

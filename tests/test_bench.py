@@ -1,0 +1,206 @@
+"""The benchmark harness (bench/): its arithmetic, its baseline's shape, its results' checks.
+
+Timings are never asserted (they go to BENCHMARKS.md); what is asserted is that the figures are
+computed right and that the baseline workflow really has MintSaga's shape.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowHistory
+from temporalio.worker import Worker
+
+from bench.figures import (
+    Flight,
+    activity_rounds,
+    max_in_flight,
+    percentile,
+    profile_history,
+    recovery_s,
+    steady_rate,
+    summarize_profiles,
+)
+from bench.report import REQUIRED, markdown, problems, write_markdown
+from bench.shape import ROUNDS, MintShape, noop_activities
+from workflows.policies import PINATA_STEPS, provider_task_queue
+
+HISTORIES = Path(__file__).parent / "histories"
+# The current version's happy path (every patch of the saga taken).
+SAGA_HISTORY = HISTORIES / "happy-path-pinata-queue.json"
+
+
+def saga_history() -> WorkflowHistory:
+    return WorkflowHistory.from_json(SAGA_HISTORY.stem, SAGA_HISTORY.read_text())
+
+
+# ------------------------------------------------------------------ arithmetic
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(values, 50) == pytest.approx(50.5)
+    assert percentile(values, 99) == pytest.approx(99.01)
+    assert percentile([3.0, 1.0, 2.0], 0) == 1.0
+    assert percentile([3.0, 1.0, 2.0], 100) == 3.0
+    assert percentile([7.0], 99) == 7.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_steady_rate_leaves_out_the_ramp_and_the_tail() -> None:
+    # 2 slow closes at the start, 100 at 10 a second, 2 stragglers long after
+    closes = [5.0, 8.0, *[10.0 + n / 10 for n in range(100)], 60.0, 90.0]
+    flights = [Flight(f"w{n}", 0.0, closed) for n, closed in enumerate(closes)]
+    assert steady_rate(flights) == pytest.approx(10.0, rel=0.05)
+    # the whole span would say far less
+    assert len(closes) / 90.0 < 2
+    with pytest.raises(ValueError):
+        steady_rate([Flight("a", 0.0, 1.0)])
+
+
+def test_max_in_flight_counts_overlaps_and_not_touching_ends() -> None:
+    flights = [Flight("a", 0.0, 5.0), Flight("b", 1.0, 3.0), Flight("c", 2.0, 4.0)]
+    assert max_in_flight(flights) == 3
+    # one closing as the next starts: never two at once
+    assert max_in_flight([Flight("a", 0.0, 1.0), Flight("b", 1.0, 2.0)]) == 1
+    assert max_in_flight([Flight("a", 0.0)]) == 1  # still open
+
+
+def test_recovery_is_zero_when_the_rate_never_drops_and_counts_a_dip() -> None:
+    steady = [Flight(f"w{n}", 0.0, n * 0.5) for n in range(200)]  # 2 a second for 100 s
+    assert recovery_s(steady, fault_at=30.0, target_rate=2.0) == 0.0
+    # nothing closes for 20 s after the fault, then 2 a second again
+    dip = [f for f in steady if not 30.0 <= f.closed < 50.0]  # type: ignore[operator]
+    recovered = recovery_s(dip, fault_at=30.0, target_rate=2.0)
+    assert recovered is not None and 19.0 <= recovered <= 20.0
+    never = [f for f in steady if f.closed < 30.0]  # type: ignore[operator]
+    assert recovery_s(never, fault_at=30.0, target_rate=2.0) is None
+
+
+# ------------------------------------------------------------------ histories
+
+
+def test_a_mint_history_profile_adds_up() -> None:
+    profile = profile_history(saga_history())
+    assert profile.total_s > 0
+    assert {run.outcome for run in profile.activities} == {"completed"}
+    assert all(run.queued_s >= 0 and run.ran_s >= 0 for run in profile.activities)
+    assert profile.in_activities_s + profile.in_temporal_s == pytest.approx(profile.total_s)
+    summary = summarize_profiles([profile, profile])
+    assert summary["workflows"] == 2
+    assert set(summary["activities"]) == {name for names, _ in ROUNDS for name in names}
+
+
+def test_the_baseline_rounds_are_the_sagas() -> None:
+    """ROUNDS, as written, against the stored history of the current MintSaga."""
+    assert activity_rounds(saga_history()) == [tuple(sorted(names)) for names, _ in ROUNDS]
+
+
+async def test_the_baseline_workflow_runs_the_sagas_rounds(client: Client) -> None:
+    """MintShape on the devstack's Temporal: its history has the saga's rounds, the Pinata
+    steps ran on the Pinata queue, and it closed with the same search attributes."""
+    queue = f"bench-shape-{uuid.uuid4().hex[:8]}"
+    activities = noop_activities()
+    pinata = [a for a in activities if a.__temporal_activity_definition.name in PINATA_STEPS]  # type: ignore[attr-defined]
+    async with (
+        Worker(client, task_queue=queue, workflows=[MintShape], activities=activities),
+        Worker(client, task_queue=provider_task_queue(queue, "pinata"), activities=pinata),
+    ):
+        handle = await client.start_workflow(
+            "MintShape", {"mint_id": "shape"}, id=f"shape-{uuid.uuid4().hex}", task_queue=queue
+        )
+        assert (await handle.result())["status"] == "MINTED"
+        history = await handle.fetch_history()
+        description = await handle.describe()
+    assert activity_rounds(history) == activity_rounds(saga_history())
+    queues = {
+        event.activity_task_scheduled_event_attributes.activity_type.name: (
+            event.activity_task_scheduled_event_attributes.task_queue.name
+        )
+        for event in history.events
+        if event.HasField("activity_task_scheduled_event_attributes")
+    }
+    assert {name for name, q in queues.items() if q != queue} == PINATA_STEPS - {"release_pins"}
+    attributes = {k: v for k, v in description.search_attributes.items() if k.startswith("Mint")}
+    assert attributes == {"MintStage": ["MINTED"], "MintStatus": ["MINTED"]}
+
+
+# ------------------------------------------------------------------ results
+
+
+def well_formed() -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "throughput_ratio": 0.8,
+        "latency_p50_ratio": 1.1,
+        "latency_p99_ratio": 1.2,
+        "faulted_completion": 1.0,
+        "faulted_throughput_ratio": 0.6,
+        "failover_p99_extra_ms": 12.5,
+        "failover_recovery_s": 0.0,
+        "rss_growth_mb": 4.2,
+        "max_in_flight": 200,
+        "raw": {section: {} for section in ("baseline", "mints", "faulted", "failover", "memory")},
+        "machine": {"cpus": 2},
+    }
+    results["raw"]["profile"] = {}
+    return results
+
+
+def test_well_formed_results_have_no_problems() -> None:
+    assert set(REQUIRED) <= set(well_formed())
+    assert problems(well_formed()) == []
+    recovered_never = well_formed() | {"failover_recovery_s": None}
+    assert problems(recovered_never) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"throughput_ratio": None}, "throughput_ratio"),
+        ({"latency_p50_ratio": math.nan}, "latency_p50_ratio"),
+        ({"latency_p99_ratio": 0.0}, "latency_p99_ratio"),
+        ({"faulted_completion": 1.5}, "faulted_completion"),
+        ({"rss_growth_mb": "4 MB"}, "rss_growth_mb"),
+        ({"max_in_flight": -1}, "max_in_flight"),
+        ({"machine": {}}, "machine.cpus"),
+    ],
+)
+def test_malformed_results_are_named(change: dict[str, Any], named: str) -> None:
+    results = well_formed() | change
+    assert any(problem.startswith(named) for problem in problems(results))
+
+
+def test_a_missing_figure_or_raw_section_is_named() -> None:
+    results = well_formed()
+    del results["faulted_throughput_ratio"]
+    del results["raw"]["failover"]
+    found = problems(results)
+    assert any(p.startswith("faulted_throughput_ratio") for p in found)
+    assert "raw.failover: missing" in found
+
+
+def test_the_markdown_table_replaces_only_its_own_block(tmp_path: Path) -> None:
+    results = json.loads((Path(__file__).parents[1] / "bench" / "results.json").read_text())
+    assert problems(results) == []  # the committed results are well-formed too
+    target = tmp_path / "BENCHMARKS.md"
+    target.write_text("# Benchmarks\n\nintro\n")
+    write_markdown(target, results)
+    first = target.read_text()
+    assert first.startswith("# Benchmarks\n\nintro\n")
+    for name in REQUIRED:
+        assert f"`{name}`" in first
+    target.write_text(first + "\n## After\n\nkept\n")
+    changed = copy.deepcopy(results)
+    changed["throughput_ratio"] = 0.123
+    write_markdown(target, changed)
+    second = target.read_text()
+    assert second.count("bench:begin") == 1 and "| 0.123 |" in second
+    assert second.endswith("## After\n\nkept\n") and "intro" in second
+    assert markdown(changed) in second

@@ -6,8 +6,9 @@
 2. latency: baseline workflows, then mints, one at a time;
 3. throughput: a batch of baseline workflows started at once, then a batch of mints;
 4. the same batch with a share of every external service's calls failing (injected);
-5. the same batch with the primary RPC endpoint taken down a third of the way in;
-6. optionally more mints in waves (the memory figure), the worker's RSS before and after;
+5. as many mints started one by one at 80 % of that rate, the primary RPC endpoint taken down
+   40 % of the way in;
+6. optionally more mints in waves (the memory figure); the worker's RSS after each section;
 7. histories of the one-at-a-time runs: where a mint's time goes.
 
 Everything is measured from the driver (start to result) or from Temporal's histories, and
@@ -33,7 +34,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError
 
 import starter
-from bench.figures import Flight, HistoryProfile, profile_history
+from bench.figures import Flight, HistoryProfile, profile_history, steady_rate
 from devstack.config import GATEWAYS, SOLANA_ENDPOINTS, StackConfig
 from devstack.dev_identity import images_dir, png
 from tests.chaos.processes import StackControl, Workers
@@ -48,6 +49,8 @@ PRIMARY_RPC = SOLANA_ENDPOINTS[0]
 SOLANA_STEPS = frozenset(name for name, step in STEPS.items() if step.service == "solana")
 # The engine's ceiling, not a Pinata plan's: no task-queue rate (the emulator's limit is off too).
 WORKER_ENV = {"PINATA_ACTIVITIES_PER_SECOND": "0"}
+# The failover section's mints arrive at this share of the saturated rate, so they flow.
+STREAM_SHARE = 0.8
 WARM_UP = 3  # workflows of each kind run first, outside every figure (imports, first connects)
 HISTORY_FETCHES = 8  # at once
 SETTLE_S = 600.0  # a faulted batch's stragglers, after the operator's retry
@@ -63,7 +66,7 @@ class BenchOptions:
     fault_rate: float = 0.2
     # The faulted batch is given this many times the fault-free batch's time to complete.
     fault_deadline_factor: float = 2.5
-    failover_at_share: float = 1 / 3  # of the fault-free batch's time
+    failover_at_share: float = 0.4  # of the failover stream's time
     memory_mints: int = 0  # mints in all (the sections' and more in waves) for the RSS figure
     memory_wave: int = 500
 
@@ -95,6 +98,16 @@ class BenchRun:
         self.mints_run = 0
         self._images = itertools.count()
         self.raw: dict[str, Any] = {}
+        self.rss: list[dict[str, Any]] = []  # the mint worker's RSS after each section
+
+    def _note_rss(self, after: str) -> None:
+        self.rss.append(
+            {
+                "after": after,
+                "mints": self.mints_run,
+                "rss_mb": round(worker_rss_mb(self.mint_worker.pid(0)), 1),
+            }
+        )
 
     @property
     def _client(self) -> Client:
@@ -110,7 +123,7 @@ class BenchRun:
         await self._admin("post", "/pinata/limits", {"requests_per_minute": 0})
         await asyncio.gather(self.mint_worker.start_all(), self.shape_worker.start_all())
         self.client = await starter.connect(self.config.temporal_address)
-        rss_before = worker_rss_mb(self.mint_worker.pid(0))
+        self._note_rss("started")
         await self._warm_up()
 
         opts = self.options
@@ -118,23 +131,30 @@ class BenchRun:
         shape_latency, _ = await self._one_at_a_time(self._start_shape)
         self.progress(f"latency: {opts.latency_samples} mints, one at a time")
         mint_latency, mint_stages = await self._one_at_a_time(self._start_mint)
+        self._note_rss("one at a time")
 
         self.progress(f"throughput: {opts.batch} baseline workflows at once")
         shape_batch = await self._batch(self._start_shape)
         self.progress(f"throughput: {opts.batch} mints at once")
         mint_batch = await self._batch(self._start_mint)
+        self._note_rss("batch")
 
         self.progress(
             f"faults: {opts.batch} mints, {opts.fault_rate:.0%} of the calls to "
             f"{', '.join(EXTERNAL_SERVICES)} failing"
         )
         faulted, completed_in_time = await self._faulted_batch(mint_batch.wall_s)
+        self._note_rss("faulted batch")
 
-        self.progress(f"failover: {opts.batch} mints, {PRIMARY_RPC} taken down on the way")
-        failover, fault_at, fault_wall = await self._failover_batch(mint_batch.wall_s)
+        stream_rate = STREAM_SHARE * steady_rate(mint_batch.flights)
+        self.progress(
+            f"failover: {opts.batch} mints at {stream_rate:.2f} a second, {PRIMARY_RPC} taken "
+            "down on the way"
+        )
+        failover, fault_at, fault_wall = await self._failover_stream(stream_rate)
+        self._note_rss("failover")
 
         waves = await self._memory_waves()
-        rss_after = worker_rss_mb(self.mint_worker.pid(0))
 
         self.progress("profile: reading the histories of the one-at-a-time runs")
         shape_profiles = await self._profiles(shape_latency)
@@ -151,13 +171,12 @@ class BenchRun:
             "failover_batch": failover,
             "failover_at": fault_at,
             "failover_wall": fault_wall,
+            "failover_rate": stream_rate,
             "memory_waves": waves,
-            "rss_before_mb": rss_before,
-            "rss_after_mb": rss_after,
+            "rss": self.rss,
             "mints_run": self.mints_run,
             "shape_profiles": shape_profiles,
             "mint_profiles": mint_profiles,
-            "mint_batch_profiles": await self._profiles(mint_batch.flights),
             "failover_profiles": await self._profiles(failover.flights),
             "wall_s": time.monotonic() - began,
         }
@@ -303,16 +322,30 @@ class BenchRun:
                         await handle.signal("retry")
             _, pending = await asyncio.wait(pending, timeout=OPERATOR_EVERY_S)
 
-    async def _failover_batch(self, fault_free_s: float) -> tuple[Batch, float, datetime]:
+    async def _failover_stream(self, rate: float) -> tuple[Batch, float, datetime]:
+        """`batch` mints started one by one at `rate` a second (below saturation, so they flow
+        at that rate), the primary RPC endpoint taken down `failover_at_share` of the way in
+        and kept down to the end: the mints before the fault are the fault-free reference."""
         opts = self.options
+        count = opts.batch
+        fault_after = count / rate * opts.failover_at_share
         began_wall, began = datetime.now(UTC), time.monotonic()
-        flights, tasks, results = await self._launch(self._start_mint, opts.batch)
-        fault_after = fault_free_s * opts.failover_at_share
-        await asyncio.sleep(max(0.0, fault_after - (time.monotonic() - began)))
-        fault_at, fault_wall = time.monotonic(), datetime.now(UTC)
-        await self._admin("post", "/faults", {"target": PRIMARY_RPC, "kind": "down"})
-        self.progress(f"  {PRIMARY_RPC} down at {fault_at - began:.1f} s")
+        flights: list[Flight] = []
+        tasks: list[asyncio.Task[None]] = []
+        results: dict[str, MintResult] = {}
+        fault_at, fault_wall = 0.0, began_wall
         try:
+            for n in range(count):
+                await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
+                if not fault_at and time.monotonic() - began >= fault_after:
+                    fault_at, fault_wall = time.monotonic(), datetime.now(UTC)
+                    await self._admin("post", "/faults", {"target": PRIMARY_RPC, "kind": "down"})
+                    self.progress(f"  {PRIMARY_RPC} down at {fault_at - began:.1f} s")
+                started = time.monotonic()
+                handle = await self._start_mint()
+                flight = Flight(handle.id, started)
+                flights.append(flight)
+                tasks.append(asyncio.create_task(self._land(handle, flight, results)))
             await self._watch(tasks, flights)
         finally:
             await self._admin("delete", "/faults")
@@ -327,6 +360,7 @@ class BenchRun:
                 f"({self.mints_run}/{self.options.memory_mints} run so far)"
             )
             waves.append(await self._batch(self._start_mint, count))
+            self._note_rss(f"wave {len(waves)}")
         return waves
 
     # ------------------------------------------------------------------ reading back
@@ -360,10 +394,10 @@ def worker_rss_mb(pid: int) -> float:
 
 
 def solana_step_seconds(
-    profiles: list[HistoryProfile], *, since: datetime | None = None
+    profiles: list[HistoryProfile], *, since: datetime | None = None, until: datetime | None = None
 ) -> list[float]:
     """How long each Solana step ran (activity start to close), optionally only those started
-    at or after `since`."""
+    at or after `since`, or before `until`."""
     return [
         run.ran_s
         for profile in profiles
@@ -372,6 +406,7 @@ def solana_step_seconds(
         and run.started is not None
         and run.closed is not None
         and (since is None or run.started.replace(tzinfo=UTC) >= since)
+        and (until is None or run.started.replace(tzinfo=UTC) < until)
     ]
 
 

@@ -62,7 +62,7 @@ from clients.errors import (
 )
 from observability.metrics import record_failover
 from resilience.breaker import SOLANA_BREAKER, BreakerRegistry, CircuitBreaker
-from resilience.guard import circuit_open, through
+from resilience.guard import circuit_open, through, wait_for_half_open
 
 log = logging.getLogger("clients.solana_rpc")
 
@@ -530,40 +530,43 @@ class SolanaRpc:
         a node other than the one that took the transaction.
         """
         request = JsonRpcRequest(method=method, params=params)
-        last: ServiceError | None = None
-        skipped: list[CircuitBreaker] = []
-        for index in self._order(only):
-            endpoint = self._endpoints[index]
-            breaker = self.breaker(index)
-            if not breaker.allow():
-                skipped.append(breaker)
-                continue
+        while True:
+            last: ServiceError | None = None
+            skipped: list[CircuitBreaker] = []
+            for index in self._order(only):
+                endpoint = self._endpoints[index]
+                breaker = self.breaker(index)
+                if not breaker.allow():
+                    skipped.append(breaker)
+                    continue
 
-            async def attempt(endpoint: _Endpoint = endpoint) -> Any:
+                async def attempt(endpoint: _Endpoint = endpoint) -> Any:
+                    try:
+                        async with asyncio.timeout(self._timeout):
+                            result = await endpoint.client.send_rpc_request(request, object)
+                        return parse(result) if parse is not None else result
+                    except CLASSIFIABLE as exc:
+                        raise classify_error(
+                            exc, endpoint=endpoint.name, method=method, fee_payer=fee_payer
+                        ) from None
+
+                if last is not None:
+                    record_failover(SERVICE)  # the previous endpoint failed retryably
                 try:
-                    async with asyncio.timeout(self._timeout):
-                        result = await endpoint.client.send_rpc_request(request, object)
-                    return parse(result) if parse is not None else result
-                except CLASSIFIABLE as exc:
-                    raise classify_error(
-                        exc, endpoint=endpoint.name, method=method, fee_payer=fee_payer
-                    ) from None
-
+                    return await through(breaker, SERVICE, attempt, admitted=True, operation=method)
+                except ServiceError as error:
+                    if not error.retryable:
+                        raise
+                    log.warning(
+                        "solana %s failed at %s (%s, %s); trying the next endpoint",
+                        method,
+                        endpoint.name,
+                        error.code,
+                        error.kind,
+                    )
+                    last = error
             if last is not None:
-                record_failover(SERVICE)  # the previous endpoint failed retryably
-            try:
-                return await through(breaker, SERVICE, attempt, admitted=True, operation=method)
-            except ServiceError as error:
-                if not error.retryable:
-                    raise
-                log.warning(
-                    "solana %s failed at %s (%s, %s); trying the next endpoint",
-                    method,
-                    endpoint.name,
-                    error.code,
-                    error.kind,
-                )
-                last = error
-        if last is None:
-            raise circuit_open(SERVICE, skipped)
-        raise last
+                raise last
+            # Every endpoint's circuit is open: queued until the soonest may be probed.
+            if not await wait_for_half_open(skipped):
+                raise circuit_open(SERVICE, skipped)

@@ -204,6 +204,9 @@ class Supervisor:
             "--namespace", "default",
             "--log-level", "warn",
             "--ui-disable-news-fetch",
+            # A worker's activities on the workflow's own task queue start in the answer to
+            # the workflow task that schedules them, skipping a round trip through matching.
+            "--dynamic-config-value", "system.enableActivityEagerExecution=true",
         ]  # fmt: skip
         for attribute in SEARCH_ATTRIBUTES:
             argv += ["--search-attribute", attribute]

@@ -26,7 +26,15 @@ from bench.figures import (
     steady_rate,
     summarize_profiles,
 )
-from bench.run import EXTERNAL_SERVICES, MINTED, Batch, BenchOptions, solana_step_seconds, statuses
+from bench.run import (
+    EXTERNAL_SERVICES,
+    MINTED,
+    Batch,
+    BenchOptions,
+    fault_spec,
+    solana_step_seconds,
+    statuses,
+)
 
 # name -> (comparison, goal, what it is), in the order
 GOALS: dict[str, tuple[str, float, str]] = {
@@ -112,11 +120,9 @@ def build_results(raw: dict[str, Any], options: BenchOptions, quick: bool) -> di
                 "latency": mint_lat,
             },
             "faulted": {
-                "fault": {
-                    "kind": "error",
-                    "rate": options.fault_rate,
-                    "services": list(EXTERNAL_SERVICES),
-                },
+                "faults": [
+                    fault_spec(service, options.fault_rate) for service in EXTERNAL_SERVICES
+                ],
                 "mints_per_s": round(faulted_rate, 3),
                 "completed_in_time": completed,
                 "deadline_s": round(faulted.wall_s, 1),

@@ -288,11 +288,7 @@ class BenchRun:
         opts = self.options
         ids = []
         for service in EXTERNAL_SERVICES:
-            ids.append(
-                await self._admin(
-                    "post", "/faults", {"target": service, "kind": "error", "rate": opts.fault_rate}
-                )
-            )
+            ids.append(await self._admin("post", "/faults", fault_spec(service, opts.fault_rate)))
         began_wall, began = datetime.now(UTC), time.monotonic()
         try:
             flights, tasks, results = await self._launch(self._start_mint, opts.batch)
@@ -383,6 +379,15 @@ class BenchRun:
             response = await http.request(method, self.config.url("admin") + path, json=body)
             response.raise_for_status()
             return response.json() if response.content else None
+
+
+def fault_spec(service: str, rate: float) -> dict[str, Any]:
+    """`rate` of the calls to `service` answered with its own error. For Postgres a call is a
+    statement (the proxy resets the connection as it runs): connecting is not a call."""
+    spec: dict[str, Any] = {"target": service, "kind": "error", "rate": rate}
+    if service == "postgres":
+        spec["match"] = "statement"
+    return spec
 
 
 def worker_rss_mb(pid: int) -> float:

@@ -39,6 +39,8 @@ class ServiceError(Exception):
         code: a short searchable type name, e.g. "BlockhashNotFound", "PinataUnauthorized".
         endpoint: the URL that failed, when there is one (kept redacted: see `redact_url`).
         retry_after: seconds the service asked us to wait (Retry-After), if it said.
+        connected: the failure came after a connection to the service was made (a query cut
+            off mid-way): a breaker rule that counts connection failures leaves it out.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class ServiceError(Exception):
         code: str,
         endpoint: str | None = None,
         retry_after: float | None = None,
+        connected: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -60,6 +63,7 @@ class ServiceError(Exception):
         # travels, into logs, workflow histories and breaker names.
         self.endpoint = redact_url(endpoint) if endpoint else None
         self.retry_after = retry_after
+        self.connected = connected
 
     @property
     def retryable(self) -> bool:

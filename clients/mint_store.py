@@ -219,6 +219,7 @@ def classify_error(
         kind=kind,
         code=code,
         endpoint=endpoint,
+        connected=during == "query",  # not a connection failure, for the breaker
     )
 
 

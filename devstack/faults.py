@@ -10,7 +10,9 @@ A fault is ``{"target", "kind", "rate", "status", "delay_ms", "match"}``:
               ``drop_response`` do the work, then close the connection without answering
               ``down``          refuse connections: the port stops listening while the fault lives
 - ``rate``    probability (0..1) that a matching request is hit; ``down`` ignores it
-- ``match``   optional JSON-RPC method (exact) or path prefix the fault is limited to
+- ``match``   optional JSON-RPC method (exact) or path prefix the fault is limited to; for
+              ``postgres``, ``statement``: only chunks that run a statement (not a connection's
+              startup), so ``rate`` is the share of queries hit
 - ``duration_ms`` optional lifetime: the fault removes itself after it (an outage that ends)
 - ``retry_after_s`` the ``Retry-After`` a 429 carries (default 1)
 

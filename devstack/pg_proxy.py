@@ -23,6 +23,7 @@ from devstack.faults import HANG_FOREVER_S, Fault, FaultRegistry
 
 log = logging.getLogger("devstack.pg_proxy")
 TARGET = "postgres"
+STATEMENT = "statement"
 CHUNK = 64 * 1024
 
 
@@ -161,8 +162,12 @@ class PostgresFaultProxy:
         try:
             while data := await conn.client_reader.read(CHUNK):
                 # Losing an answer only means something when the chunk ran a statement.
-                skip = () if _executes(data) else ("drop_response",)
-                fault = self.registry.pick(TARGET, None, skip_kinds=skip)
+                executes = _executes(data)
+                skip = () if executes else ("drop_response",)
+                # `match: "statement"` limits a fault to chunks that run one (not the
+                # connection's startup and authentication): "n % of the queries fail".
+                key = STATEMENT if executes else None
+                fault = self.registry.pick(TARGET, key, skip_kinds=skip)
                 if fault is not None:
                     if fault.kind in ("error", "status", "down"):
                         conn.reset()

@@ -249,8 +249,11 @@ class CircuitBreaker:
                 self._window.clear()
                 self._set_state(BreakerState.CLOSED, "probes succeeded", now)
 
-    def record_failure(self, *, retriable: bool = True) -> None:
-        """A call failed. ``retriable=False``: the endpoint answered, the request was at fault."""
+    def record_failure(self, *, retriable: bool = True, streak: bool = True) -> None:
+        """A call failed. ``retriable=False``: the endpoint answered, the request was at fault.
+        ``streak=False``: it counts toward the failure rate, not the consecutive-failures rule
+        (the database's "3 connection failures": a query cut off on an open connection is
+        not one)."""
         now = self._clock()
         self._advance(now)
         if not retriable:
@@ -264,7 +267,8 @@ class CircuitBreaker:
         if self._state is BreakerState.HALF_OPEN:
             self._open(now, "probe failed")
         elif self._state is BreakerState.CLOSED:
-            self._streak.append(now)
+            if streak:
+                self._streak.append(now)
             reason = self._trip_reason(now)
             if reason is not None:
                 self._open(now, reason)

@@ -135,7 +135,7 @@ async def through(
             if exc.code in HEALTHY_ANSWERS:
                 breaker.record_success(clock() - started)
             else:
-                breaker.record_failure(retriable=exc.retryable)
+                breaker.record_failure(retriable=exc.retryable, streak=not exc.connected)
             raise
         except BaseException:
             breaker.record_failure(retriable=False)  # cancelled, or a bug: not the endpoint's

@@ -171,6 +171,25 @@ def test_consecutive_failures_trip() -> None:
     assert hook.calls == [("rpc-a", CLOSED, OPEN, "3 consecutive failures")]
 
 
+def test_failures_on_an_open_connection_count_toward_the_rate_not_the_streak() -> None:
+    """The database's "3 connection failures": queries cut off on an open connection (the
+    call reached the database) never trip it by streak; half of the calls failing still does."""
+    breaker, _, hook = make(DB_BREAKER)
+    for _ in range(9):
+        breaker.record_failure(streak=False)
+    assert breaker.state is CLOSED  # 9 in a row, but fewer calls than the volume threshold
+    breaker.record_failure(streak=False)
+    assert breaker.state is OPEN
+    assert hook.calls[-1][3] == "10/10 calls failed in 60 s"
+    mixed, _, _ = make(DB_BREAKER)
+    mixed.record_failure()
+    mixed.record_failure()
+    mixed.record_failure(streak=False)  # neither extends nor breaks the streak
+    assert mixed.state is CLOSED
+    mixed.record_failure()
+    assert mixed.state is OPEN
+
+
 def test_a_success_breaks_the_streak() -> None:
     breaker, _, _ = make(DB_BREAKER)
     for _ in range(3):

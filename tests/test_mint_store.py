@@ -522,6 +522,15 @@ def test_classification_table(exc: BaseException, during: Any, kind: ErrorKind, 
     assert error.endpoint == "postgresql://db:5432/mintsaga"
 
 
+def test_only_failures_without_a_connection_are_connection_failures() -> None:
+    """The database breaker's streak counts connection failures: a query cut off on an open
+    connection says the database was reached."""
+    reset = ConnectionResetError("reset by peer")
+    assert classify_error(reset, during="query").connected is True
+    assert classify_error(reset, during="acquire").connected is False
+    assert classify_error(ConnectionRefusedError("refused"), during="connect").connected is False
+
+
 def test_a_service_error_passes_through_unchanged() -> None:
     original = ServiceError("x", service="postgres", kind=ErrorKind.PERMANENT, code="UnknownMint")
     assert classify_error(original) is original

@@ -78,6 +78,20 @@ async def test_reset_fault_breaks_an_open_connection(stack: StackConfig) -> None
     await fresh.close()
 
 
+async def test_a_statement_fault_spares_connecting_and_hits_queries(stack: StackConfig) -> None:
+    """`match: "statement"`: every connection still opens (startup and authentication pass),
+    and the query is what fails: "n % of the queries fail", not n % of every packet."""
+    fault = add_fault(stack, target="postgres", kind="error", match="statement")
+    try:
+        for _ in range(3):
+            conn = await asyncpg.connect(stack.database_url)  # would fail on the startup packet
+            with pytest.raises((ConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError)):
+                await conn.fetchval("SELECT 1")
+            conn.terminate()
+    finally:
+        remove_fault(stack, fault)
+
+
 async def test_drop_response_runs_the_write_but_loses_the_answer(stack: StackConfig) -> None:
     mint_id = f"drop-{uuid.uuid4()}"
     conn = await asyncpg.connect(stack.database_url)

@@ -339,13 +339,21 @@ async def test_the_database_breaker_opens_after_three_connection_failures(
 ) -> None:
     breakers, activities = wired
     add_fault(stack, target="postgres", kind="down")
-    for _ in range(3):
+    failures: list[ApplicationError] = []
+    while True:
         with pytest.raises(ApplicationError) as failed:
             await ActivityEnvironment().run(activities["check_database"], io.MintRef(mint_id="x"))
+        if failed.value.type == "PostgresCircuitOpen" or len(failures) == 8:
+            break
         assert failed.value.details[0]["kind"] == "transient"
-    with pytest.raises(ApplicationError) as refused:
-        await ActivityEnvironment().run(activities["check_database"], io.MintRef(mint_id="x"))
+        failures.append(failed.value)
+    refused = failed
     assert refused.value.type == "PostgresCircuitOpen"
+    # The spec's "3 connection failures": a query cut off on a pooled connection (the pool had
+    # not noticed the socket close yet) reached the database and is not one of them.
+    connecting = [f for f in failures if not f.message.startswith("query:")]
+    assert len(connecting) == 3
+    assert len(failures) - len(connecting) <= 2
     delay = refused.value.next_retry_delay
     assert delay is not None and 5 <= delay.total_seconds() <= 11  # open for 10 s
     (database,) = [b for b in breakers.all() if b.name.startswith("postgresql://")]

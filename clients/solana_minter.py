@@ -15,8 +15,9 @@ import base64
 import binascii
 import logging
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
@@ -30,6 +31,7 @@ from solders.transaction import VersionedTransaction
 
 from clients.errors import ErrorKind, ServiceError
 from clients.mint_keys import MIN_SEED_BYTES, SEED_SETTING, derive_mint_keypair
+from clients.solana_cache import SharedCache
 from clients.solana_fees import (
     DEFAULT_PRIORITY_FEE_CAP,
     DEFAULT_PRIORITY_FEE_PERCENTILE,
@@ -58,6 +60,10 @@ ACCOUNT_TYPE_MINT = 1
 EXTENSION_METADATA_POINTER = 18
 EXTENSION_TOKEN_METADATA = 19
 TOKEN_ACCOUNT_MIN_SIZE = 165
+# A blockhash lives 150 blocks (~60 s): reusing one for 2 s leaves a transaction almost all of
+# its life. Rent changes only with a cluster feature change.
+BLOCKHASH_REUSE_S = 2.0
+RENT_TTL_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,15 @@ class SignedMint:
     priority_fee_micro_lamports: int = 0  # the SetComputeUnitPrice it carries (0: none)
     compute_unit_limit: int = 0  # the SetComputeUnitLimit it carries
     simulated_units: int | None = None  # what the simulation consumed (None: it fell back)
+
+
+@dataclass
+class _LatestBlockhash:
+    """A ``getLatestBlockhash`` answer, as kept for ``BLOCKHASH_REUSE_S``."""
+
+    blockhash: Hash
+    last_valid_block_height: int
+    signed: set[str] = field(default_factory=set)  # the mint_ids prepare signed on it
 
 
 @dataclass(frozen=True)
@@ -233,9 +248,11 @@ class SolanaMinter:
         *,
         priority_fee_cap: int = DEFAULT_PRIORITY_FEE_CAP,
         priority_fee_percentile: int = DEFAULT_PRIORITY_FEE_PERCENTILE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``priority_fee_cap`` (micro-lamports per CU) and ``priority_fee_percentile`` are
-        ``SOLANA_PRIORITY_FEE_CAP`` and ``SOLANA_PRIORITY_FEE_PERCENTILE``."""
+        ``SOLANA_PRIORITY_FEE_CAP`` and ``SOLANA_PRIORITY_FEE_PERCENTILE``; ``clock`` ages the
+        kept rent and blockhash (``time.monotonic``; a test's own to step past the windows)."""
         if len(mint_key_seed) < MIN_SEED_BYTES:
             raise ValueError(f"{SEED_SETTING} must hold at least {MIN_SEED_BYTES} bytes")
         if priority_fee_cap < 0:
@@ -247,6 +264,11 @@ class SolanaMinter:
         self._seed = bytes(mint_key_seed)
         self.priority_fee_cap = priority_fee_cap
         self.priority_fee_percentile = priority_fee_percentile
+        self._rent: SharedCache[int, int] = SharedCache(RENT_TTL_S, clock=clock)
+        # Keyed by the pool's URLs: after ``SolanaRpc.set_endpoints`` none is reused.
+        self._blockhash: SharedCache[tuple[str, ...], _LatestBlockhash] = SharedCache(
+            BLOCKHASH_REUSE_S, clock=clock
+        )
 
     def __repr__(self) -> str:
         return f"SolanaMinter(payer={self.payer}, endpoints={self.rpc.endpoints!r})"
@@ -432,10 +454,13 @@ class SolanaMinter:
     ) -> SignedMint:
         """Build and sign the NFT transaction for ``mint_id``; nothing is sent.
 
-        The blockhash is the latest at ``confirmed``; the transaction can land until the
+        The blockhash is the latest at ``confirmed`` (``_latest_blockhash``: shared by the
+        mints prepared within ``BLOCKHASH_REUSE_S``); the transaction can land until the
         chain passes ``last_valid_block_height``. ``resign`` counts the re-signs after an
-        expired blockhash (each bids a higher fee); ``priority_fee_micro_lamports``, when given
-        (an operator's override), is the price used as is, instead of ``priority_fee()``.
+        expired blockhash (each bids a higher fee and gets a fresh blockhash);
+        ``priority_fee_micro_lamports``, when given (an operator's override), is the price
+        used as is, instead of ``priority_fee()``. The rent per account size is kept for
+        ``RENT_TTL_S``.
 
         The transaction starts with SetComputeUnitLimit (a simulation's units plus a margin)
         and, for a non-zero fee, SetComputeUnitPrice. A simulation that shows the transaction
@@ -459,21 +484,8 @@ class SolanaMinter:
                 accounts=[str(payer), str(mint), str(associated_token_address(owner_key, mint))],
             )
         size = nft_mint_account_size(name, symbol, uri)
-        rent = await self.rpc.call(
-            "getMinimumBalanceForRentExemption", [size, {"commitment": COMMITMENT}], parse=int
-        )
-        # From the node furthest ahead: its blockhash lives longest, and no lagging node's
-        # stale one starts the transaction's clock early.
-        freshest = await self.rpc.highest_slot_index()
-        blockhash, last_valid = await self.rpc.call(
-            "getLatestBlockhash",
-            [{"commitment": COMMITMENT}],
-            parse=lambda r: (
-                Hash.from_string(r["value"]["blockhash"]),
-                int(r["value"]["lastValidBlockHeight"]),
-            ),
-            only=None if freshest is None else self.rpc.rotated(freshest),
-        )
+        rent = await self._rent.get(size, lambda: self._fetch_rent(size))
+        blockhash, last_valid = await self._latest_blockhash(mint_id, fresh=resign > 0)
         nft = build_nft_instructions(
             payer=payer,
             mint=mint,
@@ -507,6 +519,41 @@ class SolanaMinter:
             priority_fee_micro_lamports=fee,
             compute_unit_limit=limit,
             simulated_units=units,
+        )
+
+    def forget_blockhash(self) -> None:
+        """Drop the kept blockhash: the next ``prepare`` fetches one."""
+        self._blockhash.forget()
+
+    async def _fetch_rent(self, size: int) -> int:
+        return await self.rpc.call(
+            "getMinimumBalanceForRentExemption", [size, {"commitment": COMMITMENT}], parse=int
+        )
+
+    async def _latest_blockhash(self, mint_id: str, *, fresh: bool) -> tuple[Hash, int]:
+        """(blockhash, lastValidBlockHeight): the one kept if under ``BLOCKHASH_REUSE_S`` old
+        (concurrent misses share one fetch), else a new one. ``fresh`` (a re-sign) and a
+        mint_id already signed on the kept one get a new one: a second signing of a mint is
+        a new transaction, never the first one's bytes again."""
+        urls = tuple(self.rpc.urls)
+        latest = await self._blockhash.get(urls, self._fetch_blockhash, fresh=fresh)
+        if mint_id in latest.signed:
+            latest = await self._blockhash.get(urls, self._fetch_blockhash, fresh=True)
+        latest.signed.add(mint_id)
+        return latest.blockhash, latest.last_valid_block_height
+
+    async def _fetch_blockhash(self) -> _LatestBlockhash:
+        # From the node furthest ahead: its blockhash lives longest, and no lagging node's
+        # stale one starts the transaction's clock early.
+        freshest = await self.rpc.highest_slot_index()
+        return await self.rpc.call(
+            "getLatestBlockhash",
+            [{"commitment": COMMITMENT}],
+            parse=lambda r: _LatestBlockhash(
+                Hash.from_string(r["value"]["blockhash"]),
+                int(r["value"]["lastValidBlockHeight"]),
+            ),
+            only=None if freshest is None else self.rpc.rotated(freshest),
         )
 
     async def _simulate_units(self, message: MessageV0, *, fee_payer: str) -> int | None:

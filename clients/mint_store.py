@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -31,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from clients.errors import ErrorKind, ServiceError
 from clients.stages import FINISHED, NOT_IN_PROGRESS, MintStage
 from resilience.breaker import DB_BREAKER, BreakerRegistry, CircuitBreaker
-from resilience.guard import through
+from resilience.guard import QUEUE_MARGIN_S, attempt_time_left, through
 
 __all__ = [
     "IN_PROGRESS_INDEX",
@@ -183,6 +184,13 @@ _TABLE: tuple[tuple[type[BaseException], ErrorKind, str], ...] = (
     (socket.gaierror, ErrorKind.TRANSIENT, "NameResolutionFailed"),
     (OSError, ErrorKind.TRANSIENT, "NetworkError"),
 )
+# A statement's connection went away under it: the operation may run again on a fresh one.
+CONNECTION_LOST = frozenset(
+    {"ConnectionLost", "ConnectionReset", "ConnectionClosed", "ConnectionError"}
+)
+CONNECTION_RETRY_PAUSES_S = (0.5, 1.0, 2.0)  # the spec's "exponential backoff (0.5s, 1s, 2s)"
+log = logging.getLogger("mintsaga.mint_store")
+
 _TIMEOUT_CODES: dict[Phase, str] = {
     "connect": "ConnectTimeout",
     "acquire": "PoolAcquireTimeout",
@@ -829,10 +837,28 @@ class MintStore:
 
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """`_attempt` through the database's circuit breaker, when one is attached: after 3
-        connection failures in a row calls fail at once for 10 s (the spec's DB breaker)."""
-        return await through(
-            self.breaker, SERVICE, lambda: self._attempt(work), endpoint=self._endpoint
-        )
+        connection failures in a row calls fail at once for 10 s (the spec's DB breaker).
+
+        A connection lost under a statement is the spec's "connection error → exponential
+        backoff (0.5 s, 1 s, 2 s)": inside an activity attempt with the time, the operation
+        runs again on a fresh connection after each pause (every operation is idempotent, as
+        Temporal's own retries already require), each try passing the breaker. Outside an
+        activity, or without the time, the error goes up at once.
+        """
+        for pause in (*CONNECTION_RETRY_PAUSES_S, None):
+            try:
+                return await through(
+                    self.breaker, SERVICE, lambda: self._attempt(work), endpoint=self._endpoint
+                )
+            except ServiceError as exc:
+                if pause is None or not exc.connected or exc.code not in CONNECTION_LOST:
+                    raise
+                pause *= self._rng.uniform(0.8, 1.2)
+                if pause + QUEUE_MARGIN_S > attempt_time_left():
+                    raise
+                log.info("%s; trying again on a fresh connection in %.1f s", exc.code, pause)
+                await self._sleep(pause)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     async def _attempt(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``work`` on a pooled connection; classify what fails.

@@ -6,18 +6,23 @@ Each test uses fresh mint and user ids: the database lives for the whole session
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import asyncpg.exceptions as pgexc
 import httpx
 import pytest
+from temporalio.testing import ActivityEnvironment
 
 from clients.errors import ErrorKind, ServiceError
 from clients.mint_store import (
+    CONNECTION_LOST,
     IN_PROGRESS_INDEX,
     MintRow,
     MintStage,
@@ -640,3 +645,50 @@ async def test_an_unknown_field_is_refused_before_any_database_work() -> None:
             "m", MintStage.VERIFIED, event_key="k", user_id="x"
         )
     assert (caught.value.kind, caught.value.code) == (ErrorKind.PERMANENT, "UnknownField")
+
+
+# ------------------------------------------------------------------ a connection lost mid-way
+
+
+def _activity_with(timeout_s: float) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info,
+        start_to_close_timeout=timedelta(seconds=timeout_s),
+        started_time=datetime.now(UTC),
+    )
+    return env
+
+
+async def test_a_lost_connection_is_tried_again_inside_an_activity(
+    stack: StackConfig, store: MintStore
+) -> None:
+    """The spec's "connection error → exponential backoff (0.5 s, 1 s, 2 s)": in an activity
+    with the time, the statement runs again on a fresh connection after the first pause."""
+    await store.health()  # a pooled connection, open before the fault
+    fired_before = _postgres_errors_fired(stack)
+    await add_fault(stack, target="postgres", kind="error", match="statement", duration_ms=300)
+    began = time.monotonic()
+    await _activity_with(timeout_s=10).run(store.health)
+    assert time.monotonic() - began >= 0.35  # the pause, not a lucky first try
+    assert _postgres_errors_fired(stack) > fired_before
+
+
+def _postgres_errors_fired(stack: StackConfig) -> int:
+    stats = httpx.get(stack.url("admin") + "/stats", timeout=10).json()
+    return int(stats["faults_fired"].get("postgres:error", 0))
+
+
+async def test_a_lost_connection_outside_an_activity_or_its_time_goes_up(
+    stack: StackConfig, store: MintStore
+) -> None:
+    await store.health()
+    fault = await add_fault(stack, target="postgres", kind="error", match="statement")
+    try:
+        with pytest.raises(ServiceError) as outside:
+            await store.health()
+        with pytest.raises(ServiceError) as short:
+            await _activity_with(timeout_s=1).run(store.health)  # no room for a 0.5 s pause
+    finally:
+        await remove_fault(stack, fault)
+    assert {outside.value.code, short.value.code} <= CONNECTION_LOST

@@ -56,18 +56,17 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
-def steady_rate(flights: Sequence[Flight], *, trim: float = 0.1) -> float:
-    """Workflows closed per second at saturation: the rate between the closing of the first
-    `trim` share and the last `trim` share of the batch, leaving out the ramp and the tail."""
-    closed = sorted(f.closed for f in flights if f.closed is not None)
-    if len(closed) < 2:
-        raise ValueError("a rate needs at least two closed workflows")
-    first = int(len(closed) * trim)
-    last = max(first + 1, len(closed) - 1 - int(len(closed) * trim))
-    span = closed[last] - closed[first]
+def batch_rate(flights: Sequence[Flight]) -> float:
+    """Workflows closed per second over the batch: how many closed, over the span from the
+    first start to the last close. (Started together, a batch's workflows move in step and
+    close in a burst near its end: a rate between closings would measure the burst.)"""
+    closed = [f.closed for f in flights if f.closed is not None]
+    if not closed:
+        raise ValueError("a rate needs at least one closed workflow")
+    span = max(closed) - min(f.started for f in flights)
     if span <= 0:
-        raise ValueError("the batch closed all at once: no rate to measure")
-    return (last - first) / span
+        raise ValueError("no time passed: no rate to measure")
+    return len(closed) / span
 
 
 def max_in_flight(flights: Iterable[Flight]) -> int:

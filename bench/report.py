@@ -19,11 +19,11 @@ from typing import Any
 
 from bench.figures import (
     Flight,
+    batch_rate,
     latency_summary,
     max_in_flight,
     percentile,
     recovery_s,
-    steady_rate,
     summarize_profiles,
 )
 from bench.run import (
@@ -63,8 +63,8 @@ def build_results(raw: dict[str, Any], options: BenchOptions, quick: bool) -> di
 
     shape_lat = latency_summary([f.seconds for f in shape_latency])
     mint_lat = latency_summary([f.seconds for f in mint_latency])
-    shape_rate = steady_rate(shape_batch.flights)
-    mint_rate = steady_rate(mint_batch.flights)
+    shape_rate = batch_rate(shape_batch.flights)
+    mint_rate = batch_rate(mint_batch.flights)
 
     batch_began = faulted.flights[0].started
     in_time = [
@@ -72,7 +72,7 @@ def build_results(raw: dict[str, Any], options: BenchOptions, quick: bool) -> di
         for f in faulted.flights
         if f.closed is not None and f.status == MINTED and f.closed - batch_began <= faulted.wall_s
     ]
-    faulted_rate = steady_rate(in_time) if len(in_time) >= 2 else 0.0
+    faulted_rate = batch_rate(in_time) if len(in_time) >= 2 else 0.0
     completed = raw["faulted_completed_in_time"]
 
     fault_wall, fault_at = raw["failover_wall"], raw["failover_at"]
@@ -179,6 +179,9 @@ def _batch_figures(batch: Batch) -> dict[str, Any]:
     return {
         "workflows": len(batch.flights),
         "wall_s": round(batch.wall_s, 2),
+        "cpu_s_per_workflow": {
+            name: round(seconds / len(batch.flights), 4) for name, seconds in batch.cpu_s.items()
+        },
         "statuses": statuses(batch),
         "retries": sum(f.retries for f in batch.flights),
         "max_in_flight": max_in_flight(batch.flights),

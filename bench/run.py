@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError
 
 import starter
-from bench.figures import Flight, HistoryProfile, profile_history, steady_rate
+from bench.figures import Flight, HistoryProfile, batch_rate, profile_history
 from devstack.config import GATEWAYS, SOLANA_ENDPOINTS, StackConfig
 from devstack.dev_identity import images_dir, png
 from tests.chaos.processes import StackControl, Workers
@@ -77,6 +78,7 @@ class Batch:
     results: dict[str, MintResult]  # mints only
     began_wall: datetime
     wall_s: float
+    cpu_s: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds it used
 
 
 class BenchRun:
@@ -134,7 +136,7 @@ class BenchRun:
         self._note_rss("one at a time")
 
         self.progress(f"throughput: {opts.batch} baseline workflows at once")
-        shape_batch = await self._batch(self._start_shape)
+        shape_batch = await self._batch(self._start_shape, worker=self.shape_worker)
         self.progress(f"throughput: {opts.batch} mints at once")
         mint_batch = await self._batch(self._start_mint)
         self._note_rss("batch")
@@ -146,7 +148,7 @@ class BenchRun:
         faulted, completed_in_time = await self._faulted_batch(mint_batch.wall_s)
         self._note_rss("faulted batch")
 
-        stream_rate = STREAM_SHARE * steady_rate(mint_batch.flights)
+        stream_rate = STREAM_SHARE * batch_rate(mint_batch.flights)
         self.progress(
             f"failover: {opts.batch} mints at {stream_rate:.2f} a second, {PRIMARY_RPC} taken "
             "down on the way"
@@ -265,12 +267,28 @@ class BenchRun:
         return flights, tasks, results
 
     async def _batch(
-        self, start: Callable[[], Awaitable[WorkflowHandle[Any, Any]]], count: int | None = None
+        self,
+        start: Callable[[], Awaitable[WorkflowHandle[Any, Any]]],
+        count: int | None = None,
+        *,
+        worker: Workers | None = None,
     ) -> Batch:
+        worker = worker or self.mint_worker
+        cpu_before = self._cpu(worker)
         began_wall, began = datetime.now(UTC), time.monotonic()
         flights, tasks, results = await self._launch(start, count or self.options.batch)
         await self._watch(tasks, flights)
-        return Batch(flights, results, began_wall, time.monotonic() - began)
+        wall_s = time.monotonic() - began
+        cpu_s = {name: used - cpu_before[name] for name, used in self._cpu(worker).items()}
+        return Batch(flights, results, began_wall, wall_s, cpu_s)
+
+    def _cpu(self, worker: Workers) -> dict[str, float]:
+        """CPU seconds used so far by the worker serving a batch and by the Temporal server."""
+        temporal = self.stack.supervisor.pid("temporal")
+        return {
+            "worker": process_cpu_s(worker.pid(0)),
+            "temporal": process_cpu_s(temporal) if temporal else 0.0,
+        }
 
     async def _watch(self, tasks: list[asyncio.Task[None]], flights: list[Flight]) -> None:
         """Wait for every landing, saying how many closed every ten seconds."""
@@ -388,6 +406,12 @@ def fault_spec(service: str, rate: float) -> dict[str, Any]:
     if service == "postgres":
         spec["match"] = "statement"
     return spec
+
+
+def process_cpu_s(pid: int) -> float:
+    """User and system CPU seconds a process used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def worker_rss_mb(pid: int) -> float:

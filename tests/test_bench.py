@@ -20,11 +20,11 @@ from temporalio.worker import Worker
 from bench.figures import (
     Flight,
     activity_rounds,
+    batch_rate,
     max_in_flight,
     percentile,
     profile_history,
     recovery_s,
-    steady_rate,
     summarize_profiles,
 )
 from bench.report import REQUIRED, markdown, problems, write_markdown
@@ -54,15 +54,17 @@ def test_percentile_interpolates_between_ranks() -> None:
         percentile([], 50)
 
 
-def test_steady_rate_leaves_out_the_ramp_and_the_tail() -> None:
-    # 2 slow closes at the start, 100 at 10 a second, 2 stragglers long after
-    closes = [5.0, 8.0, *[10.0 + n / 10 for n in range(100)], 60.0, 90.0]
-    flights = [Flight(f"w{n}", 0.0, closed) for n, closed in enumerate(closes)]
-    assert steady_rate(flights) == pytest.approx(10.0, rel=0.05)
-    # the whole span would say far less
-    assert len(closes) / 90.0 < 2
+def test_batch_rate_is_closings_over_the_whole_span_not_the_closing_burst() -> None:
+    # 100 started at 0 s close in a burst between 40 s and 50 s: 2 a second, not 10
+    flights = [Flight(f"w{n}", 0.0, 40.0 + n / 10) for n in range(100)]
+    assert batch_rate(flights) == pytest.approx(100 / 49.9)
+    # a stream: started over 100 s, each closing 1 s later
+    stream = [Flight(f"s{n}", float(n), n + 1.0) for n in range(100)]
+    assert batch_rate(stream) == pytest.approx(1.0)
+    unfinished = [*flights, Flight("open", 0.0)]
+    assert batch_rate(unfinished) == pytest.approx(100 / 49.9)
     with pytest.raises(ValueError):
-        steady_rate([Flight("a", 0.0, 1.0)])
+        batch_rate([Flight("a", 0.0)])
 
 
 def test_max_in_flight_counts_overlaps_and_not_touching_ends() -> None:

@@ -61,7 +61,8 @@ bench-quick: venv
 
 BENCH_MEMORY_MINTS ?= 5000
 bench-memory: venv
-	$(BIN)/python -m bench --memory-mints $(BENCH_MEMORY_MINTS) --results bench/results-memory.json \
+	$(BIN)/python -m bench --memory-mints $(BENCH_MEMORY_MINTS) --batch 20 --samples 5 \
+		--results bench/results-memory.json \
 		--no-markdown
 
 clean:

@@ -49,6 +49,9 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "max_in_flight": ("", math.nan, "most mints open at once on one worker, none erring"),
 }
 REQUIRED = tuple(GOALS)
+POSITIVE = frozenset({"throughput_ratio", "latency_p50_ratio", "latency_p99_ratio"})
+# May be 0 (nothing completed in time, on a slow machine), never below.
+COUNTS = frozenset({"faulted_completion", "faulted_throughput_ratio", "max_in_flight"})
 MARK_BEGIN = "<!-- bench:begin (written by `make bench`; edit bench/report.py instead) -->"
 MARK_END = "<!-- bench:end -->"
 
@@ -253,14 +256,13 @@ def problems(results: dict[str, Any]) -> list[str]:
             found.append(f"{name}: {value!r} is not a number")
         elif not math.isfinite(value):
             found.append(f"{name}: {value} is not finite")
-        elif name.endswith("_ratio") and value <= 0:
+        elif name in POSITIVE and value <= 0:
             found.append(f"{name}: {value} is not a positive ratio")
+        elif value < 0 and name in COUNTS:
+            found.append(f"{name}: {value} is below zero")
     completion = results.get("faulted_completion")
     if isinstance(completion, int | float) and not 0 <= completion <= 1:
         found.append(f"faulted_completion: {completion} is outside 0..1")
-    for name in ("max_in_flight",):
-        if isinstance(results.get(name), int | float) and results[name] < 0:
-            found.append(f"{name}: below zero")
     for section in ("baseline", "mints", "faulted", "failover", "memory", "profile"):
         if section not in results.get("raw", {}):
             found.append(f"raw.{section}: missing")

@@ -530,10 +530,14 @@ class SolanaRpc:
         a node other than the one that took the transaction.
         """
         request = JsonRpcRequest(method=method, params=params)
+        order = self._order(only)
+        # Only a call that may use every endpoint waits for one to reopen; one restricted to
+        # some (a per-endpoint question, like `highest_slot_index`'s) fails at once.
+        may_wait = len(order) == len(self._endpoints)
         while True:
             last: ServiceError | None = None
             skipped: list[CircuitBreaker] = []
-            for index in self._order(only):
+            for index in order:
                 endpoint = self._endpoints[index]
                 breaker = self.breaker(index)
                 if not breaker.allow():
@@ -568,5 +572,5 @@ class SolanaRpc:
             if last is not None:
                 raise last
             # Every endpoint's circuit is open: queued until the soonest may be probed.
-            if not await wait_for_half_open(skipped):
+            if not (may_wait and await wait_for_half_open(skipped)):
                 raise circuit_open(SERVICE, skipped)

@@ -17,8 +17,15 @@ from typing import Any
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from clients.errors import ServiceError
-from resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker, Override
+from clients.errors import ServiceError, redact_url
+from clients.solana_rpc import SolanaRpc
+from resilience.breaker import (
+    BreakerConfig,
+    BreakerRegistry,
+    BreakerState,
+    CircuitBreaker,
+    Override,
+)
 from resilience.guard import through, wait_for_half_open
 
 FAST = BreakerConfig(open_s=0.4, consecutive_failures=1)
@@ -94,3 +101,25 @@ async def test_through_without_the_time_raises_the_open_circuit_error() -> None:
         await env.run(through, breaker, "db", call)
     assert caught.value.code == "DbCircuitOpen"
     assert caught.value.retry_after is not None and 29 < caught.value.retry_after <= 30
+
+
+async def test_a_solana_pool_queues_only_a_call_that_may_use_every_endpoint() -> None:
+    """`highest_slot_index` asks each endpoint on its own (`only=[i]`): an open one must answer
+    "no" at once, or every prepare waits out that endpoint's open minute (the benchmark's
+    failover run found it). A call free to use any endpoint waits for the soonest half-open."""
+    urls = ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]  # discard port: nothing answers
+    breakers = BreakerRegistry()
+    for url in urls:
+        breakers.get(redact_url(url), FAST).record_failure()  # both open, 0.4 s
+    env, _ = environment(timeout_s=10)
+    async with SolanaRpc(urls, timeout=1, breakers=breakers) as rpc:
+        began = time.monotonic()
+        with pytest.raises(ServiceError) as restricted:
+            await env.run(rpc.call, "getSlot", None, only=[0])
+        assert restricted.value.code == "SolanaCircuitOpen"
+        assert time.monotonic() - began < 0.2
+        began = time.monotonic()
+        with pytest.raises(ServiceError) as tried:
+            await env.run(rpc.call, "getSlot")
+        assert time.monotonic() - began >= 0.35  # waited for the half-open time, then tried
+        assert tried.value.code != "SolanaCircuitOpen"

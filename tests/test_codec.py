@@ -409,7 +409,9 @@ async def test_an_encrypted_mint_stores_no_plaintext_and_the_codec_server_decode
         "description": request.description,
         "image path": request.image.path,
     }
-    reset = {"target": "postgres", "kind": "error", "duration_ms": 300}  # one failed attempt
+    # Statements fail for 4 s: longer than the store's own retries on a fresh connection
+    # (0.5 s, 1 s, 2 s), so one attempt of record_uploads fails and the next succeeds.
+    reset = {"target": "postgres", "kind": "error", "match": "statement", "duration_ms": 4000}
     async with running_worker(
         stack, encrypted, CODEC_QUEUE, wrap={"record_uploads": fault_first(stack, reset)}
     ):

@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     finally:
+        run.mint_worker.stop_all()  # stopped from outside (SIGTERM, Ctrl-C): workers too
+        run.shape_worker.stop_all()
         Supervisor(config, progress=lambda _: None).down()
     results = build_results(raw, options, quick=args.quick)
     results_path.write_text(json.dumps(results, indent=2) + "\n")

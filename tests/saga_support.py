@@ -108,6 +108,12 @@ def add_fault(stack: StackConfig, **spec: Any) -> str:
     return str(response.json()["id"])
 
 
+def faults_fired(stack: StackConfig, kind: str) -> int:
+    """How often faults of `kind` ("<target>:<kind>", e.g. "postgres:error") fired so far."""
+    stats = httpx.get(stack.url("admin") + "/stats", timeout=10).json()
+    return int(stats["faults_fired"].get(kind, 0))
+
+
 def clear_faults(stack: StackConfig) -> None:
     httpx.delete(stack.url("admin") + "/faults", timeout=10).raise_for_status()
 

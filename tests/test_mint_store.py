@@ -32,6 +32,7 @@ from clients.mint_store import (
     endpoint_and_secrets,
 )
 from devstack.config import StackConfig
+from tests.saga_support import faults_fired
 
 pytestmark = pytest.mark.integration
 
@@ -666,17 +667,12 @@ async def test_a_lost_connection_is_tried_again_inside_an_activity(
     """The spec's "connection error → exponential backoff (0.5 s, 1 s, 2 s)": in an activity
     with the time, the statement runs again on a fresh connection after the first pause."""
     await store.health()  # a pooled connection, open before the fault
-    fired_before = _postgres_errors_fired(stack)
+    fired_before = faults_fired(stack, "postgres:error")
     await add_fault(stack, target="postgres", kind="error", match="statement", duration_ms=300)
     began = time.monotonic()
     await _activity_with(timeout_s=10).run(store.health)
     assert time.monotonic() - began >= 0.35  # the pause, not a lucky first try
-    assert _postgres_errors_fired(stack) > fired_before
-
-
-def _postgres_errors_fired(stack: StackConfig) -> int:
-    stats = httpx.get(stack.url("admin") + "/stats", timeout=10).json()
-    return int(stats["faults_fired"].get("postgres:error", 0))
+    assert faults_fired(stack, "postgres:error") > fired_before
 
 
 async def test_a_lost_connection_outside_an_activity_or_its_time_goes_up(

@@ -37,6 +37,7 @@ from tests.saga_support import (
     activity_name,
     add_fault,
     fault_first,
+    faults_fired,
     mint_request,
     rpc,
     running_worker,
@@ -146,19 +147,14 @@ async def test_a_database_reset_mid_mint_is_survived(stack: StackConfig, client:
     queue = f"q-{uuid.uuid4().hex[:8]}"
     reset = {"target": "postgres", "kind": "error", "duration_ms": 300}
     request = mint_request(stack)
-    fired = postgres_errors_fired(stack)
+    fired = faults_fired(stack, "postgres:error")
     async with running_worker(
         stack, client, queue, wrap={"record_uploads": fault_first(stack, reset)}
     ):
         result = await (await starter.start_mint(client, request, queue=queue)).result()
     assert result.status == MintStatus.MINTED
-    assert postgres_errors_fired(stack) > fired  # the reset happened
+    assert faults_fired(stack, "postgres:error") > fired  # the reset happened
     assert result.retries["db"] == 0  # and cost no attempt
-
-
-def postgres_errors_fired(stack: StackConfig) -> int:
-    stats = httpx.get(stack.url("admin") + "/stats", timeout=10).json()
-    return int(stats["faults_fired"].get("postgres:error", 0))
 
 
 async def test_lost_send_answers_everywhere_still_mint_once(

@@ -6,9 +6,8 @@ is left, the call is queued for later (the spec's fallback for the database): in
 whose attempt has the time, it waits for the soonest half-open time (`wait_for_half_open`) and
 tries again, so a refusal by our own breaker does not spend one of the step's attempts; without
 the time, the activity fails and its next attempt waits for that half-open time instead of
-hammering. Outcomes are
-recorded with their latency; a failure that says nothing about the endpoint (a permanent error:
-a bad request, a rejected transaction) is recorded as neutral.
+hammering. Outcomes are recorded with their latency; a failure that says nothing about the
+endpoint (a permanent error: a bad request, a rejected transaction) is recorded as neutral.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ run; the raw figures each came from sit beside it, with the machine and the opti
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -193,13 +194,13 @@ def _batch_figures(batch: Batch) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     model = ""
-    with _ignore_os_errors():
+    with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
     memory_gb = None
-    with _ignore_os_errors():
+    with contextlib.suppress(OSError, ValueError):
         pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         memory_gb = round(pages / 2**30, 1)
     return {
@@ -211,14 +212,6 @@ def machine() -> dict[str, Any]:
         "temporal_cli": _temporal_version(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
-
-
-class _ignore_os_errors:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        return kind is not None and issubclass(kind, (OSError, ValueError))
 
 
 def _temporal_version() -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import time
 import uuid
@@ -30,15 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from solders.keypair import Keypair
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError
 
 import starter
 from bench.figures import Flight, HistoryProfile, batch_rate, profile_history
 from devstack.config import GATEWAYS, SOLANA_ENDPOINTS, StackConfig
-from devstack.dev_identity import images_dir, png
 from tests.chaos.processes import StackControl, Workers
+from tests.saga_support import mint_request
 from workflows.models import MintRequest, MintResult, MintStatus
 from workflows.policies import STEPS
 
@@ -98,7 +96,6 @@ class BenchRun:
         )
         self.client: Client | None = None
         self.mints_run = 0
-        self._images = itertools.count()
         self.raw: dict[str, Any] = {}
         self.rss: list[dict[str, Any]] = []  # the mint worker's RSS after each section
 
@@ -191,22 +188,8 @@ class BenchRun:
     # ------------------------------------------------------------------ starting workflows
 
     def _request(self) -> MintRequest:
-        n = next(self._images)
-        tag = uuid.uuid4().hex[:10]
-        image = f"bench-{tag}.png"
-        (images_dir(self.config.state_dir) / image).write_bytes(png(16, 16, seed=n))
-        return MintRequest.model_validate(
-            {
-                "mint_id": f"bench-{tag}",
-                "user_id": f"bench-user-{tag}",
-                "wallet": str(Keypair().pubkey()),
-                "name": f"Bench #{n}",
-                "symbol": "BENCH",
-                "description": "a benchmark mint",
-                "attributes": [{"trait_type": "run", "value": "bench"}],
-                "image": {"path": image},
-            }
-        )
+        """A mint of its own: fresh wallet and user, an image no other mint uses."""
+        return mint_request(self.config, symbol="BENCH", description="a benchmark mint")
 
     async def _start_mint(self) -> WorkflowHandle[Any, Any]:
         self.mints_run += 1

@@ -30,7 +30,7 @@ CHAOS_SEED ?= 1
 CHAOS_DURATION ?= 60
 CHAOS_WORKERS ?= 1
 chaos: venv
-	$(BIN)/python -m tests.chaos --mints $(CHAOS_MINTS) --seed $(CHAOS_SEED) \
+	$(BIN)/python -m chaos --mints $(CHAOS_MINTS) --seed $(CHAOS_SEED) \
 		--duration $(CHAOS_DURATION) --workers $(CHAOS_WORKERS)
 
 # The fleet on one machine (issue 7): three worker processes, Pinata limited to 60 requests a

@@ -20,11 +20,11 @@ import uuid
 import httpx
 from solders.keypair import Keypair
 
-import starter
-from clients.process_exit import exit_now
+import mintsaga
 from devstack.config import StackConfig
 from devstack.supervisor import Supervisor
-from workflows.models import MintRequest, MintStatus
+from mintsaga.process_exit import exit_now
+from mintsaga.workflows.models import MintRequest, MintStatus
 
 
 def say(line: str = "") -> None:
@@ -50,9 +50,9 @@ async def wait_until_waiting(client: object, mint_id: str, within_s: float = 30)
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         try:
-            if (await starter.get_status(client, mint_id)).awaiting_operator:  # type: ignore[arg-type]
+            if (await mintsaga.get_status(client, mint_id)).awaiting_operator:  # type: ignore[arg-type]
                 return
-        except starter.StarterError:
+        except mintsaga.StarterError:
             pass
         await asyncio.sleep(0.2)
     raise RuntimeError(f"mint {mint_id} did not reach AWAITING_OPERATOR in {within_s:.0f} s")
@@ -61,13 +61,13 @@ async def wait_until_waiting(client: object, mint_id: str, within_s: float = 30)
 async def run(config: StackConfig) -> int:
     env = config.worker_env()
     os.environ.update(env)
-    client = await starter.connect(env["TEMPORAL_ADDRESS"])
+    client = await mintsaga.connect(env["TEMPORAL_ADDRESS"])
     run_tag = uuid.uuid4().hex[:6]
 
     say("3. one mint, end to end")
     first = request(f"demo-{run_tag}-1", f"demo-user-{run_tag}-1")
     started = time.monotonic()
-    result = await (await starter.start_mint(client, first)).result()
+    result = await (await mintsaga.start_mint(client, first)).result()
     say(f"   {result.status} in {time.monotonic() - started:.2f} s")
     say("   " + json.dumps(result.model_dump(mode="json"), indent=2).replace("\n", "\n   "))
     if result.status != MintStatus.MINTED:
@@ -81,12 +81,12 @@ async def run(config: StackConfig) -> int:
         )
         await http.post(admin + "/faults", json={"target": "kubo", "kind": "down"})
         second = request(f"demo-{run_tag}-2", f"demo-user-{run_tag}-2")
-        await starter.start_mint(client, second)
+        await mintsaga.start_mint(client, second)
         try:
             await wait_until_waiting(client, second.mint_id)
         finally:
             await http.delete(admin + "/faults")
-    status = await starter.get_status(client, second.mint_id)
+    status = await mintsaga.get_status(client, second.mint_id)
     error = status.last_error
     say(f"   {second.mint_id}: {status.status} at {status.awaiting_step}")
     if error is not None:

@@ -22,8 +22,8 @@ from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from clients.solana_nft import build_nft_instructions, nft_mint_account_size
 from devstack.solana import SolanaLedger
+from mintsaga.solana.nft import build_nft_instructions, nft_mint_account_size
 
 PORT_OFFSET = "40000"
 NFT_TRANSACTIONS = 1000

@@ -32,13 +32,13 @@ import httpx
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError
 
-import starter
+import mintsaga
 from bench.figures import Flight, HistoryProfile, batch_rate, profile_history
+from chaos.processes import StackControl, Workers
 from devstack.config import GATEWAYS, SOLANA_ENDPOINTS, StackConfig
-from tests.chaos.processes import StackControl, Workers
+from mintsaga.workflows.models import MintRequest, MintResult, MintStatus
+from mintsaga.workflows.policies import STEPS
 from tests.saga_support import mint_request
-from workflows.models import MintRequest, MintResult, MintStatus
-from workflows.policies import STEPS
 
 MINT_QUEUE = "bench"
 SHAPE_QUEUE = "bench-shape"
@@ -121,7 +121,7 @@ class BenchRun:
         await self.stack.up()
         await self._admin("post", "/pinata/limits", {"requests_per_minute": 0})
         await asyncio.gather(self.mint_worker.start_all(), self.shape_worker.start_all())
-        self.client = await starter.connect(self.config.temporal_address)
+        self.client = await mintsaga.connect(self.config.temporal_address)
         self._note_rss("started")
         await self._warm_up()
 
@@ -193,7 +193,7 @@ class BenchRun:
 
     async def _start_mint(self) -> WorkflowHandle[Any, Any]:
         self.mints_run += 1
-        return await starter.start_mint(self._client, self._request(), queue=MINT_QUEUE)
+        return await mintsaga.start_mint(self._client, self._request(), queue=MINT_QUEUE)
 
     async def _start_shape(self) -> WorkflowHandle[Any, Any]:
         # The same input a mint gets, so payload sizes match too.

@@ -18,7 +18,7 @@ from temporalio import activity, workflow
 from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.policies import STEPS, provider_task_queue
+    from mintsaga.workflows.policies import STEPS, provider_task_queue
 
 MINT_STAGE = SearchAttributeKey.for_keyword("MintStage")
 MINT_STATUS = SearchAttributeKey.for_keyword("MintStatus")

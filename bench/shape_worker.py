@@ -13,9 +13,9 @@ import asyncio
 import signal
 
 from bench.shape import MintShape, noop_activities
-from clients.process_exit import exit_now
-from clients.settings import Settings
-from worker import build_workers, connect_temporal, running
+from mintsaga.process_exit import exit_now
+from mintsaga.settings import Settings
+from mintsaga.worker import build_workers, connect_temporal, running
 
 
 async def _main() -> int:

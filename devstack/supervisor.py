@@ -2,7 +2,7 @@
 
 Three processes make the stack: the Temporal dev server, PostgreSQL (unless ``DATABASE_URL``
 names another), and the emulator process (Solana RPC, IPFS faces, admin, Postgres proxy); with
-``up --codec`` a fourth, the product's codec server (``python -m codec serve``), which the
+``up --codec`` a fourth, the product's codec server (``python -m mintsaga.codec serve``), which the
 Temporal UI is pointed at.
 Each one's pid is kept under ``<state>/run/``, so ``down`` and ``status`` work from any shell.
 """
@@ -25,10 +25,10 @@ from typing import Any
 import asyncpg
 import httpx
 
-from db.migrate import migrate_url
 from devstack.config import LOOPBACK, SOLANA_ENDPOINTS, StackConfig
 from devstack.dev_identity import ensure_sample_image, system_wallet
 from devstack.postgres import DATABASE, EmbeddedPostgres
+from mintsaga.db.migrate import migrate_url
 
 SEARCH_ATTRIBUTES = ("MintStage=Keyword", "MintStatus=Keyword")
 STARTUP_TIMEOUT_S = 90.0
@@ -154,6 +154,7 @@ class Supervisor:
                     "--state-dir",
                     str(self.config.state_dir),
                 ],
+                cwd=PROJECT_ROOT,  # devstack is not installed: `-m` finds it in the checkout
             )
         if self.config.codec and self.pid("codec") is None:
             self.progress("codec: starting (payload encryption on)")
@@ -216,7 +217,7 @@ class Supervisor:
 
     def _codec_argv(self) -> list[str]:
         port = str(self.config.ports["codec"])
-        return [sys.executable, "-m", "codec", "serve", "--host", LOOPBACK, "--port", port]
+        return [sys.executable, "-m", "mintsaga.codec", "serve", "--host", LOOPBACK, "--port", port]
 
     def _codec_env(self) -> dict[str, str]:
         """The keys and token by environment (never on a command line), and the UI's origin."""

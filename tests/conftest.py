@@ -18,7 +18,7 @@ from hypothesis import settings as hypothesis_settings
 from temporalio.client import Client
 
 from devstack.config import StackConfig
-from resilience.breaker import BreakerRegistry
+from mintsaga.resilience.breaker import BreakerRegistry
 from tests.saga_support import running_worker, temporal_client
 
 # `make test` explores the same examples on every run (a failure there is a bug, never luck);

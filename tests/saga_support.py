@@ -27,16 +27,16 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-import starter
-from clients.settings import Settings
-from clients.solana_nft import associated_token_address
-from codec import data_converter_from_env
+import mintsaga
 from devstack.config import StackConfig
 from devstack.dev_identity import png
 from devstack.supervisor import PROJECT_ROOT
-from resilience.breaker import BreakerRegistry
-from worker import build_workers, mint_activities, running
-from workflows.models import MintRequest, StatusView
+from mintsaga.codec import data_converter_from_env
+from mintsaga.resilience.breaker import BreakerRegistry
+from mintsaga.settings import Settings
+from mintsaga.solana.nft import associated_token_address
+from mintsaga.worker import build_workers, mint_activities, running
+from mintsaga.workflows.models import MintRequest, StatusView
 
 _images = itertools.count(1)
 
@@ -202,7 +202,7 @@ async def wait_for(
     async def poll() -> None:
         while True:
             with contextlib.suppress(RPCError):  # not started yet, or no worker to answer
-                if predicate(await starter.get_status(client, mint_id)):
+                if predicate(await mintsaga.get_status(client, mint_id)):
                     return
             await asyncio.sleep(0.1)
 

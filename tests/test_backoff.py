@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilience import backoff as backoff_module
-from resilience.backoff import (
+from mintsaga.resilience import backoff as backoff_module
+from mintsaga.resilience.backoff import (
     DB_BACKOFF,
     IPFS_BACKOFF,
     SOLANA_BACKOFF,

@@ -37,16 +37,16 @@ from solders.keypair import Keypair
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-import starter
-from clients.cid import compute_cid
-from clients.errors import ServiceError
-from clients.images import DEFAULT_MAX_BYTES, ImageLoader
-from clients.mint_keys import derive_mint_keypair, parse_seed
+import mintsaga
 from devstack.config import StackConfig
 from devstack.dev_identity import png
-from tests.saga_support import Ran, chain_nft, image_dir, new_image, pinned_anywhere, run_starter
-from workflows.mint_saga import MintSaga
-from workflows.models import (
+from mintsaga.api.image_urls import check_image_url
+from mintsaga.errors import ServiceError
+from mintsaga.ipfs.cid import compute_cid
+from mintsaga.ipfs.images import DEFAULT_MAX_BYTES, ImageLoader
+from mintsaga.solana.mint_keys import derive_mint_keypair, parse_seed
+from mintsaga.workflows.mint_saga import MintSaga
+from mintsaga.workflows.models import (
     MAX_ATTRIBUTE_VALUE_CHARS,
     MAX_ATTRIBUTES,
     MAX_NAME_BYTES,
@@ -55,6 +55,7 @@ from workflows.models import (
     MintResult,
     MintStatus,
 )
+from tests.saga_support import Ran, chain_nft, image_dir, new_image, pinned_anywhere, run_starter
 
 pytestmark = pytest.mark.integration
 
@@ -316,9 +317,9 @@ async def test_the_python_api_refuses_a_bad_request_naming_the_field(
     """A backend's path: `request_from_json`, then `start_mint` (which checks the image URL)."""
     before = Pins.now(stack)
     mint_id, path = write_static(stack, case, tmp_path)
-    with pytest.raises(starter.StarterError) as refused:
-        request = starter.request_from_json(path.read_text())
-        await starter.start_mint(client, request, queue=IDLE_QUEUE, allow_private_urls=case.dev)
+    with pytest.raises(mintsaga.StarterError) as refused:
+        request = mintsaga.request_from_json(path.read_text())
+        await mintsaga.start_mint(client, request, queue=IDLE_QUEUE, allow_private_urls=case.dev)
     assert_names(str(refused.value), case.names)
     assert "nothing started" in str(refused.value)
     assert not await workflow_exists(client, mint_id)
@@ -332,9 +333,9 @@ def test_the_devstack_escape_lets_loopback_http_through_the_static_check(
     request = MintRequest.model_validate(
         request_fields(stack, image={"url": "http://127.0.0.1:9/a.png"})
     )
-    starter.check_image_url(request, allow_private_urls=True)
-    with pytest.raises(starter.StarterError, match=re.escape("image.url: must be https")):
-        starter.check_image_url(request, allow_private_urls=False)
+    check_image_url(request, allow_private_urls=True)
+    with pytest.raises(mintsaga.StarterError, match=re.escape("image.url: must be https")):
+        check_image_url(request, allow_private_urls=False)
 
 
 # ------------------------------------------------------------------------------- worker cases
@@ -477,7 +478,7 @@ async def finished(client: Client, request: MintRequest, within_s: float = 60) -
     try:
         return await asyncio.wait_for(handle.result(), within_s)
     except TimeoutError:
-        status = await starter.get_status(client, request.mint_id)
+        status = await mintsaga.get_status(client, request.mint_id)
         await handle.terminate("bad-input test: the mint did not end")
         raise AssertionError(f"the mint did not end on a bad image: {status}") from None
 
@@ -489,7 +490,7 @@ async def test_the_worker_refuses_a_bad_image_before_anything_is_written(
     before = Pins.now(stack)
     request = MintRequest.model_validate(request_fields(stack, image=case.image(stack, hostile)))
     # The devstack's setting lets the loopback server through the starter, as the worker does.
-    await starter.start_mint(client, request, queue=worker, allow_private_urls=True)
+    await mintsaga.start_mint(client, request, queue=worker, allow_private_urls=True)
     result = await finished(client, request)
 
     cids = (await compute_cid(case.bytes_seen),) if case.bytes_seen else ()
@@ -567,11 +568,11 @@ async def test_a_duplicate_mint_id_with_other_content_is_refused_not_merged(
     fields = request_fields(stack)
     original = MintRequest.model_validate(fields)
     other = MintRequest.model_validate({**fields, **changes})
-    first = await starter.start_mint(client, original, queue=IDLE_QUEUE)
+    first = await mintsaga.start_mint(client, original, queue=IDLE_QUEUE)
     expected = f"mint_id {original.mint_id} already exists with another {', '.join(differ)}"
 
-    with pytest.raises(starter.StarterError) as refused:
-        await starter.start_mint(client, other, queue=IDLE_QUEUE)
+    with pytest.raises(mintsaga.StarterError) as refused:
+        await mintsaga.start_mint(client, other, queue=IDLE_QUEUE)
     assert expected in str(refused.value)
     path = tmp_path / "other.json"
     path.write_text(json.dumps({**fields, **changes}))
@@ -579,16 +580,16 @@ async def test_a_duplicate_mint_id_with_other_content_is_refused_not_merged(
     assert ran.returncode == 2 and expected in ran.stderr, ran
 
     # The identical request is the same mint (idempotent), and the first one's content stands.
-    again = await starter.start_mint(client, original, queue=IDLE_QUEUE)
+    again = await mintsaga.start_mint(client, original, queue=IDLE_QUEUE)
     assert (await again.describe()).run_id == (await first.describe()).run_id
     assert await started_input(client, original) == original
     assert len(await runs_of(client, original)) == 1
 
     # Finished (here: terminated) mints keep their id: still refused, still the same mint.
     await first.terminate("bad-input test")
-    with pytest.raises(starter.StarterError, match=re.escape(expected)):
-        await starter.start_mint(client, other, queue=IDLE_QUEUE)
-    closed = await starter.start_mint(client, original, queue=IDLE_QUEUE)
+    with pytest.raises(mintsaga.StarterError, match=re.escape(expected)):
+        await mintsaga.start_mint(client, other, queue=IDLE_QUEUE)
+    closed = await mintsaga.start_mint(client, original, queue=IDLE_QUEUE)
     assert (await closed.describe()).status == WorkflowExecutionStatus.TERMINATED
     assert len(await runs_of(client, original)) == 1
     await assert_nothing_left(stack, original.mint_id, before)  # no worker ever ran either
@@ -601,19 +602,19 @@ async def test_racing_starters_with_different_content_start_one_mint(
     fields = request_fields(stack)
     requests = [MintRequest.model_validate({**fields, "name": f"Racer {i}"}) for i in range(4)]
     outcomes = await asyncio.gather(
-        *(starter.start_mint(client, r, queue=IDLE_QUEUE) for r in requests),
+        *(mintsaga.start_mint(client, r, queue=IDLE_QUEUE) for r in requests),
         return_exceptions=True,
     )
     won = [r for r, o in zip(requests, outcomes, strict=True) if not isinstance(o, Exception)]
     lost = [o for o in outcomes if isinstance(o, Exception)]
     assert len(won) == 1, outcomes
-    assert len(lost) == 3 and all(isinstance(o, starter.StarterError) for o in lost), lost
+    assert len(lost) == 3 and all(isinstance(o, mintsaga.StarterError) for o in lost), lost
     assert all("already exists with another name" in str(o) for o in lost)
     assert await started_input(client, won[0]) == won[0]
 
     # Racing with the same content: one mint, every starter gets it.
     twins = await asyncio.gather(
-        *(starter.start_mint(client, won[0], queue=IDLE_QUEUE) for _ in range(4))
+        *(mintsaga.start_mint(client, won[0], queue=IDLE_QUEUE) for _ in range(4))
     )
     assert len({(await h.describe()).run_id for h in twins}) == 1
     assert len(await runs_of(client, won[0])) == 1

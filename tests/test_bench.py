@@ -29,7 +29,7 @@ from bench.figures import (
 )
 from bench.report import REQUIRED, markdown, problems, write_markdown
 from bench.shape import ROUNDS, MintShape, noop_activities
-from workflows.policies import PINATA_STEPS, provider_task_queue
+from mintsaga.workflows.policies import PINATA_STEPS, provider_task_queue
 
 HISTORIES = Path(__file__).parent / "histories"
 # The current version's happy path (every patch of the saga taken).

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from resilience.breaker import (
+from mintsaga.resilience.breaker import (
     DB_BREAKER,
     IPFS_BREAKER,
     MAX_WINDOW_CALLS,

@@ -25,9 +25,13 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner
 
-import starter
+import mintsaga
+from chaos.checker import CheckResult, Violation, check
 from devstack.config import StackConfig
-from tests.chaos.checker import CheckResult, Violation, check
+from mintsaga.worker import build_workers, mint_activities, running
+from mintsaga.workflows import activity_models as io
+from mintsaga.workflows.mint_saga import MintSaga
+from mintsaga.workflows.models import MintRequest, MintResult, MintStatus
 from tests.saga_support import (
     activity_name,
     mint_request,
@@ -36,10 +40,6 @@ from tests.saga_support import (
     settings_for,
     wait_for,
 )
-from worker import build_workers, mint_activities, running
-from workflows import activity_models as io
-from workflows.mint_saga import MintSaga
-from workflows.models import MintRequest, MintResult, MintStatus
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,7 @@ def queue() -> str:
 
 
 async def mint(client: Client, request: MintRequest, task_queue: str) -> MintResult:
-    return await (await starter.start_mint(client, request, queue=task_queue)).result()
+    return await (await mintsaga.start_mint(client, request, queue=task_queue)).result()
 
 
 def of(result: CheckResult, invariant: int) -> list[Violation]:
@@ -143,7 +143,7 @@ async def test_honest_mints_break_no_invariant(stack: StackConfig, client: Clien
         results = await asyncio.gather(
             mint(client, minted, task_queue), mint(client, rolled_back, task_queue)
         )
-        await starter.start_mint(client, waiting, queue=task_queue)
+        await mintsaga.start_mint(client, waiting, queue=task_queue)
         await wait_for(client, waiting.mint_id, lambda s: s.awaiting_operator)
         assert [r.status for r in results] == [MintStatus.MINTED, MintStatus.ROLLED_BACK]
 
@@ -161,7 +161,7 @@ async def test_honest_mints_break_no_invariant(stack: StackConfig, client: Clien
             results[0].metadata_cid,
         )
 
-        await starter.compensate(client, waiting.mint_id)  # the operator rolls it back
+        await mintsaga.compensate(client, waiting.mint_id)  # the operator rolls it back
         handle = client.get_workflow_handle(waiting.workflow_id, result_type=MintResult)
         assert (await handle.result()).status == MintStatus.ROLLED_BACK
         again = await check(stack, client, requests, pins="mints")
@@ -197,7 +197,7 @@ async def test_1_a_terminated_workflow_or_a_row_left_mid_stage_is_a_lost_mint(
     task_queue = queue()
     async with running_worker(stack, client, task_queue, wrap=wrap):
         # A crashed build: the workflow never gets a worker and is terminated.
-        handle = await starter.start_mint(client, crashed, queue=f"nobody-{task_queue}")
+        handle = await mintsaga.start_mint(client, crashed, queue=f"nobody-{task_queue}")
         await handle.terminate(reason="the build crashed")
         assert (await mint(client, stuck_row, task_queue)).status == MintStatus.ROLLED_BACK
         result = await check(stack, client, [never_started, crashed, stuck_row], pins="mints")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from chaos import measure
+from chaos.schedule import CYCLE_S, build_schedule
 from devstack.dev_identity import png
-from tests.chaos import measure
-from tests.chaos.schedule import CYCLE_S, build_schedule
 
 EVERY_KIND = {
     "fault",

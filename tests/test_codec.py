@@ -30,9 +30,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 from temporalio.exceptions import ApplicationError
 
-import starter
-from clients.settings import SettingsError
-from codec.payloads import (
+import mintsaga
+from devstack.config import StackConfig
+from devstack.supervisor import port_open, temporal_binary
+from mintsaga.codec.payloads import (
     ENCODING,
     KEY_ID_METADATA,
     KEYS_SETTING,
@@ -42,18 +43,17 @@ from codec.payloads import (
     new_key_entry,
     parse_keys,
 )
-from codec.server import (
+from mintsaga.codec.server import (
     ORIGIN_SETTING,
     TOKEN_SETTING,
     ServerSettings,
     server_settings_from_env,
     serving,
 )
-from devstack.config import StackConfig
-from devstack.supervisor import port_open, temporal_binary
-from observability import logging as obs_logging
+from mintsaga.observability import logging as obs_logging
+from mintsaga.settings import SettingsError
+from mintsaga.workflows.models import MintStatus
 from tests.saga_support import fault_first, mint_request, running_worker, temporal_client
-from workflows.models import MintStatus
 
 CODEC_QUEUE = "codec-tests"
 TOKEN = "test-codec-token-0123456789abcdef"
@@ -415,7 +415,7 @@ async def test_an_encrypted_mint_stores_no_plaintext_and_the_codec_server_decode
     async with running_worker(
         stack, encrypted, CODEC_QUEUE, wrap={"record_uploads": fault_first(stack, reset)}
     ):
-        handle = await starter.start_mint(encrypted, request, queue=CODEC_QUEUE)
+        handle = await mintsaga.start_mint(encrypted, request, queue=CODEC_QUEUE)
         result = await handle.result()
     assert result.status == MintStatus.MINTED and result.retries["db"] >= 1
 

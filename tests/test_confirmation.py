@@ -15,9 +15,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from devstack.config import StackConfig
+from mintsaga.worker import mint_activities
+from mintsaga.workflows import activity_models as io
 from tests.saga_support import activity_name, settings_for
-from worker import mint_activities
-from workflows import activity_models as io
 
 pytestmark = pytest.mark.integration
 

@@ -30,9 +30,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from clients.settings import Settings
 from devstack.supervisor import SEARCH_ATTRIBUTES
-from observability import metrics
+from mintsaga.observability import metrics
+from mintsaga.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -154,7 +154,7 @@ def test_the_worker_deployment_probes_drains_and_runs_unprivileged() -> None:
     assert "env" not in container  # every setting from the ConfigMap or a mounted file
     # The schema is migrated before the worker starts, by the same image, with the same files.
     (migrate,) = pod["initContainers"]
-    assert migrate["command"] == ["python", "-m", "db.migrate"]
+    assert migrate["command"] == ["python", "-m", "mintsaga.db.migrate"]
     assert migrate["image"] == container["image"]
     assert migrate["envFrom"] == container["envFrom"]
     assert migrate["volumeMounts"] == [
@@ -324,7 +324,7 @@ def test_compose_has_temporal_on_postgres_the_app_and_monitoring() -> None:
     )
     assert services["temporal-ui"]["image"].startswith("temporalio/ui:")
     assert services["app-db"]["image"].startswith("postgres:")
-    assert services["migrate"]["command"] == ["python", "-m", "db.migrate"]
+    assert services["migrate"]["command"] == ["python", "-m", "mintsaga.db.migrate"]
     worker = services["worker"]
     for dependency in ("migrate", "temporal-namespace"):
         assert worker["depends_on"][dependency]["condition"] == "service_completed_successfully"
@@ -464,7 +464,7 @@ def test_the_image_is_python_slim_and_runs_the_worker_unprivileged() -> None:
     assert "RUN" not in ops[users[-1] :]
     (healthcheck,) = [args for op, args in steps if op == "HEALTHCHECK"]
     assert healthcheck.split("CMD", 1)[1].strip() == json.dumps(
-        ["python", "-m", "observability.probe", "healthz"]
+        ["python", "-m", "mintsaga.observability.probe", "healthz"]
     )
     env = " ".join(args for op, args in steps if op == "ENV")
     (exposed,) = [args for op, args in steps if op == "EXPOSE"]

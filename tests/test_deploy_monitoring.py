@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import observability.metrics  # noqa: F401  (registers the catalogue)
+import mintsaga.observability.metrics  # noqa: F401  (registers the catalogue)
 
 ROOT = Path(__file__).parent.parent
 PROMETHEUS = ROOT / "deploy" / "prometheus"

@@ -40,12 +40,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame
 from temporalio.client import Client
 
-import starter
+import mintsaga
 from devstack.config import StackConfig
 from devstack.supervisor import temporal_binary
-from observability import probe
+from mintsaga.observability import probe
+from mintsaga.worker import connect_temporal
 from tests.saga_support import add_fault, mint_request, settings_for, temporal_client
-from worker import connect_temporal
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_NAME = "temporal.test"
@@ -273,7 +273,7 @@ async def test_the_worker_and_the_starter_connect_in_plaintext(
     monkeypatch.setenv("TEMPORAL_ADDRESS", stack.temporal_address)
     for name in ("TEMPORAL_API_KEY", "TEMPORAL_TLS", "TEMPORAL_TLS_CERT", "TEMPORAL_TLS_CA"):
         monkeypatch.delenv(name, raising=False)
-    await answers(await starter.connect())
+    await answers(await mintsaga.connect())
 
 
 async def test_the_api_key_from_its_file_reaches_the_server(
@@ -311,7 +311,7 @@ async def test_mtls_and_an_api_key_through_a_tls_front(
         monkeypatch.setenv("TEMPORAL_ADDRESS", proxy.address)
         for name, value in tls_env.items():
             monkeypatch.setenv(name, value)
-        await answers(await starter.connect())
+        await answers(await mintsaga.connect())
     assert proxy.client_subjects[:2] == ["mintsaga-worker", "mintsaga-worker"]
     assert bearer_tokens(proxy) == {f"Bearer {API_KEY}"}
 
@@ -444,7 +444,7 @@ def faults_hit(stack: StackConfig, fault: str) -> bool:
 def probe_command(port: int, path: str) -> subprocess.CompletedProcess[str]:
     """The image's HEALTHCHECK command, run against the worker's port."""
     return subprocess.run(
-        [sys.executable, "-m", "observability.probe", path],
+        [sys.executable, "-m", "mintsaga.observability.probe", path],
         cwd=ROOT,
         env={**os.environ, "METRICS_PORT": str(port)},
         capture_output=True,
@@ -459,7 +459,7 @@ async def test_sigterm_makes_the_worker_unready_while_it_drains(
     await asyncio.to_thread(worker_process.wait_for, "/readyz", 200)
     fault = add_fault(stack, target="pinata", kind="latency", delay_ms=6000)
     client = await temporal_client(stack)
-    handle = await starter.start_mint(client, mint_request(stack), queue=worker_process.task_queue)
+    handle = await mintsaga.start_mint(client, mint_request(stack), queue=worker_process.task_queue)
     try:
         deadline = time.monotonic() + 60
         while not await asyncio.to_thread(faults_hit, stack, fault):  # an activity waits on Pinata

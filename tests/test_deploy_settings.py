@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from temporalio.service import TLSConfig
 
-import starter
-from clients.settings import Settings, SettingsError, TemporalSecurity, secret_from_env
-from codec import data_converter_from_env, keys_from_env
-from codec.payloads import new_key_entry
-from codec.server import server_settings_from_env
-from observability.logging import secrets_from_env
+import mintsaga
+from mintsaga.api.switches import database_url
+from mintsaga.codec import data_converter_from_env, keys_from_env
+from mintsaga.codec.payloads import new_key_entry
+from mintsaga.codec.server import server_settings_from_env
+from mintsaga.observability.logging import secrets_from_env
+from mintsaga.settings import Settings, SettingsError, TemporalSecurity, secret_from_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = "ab" * 32
@@ -152,14 +153,14 @@ def test_migrations_and_the_starter_read_database_url_file(
 ) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("DATABASE_URL_FILE", write(tmp_path, "dsn", DSN + "\n"))
-    assert starter.database_url() == DSN
+    assert database_url() == DSN
     monkeypatch.setenv("DATABASE_URL_FILE", str(tmp_path / "none"))
-    with pytest.raises(starter.StarterError, match="DATABASE_URL_FILE: cannot read"):
-        starter.database_url()
+    with pytest.raises(mintsaga.StarterError, match="DATABASE_URL_FILE: cannot read"):
+        database_url()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_URL")}
     env["DATABASE_URL_FILE"] = str(tmp_path / "none")
     ran = subprocess.run(
-        [sys.executable, "-m", "db.migrate"],
+        [sys.executable, "-m", "mintsaga.db.migrate"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -30,8 +30,11 @@ import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
-import starter
-from clients.settings import (
+import mintsaga
+from chaos.checker import check
+from chaos.processes import Workers
+from devstack.config import StackConfig
+from mintsaga.settings import (
     PINATA_HEADROOM,
     PINATA_REQUESTS_PER_ACTIVITY,
     Pollers,
@@ -39,12 +42,9 @@ from clients.settings import (
     WorkerTuning,
     pinata_activities_per_second,
 )
-from devstack.config import StackConfig
-from tests.chaos.checker import check
-from tests.chaos.processes import Workers
+from mintsaga.workflows.models import MintRequest, MintResult, MintStatus
+from mintsaga.workflows.policies import PINATA, PINATA_STEPS, provider_task_queue
 from tests.saga_support import add_fault, mint_request
-from workflows.models import MintRequest, MintResult, MintStatus
-from workflows.policies import PINATA, PINATA_STEPS, provider_task_queue
 
 # Temporal splits a task queue into partitions (4 by default), each dispatching its share of the
 # rate with a token of burst: over any span, at most rate x span + this many activities start.
@@ -198,7 +198,7 @@ async def start_all(
     client: Client, requests: list[MintRequest], queue: str
 ) -> list[WorkflowHandle[Any, MintResult]]:
     return list(
-        await asyncio.gather(*(starter.start_mint(client, r, queue=queue) for r in requests))
+        await asyncio.gather(*(mintsaga.start_mint(client, r, queue=queue) for r in requests))
     )
 
 

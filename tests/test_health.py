@@ -23,16 +23,16 @@ from temporalio.client import Client, ScheduleIntervalSpec
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-import activities.health as health_activities
-from clients.errors import redact_url
-from clients.mint_store import endpoint_and_secrets
-from clients.settings import SettingsError
+import mintsaga.activities.health as health_activities
 from devstack.config import SOLANA_ENDPOINTS, StackConfig
-from observability import health as health_checks
-from observability.metrics import BREAKER_STATE, record_breaker_state, sample_value
-from resilience.breaker import BreakerRegistry
+from mintsaga.api import health as health_checks
+from mintsaga.db.mint_store import endpoint_and_secrets
+from mintsaga.errors import redact_url
+from mintsaga.observability.metrics import BREAKER_STATE, record_breaker_state, sample_value
+from mintsaga.resilience.breaker import BreakerRegistry
+from mintsaga.settings import SettingsError
+from mintsaga.workflows.health import HealthCheck, HealthPinCleanup, HealthRow, cleanup_workflow_id
 from tests.saga_support import add_fault, clear_faults, pinned_anywhere, running_worker
-from workflows.health import HealthCheck, HealthPinCleanup, HealthRow, cleanup_workflow_id
 
 pytestmark = pytest.mark.integration
 

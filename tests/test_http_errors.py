@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from clients.errors import ErrorKind, ServiceError
-from clients.gateways import GatewayReader
-from clients.http_errors import classify_status, parse_retry_after, status_error
-from clients.kubo import KuboClient
-from clients.pinata import PinataClient
+from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.http_errors import classify_status, parse_retry_after, status_error
+from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.pinata import PinataClient
 
 CID = "bafkreibnoelefnzgwbcacyt4vh52ymxvzbjq7mmqhtcnwarfq4lzegsiqe"  # b"x"
 JWT = "test-jwt-0123456789"
@@ -198,7 +198,7 @@ def test_a_trailing_newline_on_the_jwt_is_tolerated() -> None:
 
 
 def test_every_service_error_keeps_only_a_redacted_endpoint() -> None:
-    from clients.errors import ErrorKind, ServiceError
+    from mintsaga.errors import ErrorKind, ServiceError
 
     error = ServiceError(
         "x",

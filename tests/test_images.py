@@ -19,8 +19,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from clients.errors import ErrorKind, ServiceError
-from clients.images import ImageLoader, LoadedImage, is_public_address, sniff_image_type
+from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.ipfs.images import ImageLoader, LoadedImage, is_public_address, sniff_image_type
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"png-body"
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF" + b"jpeg-body"

@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from clients.cid import compute_cid
-from clients.errors import ErrorKind, ServiceError
-from clients.gateways import GatewayReader
-from clients.ipfs import IpfsUploader, Upload
-from clients.kubo import KuboClient
-from clients.pinata import PinataClient
 from devstack.config import StackConfig
-from resilience.breaker import IPFS_BREAKER, BreakerRegistry, BreakerState
+from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.ipfs.cid import compute_cid
+from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.pinata import PinataClient
+from mintsaga.ipfs.uploads import IpfsUploader, Upload
+from mintsaga.resilience.breaker import IPFS_BREAKER, BreakerRegistry, BreakerState
 
 pytestmark = pytest.mark.integration
 

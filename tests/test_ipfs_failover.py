@@ -12,12 +12,12 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from clients.cid import cid_sync, compute_cid
-from clients.errors import ErrorKind, ServiceError
-from clients.gateways import GatewayReader
-from clients.ipfs import IpfsUploader, Upload
-from clients.kubo import KuboClient
-from clients.pinata import PinataClient
+from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.ipfs.cid import cid_sync, compute_cid
+from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.pinata import PinataClient
+from mintsaga.ipfs.uploads import IpfsUploader, Upload
 
 DATA = b"\x89PNG\r\n\x1a\nfailover-test"
 OTHER_CID = cid_sync(b"something else")

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from clients.cid import cid_sync
-from clients.errors import ErrorKind, ServiceError
-from clients.metadata import metaplex_metadata
+from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.ipfs.cid import cid_sync
+from mintsaga.ipfs.metadata import metaplex_metadata
 
 IMAGE_CID = "bafkreibnoelefnzgwbcacyt4vh52ymxvzbjq7mmqhtcnwarfq4lzegsiqe"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from solders.keypair import Keypair
 
-from clients.mint_keys import (
+from mintsaga.solana.mint_keys import (
     MINT_KEY_INFO_PREFIX,
     MINT_KEY_SALT,
     KeyMaterialError,

@@ -20,8 +20,11 @@ import pytest
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
-import starter
+import mintsaga
 from devstack.config import GATEWAYS, SOLANA_ENDPOINTS, StackConfig
+from mintsaga.workflows import activity_models as io
+from mintsaga.workflows.mint_saga import MINT_STAGE, MINT_STATUS
+from mintsaga.workflows.models import MintResult, MintStatus, StatusView
 from tests.saga_support import (
     add_fault,
     chain_nft,
@@ -35,9 +38,6 @@ from tests.saga_support import (
     token_metadata,
     wait_for,
 )
-from workflows import activity_models as io
-from workflows.mint_saga import MINT_STAGE, MINT_STATUS
-from workflows.models import MintResult, MintStatus, StatusView
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ async def test_happy_path_mints_one_nft_recorded_pinned_and_served(
     stack: StackConfig, client: Client, worker: str
 ) -> None:
     request = mint_request(stack)
-    handle = await starter.start_mint(client, request, queue=worker)
+    handle = await mintsaga.start_mint(client, request, queue=worker)
     result = await handle.result()
 
     assert result.status == MintStatus.MINTED
@@ -96,12 +96,12 @@ async def test_same_mint_id_twice_is_one_workflow_and_one_nft(
 ) -> None:
     request = mint_request(stack)
     first, second = await asyncio.gather(
-        starter.start_mint(client, request, queue=worker),
-        starter.start_mint(client, request, queue=worker),
+        mintsaga.start_mint(client, request, queue=worker),
+        mintsaga.start_mint(client, request, queue=worker),
     )
     result = await first.result()
     assert (await second.result()) == result
-    again = await starter.start_mint(client, request, queue=worker)  # after it finished
+    again = await mintsaga.start_mint(client, request, queue=worker)  # after it finished
     assert (await again.result()) == result
     assert (await again.describe()).run_id == (await first.describe()).run_id
     assert_one_nft(stack, result, request.name, request.symbol)
@@ -120,7 +120,7 @@ async def test_second_mint_for_a_busy_user_is_rejected_and_holds_nothing(
         busy.wallet,
     )
     await conn.close()
-    result = await (await starter.start_mint(client, busy, queue=worker)).result()
+    result = await (await mintsaga.start_mint(client, busy, queue=worker)).result()
     assert result.status == MintStatus.ROLLED_BACK
     assert result.reason is not None and "UserMintInProgress" in result.reason
     assert await db_row(stack, busy.mint_id) is None
@@ -133,7 +133,7 @@ async def test_ipfs_uploaded_then_blockchain_fails_compensates_and_frees_the_use
     request = mint_request(stack, options={"operator_timeout_s": 1})
     for endpoint in SOLANA_ENDPOINTS:
         add_fault(stack, target=endpoint, kind="status", status=503, match="getLatestBlockhash")
-    result = await (await starter.start_mint(client, request, queue=worker)).result()
+    result = await (await mintsaga.start_mint(client, request, queue=worker)).result()
 
     assert result.status == MintStatus.ROLLED_BACK
     assert result.reason is not None and "prepare_transaction" in result.reason
@@ -147,7 +147,7 @@ async def test_ipfs_uploaded_then_blockchain_fails_compensates_and_frees_the_use
 
     clear_faults(stack)  # the chain is back: the same user may mint again
     retry = mint_request(stack, user_id=request.user_id)
-    again = await (await starter.start_mint(client, retry, queue=worker)).result()
+    again = await (await mintsaga.start_mint(client, retry, queue=worker)).result()
     assert again.status == MintStatus.MINTED
 
 
@@ -170,7 +170,7 @@ async def test_lost_send_answer_and_confirmation_timeout_query_status_not_mint_a
         "await_confirmation": fault_first(stack, *hang_status),
     }
     async with running_worker(stack, client, queue, wrap=wrap, solana_timeout_ms=1_000):
-        result = await (await starter.start_mint(client, request, queue=queue)).result()
+        result = await (await mintsaga.start_mint(client, request, queue=queue)).result()
 
     assert result.status == MintStatus.MINTED
     assert result.retries["solana"] >= 1
@@ -187,15 +187,15 @@ async def test_blockchain_succeeded_then_db_fails_is_repaired_forward(
     async with running_worker(
         stack, client, queue, wrap={"record_minted": fault_first(stack, db_down)}
     ):
-        handle = await starter.start_mint(client, request, queue=queue)
+        handle = await mintsaga.start_mint(client, request, queue=queue)
         await wait_for(client, request.mint_id, lambda s: s.awaiting_operator)
-        status = await starter.get_status(client, request.mint_id)
+        status = await mintsaga.get_status(client, request.mint_id)
         assert status.past_pivot and status.awaiting_step == "record_minted"
         assert status.status == MintStatus.AWAITING_OPERATOR
-        with pytest.raises(starter.StarterError, match="past the pivot"):
-            await starter.compensate(client, request.mint_id)
+        with pytest.raises(mintsaga.StarterError, match="past the pivot"):
+            await mintsaga.compensate(client, request.mint_id)
         await asyncio.sleep(4.5)  # the database comes back
-        await starter.retry(client, request.mint_id)
+        await mintsaga.retry(client, request.mint_id)
         result = await handle.result()
 
     assert result.status == MintStatus.MINTED
@@ -246,7 +246,7 @@ async def test_worker_killed_mid_mint_restarts_to_exactly_one_nft(
     request = mint_request(stack)
     first = start_worker()
     try:
-        handle = await starter.start_mint(client, request, queue=queue)
+        handle = await mintsaga.start_mint(client, request, queue=queue)
         await wait_for(client, request.mint_id, killed_at)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -273,13 +273,13 @@ async def test_cancel_before_the_pivot_compensates(
     # before the compensation, or its pin would be orphaned.
     add_fault(stack, target="pinata", kind="latency", delay_ms=3_000, match="/pinning/pinFile")
     request = mint_request(stack)
-    handle = await starter.start_mint(client, request, queue=worker)
+    handle = await mintsaga.start_mint(client, request, queue=worker)
     await wait_for(client, request.mint_id, lambda s: s.image_cid is not None)
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await handle.result()
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
-    status = await starter.get_status(client, request.mint_id)
+    status = await mintsaga.get_status(client, request.mint_id)
     assert status.status == MintStatus.ROLLED_BACK and not status.past_pivot
     row = await db_row(stack, request.mint_id)
     assert row is not None and row["stage"] == "ROLLED_BACK"
@@ -312,7 +312,7 @@ async def test_blockhash_expired_before_the_first_send_is_signed_again_once(
 
     request = mint_request(stack)
     async with running_worker(stack, client, queue, wrap={"send_transaction": warp_first}):
-        result = await (await starter.start_mint(client, request, queue=queue)).result()
+        result = await (await mintsaga.start_mint(client, request, queue=queue)).result()
 
     assert result.status == MintStatus.MINTED
     assert await submissions(stack, request.mint_id) == 2  # signed twice, landed once
@@ -329,16 +329,16 @@ async def test_parallel_steps_waiting_together_resume_together(
     add_fault(stack, target="kubo", kind="down")
     add_fault(stack, target="postgres", kind="down")
     request = mint_request(stack)
-    handle = await starter.start_mint(client, request, queue=worker)
+    handle = await mintsaga.start_mint(client, request, queue=worker)
     await wait_for(
         client,
         request.mint_id,
         lambda s: set(s.awaiting_steps) == {"check_ipfs", "check_database"},
     )
     clear_faults(stack)
-    await starter.retry(client, request.mint_id)
+    await mintsaga.retry(client, request.mint_id)
     seen = []
-    while (status := await starter.get_status(client, request.mint_id)).status != "MINTED":
+    while (status := await mintsaga.get_status(client, request.mint_id)).status != "MINTED":
         seen.append((status.status, status.awaiting_operator))
         await asyncio.sleep(0.05)
     assert (await handle.result()).status == MintStatus.MINTED

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from clients.errors import ErrorKind, ServiceError
-from clients.mint_store import (
+from devstack.config import StackConfig
+from mintsaga.db.mint_store import (
     CONNECTION_LOST,
     IN_PROGRESS_INDEX,
     MintRow,
@@ -31,7 +31,7 @@ from clients.mint_store import (
     classify_error,
     endpoint_and_secrets,
 )
-from devstack.config import StackConfig
+from mintsaga.errors import ErrorKind, ServiceError
 from tests.saga_support import faults_fired
 
 pytestmark = pytest.mark.integration

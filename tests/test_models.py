@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from workflows.models import MintRequest, MintResult, MintStatus
+from mintsaga.workflows.models import MintRequest, MintResult, MintStatus
 
 SCHEMA = Path(__file__).parent.parent / "schemas" / "mint_request.schema.json"
 
@@ -63,7 +63,7 @@ def test_an_invalid_request_names_the_field(overrides: dict[str, object], field:
 
 def test_the_published_json_schema_is_current() -> None:
     """Backends in other languages build requests from schemas/mint_request.schema.json;
-    regenerate it with `python -m workflows.models > schemas/mint_request.schema.json`."""
+    regenerate it with `python -m mintsaga.workflows.models > schemas/mint_request.schema.json`."""
     assert json.loads(SCHEMA.read_text()) == MintRequest.model_json_schema()
 
 

@@ -26,20 +26,20 @@ from temporalio.runtime import (
     BUFFERED_METRIC_KIND_HISTOGRAM,
 )
 
-import starter
-import worker
-from clients.errors import redact_url
-from clients.settings import Settings, SettingsError
+import mintsaga
+import mintsaga.worker as worker
 from devstack.config import StackConfig
-from observability import logging as obs_logging
-from observability import metrics
-from observability.calls import http_status_kind
-from observability.sampler import mint_query, sample_backlog, sample_mints
-from observability.temporal_metrics import TemporalMetricsCollector
-from observability.tracing import configure_tracing, install_memory_exporter
-from resilience.breaker import BreakerConfig, BreakerRegistry
+from mintsaga.errors import redact_url
+from mintsaga.observability import logging as obs_logging
+from mintsaga.observability import metrics
+from mintsaga.observability.calls import http_status_kind
+from mintsaga.observability.sampler import mint_query, sample_backlog, sample_mints
+from mintsaga.observability.temporal_metrics import TemporalMetricsCollector
+from mintsaga.observability.tracing import configure_tracing, install_memory_exporter
+from mintsaga.resilience.breaker import BreakerConfig, BreakerRegistry
+from mintsaga.settings import Settings, SettingsError
+from mintsaga.workflows.models import MintStatus
 from tests.saga_support import add_fault, fault_first, mint_request, running_worker, settings_for
-from workflows.models import MintStatus
 
 OBS_QUEUE = "observability-tests"
 
@@ -286,7 +286,7 @@ async def test_a_mint_with_faults_shows_in_spans_metrics_and_logs(
     async with running_worker(
         stack, client, OBS_QUEUE, breakers=breakers, wrap={"upload_metadata": upload_faults}
     ):
-        handle = await starter.start_mint(client, request, queue=OBS_QUEUE)
+        handle = await mintsaga.start_mint(client, request, queue=OBS_QUEUE)
         result = await handle.result()
         assert result.status == MintStatus.MINTED
         counts = await sample_mints(client)

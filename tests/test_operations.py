@@ -16,12 +16,12 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-import starter
+import mintsaga
+from chaos.checker import secrets_of
 from devstack.config import StackConfig
-from tests.chaos.checker import secrets_of
+from mintsaga.workflows.mint_saga import MintSaga
+from mintsaga.workflows.models import MintStatus
 from tests.saga_support import add_fault, clear_faults, mint_request, wait_for
-from workflows.mint_saga import MintSaga
-from workflows.models import MintStatus
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ async def test_stuck_mints_are_found_retried_and_compensated_from_the_cli(
     add_fault(stack, target="pinata", kind="status", status=503)
     add_fault(stack, target="kubo", kind="down")
     to_retry, to_undo = mint_request(stack), mint_request(stack)
-    handles = [await starter.start_mint(client, r, queue=worker) for r in (to_retry, to_undo)]
+    handles = [await mintsaga.start_mint(client, r, queue=worker) for r in (to_retry, to_undo)]
     for request in (to_retry, to_undo):
         await wait_for(client, request.mint_id, lambda s: s.awaiting_operator)
 
@@ -131,7 +131,7 @@ async def test_no_secret_appears_in_any_workflow_history(
     stack: StackConfig, client: Client, worker: str
 ) -> None:
     request = mint_request(stack)
-    assert (await (await starter.start_mint(client, request, queue=worker)).result()).status == (
+    assert (await (await mintsaga.start_mint(client, request, queue=worker)).result()).status == (
         MintStatus.MINTED
     )
     workflow_ids = [e.id async for e in client.list_workflows('WorkflowType="MintSaga"')]

@@ -19,11 +19,14 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-import starter
-from clients.errors import redact_url
-from clients.runtime_config import RuntimeConfigStore
+import mintsaga
 from devstack.config import StackConfig
-from resilience.breaker import BreakerRegistry, BreakerState, Override
+from mintsaga.api.switches import breaker_name_for, workers_endpoints
+from mintsaga.cli.main import parser
+from mintsaga.db.runtime_config import RuntimeConfigStore
+from mintsaga.errors import redact_url
+from mintsaga.resilience.breaker import BreakerRegistry, BreakerState, Override
+from mintsaga.workflows.models import MintStatus
 from tests.saga_support import (
     Ran,
     add_fault,
@@ -33,7 +36,6 @@ from tests.saga_support import (
     running_worker,
     wait_for,
 )
-from workflows.models import MintStatus
 
 ROOT = Path(__file__).parent.parent
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -106,7 +108,7 @@ async def test_a_stuck_mint_is_listed_shown_retried_and_another_compensated(
         add_fault(stack, target="kubo", kind="down")
         to_retry, to_undo = mint_request(stack), mint_request(stack)
         handles = [
-            await starter.start_mint(client, r, queue=STUCK_QUEUE) for r in (to_retry, to_undo)
+            await mintsaga.start_mint(client, r, queue=STUCK_QUEUE) for r in (to_retry, to_undo)
         ]
         started = datetime.now(UTC)
         for request in (to_retry, to_undo):
@@ -238,7 +240,7 @@ async def test_breaker_maintenance_emergency_and_endpoints_round_trip_through_th
 
     async def used() -> list[list[str]]:
         """The Solana endpoints each worker reported using, primary first."""
-        reports = starter.workers_endpoints(await store.breakers(max_age_s=15))
+        reports = workers_endpoints(await store.breakers(max_age_s=15))
         return [[e["name"] for e in worker["endpoints"]] for worker in reports]
 
     async def workers_use(order: list[str]) -> bool:
@@ -338,10 +340,10 @@ def test_every_starter_command_in_the_runbook_parses() -> None:
     used = {argv[0] for argv in commands}
     expected = {"list", "show", "status", "retry", "compensate", "breaker", "maintenance"}
     assert expected | {"emergency", "endpoints", "health"} <= used
-    parser = starter.parser()
+    cli = parser()
     for argv in commands:
         try:
-            parser.parse_args(argv)
+            cli.parse_args(argv)
         except SystemExit as exc:  # argparse's way of refusing
             raise AssertionError(f"runbook command does not parse: starter.py {argv}") from exc
 
@@ -371,7 +373,7 @@ def test_a_breaker_is_named_as_breaker_list_prints_it_or_by_its_endpoint_url() -
         "postgresql://db.internal:5432/mintsaga",
         "https://mainnet.provider.io/v2/***",
     ]
-    name_for = starter.breaker_name_for
+    name_for = breaker_name_for
     assert name_for("https://rpc.example.com", known) == "https://rpc.example.com"
     # The URL as configured: credentials, query, a trailing slash and case do not matter.
     assert name_for("HTTPS://RPC.example.com/", known) == "https://rpc.example.com"
@@ -384,5 +386,5 @@ def test_a_breaker_is_named_as_breaker_list_prints_it_or_by_its_endpoint_url() -
         "https://new.example.com/v1"
     )
     assert name_for("postgres", known) == "postgres"  # a label stays a label
-    with pytest.raises(starter.StarterError, match="matches"):
+    with pytest.raises(mintsaga.StarterError, match="matches"):
         name_for("HTTPS://rpc.example.com", ["https://rpc.example.com", "https://rpc.example.com/"])

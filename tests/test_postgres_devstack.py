@@ -10,8 +10,8 @@ import asyncpg
 import httpx
 import pytest
 
-from db.migrate import MigrationError, discover, migrate
 from devstack.config import StackConfig
+from mintsaga.db.migrate import MigrationError, discover, migrate
 
 pytestmark = pytest.mark.integration
 

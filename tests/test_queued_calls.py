@@ -17,16 +17,16 @@ from typing import Any
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from clients.errors import ServiceError, redact_url
-from clients.solana_rpc import SolanaRpc
-from resilience.breaker import (
+from mintsaga.errors import ServiceError, redact_url
+from mintsaga.resilience.breaker import (
     BreakerConfig,
     BreakerRegistry,
     BreakerState,
     CircuitBreaker,
     Override,
 )
-from resilience.guard import through, wait_for_half_open
+from mintsaga.resilience.guard import through, wait_for_half_open
+from mintsaga.solana.rpc import SolanaRpc
 
 FAST = BreakerConfig(open_s=0.4, consecutive_failures=1)
 

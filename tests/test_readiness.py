@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from observability import readiness
-from observability.logging import add_secret
-from observability.readiness import NotReady, Readiness, start_http_server
+from mintsaga.observability import readiness
+from mintsaga.observability.logging import add_secret
+from mintsaga.observability.readiness import NotReady, Readiness, start_http_server
 
 
 @pytest.fixture

@@ -26,13 +26,16 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-import starter
-from clients.cid import compute_cid
-from clients.runtime_config import RuntimeConfigStore
-from clients.solana_rpc import SolanaRpc
+import mintsaga
 from devstack.config import SOLANA_ENDPOINTS, StackConfig
 from devstack.dev_identity import images_dir, system_wallet
-from resilience.breaker import SOLANA_BREAKER, BreakerRegistry
+from mintsaga.db.runtime_config import RuntimeConfigStore
+from mintsaga.ipfs.cid import compute_cid
+from mintsaga.resilience.breaker import SOLANA_BREAKER, BreakerRegistry
+from mintsaga.solana.rpc import SolanaRpc
+from mintsaga.worker import apply_runtime, mint_activities
+from mintsaga.workflows import activity_models as io
+from mintsaga.workflows.models import MintStatus
 from tests.saga_support import (
     activity_name,
     add_fault,
@@ -44,9 +47,6 @@ from tests.saga_support import (
     settings_for,
     wait_for,
 )
-from worker import apply_runtime, mint_activities
-from workflows import activity_models as io
-from workflows.models import MintStatus
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ async def test_primary_rpc_down_is_failed_over_within_one_attempt(
     faulted_at = time.monotonic()
     add_fault(stack, target="solana-1", kind="down")
     request = mint_request(stack)
-    result = await (await starter.start_mint(client, request, queue=worker)).result()
+    result = await (await mintsaga.start_mint(client, request, queue=worker)).result()
     recovered_s = time.monotonic() - faulted_at
 
     assert result.status == MintStatus.MINTED
@@ -120,7 +120,7 @@ async def test_pinata_down_mints_through_kubo_with_the_same_cids(
 ) -> None:
     add_fault(stack, target="pinata", kind="down")
     request = mint_request(stack)
-    result = await (await starter.start_mint(client, request, queue=worker)).result()
+    result = await (await mintsaga.start_mint(client, request, queue=worker)).result()
 
     assert result.status == MintStatus.MINTED
     image = (images_dir(stack.state_dir) / (request.image.path or "")).read_bytes()
@@ -136,7 +136,7 @@ async def test_a_gateway_down_is_read_through_the_next(
 ) -> None:
     add_fault(stack, target="gateway-1", kind="down")
     request = mint_request(stack)
-    result = await (await starter.start_mint(client, request, queue=worker)).result()
+    result = await (await mintsaga.start_mint(client, request, queue=worker)).result()
     assert result.status == MintStatus.MINTED
     assert result.retries["ipfs"] == 0  # the post-mint checks read gateway-2 in the same attempt
 
@@ -151,7 +151,7 @@ async def test_a_database_reset_mid_mint_is_survived(stack: StackConfig, client:
     async with running_worker(
         stack, client, queue, wrap={"record_uploads": fault_first(stack, reset)}
     ):
-        result = await (await starter.start_mint(client, request, queue=queue)).result()
+        result = await (await mintsaga.start_mint(client, request, queue=queue)).result()
     assert result.status == MintStatus.MINTED
     assert faults_fired(stack, "postgres:error") > fired  # the reset happened
     assert result.retries["db"] == 0  # and cost no attempt
@@ -169,7 +169,7 @@ async def test_lost_send_answers_everywhere_still_mint_once(
     async with running_worker(
         stack, client, queue, wrap={"send_transaction": fault_first(stack, *lose)}
     ):
-        result = await (await starter.start_mint(client, request, queue=queue)).result()
+        result = await (await mintsaga.start_mint(client, request, queue=queue)).result()
     assert result.status == MintStatus.MINTED
     assert result.retries["solana"] >= 1
     info = rpc(
@@ -208,16 +208,16 @@ async def test_an_empty_system_wallet_waits_for_an_operator_then_completes(
     _move_all_lamports(stack, wallet, sink.pubkey())
     request = mint_request(stack)
     try:
-        handle = await starter.start_mint(client, request, queue=worker)
+        handle = await mintsaga.start_mint(client, request, queue=worker)
         await wait_for(client, request.mint_id, lambda s: s.awaiting_operator)
-        status = await starter.get_status(client, request.mint_id)
+        status = await mintsaga.get_status(client, request.mint_id)
         assert status.last_error is not None
         assert status.last_error.type == "SystemWalletUnderfunded"
         assert str(wallet.pubkey()) in status.last_error.message
         assert status.last_error.kind == "needs_operator"
     finally:
         rpc(stack, "requestAirdrop", [str(wallet.pubkey()), 1_000 * 10**9])
-    await starter.retry(client, request.mint_id)
+    await mintsaga.retry(client, request.mint_id)
     assert (await handle.result()).status == MintStatus.MINTED
 
 
@@ -231,7 +231,7 @@ async def test_each_verification_attempt_asks_the_next_endpoint_first(
     endpoint n (mod 3). Two slow endpoints show which one was asked first."""
     _, activities = wired
     request = mint_request(stack)
-    result = await (await starter.start_mint(client, request, queue=worker)).result()
+    result = await (await mintsaga.start_mint(client, request, queue=worker)).result()
     verify = io.VerifyIn(
         mint_id=request.mint_id,
         mint_address=result.mint_address or "",
@@ -264,9 +264,9 @@ async def test_maintenance_mode_holds_new_mints_at_the_start_until_it_is_off(
         await store.set_maintenance(True, "test")
         await asyncio.sleep(6)  # the worker polls every 5 s
         request = mint_request(stack)
-        handle = await starter.start_mint(client, request, queue=worker)
+        handle = await mintsaga.start_mint(client, request, queue=worker)
         await asyncio.sleep(2)
-        status = await starter.get_status(client, request.mint_id)
+        status = await mintsaga.get_status(client, request.mint_id)
         assert status.stage == "INITIATED" and status.attempts == {"wait_out_maintenance": 1}
     finally:
         await store.set_maintenance(False, "test")
@@ -283,7 +283,7 @@ async def test_emergency_mode_sends_solana_and_ipfs_traffic_to_the_backups(
         await asyncio.sleep(6)
         before = _requests_so_far(stack)
         request = mint_request(stack)
-        result = await (await starter.start_mint(client, request, queue=worker)).result()
+        result = await (await mintsaga.start_mint(client, request, queue=worker)).result()
         after = _requests_so_far(stack)
     finally:
         await store.set_emergency(False, "test")

@@ -23,8 +23,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from clients.errors import ErrorKind, ServiceError
-from clients.runtime_config import (
+from devstack.config import StackConfig
+from mintsaga.db.migrate import MIGRATIONS_DIR
+from mintsaga.db.runtime_config import (
     OVERRIDES,
     RuntimeConfigError,
     RuntimeConfigStore,
@@ -33,8 +34,7 @@ from clients.runtime_config import (
     describe_changes,
     solana_endpoints_for,
 )
-from db.migrate import MIGRATIONS_DIR
-from devstack.config import StackConfig
+from mintsaga.errors import ErrorKind, ServiceError
 from tests.saga_support import Ran, run_starter
 
 pytestmark = pytest.mark.integration
@@ -129,7 +129,7 @@ async def wait_until(predicate: Any, within_s: float, what: str) -> None:
 
 
 def test_override_values_match_the_breaker() -> None:
-    from resilience.breaker import Override
+    from mintsaga.resilience.breaker import Override
 
     assert set(OVERRIDES) == {o.value for o in Override}
 

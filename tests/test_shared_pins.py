@@ -22,19 +22,19 @@ import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.ipfs import IpfsActivities
-from clients.cid import compute_cid
-from clients.errors import ErrorKind, ServiceError
-from clients.gateways import GatewayReader
-from clients.images import ImageLoader
-from clients.ipfs import IpfsUploader, Provider
-from clients.kubo import KuboClient
-from clients.mint_store import _PIN_LOCK_CLASS, MintStore, Pin
-from clients.pinata import PinataClient
 from devstack.config import StackConfig
-from resilience.breaker import BreakerRegistry
-from workflows import activity_models as io
-from workflows.models import ImageRef
+from mintsaga.activities.ipfs import IpfsActivities
+from mintsaga.db.mint_store import _PIN_LOCK_CLASS, MintStore, Pin
+from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.ipfs.cid import compute_cid
+from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.ipfs.images import ImageLoader
+from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.pinata import PinataClient
+from mintsaga.ipfs.uploads import IpfsUploader, Provider
+from mintsaga.resilience.breaker import BreakerRegistry
+from mintsaga.workflows import activity_models as io
+from mintsaga.workflows.models import ImageRef
 
 pytestmark = pytest.mark.integration
 

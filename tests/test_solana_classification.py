@@ -24,9 +24,9 @@ from solders.keypair import Keypair
 from solders.rpc.errors import NodeUnhealthyMessage, SendTransactionPreflightFailureMessage
 from solders.rpc.responses import GetSlotResp
 
-from clients.errors import ErrorKind, ServiceError
-from clients.solana_minter import SolanaMinter
-from clients.solana_rpc import SolanaRpc, classify_error, parse_retry_after, redact_url
+from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.solana.minter import SolanaMinter
+from mintsaga.solana.rpc import SolanaRpc, classify_error, parse_retry_after, redact_url
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
 PAYER = "BsQ2ieLx5V1ZhiyyohAKgXUWKYeRKQn6ic5pWmNqSXzu"
@@ -471,8 +471,8 @@ def test_minter_repr_holds_no_key_material() -> None:
 
 
 def test_a_preferred_endpoint_goes_first_and_an_unknown_one_is_refused() -> None:
-    from clients.solana_minter import SolanaMinter
-    from clients.solana_rpc import SolanaRpc
+    from mintsaga.solana.minter import SolanaMinter
+    from mintsaga.solana.rpc import SolanaRpc
 
     rpc = SolanaRpc(["http://a.test:1", "http://b.test:2", "http://c.test:3"])
     minter = SolanaMinter(rpc, Keypair(), b"s" * 32)

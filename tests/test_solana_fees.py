@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from clients.settings import Settings, SettingsError
-from clients.solana_fees import (
-    DEFAULT_PRIORITY_FEE_CAP,
+from mintsaga.settings import DEFAULT_PRIORITY_FEE_CAP, Settings, SettingsError
+from mintsaga.solana.fees import (
     FALLBACK_COMPUTE_UNIT_LIMIT,
     MAX_COMPUTE_UNIT_LIMIT,
     RESIGN_FLOOR_MICRO_LAMPORTS,

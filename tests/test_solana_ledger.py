@@ -11,13 +11,13 @@ from solders.message import MessageV0
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
-from clients.solana_nft import (
+from devstack.solana import SolanaLedger
+from devstack.solana.errors import RpcError
+from mintsaga.solana.nft import (
     associated_token_address,
     build_nft_instructions,
     nft_mint_account_size,
 )
-from devstack.solana import SolanaLedger
-from devstack.solana.errors import RpcError
 
 
 def _nft_tx(ledger: SolanaLedger, payer: Keypair, owner, index: int) -> VersionedTransaction:

@@ -23,11 +23,11 @@ from solders.message import MessageV0
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
-from clients.errors import ErrorKind, ServiceError
-from clients.solana_fees import FALLBACK_COMPUTE_UNIT_LIMIT
-from clients.solana_minter import SignedMint, SolanaMinter
-from clients.solana_rpc import SolanaRpc
 from devstack.config import StackConfig
+from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.solana.fees import FALLBACK_COMPUTE_UNIT_LIMIT
+from mintsaga.solana.minter import SignedMint, SolanaMinter
+from mintsaga.solana.rpc import SolanaRpc
 
 pytestmark = pytest.mark.integration
 

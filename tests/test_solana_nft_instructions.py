@@ -17,7 +17,7 @@ from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from solders.token.associated import get_associated_token_address
 from solders.transaction import VersionedTransaction
 
-from clients.solana_nft import (
+from mintsaga.solana.nft import (
     ASSOCIATED_TOKEN_PROGRAM_ID,
     MINT_WITH_POINTER_SIZE,
     TOKEN_2022_PROGRAM_ID,

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from clients.errors import ServiceError
-from clients.solana_cache import SharedCache
-from clients.solana_minter import BLOCKHASH_REUSE_S, RENT_TTL_S, SolanaMinter
-from clients.solana_rpc import SolanaRpc
 from devstack.config import StackConfig
+from mintsaga.errors import ServiceError
+from mintsaga.solana.cache import SharedCache
+from mintsaga.solana.minter import BLOCKHASH_REUSE_S, RENT_TTL_S, SolanaMinter
+from mintsaga.solana.rpc import SolanaRpc
 from tests.test_solana_minter import (
     ENDPOINTS,
     add_fault,

@@ -25,7 +25,7 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 from solders.transaction_status import TransactionConfirmationStatus
 
-from clients.solana_nft import (
+from mintsaga.solana.nft import (
     TOKEN_2022_PROGRAM_ID,
     associated_token_address,
     build_nft_instructions,

@@ -1,0 +1,94 @@
+"""Database steps: the mint's row and its story, and the rollback compensation.
+
+Every write is idempotent (the store upserts, and each event has a key), so a retry after a
+lost answer changes nothing. The mint address is derived here, where the seed is, and only the
+public address leaves the activity.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from mintsaga.activities.failures import classified
+from mintsaga.db.mint_store import MintStore
+from mintsaga.solana.minter import SolanaMinter
+from mintsaga.stages import MintStage
+from mintsaga.workflows import activity_models as io
+
+
+class DatabaseActivities:
+    def __init__(self, *, store: MintStore, minter: SolanaMinter) -> None:
+        self._store = store
+        self._minter = minter
+
+    @activity.defn(name="check_database")
+    async def check_database(self, ref: io.MintRef) -> io.StepOut:
+        with classified():
+            await self._store.health()
+        return io.StepOut(attempt=activity.info().attempt)
+
+    @activity.defn(name="claim_mint")
+    async def claim_mint(self, arg: io.ClaimIn) -> io.ClaimOut:
+        """The mint's row at INITIATED; rejects a second mint in progress for the same user."""
+        address = self._minter.mint_address(arg.mint_id)
+        with classified():
+            row = await self._store.claim(arg.mint_id, arg.user_id, arg.wallet, address)
+        return io.ClaimOut(
+            attempt=activity.info().attempt, mint_address=row.mint_address or address
+        )
+
+    @activity.defn(name="record_uploads")
+    async def record_uploads(self, arg: io.RecordUploadsIn) -> io.StepOut:
+        with classified():
+            await self._store.set_stage(
+                arg.mint_id,
+                MintStage.IPFS_UPLOADED,
+                event_key="ipfs_uploaded",
+                image_cid=arg.image_cid,
+                metadata_cid=arg.metadata_cid,
+            )
+            await self._store.set_stage(
+                arg.mint_id, MintStage.DATABASE_UPDATED, event_key="database_updated"
+            )
+        return io.StepOut(attempt=activity.info().attempt)
+
+    @activity.defn(name="record_minted")
+    async def record_minted(self, arg: io.RecordMintedIn) -> io.StepOut:
+        """After the pivot: the chain has the NFT; the row catches up (forward only)."""
+        fields: dict[str, object] = {"mint_address": arg.mint_address}
+        if arg.signature is not None:
+            fields["signature"] = arg.signature
+        if arg.slot is not None:
+            fields["slot"] = arg.slot
+        with classified():
+            await self._store.set_stage(
+                arg.mint_id, MintStage.BLOCKCHAIN_CONFIRMED, event_key="confirmed", **fields
+            )
+        return io.StepOut(attempt=activity.info().attempt)
+
+    @activity.defn(name="finish_mint")
+    async def finish_mint(self, arg: io.FinishIn) -> io.StepOut:
+        with classified():
+            await self._store.set_stage(arg.mint_id, MintStage.VERIFIED, event_key="verified")
+            await self._store.set_stage(arg.mint_id, MintStage.MINTED, event_key="minted")
+        return io.StepOut(attempt=activity.info().attempt)
+
+    @activity.defn(name="rollback_mint")
+    async def rollback_mint(self, arg: io.RollbackIn) -> io.StepOut:
+        """Compensation: the row ends ROLLED_BACK and the user is free; no history is deleted.
+
+        Only this request's row: one claimed by another request with the same mint_id (the
+        claim was refused as a Conflict) or already MINTED is left as it is.
+        """
+        with classified():
+            row = await self._store.get(arg.mint_id)
+            theirs = (
+                row is not None
+                and arg.user_id is not None
+                and ((row.user_id, row.wallet) != (arg.user_id, arg.wallet))
+            )
+            if row is None or theirs or row.stage == MintStage.MINTED:
+                activity.logger.info("nothing of %s to roll back", arg.mint_id)
+            else:
+                await self._store.mark_rolled_back(arg.mint_id, arg.reason)
+        return io.StepOut(attempt=activity.info().attempt)

@@ -1,0 +1,349 @@
+"""The health probes the `HealthCheck` workflow runs: one activity per check.
+
+Each activity returns rows `(check, target, ok, latency_s, detail)` and sets this worker's gauges
+(`mintsaga_health_up`, `mintsaga_health_latency_seconds`, `mintsaga_rpc_slot_lag`). A failing
+dependency is a row with `ok=False`, never a failed activity.
+
+The probes go around the circuit breakers: they use clients built without the product's
+`BreakerRegistry` (Solana: plain JSON-RPC posts per endpoint). So an open breaker does not hide
+an endpoint's health (the probe still asks it), a half-open breaker's few trial calls are left
+to the mints that need them to close it, and a failing probe never counts towards opening a
+breaker that mints depend on. What the breakers think is reported by `mintsaga_breaker_state`,
+which probes never touch; their calls are counted in `mintsaga_requests_total` like any other.
+
+A gauge set here disappears `STALE_AFTER_S` after its last update unless a newer probe on this
+worker refreshes it: with several workers, whichever runs the scheduled probe reports it, and a
+worker that stopped getting probes must not keep reporting an old answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+from temporalio import activity
+
+from mintsaga.db.mint_store import MintStore, endpoint_and_secrets
+from mintsaga.errors import ServiceError, redact_url
+from mintsaga.ipfs.cid import DEFAULT_CID_VERSION, compute_cid
+from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.pinata import PinataClient
+from mintsaga.ipfs.uploads import IpfsUploader
+from mintsaga.observability.calls import observed_call
+from mintsaga.observability.metrics import HEALTH_LATENCY, HEALTH_UP, RPC_SLOT_LAG
+from mintsaga.settings import Settings
+from mintsaga.solana.rpc import SERVICE as SOLANA
+from mintsaga.solana.rpc import classify_error, classify_rpc_error
+from mintsaga.workflows.health import HealthRow, ProbeOut
+
+T = TypeVar("T")
+
+PROBE_TIMEOUT_S = 10.0  # one call to one target
+STALE_AFTER_S = 150.0  # 2.5 schedule intervals
+# A node this far behind the highest endpoint fails its check (Agave's own getHealth limit;
+# ~60 s of slots, about a blockhash's lifetime).
+MAX_SLOT_LAG = 150
+PROBE_BYTES_MAX = 4096
+UPLOAD_TARGET = "ipfs"  # Pinata, or Kubo when Pinata is unavailable: the uploader decides
+
+Key = tuple[str, ...]
+_updated: dict[tuple[str, Key], float] = {}  # (gauge, labels) -> monotonic time of last set
+
+
+def _set(name: str, gauge: Any, labels: Key, value: float) -> None:
+    gauge.labels(*labels).set(value)
+    stamp = time.monotonic()
+    _updated[(name, labels)] = stamp
+    with contextlib.suppress(RuntimeError):  # no running loop: nothing expires
+        asyncio.get_running_loop().call_later(STALE_AFTER_S, _expire, name, gauge, labels, stamp)
+
+
+def _expire(name: str, gauge: Any, labels: Key, stamp: float) -> None:
+    if _updated.get((name, labels)) == stamp:
+        _forget(name, gauge, labels)
+
+
+def _forget(name: str, gauge: Any, labels: Key) -> None:
+    _updated.pop((name, labels), None)
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels)
+
+
+def publish(rows: Sequence[HealthRow]) -> None:
+    """Set the health gauges from `rows`."""
+    for row in rows:
+        labels = (row.check, row.target)
+        _set("up", HEALTH_UP, labels, 1.0 if row.ok else 0.0)
+        _set("latency", HEALTH_LATENCY, labels, row.latency_s)
+
+
+def forget(check: str, target: str) -> None:
+    """Unknown now (not probed this time): drop the series rather than keep an old answer."""
+    _forget("up", HEALTH_UP, (check, target))
+    _forget("latency", HEALTH_LATENCY, (check, target))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ServiceError):
+        return f"{exc.code} ({exc.kind}): {exc.message}"[:300]
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {PROBE_TIMEOUT_S:.0f} s"
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+async def _timed(call: Callable[[], Awaitable[T]]) -> tuple[T | None, BaseException | None, float]:
+    """(result, None, latency) or (None, the failure, latency); the call is time-bounded."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            result = await call()
+    except Exception as exc:  # a probe reports whatever happened; it never raises
+        return None, exc, time.monotonic() - started
+    return result, None, time.monotonic() - started
+
+
+class HealthActivities:
+    """The probes, over clients that bypass the product's circuit breakers (module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        solana_urls: Callable[[], Sequence[str]],
+        solana_timeout_s: float,
+        store: MintStore,
+        database: str,
+        pinata: PinataClient,
+        uploader: IpfsUploader,
+        gateways: Sequence[str],
+        http: httpx.AsyncClient,
+    ) -> None:
+        self._solana_urls = solana_urls
+        self._solana_timeout_s = min(solana_timeout_s, PROBE_TIMEOUT_S)
+        self._store = store
+        self._database = database
+        self._pinata = pinata
+        self._uploader = uploader
+        self._gateways = [url.rstrip("/") for url in gateways]
+        self._http = http
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        http: httpx.AsyncClient,
+        pool: asyncpg.Pool,
+        solana_urls: Callable[[], Sequence[str]],
+    ) -> HealthActivities:
+        """Clients of their own (no breakers) over the worker's HTTP client and DB pool."""
+        endpoint, secrets = endpoint_and_secrets(settings.database_url.get_secret_value())
+        pinata = PinataClient(settings.pinata_api_url, settings.pinata_jwt.get_secret_value(), http)
+        kubo = KuboClient(settings.kubo_api_url, http)
+        return cls(
+            solana_urls=solana_urls,
+            solana_timeout_s=settings.solana_timeout_s,
+            store=MintStore(pool, endpoint=endpoint, secrets=secrets, acquire_timeout=5.0),
+            database=endpoint,
+            pinata=pinata,
+            uploader=IpfsUploader(pinata, kubo),
+            gateways=settings.ipfs_gateways,
+            http=http,
+        )
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [
+            self.health_solana,
+            self.health_postgres,
+            self.health_pinata,
+            self.health_ipfs_roundtrip,
+            self.health_unpin,
+        ]
+
+    # -- Solana: getHealth and the slot, per endpoint ----------------------------------------
+
+    @activity.defn(name="health_solana")
+    async def health_solana(self) -> ProbeOut:
+        """`getHealth` and the confirmed slot of every endpoint; lag = highest slot - its slot."""
+        urls = list(dict.fromkeys(self._solana_urls()))
+        names = [redact_url(url) for url in urls]
+
+        async def one(url: str, name: str) -> tuple[int | None, BaseException | None, float]:
+            async def call() -> int:
+                health = await self._rpc(url, name, "getHealth")
+                if health != "ok":
+                    raise ValueError(f"getHealth answered {str(health)[:50]!r}")
+                return int(await self._rpc(url, name, "getSlot", [{"commitment": "confirmed"}]))
+
+            return await _timed(call)
+
+        answers = await asyncio.gather(*(one(u, n) for u, n in zip(urls, names, strict=True)))
+        slots = [slot for slot, _, _ in answers if slot is not None]
+        highest = max(slots, default=None)
+        rows = []
+        for name, (slot, error, latency) in zip(names, answers, strict=True):
+            if slot is None or highest is None:
+                detail = _describe(error) if error else "no answer"
+                rows.append(
+                    HealthRow(
+                        check="solana_rpc", target=name, ok=False, latency_s=latency, detail=detail
+                    )
+                )
+                _forget("slot_lag", RPC_SLOT_LAG, (name,))
+                continue
+            lag = highest - slot
+            _set("slot_lag", RPC_SLOT_LAG, (name,), float(lag))
+            behind = lag > MAX_SLOT_LAG
+            detail = f"slot {slot}, {lag} behind the highest" + (
+                f" (over {MAX_SLOT_LAG})" if behind else ""
+            )
+            rows.append(
+                HealthRow(
+                    check="solana_rpc", target=name, ok=not behind, latency_s=latency, detail=detail
+                )
+            )
+        publish(rows)
+        return ProbeOut(rows=rows)
+
+    async def _rpc(self, url: str, name: str, method: str, params: list[Any] | None = None) -> Any:
+        """One JSON-RPC call to one endpoint, classified like `SolanaRpc`'s, but not through
+        `SolanaRpc` (whose breakers, even a throw-away registry's, report their state under the
+        endpoint's name: a probe would overwrite `mintsaga_breaker_state`). Counted in the
+        request metrics like any call (`observed_call`)."""
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}
+        with observed_call(SOLANA, name, method):
+            try:
+                response = await self._http.post(url, json=body, timeout=self._solana_timeout_s)
+                response.raise_for_status()
+                answer = response.json()
+                error = answer.get("error")
+                if error is None:
+                    return answer["result"]
+            except (httpx.HTTPError, ValueError, KeyError, AttributeError) as exc:
+                # The URL may hold an API key: only `name` (redacted) goes into the error.
+                raise classify_error(exc, endpoint=name, method=method) from None
+            raise classify_rpc_error(
+                error.get("code", 0),
+                str(error.get("message", "")),
+                error.get("data"),
+                endpoint=name,
+                method=method,
+            )
+
+    # -- Postgres: SELECT 1 ---------------------------------------------------------------------
+
+    @activity.defn(name="health_postgres")
+    async def health_postgres(self) -> ProbeOut:
+        _, error, latency = await _timed(self._store.health)
+        row = HealthRow(
+            check="postgres",
+            target=self._database,
+            ok=error is None,
+            latency_s=latency,
+            detail="SELECT 1 answered" if error is None else _describe(error),
+        )
+        publish([row])
+        return ProbeOut(rows=[row])
+
+    # -- Pinata: testAuthentication -------------------------------------------------------------
+
+    @activity.defn(name="health_pinata")
+    async def health_pinata(self) -> ProbeOut:
+        _, error, latency = await _timed(self._pinata.test_authentication)
+        row = HealthRow(
+            check="pinata_auth",
+            target=redact_url(self._pinata.api_url),
+            ok=error is None,
+            latency_s=latency,
+            detail="the JWT is accepted" if error is None else _describe(error),
+        )
+        publish([row])
+        return ProbeOut(rows=[row])
+
+    # -- IPFS: upload a unique blob, fetch it through every gateway, unpin it -----------------
+
+    @activity.defn(name="health_ipfs_roundtrip")
+    async def health_ipfs_roundtrip(self) -> ProbeOut:
+        tag = uuid.uuid4().hex
+        data = f"mintsaga health probe {tag}\n".encode()
+        # Known before anything is sent: a lost answer may still have pinned it.
+        cid = await compute_cid(data, DEFAULT_CID_VERSION)
+        upload, error, latency = await _timed(
+            lambda: self._uploader.upload(
+                data,
+                filename="health-probe.txt",
+                name=f"mintsaga-health-{tag[:12]}",
+                keyvalues={"purpose": "health-probe"},
+            )
+        )
+        rows: list[HealthRow] = []
+        if upload is None:
+            rows.append(
+                HealthRow(
+                    check="ipfs_upload",
+                    target=UPLOAD_TARGET,
+                    ok=False,
+                    latency_s=latency,
+                    detail=f"{_describe(error or Exception())}; gateways not checked",
+                )
+            )
+            for url in self._gateways:
+                forget("gateway_fetch", redact_url(url))
+        else:
+            rows.append(
+                HealthRow(
+                    check="ipfs_upload",
+                    target=UPLOAD_TARGET,
+                    ok=True,
+                    latency_s=latency,
+                    detail=f"pinned {cid} on {upload.provider}",
+                )
+            )
+            rows += await asyncio.gather(*(self._fetch(url, cid) for url in self._gateways))
+        # Unpin from both providers (the answer of either may have been lost), whatever happened.
+        _, unpin_error, unpin_latency = await _timed(lambda: self._uploader.unpin_all(cid))
+        pending = None
+        if unpin_error is None:
+            detail = f"unpinned {cid}"
+        else:
+            pending = cid
+            detail = (
+                f"could not unpin {cid} ({_describe(unpin_error)}); the HealthPinCleanup"
+                " workflow retries it"
+            )
+        rows.append(
+            HealthRow(
+                check="ipfs_unpin",
+                target=UPLOAD_TARGET,
+                ok=unpin_error is None,
+                latency_s=unpin_latency,
+                detail=detail,
+            )
+        )
+        publish(rows)
+        return ProbeOut(rows=rows, pending_unpin=pending)
+
+    async def _fetch(self, url: str, cid: str) -> HealthRow:
+        reader = GatewayReader([url], self._http)  # no breakers: see the module docstring
+        _, error, latency = await _timed(
+            lambda: reader.fetch_verified(cid, max_bytes=PROBE_BYTES_MAX)
+        )
+        return HealthRow(
+            check="gateway_fetch",
+            target=redact_url(url),
+            ok=error is None,
+            latency_s=latency,
+            detail=f"served {cid}, verified" if error is None else _describe(error),
+        )
+
+    @activity.defn(name="health_unpin")
+    async def health_unpin(self, cid: str) -> None:
+        """Unpin a health-probe CID everywhere; raises (and is retried) while a provider fails."""
+        async with asyncio.timeout(PROBE_TIMEOUT_S * 2):
+            await self._uploader.unpin_all(cid)

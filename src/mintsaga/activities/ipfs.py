@@ -1,0 +1,155 @@
+"""IPFS steps: the image's CID, the two uploads, gateway checks, and the unpin compensation.
+
+Each pin is recorded against its mint *before* the upload (for both providers, since failover
+decides the provider inside the call), so the compensation finds every pin a timed-out upload
+may have left. Compensation unpins only what no other live mint holds, and does so under the
+CIDs' pin locks, which recording a pin takes too.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from temporalio import activity
+
+from mintsaga.activities.failures import classified, permanent
+from mintsaga.db.mint_store import MintStore
+from mintsaga.errors import ServiceError
+from mintsaga.ipfs.cid import compute_cid
+from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.ipfs.images import ImageLoader
+from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.metadata import metaplex_metadata
+from mintsaga.ipfs.pinata import PinataClient
+from mintsaga.ipfs.uploads import IpfsUploader, Provider
+from mintsaga.workflows import activity_models as io
+
+PROVIDERS = ("pinata", "kubo")
+METADATA_MAX_BYTES = 1 * 2**20
+
+
+class IpfsActivities:
+    def __init__(
+        self,
+        *,
+        pinata: PinataClient,
+        kubo: KuboClient,
+        uploader: IpfsUploader,
+        gateways: GatewayReader,
+        images: ImageLoader,
+        store: MintStore,
+    ) -> None:
+        self._pinata = pinata
+        self._kubo = kubo
+        self._uploader = uploader
+        self._gateways = gateways
+        self._images = images
+        self._store = store
+
+    @activity.defn(name="check_ipfs")
+    async def check_ipfs(self, ref: io.MintRef) -> io.StepOut:
+        """Some provider can take the upload: Pinata, or Kubo when Pinata is unavailable."""
+        with classified():
+            try:
+                await self._pinata.test_authentication()
+            except ServiceError as exc:
+                if not exc.retryable:
+                    raise  # a bad PINATA_JWT is for a person to fix, not for failover to hide
+                await self._kubo.version()
+        return io.StepOut(attempt=activity.info().attempt)
+
+    @activity.defn(name="compute_image_cid")
+    async def compute_image_cid(self, arg: io.ImageIn) -> io.ImageCidOut:
+        async with classified(heartbeat=True):
+            image = await self._images.load(arg.image.model_dump())
+            cid = await compute_cid(image.data)
+        return io.ImageCidOut(
+            attempt=activity.info().attempt,
+            cid=cid,
+            content_type=image.content_type,
+            filename=image.filename,
+            size=len(image.data),
+        )
+
+    @activity.defn(name="upload_image")
+    async def upload_image(self, arg: io.UploadImageIn) -> io.UploadOut:
+        async with classified(heartbeat=True):
+            image = await self._images.load(arg.image.model_dump())
+            cid = await compute_cid(image.data)
+            if cid != arg.expected_cid:
+                raise permanent(
+                    f"the image changed since its CID was computed ({arg.expected_cid} -> {cid})",
+                    "ImageChanged",
+                    "image",
+                )
+            await self._record_pins(arg.mint_id, cid)
+            upload = await self._uploader.upload(
+                image.data,
+                filename=image.filename,
+                name=f"{arg.mint_id}-image",
+                keyvalues={"mint_id": arg.mint_id, "kind": "image"},
+            )
+        return io.UploadOut(
+            attempt=activity.info().attempt, cid=upload.cid, provider=upload.provider
+        )
+
+    @activity.defn(name="upload_metadata")
+    async def upload_metadata(self, arg: io.UploadMetadataIn) -> io.UploadOut:
+        async with classified(heartbeat=True):
+            document = metaplex_metadata(
+                name=arg.name,
+                symbol=arg.symbol,
+                description=arg.description,
+                image_cid=arg.image_cid,
+                attributes=[(a.trait_type, a.value) for a in arg.attributes],
+                image_content_type=arg.image_content_type,
+            )
+            await self._record_pins(arg.mint_id, await compute_cid(document))
+            upload = await self._uploader.upload(
+                document,
+                filename="metadata.json",
+                name=f"{arg.mint_id}-metadata",
+                keyvalues={"mint_id": arg.mint_id, "kind": "metadata"},
+            )
+        return io.UploadOut(
+            attempt=activity.info().attempt, cid=upload.cid, provider=upload.provider
+        )
+
+    async def _unpin(self, cid: str, provider: str) -> None:
+        """What `MintStore.release_pins` calls for each pin it releases (repeatable)."""
+        if provider not in PROVIDERS:
+            raise permanent(
+                f"mint pin on unknown IPFS provider {provider!r}", "UnknownProvider", "ipfs"
+            )
+        await self._uploader.unpin(cid, cast(Provider, provider))
+
+    async def _record_pins(self, mint_id: str, cid: str) -> None:
+        for provider in PROVIDERS:
+            await self._store.record_pin(mint_id, cid, provider)
+
+    @activity.defn(name="check_gateways")
+    async def check_gateways(self, arg: io.GatewayCheckIn) -> io.StepOut:
+        """Every gateway serves both CIDs' verified content (the spec: retry 3x across them)."""
+        async with classified(heartbeat=True):
+            for cid in arg.cids:
+                served = await self._gateways.check_all(cid)
+                missing = [url for url, ok in served.items() if not ok]
+                if len(missing) == len(served):
+                    # fetch_verified raises the classified failure of the last gateway.
+                    await self._gateways.fetch_verified(cid, max_bytes=self._images.max_bytes)
+                if missing:
+                    activity.logger.warning("%s not served by %s", cid, ", ".join(missing))
+        return io.StepOut(attempt=activity.info().attempt)
+
+    @activity.defn(name="release_pins")
+    async def release_pins(self, arg: io.MintRef) -> io.ReleaseOut:
+        """Compensation: unpin this mint's CIDs that no other live mint holds.
+
+        The store unpins while it holds the CIDs' pin locks (see `MintStore.release_pins`), so
+        another mint recording the same CID meanwhile waits, and its upload pins it again.
+        """
+        async with classified(heartbeat=True):
+            released = await self._store.release_pins(arg.mint_id, self._unpin)
+        return io.ReleaseOut(
+            attempt=activity.info().attempt, unpinned=tuple(sorted({cid for cid, _ in released}))
+        )

@@ -1,0 +1,153 @@
+"""Solana steps: prepare (sign), send, and wait for confirmation without ever minting twice.
+
+`prepare_transaction` first asks the chain whether the mint already exists (a derived mint
+address can hold one NFT only), and records the signature and `lastValidBlockHeight` in the
+database before the transaction can be sent. `await_confirmation` polls the signature and
+rebroadcasts the same signed bytes until the transaction confirms or its blockhash expires
+unseen; only then may the workflow sign again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from temporalio import activity
+
+from mintsaga.activities.failures import classified
+from mintsaga.db.mint_store import MintStore
+from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.solana.minter import SigStatus, SolanaMinter
+from mintsaga.stages import MintStage
+from mintsaga.workflows import activity_models as io
+
+POLL_S = 1.0
+REBROADCAST_S = 2.0
+
+
+class SolanaActivities:
+    def __init__(self, *, minter: SolanaMinter, store: MintStore) -> None:
+        self._minter = minter
+        self._store = store
+
+    @activity.defn(name="check_rpc")
+    async def check_rpc(self, ref: io.MintRef) -> io.StepOut:
+        with classified():
+            await self._minter.health()
+        return io.StepOut(attempt=activity.info().attempt)
+
+    @activity.defn(name="prepare_transaction")
+    async def prepare_transaction(self, arg: io.PrepareIn) -> io.PreparedTx:
+        attempt = activity.info().attempt
+        with classified():
+            existing = await self._already_minted(arg.mint_id, arg.owner)
+            if existing is not None:
+                return io.PreparedTx(
+                    attempt=attempt,
+                    signature=existing.signature or "",
+                    tx_base64="",
+                    blockhash="",
+                    last_valid_block_height=0,
+                    already_minted=existing,
+                )
+            # None: the minter bids from recent fees (raised per re-sign); a number is an
+            # explicit price (the request's, or an operator's override).
+            signed = await self._minter.prepare(
+                arg.mint_id,
+                owner=arg.owner,
+                name=arg.name,
+                symbol=arg.symbol,
+                uri=arg.uri,
+                priority_fee_micro_lamports=arg.priority_fee_micro_lamports,
+                resign=arg.resign,
+            )
+            activity.logger.info(
+                "signed %s: priority fee %d micro-lamports/CU, compute unit limit %d (%s)",
+                signed.signature,
+                signed.priority_fee_micro_lamports,
+                signed.compute_unit_limit,
+                "fallback"
+                if signed.simulated_units is None
+                else f"simulated {signed.simulated_units}",
+            )
+            # Recorded before it can be sent: whatever happens next, the signature is known.
+            await self._store.record_submission(
+                arg.mint_id, signed.signature, signed.last_valid_block_height, signed.blockhash
+            )
+        return io.PreparedTx(
+            attempt=attempt,
+            signature=signed.signature,
+            tx_base64=signed.tx_base64,
+            blockhash=signed.blockhash,
+            last_valid_block_height=signed.last_valid_block_height,
+        )
+
+    async def _already_minted(self, mint_id: str, owner: str) -> io.OnChain | None:
+        state = await self._minter.nft_state(self._minter.mint_address(mint_id), owner)
+        if state is None:
+            return None
+        for submission in reversed(await self._store.submissions(mint_id)):
+            status = await self._minter.signature_status(submission.signature)
+            if status.found and status.err is None:
+                return io.OnChain(signature=submission.signature, slot=status.slot)
+        return io.OnChain(signature=None, slot=state.slot)
+
+    @activity.defn(name="send_transaction")
+    async def send_transaction(self, arg: io.SendIn) -> io.StepOut:
+        with classified():
+            await self._minter.send(arg.tx_base64, prefer=arg.preferred_endpoint)
+            await self._store.set_stage(
+                arg.mint_id,
+                MintStage.BLOCKCHAIN_SUBMITTED,
+                event_key=f"submitted:{arg.signature}",
+                signature=arg.signature,
+            )
+        return io.StepOut(attempt=activity.info().attempt)
+
+    @activity.defn(name="await_confirmation")
+    async def await_confirmation(self, arg: io.ConfirmIn) -> io.ConfirmOut:
+        """Confirmed, failed, or expired unseen; a transient error if the wait runs out first."""
+        attempt = activity.info().attempt
+        deadline = time.monotonic() + arg.wait_s
+        next_broadcast = time.monotonic() + REBROADCAST_S
+        with classified():
+            while True:
+                activity.heartbeat()
+                status = await self._minter.signature_status(arg.signature)
+                outcome = _outcome(status, attempt)
+                if outcome is not None:
+                    return outcome
+                if await self._minter.block_height() > arg.last_valid_block_height:
+                    # Expired: one last look, since it may have landed just before.
+                    outcome = _outcome(await self._minter.signature_status(arg.signature), attempt)
+                    return outcome or io.ConfirmOut(attempt=attempt, outcome="expired")
+                if time.monotonic() >= deadline:
+                    raise ServiceError(
+                        f"{arg.signature} neither confirmed nor expired within {arg.wait_s:.0f} s",
+                        service="solana",
+                        kind=ErrorKind.TRANSIENT,
+                        code="ConfirmationTimeout",
+                    )
+                if time.monotonic() >= next_broadcast:
+                    await self._rebroadcast(arg.tx_base64)
+                    next_broadcast = time.monotonic() + REBROADCAST_S
+                await asyncio.sleep(POLL_S)
+
+    async def _rebroadcast(self, tx_base64: str) -> None:
+        """The same signed bytes again; a failure here only means we poll on."""
+        try:
+            await self._minter.send(tx_base64)
+        except ServiceError as exc:
+            activity.logger.info("rebroadcast not accepted: %s", exc.code)
+
+
+def _outcome(status: SigStatus, attempt: int) -> io.ConfirmOut | None:
+    if not status.found:
+        return None
+    if status.err is not None:
+        return io.ConfirmOut(
+            attempt=attempt, outcome="failed", slot=status.slot, error=str(status.err)
+        )
+    if status.confirmation_status in ("confirmed", "finalized"):
+        return io.ConfirmOut(attempt=attempt, outcome="confirmed", slot=status.slot)
+    return None

@@ -1,0 +1,1 @@
+"""The operators' command line, `mintsaga`: a thin layer over `mintsaga.api`."""

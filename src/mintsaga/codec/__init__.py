@@ -1,0 +1,23 @@
+"""Payload encryption: an AES-256-GCM codec for every Temporal payload and failure, keys from
+the environment (codec/payloads.py), and the codec server the Temporal UI and CLI decode with
+(codec/server.py, `python -m mintsaga.codec serve`)."""
+
+from mintsaga.codec.payloads import (
+    KEYS_SETTING,
+    CodecError,
+    CodecKeys,
+    EncryptionCodec,
+    data_converter_from_env,
+    keys_from_env,
+    parse_keys,
+)
+
+__all__ = [
+    "KEYS_SETTING",
+    "CodecError",
+    "CodecKeys",
+    "EncryptionCodec",
+    "data_converter_from_env",
+    "keys_from_env",
+    "parse_keys",
+]

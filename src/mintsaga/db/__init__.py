@@ -1,0 +1,1 @@
+"""Postgres: the mint store, the runtime settings store and their schema migrations."""

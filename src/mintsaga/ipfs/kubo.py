@@ -1,0 +1,160 @@
+"""Kubo's RPC API (``/api/v0``, POST only): the backup IPFS provider.
+
+Kubo reports command failures as HTTP 500 with ``{"Message", "Code": 0, "Type": "error"}``;
+the two that mean "not pinned" are answers, not failures, and are read as such.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from mintsaga.errors import redact_url
+from mintsaga.http_errors import (
+    bad_answer,
+    json_body,
+    response_detail,
+    status_error,
+    transport_error,
+)
+from mintsaga.ipfs.cid import DEFAULT_CID_VERSION, require_cid
+from mintsaga.resilience.breaker import IPFS_BREAKER, BreakerRegistry
+from mintsaga.resilience.guard import admit, record_http
+
+log = logging.getLogger(__name__)
+
+SERVICE = "kubo"
+
+
+class KuboClient:
+    """Add, unpin and look up pins on a Kubo node."""
+
+    def __init__(
+        self, api_url: str, http: httpx.AsyncClient, *, breakers: BreakerRegistry | None = None
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._http = http
+        self.breaker = breakers.get(redact_url(self.api_url), IPFS_BREAKER) if breakers else None
+
+    def __repr__(self) -> str:
+        return f"KuboClient(api_url={self.api_url!r})"
+
+    async def version(self) -> str:
+        """Kubo's version string (the pre-mint health check)."""
+        response = await self._call("version", action="read the version")
+        body = json_body(response, service=SERVICE, endpoint=self.api_url)
+        version = body.get("Version") if isinstance(body, dict) else None
+        if not isinstance(version, str):
+            raise bad_answer(
+                "version answered without a Version", service=SERVICE, endpoint=self.api_url
+            )
+        return version
+
+    async def add(
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        cid_version: int = DEFAULT_CID_VERSION,
+        pin: bool = True,
+    ) -> str:
+        """Add (and by default pin) ``data`` as one file; returns Kubo's CID for it.
+
+        ``cid-version=1`` implies raw leaves in Kubo, matching ``clients.cid``.
+        """
+        response = await self._call(
+            "add",
+            action="add a file",
+            params={"cid-version": str(cid_version), "pin": "true" if pin else "false"},
+            files={"file": (filename, data, "application/octet-stream")},
+        )
+        cid = None
+        # Newline-delimited JSON, one object per added entry; the file is the last one.
+        for line in response.text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("Hash"), str):
+                cid = entry["Hash"]
+        if cid is None:
+            raise bad_answer("add answered without a Hash", service=SERVICE, endpoint=self.api_url)
+        log.info("kubo added", extra={"endpoint": self.api_url, "cid": cid, "pinned": pin})
+        return cid
+
+    async def pin_rm(self, cid: str) -> bool:
+        """Remove the recursive pin on ``cid``; False when it was not pinned (idempotent)."""
+        require_cid(cid, service=SERVICE)
+        response = await self._send("pin/rm", action="unpin", params={"arg": cid})
+        if response.is_success:
+            log.info("kubo unpinned", extra={"endpoint": self.api_url, "cid": cid})
+            return True
+        if _says_not_pinned(response):
+            return False
+        raise status_error(response, service=SERVICE, endpoint=self.api_url, action="unpin")
+
+    async def is_pinned(self, cid: str) -> bool:
+        """Whether ``cid`` is pinned recursively (the way ``add`` pins)."""
+        require_cid(cid, service=SERVICE)
+        response = await self._send(
+            "pin/ls", action="list pins", params={"arg": cid, "type": "recursive"}
+        )
+        if _says_not_pinned(response):
+            return False
+        if not response.is_success:
+            raise status_error(response, service=SERVICE, endpoint=self.api_url, action="list pins")
+        body = json_body(response, service=SERVICE, endpoint=self.api_url)
+        keys = body.get("Keys") if isinstance(body, dict) else None
+        return isinstance(keys, dict) and cid in keys
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _send(self, command: str, *, action: str, **kwargs: Any) -> httpx.Response:
+        admit(self.breaker, SERVICE)
+        started = time.monotonic()
+        try:
+            response = await self._http.post(f"{self.api_url}/api/v0/{command}", **kwargs)
+        except httpx.RequestError as exc:
+            record_http(
+                self.breaker,
+                None,
+                time.monotonic() - started,
+                service=SERVICE,
+                endpoint=self.api_url,
+                operation=action,
+            )
+            raise transport_error(
+                exc, service=SERVICE, endpoint=self.api_url, action=action
+            ) from exc
+        # "not pinned" comes as a 500 but is an answer (an idempotent unpin's), not a fault:
+        # it must not count against the breaker or show as a failure.
+        answered = 200 if _says_not_pinned(response) else response.status_code
+        record_http(
+            self.breaker,
+            answered,
+            time.monotonic() - started,
+            service=SERVICE,
+            endpoint=self.api_url,
+            operation=action,
+        )
+        return response
+
+    async def _call(self, command: str, *, action: str, **kwargs: Any) -> httpx.Response:
+        response = await self._send(command, action=action, **kwargs)
+        if not response.is_success:
+            raise status_error(response, service=SERVICE, endpoint=self.api_url, action=action)
+        return response
+
+
+def _says_not_pinned(response: httpx.Response) -> bool:
+    """Kubo's 500 for ``pin rm``/``pin ls`` on a CID it does not pin."""
+    if response.status_code != 500:
+        return False
+    message = response_detail(response)
+    return "not pinned" in message

@@ -1,0 +1,129 @@
+"""Uploading to IPFS with provider failover: Pinata first, Kubo when Pinata is unavailable.
+
+The CID is computed locally before anything is sent, so it is known even when an answer is
+lost, and every provider's answer is checked against it: same bytes, same CID, whichever
+provider holds them.
+
+Failover rules, inside one call (the caller's retry policy wraps the whole call):
+
+- Pinata answers with the right CID -> ``Upload(cid, "pinata")``.
+- Pinata fails *retryably* (down, 5xx, 429) -> Kubo; its right CID -> ``Upload(cid, "kubo")``.
+- Pinata fails permanently (400) or needs an operator (401/403) -> raised as is: a bad JWT
+  must be seen, not hidden behind the backup.
+- Any provider's CID differs from the local one -> PERMANENT ``CidMismatch``.
+- Both fail -> Pinata's error (the primary is what recovers; its ``retry_after`` counts), with
+  Kubo's failure attached as a note.
+
+A lost answer (Pinata pinned, then the connection dropped) can leave a pin on Pinata while
+``provider`` says Kubo: compensation should unpin on both providers (``unpin_all``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.ipfs.cid import DEFAULT_CID_VERSION, compute_cid
+from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.pinata import PinataClient
+from mintsaga.observability.metrics import record_failover
+
+__all__ = [
+    "GatewayReader",
+    "IpfsUploader",
+    "KuboClient",
+    "PinataClient",
+    "Provider",
+    "Upload",
+    "compute_cid",
+]
+
+log = logging.getLogger(__name__)
+
+Provider = Literal["pinata", "kubo"]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Where one upload landed."""
+
+    cid: str
+    provider: Provider
+
+
+class IpfsUploader:
+    """Pinata with Kubo as the backup provider; see the module docstring for the rules."""
+
+    def __init__(self, pinata: PinataClient, kubo: KuboClient) -> None:
+        self._pinata = pinata
+        self._kubo = kubo
+
+    def __repr__(self) -> str:
+        return f"IpfsUploader(pinata={self._pinata!r}, kubo={self._kubo!r})"
+
+    async def upload(
+        self, data: bytes, *, filename: str, name: str, keyvalues: dict[str, str]
+    ) -> Upload:
+        """Pin ``data`` on Pinata, or on Kubo when Pinata is unavailable."""
+        cid = await compute_cid(data, DEFAULT_CID_VERSION)
+        try:
+            got = await self._pinata.pin_file(
+                data, filename=filename, name=name, keyvalues=keyvalues
+            )
+        except ServiceError as primary:
+            if not primary.retryable:
+                raise
+            log.warning(
+                "pinata unavailable, failing over to kubo",
+                extra={"cid": cid, "code": primary.code, "endpoint": primary.endpoint},
+            )
+            record_failover("ipfs")
+            try:
+                got = await self._kubo.add(data, filename=filename)
+            except ServiceError as backup:
+                primary.add_note(f"backup provider failed too: {backup}")
+                raise primary from primary.__cause__  # keep Pinata's own cause
+            _check_cid(cid, got, "kubo", self._kubo.api_url)
+            return Upload(cid, "kubo")
+        _check_cid(cid, got, "pinata", self._pinata.api_url)
+        return Upload(cid, "pinata")
+
+    async def unpin(self, cid: str, provider: Provider) -> bool:
+        """Unpin from one provider; False when it held no pin (safe to repeat)."""
+        if provider == "pinata":
+            return await self._pinata.unpin(cid)
+        if provider == "kubo":
+            return await self._kubo.pin_rm(cid)
+        raise ValueError(f"unknown IPFS provider {provider!r}")
+
+    async def unpin_all(self, cid: str) -> dict[Provider, bool]:
+        """Unpin from every provider (compensation after a possibly lost answer).
+
+        Both are attempted; the first failure is raised after the other has run.
+        """
+        results: dict[Provider, bool] = {}
+        failure: ServiceError | None = None
+        providers: tuple[Provider, ...] = ("pinata", "kubo")
+        for provider in providers:
+            try:
+                results[provider] = await self.unpin(cid, provider)
+            except ServiceError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return results
+
+
+def _check_cid(expected: str, got: str, provider: Provider, endpoint: str) -> None:
+    if got != expected:
+        raise ServiceError(
+            f"{provider} stored the content as {got}, but it hashes to {expected} locally; "
+            f"the pin on {got} is not tracked and needs cleaning up",
+            service=provider,
+            kind=ErrorKind.PERMANENT,
+            code="CidMismatch",
+            endpoint=endpoint,
+        )

@@ -1,0 +1,292 @@
+"""The Prometheus metric catalogue, and the worker's `/metrics` endpoint.
+
+Every metric the product exports is defined here, in the default registry, so other modules
+import and set them (`record_*` and `set_*` below) and dashboards and alert rules have one list
+to read. Label values never carry secrets: endpoints are `redact_url` forms or names.
+
+    mintsaga_requests_total{service,endpoint,outcome,classification}  one per dependency call
+    mintsaga_request_duration_seconds{service,endpoint}                its latency (histogram)
+    mintsaga_activity_retries_total{activity,service}                  an activity attempt > 1
+    mintsaga_failovers_total{service}                                  moved on to a backup
+    mintsaga_breaker_state{breaker}                                    0 closed, 1 half-open, 2 open
+    mintsaga_breaker_transitions_total{breaker,from_state,to_state}
+    mintsaga_db_pool_connections{state}                                in_use | idle | max
+    mintsaga_mints{status}                                             from Temporal visibility
+    mintsaga_oldest_awaiting_operator_seconds
+    mintsaga_task_queue_backlog{task_queue}                            approximate, from the server
+    mintsaga_system_wallet_lamports
+    mintsaga_health_up{check,target}, mintsaga_health_latency_seconds{check,target}
+    mintsaga_rpc_slot_lag{endpoint}                                    set by the health checks
+
+`serve_metrics(port)` serves the registry over HTTP (a thread of the process); the Temporal
+SDK's own metrics join it through `observability.temporal_metrics`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mintsaga.observability.readiness import start_http_server  # /metrics, /healthz, /readyz
+from mintsaga.settings import SettingsError
+
+# `*_created` series double every counter for nothing a dashboard uses.
+disable_created_metrics()
+
+# Dependency latencies range from a local database round trip to a confirmation wait.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+OUTCOMES = ("success", "failure")
+CLASSIFICATIONS = ("", "transient", "rate_limited", "permanent", "needs_operator", "unclassified")
+MINT_STATUSES = ("IN_PROGRESS", "AWAITING_OPERATOR", "MINTED", "ROLLED_BACK", "FAILED")
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+REQUESTS = Counter(
+    "mintsaga_requests_total",
+    "Calls to a dependency, by outcome and failure classification",
+    ["service", "endpoint", "outcome", "classification"],
+)
+REQUEST_DURATION = Histogram(
+    "mintsaga_request_duration_seconds",
+    "Latency of calls to a dependency (failures included)",
+    ["service", "endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+ACTIVITY_RETRIES = Counter(
+    "mintsaga_activity_retries_total",
+    "Activity attempts after the first, by activity and the service its step leans on",
+    ["activity", "service"],
+)
+FAILOVERS = Counter(
+    "mintsaga_failovers_total",
+    "Calls moved on to the next endpoint or provider after a retryable failure",
+    ["service"],
+)
+BREAKER_STATE = Gauge(
+    "mintsaga_breaker_state",
+    "Circuit breaker state as read: 0 closed, 1 half-open, 2 open",
+    ["breaker"],
+)
+BREAKER_TRANSITIONS = Counter(
+    "mintsaga_breaker_transitions_total",
+    "Circuit breaker state changes (closed->open is a trip, half_open->closed a recovery)",
+    ["breaker", "from_state", "to_state"],
+)
+MINTS = Gauge(
+    "mintsaga_mints",
+    "Mints by MintStatus (IN_PROGRESS and AWAITING_OPERATOR: running ones only), "
+    "counted from Temporal visibility",
+    ["status"],
+)
+OLDEST_AWAITING_OPERATOR = Gauge(
+    "mintsaga_oldest_awaiting_operator_seconds",
+    "Age (since its start) of the oldest running mint awaiting an operator; 0 when none",
+)
+TASK_QUEUE_BACKLOG = Gauge(
+    "mintsaga_task_queue_backlog",
+    "Approximate backlog (workflow and activity tasks) of the worker's task queue",
+    ["task_queue"],
+)
+SYSTEM_WALLET_LAMPORTS = Gauge(
+    "mintsaga_system_wallet_lamports",
+    "Lamports held by the system wallet (the fee payer)",
+)
+HEALTH_UP = Gauge(
+    "mintsaga_health_up",
+    "Result of the last health check: 1 ok, 0 failing",
+    ["check", "target"],
+)
+HEALTH_LATENCY = Gauge(
+    "mintsaga_health_latency_seconds",
+    "Latency of the last health check",
+    ["check", "target"],
+)
+RPC_SLOT_LAG = Gauge(
+    "mintsaga_rpc_slot_lag",
+    "Slots an RPC endpoint is behind the highest one",
+    ["endpoint"],
+)
+
+
+# -- recording ---------------------------------------------------------------------------------
+
+
+def record_request(
+    service: str, endpoint: str, *, outcome: str, classification: str, latency_s: float
+) -> None:
+    """One call to a dependency (`observability.calls` does this for every guarded call)."""
+    REQUESTS.labels(service, endpoint, outcome, classification).inc()
+    REQUEST_DURATION.labels(service, endpoint).observe(max(0.0, latency_s))
+
+
+def record_failover(service: str) -> None:
+    """A call moved on from a failed endpoint (or provider) to the next one."""
+    FAILOVERS.labels(service).inc()
+
+
+def record_activity_attempt(activity: str, service: str, attempt: int) -> None:
+    """An activity attempt started; attempts after the first are retries."""
+    if attempt > 1:
+        ACTIVITY_RETRIES.labels(activity, service).inc()
+
+
+def breaker_state_value(state: object) -> int:
+    """`BreakerState` (or its string) -> the gauge's number."""
+    return BREAKER_STATES[str(state)]
+
+
+def record_breaker_state(name: str, state: object) -> None:
+    BREAKER_STATE.labels(name).set(breaker_state_value(state))
+
+
+def record_breaker_transition(name: str, old: object, new: object, reason: str = "") -> None:
+    """A `resilience.breaker.TransitionHook`: `BreakerRegistry(on_transition=...)`."""
+    BREAKER_TRANSITIONS.labels(name, str(old), str(new)).inc()
+    record_breaker_state(name, new)
+
+
+def set_health(check: str, target: str, *, up: bool, latency_s: float | None = None) -> None:
+    """The last result of one health check (`target`: an endpoint's redacted URL or a name)."""
+    HEALTH_UP.labels(check, target).set(1 if up else 0)
+    if latency_s is not None:
+        HEALTH_LATENCY.labels(check, target).set(latency_s)
+
+
+def set_slot_lag(endpoint: str, lag: int) -> None:
+    RPC_SLOT_LAG.labels(endpoint).set(lag)
+
+
+def set_mints(counts: dict[str, int], *, oldest_awaiting_s: float | None) -> None:
+    for status, count in counts.items():
+        MINTS.labels(status).set(count)
+    OLDEST_AWAITING_OPERATOR.set(oldest_awaiting_s or 0.0)
+
+
+def set_backlog(task_queue: str, backlog: int) -> None:
+    TASK_QUEUE_BACKLOG.labels(task_queue).set(backlog)
+
+
+def set_wallet_lamports(lamports: int) -> None:
+    SYSTEM_WALLET_LAMPORTS.set(lamports)
+
+
+# -- the database pool, read when scraped --------------------------------------------------------
+
+
+class SizedPool(Protocol):
+    """What asyncpg's `Pool` offers for utilisation."""
+
+    def get_size(self) -> int: ...
+    def get_idle_size(self) -> int: ...
+    def get_max_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
+
+
+class _PoolCollector(Collector):
+    """`mintsaga_db_pool_connections{state}` summed over the watched pools at scrape time."""
+
+    def __init__(self) -> None:
+        self._pools: list[SizedPool] = []  # asyncpg's Pool cannot be weakly referenced
+        self._lock = threading.Lock()
+
+    def watch(self, pool: SizedPool) -> None:
+        with self._lock:
+            self._pools.append(pool)
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "mintsaga_db_pool_connections",
+            "Database pool connections: in_use, idle, and the pool's max",
+            labels=["state"],
+        )
+        with self._lock:  # a closed pool is dropped at the next scrape
+            self._pools = pools = [pool for pool in self._pools if not pool.is_closing()]
+        if pools:
+            size = sum(pool.get_size() for pool in pools)
+            idle = sum(pool.get_idle_size() for pool in pools)
+            family.add_metric(["in_use"], size - idle)
+            family.add_metric(["idle"], idle)
+            family.add_metric(["max"], sum(pool.get_max_size() for pool in pools))
+        yield family
+
+
+_POOLS = _PoolCollector()
+REGISTRY.register(_POOLS)
+
+
+def watch_pool(pool: SizedPool) -> None:
+    """Report this pool's utilisation until it is closed."""
+    _POOLS.watch(pool)
+
+
+# -- the endpoint --------------------------------------------------------------------------------
+
+
+@dataclass
+class MetricsServer:
+    """The running `/metrics` endpoint (every path but `/healthz` and `/readyz` answers with
+    the exposition)."""
+
+    host: str
+    port: int
+    _server: Any
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        global _serving
+        self._server.shutdown()
+        self._server.server_close()
+        if _serving is self:
+            _serving = None
+
+
+_serving: MetricsServer | None = None
+
+
+def serve_metrics(port: int, *, host: str = "0.0.0.0") -> MetricsServer:
+    """Serve the registry on `host:port` (0: any free port, see `.port`) in a daemon thread,
+    with the worker's `/healthz` and `/readyz` beside it (observability/readiness.py).
+
+    Raises SettingsError naming `METRICS_PORT` when the port cannot be bound.
+    """
+    global _serving
+    try:
+        server, _thread = start_http_server(port, addr=host)
+    except OSError as exc:
+        raise SettingsError(
+            f"METRICS_PORT: cannot listen on {host}:{port} ({exc.strerror or exc})"
+        ) from exc
+    _serving = MetricsServer(host=host, port=server.server_port, _server=server)
+    return _serving
+
+
+def serving() -> bool:
+    """Whether this process serves `/metrics` (the periodic samplers run only then)."""
+    return _serving is not None
+
+
+def render() -> str:
+    """The exposition text, as a scrape would get it."""
+    return generate_latest(REGISTRY).decode()
+
+
+def sample_value(name: str, labels: dict[str, str] | None = None) -> float | None:
+    """One sample's current value from the registry (None when absent): for tests and tools."""
+    return REGISTRY.get_sample_value(name, labels or {})

@@ -1,0 +1,397 @@
+"""The worker's configuration, read once from the environment.
+
+Every error names the variable at fault and never echoes a secret's value. Secrets are kept as
+`SecretStr`, so printing the settings shows `**********`. Each secret setting (`DATABASE_URL`,
+`PINATA_JWT`, `MINT_KEY_SEED`, `TEMPORAL_API_KEY`, the codec's `MINTSAGA_CODEC_KEYS` and
+`MINTSAGA_CODEC_TOKEN`) may instead name a file holding it: `NAME_FILE` (`secret_from_env`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
+from temporalio.service import TLSConfig
+
+# The priority fee's defaults (mintsaga.solana.fees applies them).
+DEFAULT_PRIORITY_FEE_PERCENTILE = 75
+DEFAULT_PRIORITY_FEE_CAP = 100_000  # micro-lamports per CU: at ~30k CU, 3,000 lamports
+
+
+MAX_U64 = 2**64 - 1
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _required(env: Mapping[str, str], name: str, what: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"{name} is not set: it names {what}")
+    return value
+
+
+FILE_SUFFIX = "_FILE"
+
+
+def _read_setting_file(setting: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"{setting}: cannot read {path} ({exc.strerror or exc})") from None
+
+
+def secret_from_env(
+    env: Mapping[str, str], name: str, what: str = "", *, required: bool = True
+) -> str | None:
+    """A secret setting: `NAME` holds the value, or `NAME_FILE` the path of a file holding it
+    (a mounted Kubernetes or compose secret; surrounding whitespace, the final newline too, is
+    dropped). Both set, the file unreadable or empty, or (when `required`) neither set: a
+    SettingsError naming the variable, never the value. None when optional and unset."""
+    file_setting = name + FILE_SUFFIX
+    value = env.get(name, "").strip()
+    path = env.get(file_setting, "").strip()
+    if value and path:
+        raise SettingsError(
+            f"{name} and {file_setting} are both set: set one (the value, or the path of a file"
+            " holding it)"
+        )
+    if path:
+        try:
+            value = _read_setting_file(file_setting, path).decode().strip()
+        except UnicodeDecodeError:
+            raise SettingsError(f"{file_setting}: {path} is not UTF-8 text") from None
+        if not value:
+            raise SettingsError(f"{file_setting}: {path} is empty")
+    if value:
+        return value
+    if required:
+        raise SettingsError(
+            f"{name} is not set (nor {file_setting}, a file holding it): it names {what}"
+        )
+    return None
+
+
+def _required_secret(env: Mapping[str, str], name: str, what: str) -> str:
+    value = secret_from_env(env, name, what)
+    assert value is not None  # required: missing raises
+    return value
+
+
+def _url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name}: {parts.scheme or 'no'} scheme; expected an http(s) URL")
+    return value.rstrip("/")
+
+
+def _url_list(env: Mapping[str, str], name: str, what: str) -> tuple[str, ...]:
+    items = [item.strip() for item in _required_secret(env, name, what).split(",") if item.strip()]
+    if not items:
+        raise SettingsError(f"{name} is empty: it lists {what}, comma-separated")
+    return tuple(_url(name, item) for item in items)
+
+
+def _int(
+    env: Mapping[str, str],
+    name: str,
+    default: int,
+    *,
+    minimum: int = 0,
+    maximum: int | None = None,
+) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}: {value} is below the minimum {minimum}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name}: {value} is above the maximum {maximum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise SettingsError(f"{name}: {raw!r} is not a boolean (use true or false)")
+
+
+def _pem_file(env: Mapping[str, str], name: str, what: str) -> bytes | None:
+    path = env.get(name, "").strip()
+    if not path:
+        return None
+    data = _read_setting_file(name, path)
+    if b"-----BEGIN " not in data:
+        raise SettingsError(f"{name}: {path} is not PEM text; expected {what}")
+    return data
+
+
+class TemporalSecurity(BaseModel):
+    """How the worker and the starter reach a secured Temporal: Temporal Cloud or a cluster
+    with TLS. Plaintext without an API key (the devstack, an in-cluster server) by default.
+
+    `TEMPORAL_API_KEY` (or `TEMPORAL_API_KEY_FILE`): sent as a bearer token; turns TLS on
+    unless `TEMPORAL_TLS=false`. `TEMPORAL_TLS_CERT` and `TEMPORAL_TLS_KEY`: paths of the
+    client's PEM certificate and key, for mTLS (both or neither). `TEMPORAL_TLS_CA`: the PEM CA
+    that signed the server's certificate (default: the system's roots).
+    `TEMPORAL_TLS_SERVER_NAME`: the name to send (SNI) and verify the server's certificate
+    against, when it is not the host of `TEMPORAL_ADDRESS`. Any of these turns TLS on;
+    `TEMPORAL_TLS=true` turns it on with none of them.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    api_key: SecretStr | None = None
+    tls: bool = False
+    client_cert: bytes | None = None
+    client_key: SecretBytes | None = None
+    server_ca: bytes | None = None
+    server_name: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TemporalSecurity:
+        env = os.environ if env is None else env
+        api_key = secret_from_env(env, "TEMPORAL_API_KEY", required=False)
+        cert = _pem_file(env, "TEMPORAL_TLS_CERT", "the client's certificate")
+        key = _pem_file(env, "TEMPORAL_TLS_KEY", "the client's private key")
+        if (cert is None) != (key is None):
+            missing = "TEMPORAL_TLS_KEY" if key is None else "TEMPORAL_TLS_CERT"
+            raise SettingsError(
+                f"{missing} is not set: mTLS needs both TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY"
+                " (paths of PEM files)"
+            )
+        ca = _pem_file(env, "TEMPORAL_TLS_CA", "the CA certificate of the server's")
+        server_name = env.get("TEMPORAL_TLS_SERVER_NAME", "").strip() or None
+        tls_settings = [
+            name
+            for name, value in (
+                ("TEMPORAL_TLS_CERT", cert),
+                ("TEMPORAL_TLS_CA", ca),
+                ("TEMPORAL_TLS_SERVER_NAME", server_name),
+            )
+            if value
+        ]
+        if env.get("TEMPORAL_TLS", "").strip():
+            tls = _bool(env, "TEMPORAL_TLS")
+            if not tls and tls_settings:
+                raise SettingsError(
+                    f"TEMPORAL_TLS is false, but {', '.join(tls_settings)} need TLS: unset one"
+                )
+        else:
+            tls = bool(tls_settings) or api_key is not None
+        return cls(
+            api_key=SecretStr(api_key) if api_key else None,
+            tls=tls,
+            client_cert=cert,
+            client_key=SecretBytes(key) if key else None,
+            server_ca=ca,
+            server_name=server_name,
+        )
+
+    def connect_options(self) -> dict[str, Any]:
+        """The `api_key` and `tls` keywords of `Client.connect`."""
+        tls: bool | TLSConfig = self.tls
+        if self.tls and (self.client_cert or self.server_ca or self.server_name):
+            tls = TLSConfig(
+                server_root_ca_cert=self.server_ca,
+                domain=self.server_name,
+                client_cert=self.client_cert,
+                client_private_key=self.client_key.get_secret_value() if self.client_key else None,
+            )
+        return {
+            "api_key": self.api_key.get_secret_value() if self.api_key else None,
+            "tls": tls,
+        }
+
+
+# -- worker tuning and the fleet-wide Pinata rate -------------------------------------------
+
+# Pinata's limit per account (the devstack's emulator enforces the same by default).
+PINATA_REQUESTS_PER_MINUTE = 180
+# The share of it the fleet's Pinata activities may use. The rest is for what the task queue's
+# limit does not pace: the health checks (3 requests a minute, one schedule for the whole
+# fleet), operators' tools, and the burst Temporal's token bucket lets through after a lull.
+PINATA_HEADROOM = 0.8
+# Pinata requests per activity on the Pinata queue: 1 for check_ipfs, upload_image and
+# upload_metadata, 2 for release_pins (image and metadata unpinned). The worst mix, every mint
+# rolled back after its uploads, averages (3 x 1 + 2) / 4 = 1.25; the happy path is 1.
+PINATA_REQUESTS_PER_ACTIVITY = 1.25
+
+
+def pinata_activities_per_second(requests_per_minute: int = PINATA_REQUESTS_PER_MINUTE) -> float:
+    """The task-queue-wide activity rate that keeps the whole fleet under a Pinata plan of
+    `requests_per_minute`: for 180, 180 x 0.8 / 60 / 1.25 = 1.92 activities a second."""
+    return round(requests_per_minute * PINATA_HEADROOM / 60 / PINATA_REQUESTS_PER_ACTIVITY, 3)
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a number") from None
+    if not value >= minimum or value == float("inf"):  # NaN fails the first test
+        raise SettingsError(f"{name}: {raw} is not a finite number >= {minimum:g}")
+    return value
+
+
+class Pollers(BaseModel):
+    """How many long polls a worker keeps open on a task queue: at most `maximum`, or, with
+    `minimum` set, as many between the two as the server's backlog hints ask for (autoscaling)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    maximum: int = 5  # the Temporal SDK's default
+    minimum: int | None = None  # None: a fixed maximum; set: autoscaling between the two
+
+
+def _pollers(env: Mapping[str, str], name: str, *, least: int) -> Pollers:
+    """`N` (at most N polls), `auto` (autoscaling, `least`..100) or `auto:MIN:MAX`."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return Pollers()
+    usage = f"use a number of pollers (at least {least}), auto, or auto:MIN:MAX"
+    if raw == "auto":
+        return Pollers(minimum=least, maximum=100)
+    if raw.startswith("auto:"):
+        bounds = raw.removeprefix("auto:").split(":")
+        if len(bounds) != 2 or not all(b.isdigit() for b in bounds):
+            raise SettingsError(f"{name}: {raw!r} is not auto:MIN:MAX; {usage}")
+        low, high = (int(b) for b in bounds)
+        if not least <= low <= high:
+            raise SettingsError(f"{name}: {raw!r} needs {least} <= MIN <= MAX")
+        return Pollers(minimum=low, maximum=high)
+    if not raw.isdigit() or int(raw) < least:
+        raise SettingsError(f"{name}: {raw!r}: {usage}")
+    return Pollers(maximum=int(raw))
+
+
+class WorkerTuning(BaseModel):
+    """How much one worker process takes on, and how it stops (README: Worker settings)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_concurrent_activities: int = 100  # per task queue the process serves
+    max_concurrent_workflow_tasks: int = 100
+    max_cached_workflows: int = 1000  # the sticky cache; 0: every task replays the history
+    workflow_pollers: Pollers = Pollers()
+    activity_pollers: Pollers = Pollers()
+    drain_s: int = 30  # after SIGTERM: running activities get this long to finish
+    # Temporal's task-queue-wide limit on the Pinata queue, for the whole fleet; None: no limit.
+    pinata_activities_per_second: float | None = pinata_activities_per_second()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WorkerTuning:
+        cached = _int(env, "WORKER_MAX_CACHED_WORKFLOWS", 1000, minimum=0)
+        rate = _float(env, "PINATA_ACTIVITIES_PER_SECOND", pinata_activities_per_second())
+        return cls(
+            max_concurrent_activities=_int(env, "WORKER_MAX_CONCURRENT_ACTIVITIES", 100, minimum=1),
+            max_concurrent_workflow_tasks=_int(
+                env, "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 100, minimum=1
+            ),
+            max_cached_workflows=cached,
+            # With a sticky cache, the SDK needs two workflow pollers (sticky and normal queue).
+            workflow_pollers=_pollers(env, "WORKER_WORKFLOW_POLLERS", least=2 if cached else 1),
+            activity_pollers=_pollers(env, "WORKER_ACTIVITY_POLLERS", least=1),
+            drain_s=_int(env, "WORKER_DRAIN_S", 30, minimum=0),
+            pinata_activities_per_second=rate or None,
+        )
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    temporal_address: str
+    temporal_namespace: str
+    task_queue: str
+    database_url: SecretStr  # may carry a password
+    db_pool_min: int
+    db_pool_max: int
+    solana_rpc_endpoints: tuple[str, ...]
+    solana_timeout_s: float
+    solana_priority_fee_cap: int  # micro-lamports per compute unit
+    solana_priority_fee_percentile: int
+    pinata_api_url: str
+    pinata_jwt: SecretStr
+    kubo_api_url: str
+    ipfs_gateways: tuple[str, ...]
+    mint_key_seed: SecretStr
+    mint_authority_keypair: Path
+    mint_image_dir: Path | None
+    image_max_bytes: int
+    image_allow_private_urls: bool
+    metrics_port: int = 0  # the worker's Prometheus endpoint; 0: none
+    tuning: WorkerTuning = WorkerTuning()  # WORKER_*, PINATA_ACTIVITIES_PER_SECOND
+    temporal_security: TemporalSecurity = TemporalSecurity()  # API key, TLS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        pool_min = _int(env, "DB_POOL_MIN", 5, minimum=1)
+        pool_max = _int(env, "DB_POOL_MAX", 20, minimum=1)
+        if pool_max < pool_min:
+            raise SettingsError(f"DB_POOL_MAX ({pool_max}) is below DB_POOL_MIN ({pool_min})")
+        image_dir = env.get("MINT_IMAGE_DIR", "").strip()
+        if image_dir and not Path(image_dir).is_dir():
+            raise SettingsError(f"MINT_IMAGE_DIR: {image_dir} is not a folder")
+        keypair = Path(_required(env, "MINT_AUTHORITY_KEYPAIR", "the system wallet's keypair file"))
+        if not keypair.is_file():
+            raise SettingsError(f"MINT_AUTHORITY_KEYPAIR: {keypair} is not a file")
+        return cls(
+            temporal_address=env.get("TEMPORAL_ADDRESS", "").strip() or "127.0.0.1:7233",
+            temporal_namespace=env.get("TEMPORAL_NAMESPACE", "").strip() or "default",
+            task_queue=env.get("TEMPORAL_TASK_QUEUE", "").strip() or "mint-saga",
+            database_url=SecretStr(_required_secret(env, "DATABASE_URL", "the Postgres database")),
+            db_pool_min=pool_min,
+            db_pool_max=pool_max,
+            solana_rpc_endpoints=_url_list(
+                env, "SOLANA_RPC_ENDPOINTS", "the Solana RPC endpoints, primary first"
+            ),
+            solana_timeout_s=_int(env, "SOLANA_TIMEOUT_MS", 30_000, minimum=100) / 1000,
+            solana_priority_fee_cap=_int(
+                env, "SOLANA_PRIORITY_FEE_CAP", DEFAULT_PRIORITY_FEE_CAP, maximum=MAX_U64
+            ),
+            solana_priority_fee_percentile=_int(
+                env,
+                "SOLANA_PRIORITY_FEE_PERCENTILE",
+                DEFAULT_PRIORITY_FEE_PERCENTILE,
+                minimum=0,
+                maximum=100,
+            ),
+            pinata_api_url=_url(
+                "PINATA_API_URL",
+                env.get("PINATA_API_URL", "").strip() or "https://api.pinata.cloud",
+            ),
+            pinata_jwt=SecretStr(_required_secret(env, "PINATA_JWT", "the Pinata API token")),
+            kubo_api_url=_url(
+                "KUBO_API_URL",
+                _required(env, "KUBO_API_URL", "the backup IPFS provider (Kubo RPC)"),
+            ),
+            ipfs_gateways=_url_list(env, "IPFS_GATEWAYS", "the IPFS gateways to read through"),
+            mint_key_seed=SecretStr(
+                _required_secret(
+                    env, "MINT_KEY_SEED", "the secret that derives each mint's keypair"
+                )
+            ),
+            mint_authority_keypair=keypair,
+            mint_image_dir=Path(image_dir) if image_dir else None,
+            image_max_bytes=_int(env, "MINT_IMAGE_MAX_BYTES", 10 * 2**20, minimum=1),
+            image_allow_private_urls=_bool(env, "MINT_IMAGE_ALLOW_PRIVATE_URLS"),
+            metrics_port=_int(env, "METRICS_PORT", 0, minimum=0, maximum=65535),
+            tuning=WorkerTuning.from_env(env),
+            temporal_security=TemporalSecurity.from_env(env),
+        )

@@ -1,0 +1,85 @@
+"""Priority fee and compute-unit limit of the NFT transaction: the arithmetic, kept pure.
+
+The fee is a price per compute unit (micro-lamports/CU), read from what recently landed
+transactions paid (``getRecentPrioritizationFees`` for the accounts the mint transaction
+writes):
+
+    base = the ``percentile``-th (nearest rank) of the non-zero recent fees, 0 when none
+    fee  = min(cap, ceil(base * 1.5 ** resign))
+
+``resign`` counts the re-signs after a blockhash expired unseen, so each re-sign bids higher.
+A re-sign on a chain that shows no fees at all starts from ``RESIGN_FLOOR_MICRO_LAMPORTS``, so
+it still bids something. ``cap`` (``SOLANA_PRIORITY_FEE_CAP``) bounds what a mint can cost.
+
+The limit is what a simulation of the transaction consumed plus a margin
+(``units * 1.2 + 1000``, rounded up), never above the runtime's maximum; when the simulation
+cannot be had, ``FALLBACK_COMPUTE_UNIT_LIMIT`` (several times what the NFT needs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+RESIGN_RAISE = (3, 2)  # x1.5 per re-sign, as a fraction so the arithmetic stays exact
+RESIGN_FLOOR_MICRO_LAMPORTS = 1_000
+MAX_COMPUTE_UNIT_LIMIT = 1_400_000  # the runtime's per-transaction maximum
+FALLBACK_COMPUTE_UNIT_LIMIT = 200_000  # the NFT transaction consumes ~26-30k CU
+CU_MARGIN_RATIO = (6, 5)  # x1.2
+CU_MARGIN_UNITS = 1_000
+
+
+def percentile_fee(fees: Iterable[int], percentile: int) -> int:
+    """The nearest-rank ``percentile`` (0-100) of the non-zero ``fees``; 0 when there are none."""
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be within 0-100, not {percentile}")
+    paid = sorted(fee for fee in fees if fee > 0)
+    if not paid:
+        return 0
+    rank = -(-percentile * len(paid) // 100)  # ceil(p/100 * n), 1-based
+    return paid[max(rank, 1) - 1]
+
+
+def raised_fee(base: int, *, resign: int, cap: int) -> int:
+    """``base`` raised x1.5 per re-sign (rounded up), never above ``cap``."""
+    if base < 0 or cap < 0:
+        raise ValueError("fees must not be negative")
+    if resign < 0:
+        raise ValueError(f"resign must not be negative, not {resign}")
+    if resign > 0:
+        base = max(base, RESIGN_FLOOR_MICRO_LAMPORTS)
+        num, den = RESIGN_RAISE
+        # Once over the cap it stays over: stop early so a huge resign costs nothing.
+        for _ in range(resign):
+            base = -(-base * num // den)
+            if base >= cap:
+                break
+    return min(base, cap)
+
+
+def priority_fee_from_recent(
+    recent: Iterable[int], *, percentile: int, cap: int, resign: int = 0
+) -> int:
+    """The fee to bid, from the recent per-slot fees (see the module's formula)."""
+    return raised_fee(percentile_fee(recent, percentile), resign=resign, cap=cap)
+
+
+def compute_unit_limit(units_consumed: int) -> int:
+    """The limit to set for a transaction a simulation says consumes ``units_consumed``."""
+    if units_consumed < 0:
+        raise ValueError("units_consumed must not be negative")
+    num, den = CU_MARGIN_RATIO
+    return min(MAX_COMPUTE_UNIT_LIMIT, -(-units_consumed * num // den) + CU_MARGIN_UNITS)
+
+
+def parse_recent_fees(result: Any) -> list[int]:
+    """``getRecentPrioritizationFees``' answer -> the fees (raises on a wrong shape)."""
+    if not isinstance(result, list):
+        raise TypeError("getRecentPrioritizationFees answered a non-list")
+    fees = []
+    for entry in result:
+        fee = entry["prioritizationFee"]
+        if isinstance(fee, bool) or not isinstance(fee, int) or fee < 0:
+            raise ValueError(f"prioritizationFee {fee!r} is not a non-negative integer")
+        fees.append(fee)
+    return fees

@@ -1,0 +1,576 @@
+"""A pool of Solana JSON-RPC endpoints with failover inside one call, and error classification.
+
+Every call tries the endpoints in order (each at most once) and moves on only when the failure
+is retryable: a refused connection, a timeout, a 5xx, a 429, a node that is behind. A failure
+that another endpoint cannot fix (a rejected transaction, an empty system wallet) ends the call
+at once. If every endpoint fails, the last classified ``ServiceError`` is raised.
+
+Errors are classified once, here (``classify_error``), into the one ``ServiceError`` every
+client raises:
+
+    connect refused / DNS                        TRANSIENT       SolanaUnreachable
+    timeout (httpx2 or the per-attempt cap)      TRANSIENT       SolanaTimeout
+    connection lost before the answer            TRANSIENT       SolanaConnectionLost
+    HTTP 5xx, 408                                TRANSIENT       SolanaUnavailable
+    HTTP 429 (Retry-After), JSON-RPC rate limit  RATE_LIMITED    SolanaRateLimited
+    HTTP 401/403                                 NEEDS_OPERATOR  SolanaUnauthorized
+    other HTTP 4xx                               PERMANENT       SolanaRejected
+    -32005 node behind / unhealthy               TRANSIENT       NodeBehind
+    -32004/-32014/-32016/-32019                  TRANSIENT       NodeNotReady
+    -32603 internal error                        TRANSIENT       SolanaInternalError
+    "Blockhash not found"                        TRANSIENT       BlockhashNotFound
+    "already been processed"                     PERMANENT       AlreadyProcessed (= sent)
+    fee payer missing / short of lamports        NEEDS_OPERATOR  SystemWalletUnderfunded
+    AccountInUse, block cost limits              TRANSIENT       <the error's name>
+    any other simulation / instruction failure   PERMANENT       TransactionRejected
+    -32003 bad signature                         PERMANENT       SignatureVerificationFailed
+    -32600/-32602/-32700, -32601                 PERMANENT       SolanaInvalidRequest, ...
+    an answer of the wrong shape                 TRANSIENT       SolanaInvalidResponse
+
+Endpoint URLs may carry API keys, so only ``redact_url`` forms of them appear in
+messages, the ``endpoint`` field and log lines; exceptions whose text may hold the raw URL (the
+HTTP library's) are not chained onto the ``ServiceError``.
+
+Each endpoint has its own solana-py ``AsyncClient`` with transport retries off, so every
+failure is seen here. Calls go through ``AsyncClient.send_rpc_request`` and come back as plain
+JSON, so JSON-RPC errors keep their code, message and data whatever the method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import httpx2
+from solana.exceptions import SolanaRpcException
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Confirmed
+from solana.rpc.core import RPCException, RPCNoResultException
+from solana.rpc.jsonrpc import JsonRpcRequest, SolanaJsonRpcError
+
+from mintsaga.errors import (
+    ErrorKind,
+    ServiceError,
+    redact_url,
+)
+from mintsaga.observability.metrics import record_failover
+from mintsaga.resilience.breaker import SOLANA_BREAKER, BreakerRegistry, CircuitBreaker
+from mintsaga.resilience.guard import circuit_open, through, wait_for_half_open
+
+log = logging.getLogger(__name__)
+
+SERVICE = "solana"
+T = TypeVar("T")
+
+# JSON-RPC codes (solana-rpc-client-api custom_error.rs and JSON-RPC 2.0).
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+PREFLIGHT_FAILURE = -32002
+SIGNATURE_VERIFICATION_FAILURE = -32003
+BLOCK_NOT_AVAILABLE = -32004
+NODE_UNHEALTHY = -32005
+BLOCK_STATUS_NOT_AVAILABLE_YET = -32014
+MIN_CONTEXT_SLOT_NOT_REACHED = -32016
+LONG_TERM_STORAGE_UNREACHABLE = -32019
+# What some providers answer inside a 200 when they rate-limit.
+RATE_LIMIT_CODES = frozenset({429, -32429})
+
+# solders' typed error objects (what ``RPCException`` carries) -> their JSON-RPC code.
+_SOLDERS_ERROR_CODES = {
+    "ParseErrorMessage": PARSE_ERROR,
+    "InvalidRequestMessage": INVALID_REQUEST,
+    "MethodNotFoundMessage": METHOD_NOT_FOUND,
+    "InvalidParamsMessage": INVALID_PARAMS,
+    "InternalErrorMessage": INTERNAL_ERROR,
+    "BlockCleanedUpMessage": -32001,
+    "SendTransactionPreflightFailureMessage": PREFLIGHT_FAILURE,
+    "BlockNotAvailableMessage": BLOCK_NOT_AVAILABLE,
+    "NodeUnhealthyMessage": NODE_UNHEALTHY,
+    "TransactionPrecompileVerificationFailureMessage": -32006,
+    "SlotSkippedMessage": -32007,
+    "LongTermStorageSlotSkippedMessage": -32009,
+    "KeyExcludedFromSecondaryIndexMessage": -32010,
+    "ScanErrorMessage": -32012,
+    "BlockStatusNotAvailableYetMessage": BLOCK_STATUS_NOT_AVAILABLE_YET,
+    "UnsupportedTransactionVersionMessage": -32015,
+    "MinContextSlotNotReachedMessage": MIN_CONTEXT_SLOT_NOT_REACHED,
+}
+
+# Transaction errors a leader may not hit a moment later: worth another endpoint or attempt.
+_TRANSIENT_TX_ERRORS = frozenset(
+    {
+        "AccountInUse",
+        "ClusterMaintenance",
+        "WouldExceedMaxBlockCostLimit",
+        "WouldExceedMaxAccountCostLimit",
+        "WouldExceedMaxVoteCostLimit",
+        "WouldExceedAccountDataBlockLimit",
+        "WouldExceedAccountDataTotalLimit",
+    }
+)
+# Wording of an underfunded fee payer: Agave's TransactionError texts and the system program's
+# "Transfer: insufficient lamports X, need Y" log line.
+_UNDERFUNDED_TEXT = (
+    "insufficient lamports",
+    "insufficient funds for fee",
+    "attempt to debit an account but found no record of a prior credit",
+)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds)
+
+
+# -- classification --------------------------------------------------------------------------
+
+
+def _error(
+    kind: ErrorKind,
+    code: str,
+    message: str,
+    endpoint: str | None,
+    retry_after: float | None = None,
+) -> ServiceError:
+    return ServiceError(
+        message,
+        service=SERVICE,
+        kind=kind,
+        code=code,
+        endpoint=endpoint,
+        retry_after=retry_after,
+    )
+
+
+def _tx_error_name(err: Any) -> str | None:
+    """``"BlockhashNotFound"`` or ``{"InstructionError": [...]}`` -> the variant's name."""
+    if isinstance(err, str):
+        return err
+    if isinstance(err, dict) and len(err) == 1:
+        return str(next(iter(err)))
+    return None
+
+
+def _is_underfunded(err: Any, text: str) -> bool:
+    name = _tx_error_name(err)
+    if name in ("InsufficientFundsForFee", "AccountNotFound"):
+        return True  # both are checked against the fee payer before anything runs
+    if name == "InsufficientFundsForRent" and isinstance(err, dict):
+        detail = err[name]
+        index = detail.get("account_index") if isinstance(detail, dict) else None
+        if index == 0:  # account 0 is the fee payer
+            return True
+    lowered = text.lower()
+    return any(phrase in lowered for phrase in _UNDERFUNDED_TEXT)
+
+
+def classify_rpc_error(
+    code: int,
+    message: str,
+    data: Any,
+    *,
+    endpoint: str | None,
+    method: str | None = None,
+    fee_payer: str | None = None,
+) -> ServiceError:
+    """A JSON-RPC ``error`` object (code, message, data) as a ``ServiceError``."""
+    where = f"{method}: " if method else ""
+    data_dict = data if isinstance(data, dict) else {}
+    err = data_dict.get("err")
+    logs = data_dict.get("logs") or []
+    log_text = "\n".join(str(line) for line in logs if isinstance(line, str))
+    text = f"{message}\n{log_text}"
+    lowered = text.lower()
+    err_name = _tx_error_name(err)
+
+    if err_name == "BlockhashNotFound" or "blockhash not found" in lowered:
+        return _error(
+            ErrorKind.TRANSIENT,
+            "BlockhashNotFound",
+            f"{where}{message} (the transaction's blockhash is unknown to this node or "
+            "expired; re-sign only once it has expired and the signature is unknown)",
+            endpoint,
+        )
+    if err_name == "AlreadyProcessed" or "already been processed" in lowered:
+        # Not a failure of the send: the same signed bytes already landed. PERMANENT only so
+        # the pool stops here; the caller treats it as sent.
+        return _error(
+            ErrorKind.PERMANENT,
+            "AlreadyProcessed",
+            f"{where}{message}",
+            endpoint,
+        )
+    if (code == PREFLIGHT_FAILURE or err is not None) and _is_underfunded(err, text):
+        who = f"system wallet {fee_payer}" if fee_payer else "system wallet (the fee payer)"
+        shortfall = next((line for line in logs if "insufficient lamports" in str(line)), message)
+        return _error(
+            ErrorKind.NEEDS_OPERATOR,
+            "SystemWalletUnderfunded",
+            f"{where}the {who} has too few lamports for this transaction ({shortfall}); "
+            "fund it, then retry",
+            endpoint,
+        )
+    if code in RATE_LIMIT_CODES or "rate limit" in lowered or "too many requests" in lowered:
+        return _error(ErrorKind.RATE_LIMITED, "SolanaRateLimited", f"{where}{message}", endpoint)
+    if code == PREFLIGHT_FAILURE:
+        if err_name in _TRANSIENT_TX_ERRORS:
+            return _error(ErrorKind.TRANSIENT, err_name or "", f"{where}{message}", endpoint)
+        tail = f"; last logs: {logs[-3:]}" if logs else ""
+        return _error(
+            ErrorKind.PERMANENT,
+            "TransactionRejected",
+            f"{where}{message} (err={err!r}){tail}",
+            endpoint,
+        )
+    if code == NODE_UNHEALTHY:
+        return _error(ErrorKind.TRANSIENT, "NodeBehind", f"{where}{message}", endpoint)
+    if code in (
+        BLOCK_NOT_AVAILABLE,
+        BLOCK_STATUS_NOT_AVAILABLE_YET,
+        MIN_CONTEXT_SLOT_NOT_REACHED,
+        LONG_TERM_STORAGE_UNREACHABLE,
+    ):
+        return _error(ErrorKind.TRANSIENT, "NodeNotReady", f"{where}{message}", endpoint)
+    if code == INTERNAL_ERROR:
+        return _error(ErrorKind.TRANSIENT, "SolanaInternalError", f"{where}{message}", endpoint)
+    if code == SIGNATURE_VERIFICATION_FAILURE:
+        return _error(
+            ErrorKind.PERMANENT, "SignatureVerificationFailed", f"{where}{message}", endpoint
+        )
+    if code == METHOD_NOT_FOUND:
+        return _error(ErrorKind.PERMANENT, "SolanaMethodNotFound", f"{where}{message}", endpoint)
+    if code in (INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR):
+        return _error(ErrorKind.PERMANENT, "SolanaInvalidRequest", f"{where}{message}", endpoint)
+    return _error(
+        ErrorKind.PERMANENT, "SolanaRpcError", f"{where}{message} (code {code})", endpoint
+    )
+
+
+def _solders_error_fields(obj: Any) -> tuple[int, str, Any]:
+    """(code, message, data) of the typed error object inside solana-py's ``RPCException``."""
+    if isinstance(obj, int):  # solders keeps only the code of an error it has no type for
+        return int(obj), "", None
+    code = _SOLDERS_ERROR_CODES.get(type(obj).__name__, INTERNAL_ERROR)
+    message = str(getattr(obj, "message", "") or obj)
+    data: Any = None
+    to_json = getattr(obj, "to_json", None)
+    if callable(to_json):
+        try:
+            data = json.loads(to_json()).get("data")
+        except (ValueError, AttributeError):
+            data = None
+    return code, message, data
+
+
+def _http_status_error(
+    status: int, headers: Any, *, endpoint: str | None, where: str
+) -> ServiceError:
+    retry_after = parse_retry_after(headers.get("Retry-After")) if headers is not None else None
+    if status == 429:
+        return _error(
+            ErrorKind.RATE_LIMITED,
+            "SolanaRateLimited",
+            f"{where}HTTP 429 Too Many Requests",
+            endpoint,
+            retry_after,
+        )
+    if status >= 500 or status == 408:
+        return _error(
+            ErrorKind.TRANSIENT, "SolanaUnavailable", f"{where}HTTP {status}", endpoint, retry_after
+        )
+    if status in (401, 403):
+        return _error(
+            ErrorKind.NEEDS_OPERATOR,
+            "SolanaUnauthorized",
+            f"{where}HTTP {status}: the endpoint refused our credentials (check its API key)",
+            endpoint,
+        )
+    return _error(ErrorKind.PERMANENT, "SolanaRejected", f"{where}HTTP {status}", endpoint)
+
+
+_HTTP_STATUS_ERRORS = (httpx2.HTTPStatusError, httpx.HTTPStatusError)
+_TIMEOUTS = (httpx2.TimeoutException, httpx.TimeoutException, TimeoutError)
+_CONNECT_ERRORS = (httpx2.ConnectError, httpx.ConnectError)
+_HTTP_ERRORS = (httpx2.HTTPError, httpx.HTTPError)
+_BAD_ANSWER_ERRORS = (RPCNoResultException, ValueError, KeyError, TypeError, IndexError)
+# Everything a call may raise that ``classify_error`` understands.
+CLASSIFIABLE = (
+    SolanaRpcException,
+    SolanaJsonRpcError,
+    RPCException,
+    *_HTTP_ERRORS,
+    TimeoutError,
+    *_BAD_ANSWER_ERRORS,
+)
+
+
+def classify_error(
+    exc: BaseException,
+    *,
+    endpoint: str | None,
+    method: str | None = None,
+    fee_payer: str | None = None,
+) -> ServiceError:
+    """Translate what a solana-py call raised into a ``ServiceError``.
+
+    ``endpoint`` must already be redacted. ``fee_payer`` (a base58 public key) is named when
+    the system wallet turns out to be underfunded. The result's ``__cause__`` is set to ``exc``
+    unless the exception's text may contain the raw endpoint URL (HTTP library errors).
+    """
+    where = f"{method}: " if method else ""
+    inner: BaseException = exc
+    if isinstance(exc, SolanaRpcException) and exc.__cause__ is not None:
+        inner = exc.__cause__  # solana-py wraps the HTTP library's exception
+    chain = True
+
+    if isinstance(inner, SolanaJsonRpcError):
+        error = classify_rpc_error(
+            inner.code,
+            inner.message,
+            inner.data,
+            endpoint=endpoint,
+            method=method,
+            fee_payer=fee_payer,
+        )
+    elif isinstance(inner, RPCException):
+        code, message, data = _solders_error_fields(inner.args[0] if inner.args else None)
+        error = classify_rpc_error(
+            code, message, data, endpoint=endpoint, method=method, fee_payer=fee_payer
+        )
+    elif isinstance(inner, _HTTP_STATUS_ERRORS):
+        chain = False  # "... for url 'https://...?api-key=...'"
+        error = _http_status_error(
+            inner.response.status_code, inner.response.headers, endpoint=endpoint, where=where
+        )
+    elif isinstance(inner, _TIMEOUTS):
+        chain = not isinstance(inner, _HTTP_ERRORS)
+        error = _error(
+            ErrorKind.TRANSIENT,
+            "SolanaTimeout",
+            f"{where}no answer in time ({type(inner).__name__})",
+            endpoint,
+        )
+    elif isinstance(inner, _CONNECT_ERRORS):
+        chain = False
+        error = _error(
+            ErrorKind.TRANSIENT,
+            "SolanaUnreachable",
+            f"{where}cannot connect ({type(inner).__name__})",
+            endpoint,
+        )
+    elif isinstance(inner, _HTTP_ERRORS):
+        chain = False
+        # For sendTransaction this is ambiguous: the node may have taken the transaction.
+        error = _error(
+            ErrorKind.TRANSIENT,
+            "SolanaConnectionLost",
+            f"{where}the connection failed before an answer ({type(inner).__name__})",
+            endpoint,
+        )
+    elif isinstance(inner, _BAD_ANSWER_ERRORS):
+        error = _error(
+            ErrorKind.TRANSIENT,
+            "SolanaInvalidResponse",
+            f"{where}unexpected answer ({type(inner).__name__}: {str(inner)[:200]})",
+            endpoint,
+        )
+    else:
+        error = _error(
+            ErrorKind.PERMANENT,
+            "SolanaUnexpectedError",
+            f"{where}{type(inner).__name__}",
+            endpoint,
+        )
+    if chain:
+        error.__cause__ = exc
+    error.__suppress_context__ = True
+    return error
+
+
+# -- the pool --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Endpoint:
+    url: str  # may hold an API key: never logged or put in a message
+    name: str  # redacted
+    client: AsyncClient
+
+
+class SolanaRpc:
+    """One ``AsyncClient`` per endpoint, tried in order within each call.
+
+    ``timeout`` caps one attempt at one endpoint, end to end. Use as an async context manager,
+    or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = 10,
+        breakers: BreakerRegistry | None = None,
+    ) -> None:
+        self._timeout = timeout
+        self.breakers = breakers or BreakerRegistry()
+        self._endpoints = self._connect(endpoints)
+
+    def _connect(self, endpoints: Sequence[str]) -> list[_Endpoint]:
+        if not endpoints:
+            raise ValueError("SolanaRpc needs at least one endpoint (SOLANA_RPC_ENDPOINTS)")
+        return [
+            _Endpoint(
+                url=url,
+                name=redact_url(url),
+                client=AsyncClient(url, Confirmed, timeout=self._timeout, max_transport_retries=0),
+            )
+            for url in endpoints
+        ]
+
+    async def set_endpoints(self, endpoints: Sequence[str]) -> None:
+        """Switch to another ordered list at run time (a call under way finishes on the old)."""
+        old, self._endpoints = self._endpoints, self._connect(endpoints)
+        for endpoint in old:
+            await endpoint.client.close()
+
+    @property
+    def urls(self) -> list[str]:
+        """The configured URLs (unredacted: for comparing with configuration, never logging)."""
+        return [endpoint.url for endpoint in self._endpoints]
+
+    def __repr__(self) -> str:
+        return f"SolanaRpc(endpoints={self.endpoints!r}, timeout={self._timeout})"
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoints, redacted, in configured order (indices for ``only=``)."""
+        return [endpoint.name for endpoint in self._endpoints]
+
+    async def close(self) -> None:
+        for endpoint in self._endpoints:
+            await endpoint.client.close()
+
+    async def __aenter__(self) -> SolanaRpc:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _order(self, only: Sequence[int] | None = None) -> list[int]:
+        """Indices of the endpoints to try, in priority order (breakers are checked per call)."""
+        if only is None:
+            return list(range(len(self._endpoints)))
+        for index in only:
+            if not 0 <= index < len(self._endpoints):
+                raise IndexError(f"no Solana endpoint #{index} (have {len(self._endpoints)})")
+        return list(dict.fromkeys(only))
+
+    async def highest_slot_index(self) -> int | None:
+        """The endpoint whose `confirmed` slot is highest, asked all at once (open circuits
+        skipped); None when no endpoint answered."""
+
+        async def slot_of(index: int) -> tuple[int, int] | None:
+            try:
+                slot = await self.call(
+                    "getSlot", [{"commitment": "confirmed"}], parse=int, only=[index]
+                )
+            except ServiceError:
+                return None
+            return slot, -index  # on a tie, the endpoint first in priority
+
+        answers = await asyncio.gather(*(slot_of(i) for i in self._order()))
+        best = max((a for a in answers if a is not None), default=None)
+        return None if best is None else -best[1]
+
+    def rotated(self, start: int) -> list[int]:
+        """Every endpoint, starting from `start` (mod their number): a retry that should ask
+        another node first, while open circuits are still skipped and failover still works."""
+        count = len(self._endpoints)
+        return [(start + offset) % count for offset in range(count)]
+
+    def breaker(self, index: int) -> CircuitBreaker:
+        return self.breakers.get(self._endpoints[index].name, SOLANA_BREAKER)
+
+    async def call(
+        self,
+        method: str,
+        params: list[Any] | None = None,
+        *,
+        parse: Callable[[Any], T] | None = None,
+        only: Sequence[int] | None = None,
+        fee_payer: str | None = None,
+    ) -> Any:
+        """Call ``method`` on the first endpoint that answers; return its (parsed) result.
+
+        ``parse`` runs per endpoint, so an answer of the wrong shape fails over like any other
+        transient failure. ``only`` restricts the endpoints (by index), e.g. to verify against
+        a node other than the one that took the transaction.
+        """
+        request = JsonRpcRequest(method=method, params=params)
+        order = self._order(only)
+        # Only a call that may use every endpoint waits for one to reopen; one restricted to
+        # some (a per-endpoint question, like `highest_slot_index`'s) fails at once.
+        may_wait = len(order) == len(self._endpoints)
+        while True:
+            last: ServiceError | None = None
+            skipped: list[CircuitBreaker] = []
+            for index in order:
+                endpoint = self._endpoints[index]
+                breaker = self.breaker(index)
+                if not breaker.allow():
+                    skipped.append(breaker)
+                    continue
+
+                async def attempt(endpoint: _Endpoint = endpoint) -> Any:
+                    try:
+                        async with asyncio.timeout(self._timeout):
+                            result = await endpoint.client.send_rpc_request(request, object)
+                        return parse(result) if parse is not None else result
+                    except CLASSIFIABLE as exc:
+                        raise classify_error(
+                            exc, endpoint=endpoint.name, method=method, fee_payer=fee_payer
+                        ) from None
+
+                if last is not None:
+                    record_failover(SERVICE)  # the previous endpoint failed retryably
+                try:
+                    return await through(breaker, SERVICE, attempt, admitted=True, operation=method)
+                except ServiceError as error:
+                    if not error.retryable:
+                        raise
+                    log.warning(
+                        "solana %s failed at %s (%s, %s); trying the next endpoint",
+                        method,
+                        endpoint.name,
+                        error.code,
+                        error.kind,
+                    )
+                    last = error
+            if last is not None:
+                raise last
+            # Every endpoint's circuit is open: queued until the soonest may be probed.
+            if not (may_wait and await wait_for_half_open(skipped)):
+                raise circuit_open(SERVICE, skipped)

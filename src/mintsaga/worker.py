@@ -1,0 +1,405 @@
+"""The MintSaga worker: one process polling the saga's task queue and the Pinata queue beside
+it, its clients built once and shared.
+
+    eval "$(python -m devstack env)"; mintsaga-worker   # or: python worker.py
+
+Configuration comes from the environment (`mintsaga.settings` names every variable;
+docs/configuration.md lists them); a missing
+or malformed one stops the worker with a message naming it. SIGTERM or SIGINT drains: polling
+stops, running activities get `WORKER_DRAIN_S` to finish, then the clients close.
+
+Two `Worker`s share the process: one on `TEMPORAL_TASK_QUEUE` (the workflows, and every activity,
+so mints started before the Pinata queue existed still find theirs), one on its Pinata queue
+(`workflows.policies.provider_task_queue`) with only the activities that call Pinata and
+Temporal's task-queue-wide rate limit, `PINATA_ACTIVITIES_PER_SECOND`, held for the whole fleet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import (
+    PollerBehavior,
+    PollerBehaviorAutoscaling,
+    PollerBehaviorSimpleMaximum,
+    Worker,
+)
+
+from mintsaga.activities.database import DatabaseActivities
+from mintsaga.activities.health import HealthActivities
+from mintsaga.activities.ipfs import IpfsActivities
+from mintsaga.activities.runtime import RuntimeActivities
+from mintsaga.activities.solana import SolanaActivities
+from mintsaga.activities.verification import VerificationActivities
+from mintsaga.api.health import interval_from_env as health_interval_from_env
+from mintsaga.api.health import maintain_health_schedule
+from mintsaga.codec import data_converter_from_env
+from mintsaga.db.mint_store import MintStore
+from mintsaga.db.runtime_config import (
+    RuntimeConfigStore,
+    RuntimeConfigWatcher,
+    RuntimeSettings,
+    describe_changes,
+    solana_endpoints_for,
+)
+from mintsaga.errors import redact_url
+from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.ipfs.images import ImageLoader
+from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.pinata import PinataClient
+from mintsaga.ipfs.uploads import IpfsUploader
+from mintsaga.observability.logging import configure_logging
+from mintsaga.observability.metrics import (
+    record_breaker_transition,
+    serve_metrics,
+    serving,
+    watch_pool,
+)
+from mintsaga.observability.readiness import READINESS, pool_answers, worker_polls
+from mintsaga.observability.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
+from mintsaga.observability.sampler import every, sample_wallet, sampling_visibility
+from mintsaga.observability.temporal_metrics import temporal_runtime
+from mintsaga.observability.tracing import configure_tracing, interceptors, shutdown_tracing
+from mintsaga.process_exit import exit_now
+from mintsaga.resilience.breaker import BreakerRegistry, Override
+from mintsaga.settings import Pollers, Settings, SettingsError, WorkerTuning
+from mintsaga.solana.mint_keys import KeyMaterialError, load_keypair_file, parse_seed
+from mintsaga.solana.minter import SolanaMinter
+from mintsaga.solana.rpc import SolanaRpc
+from mintsaga.workflows.health import HealthCheck, HealthPinCleanup
+from mintsaga.workflows.mint_saga import MintSaga
+from mintsaga.workflows.policies import PINATA, PINATA_STEPS, provider_task_queue
+
+log = logging.getLogger("mintsaga.worker")
+HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# Every workflow a worker runs: the saga, and the health probes on their schedule.
+WORKFLOWS = [MintSaga, HealthCheck, HealthPinCleanup]
+
+
+@contextlib.asynccontextmanager
+async def mint_activities(
+    settings: Settings, *, breakers: BreakerRegistry | None = None
+) -> AsyncIterator[list[Callable[..., Any]]]:
+    """Every activity of the saga, wired to clients built from `settings`; closes them after.
+
+    One circuit breaker per endpoint, shared by every activity of this worker (`breakers`).
+    """
+    payer = load_keypair_file(settings.mint_authority_keypair)
+    seed = parse_seed(settings.mint_key_seed.get_secret_value())
+    breakers = breakers or BreakerRegistry(on_transition=record_breaker_transition)
+    async with (
+        httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http,
+        SolanaRpc(
+            settings.solana_rpc_endpoints, timeout=settings.solana_timeout_s, breakers=breakers
+        ) as rpc,
+    ):
+        store = (
+            await MintStore.connect(
+                settings.database_url.get_secret_value(),
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+            )
+        ).guard(breakers)
+        watch_pool(store.pool)
+        samplers = contextlib.AsyncExitStack()  # while /metrics is served (observability)
+        samplers.callback(READINESS.add_check("postgres", lambda: pool_answers(store.pool)))
+        runtime = RuntimeConfigStore(store.pool, dsn=settings.database_url.get_secret_value())
+        watcher = RuntimeConfigWatcher(
+            runtime,
+            worker_id=f"{socket.gethostname()}:{os.getpid()}",
+            on_change=lambda old, new: apply_runtime(old, new, settings, rpc, breakers),
+            report=lambda: breaker_report(breakers, rpc),
+        )
+        watcher.start()
+        # Start with the operator's settings; with the database down, go on with the env's.
+        await watcher.wait_loaded(5.0)
+        try:
+            pinata = PinataClient(
+                settings.pinata_api_url,
+                settings.pinata_jwt.get_secret_value(),
+                http,
+                breakers=breakers,
+            )
+            kubo = KuboClient(settings.kubo_api_url, http, breakers=breakers)
+            gateways = GatewayReader(list(settings.ipfs_gateways), http, breakers=breakers)
+            minter = SolanaMinter(
+                rpc,
+                payer,
+                seed,
+                priority_fee_cap=settings.solana_priority_fee_cap,
+                priority_fee_percentile=settings.solana_priority_fee_percentile,
+            )
+            images = ImageLoader(
+                settings.mint_image_dir,
+                http,
+                max_bytes=settings.image_max_bytes,
+                allow_private_hosts=settings.image_allow_private_urls,
+            )
+            ipfs = IpfsActivities(
+                pinata=pinata,
+                kubo=kubo,
+                uploader=IpfsUploader(pinata, kubo),
+                gateways=gateways,
+                images=images,
+                store=store,
+            )
+            database = DatabaseActivities(store=store, minter=minter)
+            solana = SolanaActivities(minter=minter, store=store)
+            verification = VerificationActivities(minter=minter, gateways=gateways, store=store)
+            runtime_steps = RuntimeActivities(watcher=watcher)
+            # Health probes: their own clients, around the breakers (activities/health.py).
+            health = HealthActivities.build(
+                settings,
+                http=http,
+                pool=store.pool,
+                solana_urls=lambda: [*settings.solana_rpc_endpoints, *rpc.urls],
+            )
+            if serving():
+                wallet = str(payer.pubkey())
+                await samplers.enter_async_context(
+                    every(
+                        SAMPLE_INTERVAL_S,
+                        lambda: sample_wallet(lambda: minter.balance(wallet)),
+                        name="system wallet",
+                    )
+                )
+            yield [
+                ipfs.check_ipfs,
+                ipfs.compute_image_cid,
+                ipfs.upload_image,
+                ipfs.upload_metadata,
+                ipfs.check_gateways,
+                ipfs.release_pins,
+                database.check_database,
+                database.claim_mint,
+                database.record_uploads,
+                database.record_minted,
+                database.finish_mint,
+                database.rollback_mint,
+                solana.check_rpc,
+                solana.prepare_transaction,
+                solana.send_transaction,
+                solana.await_confirmation,
+                verification.verify_nft,
+                verification.check_partner_view,
+                verification.check_db_consistency,
+                runtime_steps.wait_out_maintenance,
+                *health.activities(),
+            ]
+        finally:
+            await samplers.aclose()
+            await watcher.stop()  # before the store: it shares the pool
+            await store.close()
+
+
+def breaker_report(breakers: BreakerRegistry, rpc: SolanaRpc) -> list[dict[str, Any]]:
+    """What a worker reports at each poll (`starter.py breaker list`): every breaker's snapshot,
+    the Solana endpoints it uses now carrying their `solana_position` (1: the primary), so
+    `starter.py endpoints list` shows what each worker uses."""
+    positions = {name: place for place, name in enumerate(rpc.endpoints, start=1)}
+    for index in range(len(positions)):
+        rpc.breaker(index)  # created now, so an endpoint not called yet is reported too
+    return [
+        breaker.snapshot()
+        | ({"solana_position": positions[breaker.name]} if breaker.name in positions else {})
+        for breaker in breakers.all()
+    ]
+
+
+async def apply_runtime(
+    old: RuntimeSettings,
+    new: RuntimeSettings,
+    settings: Settings,
+    rpc: SolanaRpc,
+    breakers: BreakerRegistry,
+) -> None:
+    """Apply what an operator changed (starter.py) without a restart."""
+    endpoints = solana_endpoints_for(new, settings.solana_rpc_endpoints)
+    if endpoints != tuple(rpc.urls):
+        await rpc.set_endpoints(endpoints)
+        log.info("solana endpoints now %s", ", ".join(rpc.endpoints))
+    overrides = dict(new.breaker_overrides)
+    # Emergency mode sends IPFS traffic to the backup provider too (unless an operator set
+    # Pinata's breaker by hand).
+    overrides.setdefault(
+        redact_url(settings.pinata_api_url), "force_open" if new.emergency else "none"
+    )
+    for name in old.breaker_overrides.keys() | overrides.keys():
+        breakers.set_override(name, Override(overrides.get(name, "none")))
+    for name, count in new.breaker_resets.items():
+        breaker = breakers.find(name)
+        if breaker is not None and count != old.breaker_resets.get(name, 0):
+            breaker.reset("reset by an operator")
+    for line in describe_changes(old, new):
+        log.info("runtime setting %s", line)
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=data_converter_from_env(),  # MINTSAGA_CODEC_KEYS: encrypted payloads
+        interceptors=interceptors(),
+        runtime=temporal_runtime() if settings.metrics_port else None,
+        **settings.temporal_security.connect_options(),  # TEMPORAL_API_KEY, TEMPORAL_TLS_*
+    )
+
+
+def activity_name(fn: Callable[..., Any]) -> str:
+    return activity._Definition.must_from_callable(fn).name or fn.__name__
+
+
+def _pollers(pollers: Pollers) -> PollerBehavior:
+    if pollers.minimum is None:
+        return PollerBehaviorSimpleMaximum(maximum=pollers.maximum)
+    initial = min(max(5, pollers.minimum), pollers.maximum)
+    return PollerBehaviorAutoscaling(
+        minimum=pollers.minimum, maximum=pollers.maximum, initial=initial
+    )
+
+
+def build_workers(
+    client: Client,
+    tuning: WorkerTuning,
+    task_queue: str,
+    activities: Sequence[Callable[..., Any]],
+    *,
+    workflows: Sequence[type] = WORKFLOWS,
+    **options: Any,
+) -> list[Worker]:
+    """The saga's worker on `task_queue` and the Pinata worker on its queue (module docstring).
+
+    `options` go to both `Worker`s (tests pass a workflow runner, say).
+    """
+    common: dict[str, Any] = {
+        "max_concurrent_activities": tuning.max_concurrent_activities,
+        "activity_task_poller_behavior": _pollers(tuning.activity_pollers),
+        "graceful_shutdown_timeout": timedelta(seconds=tuning.drain_s),
+        **options,
+    }
+    saga = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=workflows,
+        activities=activities,
+        max_concurrent_workflow_tasks=tuning.max_concurrent_workflow_tasks,
+        max_cached_workflows=tuning.max_cached_workflows,
+        workflow_task_poller_behavior=_pollers(tuning.workflow_pollers),
+        **common,
+    )
+    pinata = Worker(
+        client,
+        task_queue=provider_task_queue(task_queue, PINATA),
+        activities=[a for a in activities if activity_name(a) in PINATA_STEPS],
+        max_task_queue_activities_per_second=tuning.pinata_activities_per_second,
+        **common,
+    )
+    return [saga, pinata]
+
+
+@contextlib.asynccontextmanager
+async def running(workers: Sequence[Worker]) -> AsyncIterator[None]:
+    """Run every worker; on the way out they drain together (each `graceful_shutdown_timeout`),
+    not one after the other."""
+    async with contextlib.AsyncExitStack() as stack:
+        for one in workers:
+            await stack.enter_async_context(one)
+        try:
+            yield
+        finally:
+            await asyncio.gather(*(one.shutdown() for one in workers))
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    client = await connect_temporal(settings)
+    metrics = serve_metrics(settings.metrics_port) if settings.metrics_port else None
+    if metrics is not None:
+        log.info("metrics on %s", metrics.url)
+    visibility = (
+        sampling_visibility(
+            client, settings.task_queue, also=[provider_task_queue(settings.task_queue, PINATA)]
+        )
+        if metrics
+        else contextlib.nullcontext()
+    )
+    tuning = settings.tuning
+    async with mint_activities(settings) as activities, visibility:
+        workers = build_workers(client, tuning, settings.task_queue, activities)
+        async with running(workers):
+            READINESS.add_check(  # /readyz: the server sees this worker poll (readiness.py)
+                "temporal",
+                lambda: worker_polls(client, workers[0], settings.task_queue, client.identity),
+            )
+            rate = tuning.pinata_activities_per_second
+            log.info(
+                "worker polling %s and %s (%s) on %s (%s)",
+                settings.task_queue,
+                provider_task_queue(settings.task_queue, PINATA),
+                f"at most {rate:g} activities a second, fleet-wide" if rate else "no rate limit",
+                settings.temporal_address,
+                settings.temporal_namespace,
+            )
+            await maintain_health_schedule(client, settings.task_queue)
+            await stop.wait()
+            READINESS.drain()  # /readyz answers 503 from now on
+            log.info("draining: no new tasks, running activities get %d s", tuning.drain_s)
+    log.info("worker stopped")
+
+
+async def _main() -> int:
+    try:
+        configure_logging()  # LOG_FORMAT; secrets from the environment kept out of every line
+        configure_tracing("mintsaga-worker")
+        settings = Settings.from_env()
+        load_keypair_file(settings.mint_authority_keypair)
+        parse_seed(settings.mint_key_seed.get_secret_value())
+        health_interval_from_env()  # HEALTH_CHECK_INTERVAL_S, checked before anything starts
+        data_converter_from_env()  # MINTSAGA_CODEC_KEYS, likewise
+    except (SettingsError, KeyMaterialError) as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_worker(settings, stop)
+    except SettingsError as exc:  # METRICS_PORT taken
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """`mintsaga-worker --help`: the worker takes no arguments; its settings are environment
+    variables (docs/configuration.md)."""
+    return argparse.ArgumentParser(
+        prog="mintsaga-worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The `mintsaga-worker` console script (and `python worker.py`)."""
+    parser().parse_args(argv)
+    code = asyncio.run(_main())
+    shutdown_tracing()  # flush spans: exit_now skips atexit
+    exit_now(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The contract between the saga and its activities: one input and one output model per step.
+
+The workflow calls activities by name with these models, so it never imports the activity
+module (and through it no network library). Outputs carry the attempt that succeeded, which is
+how the saga counts retries per service for `MintResult.retries`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from mintsaga.workflows.models import Attribute, ImageRef
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StepOut(_Model):
+    attempt: int = 1
+
+
+class MintRef(_Model):
+    mint_id: str
+
+
+class ClaimIn(_Model):
+    mint_id: str
+    user_id: str
+    wallet: str
+
+
+class ClaimOut(StepOut):
+    mint_address: str
+
+
+class ImageIn(_Model):
+    mint_id: str
+    image: ImageRef
+
+
+class ImageCidOut(StepOut):
+    cid: str
+    content_type: str
+    filename: str
+    size: int
+
+
+class UploadImageIn(_Model):
+    mint_id: str
+    image: ImageRef
+    expected_cid: str
+
+
+class UploadMetadataIn(_Model):
+    mint_id: str
+    name: str
+    symbol: str
+    description: str
+    attributes: tuple[Attribute, ...]
+    image_cid: str
+    image_content_type: str
+
+
+class UploadOut(StepOut):
+    cid: str
+    provider: str
+
+
+class RecordUploadsIn(_Model):
+    mint_id: str
+    image_cid: str
+    metadata_cid: str
+
+
+class PrepareIn(_Model):
+    mint_id: str
+    owner: str
+    name: str
+    symbol: str
+    uri: str
+    priority_fee_micro_lamports: int | None = None  # None: from recent fees, capped
+    resign: int = 0  # signatures made before this one; each raises the priority fee
+
+
+class OnChain(_Model):
+    """A mint found already on chain, and the transaction that created it."""
+
+    signature: str | None
+    slot: int | None
+
+
+class PreparedTx(StepOut):
+    signature: str
+    tx_base64: str
+    blockhash: str
+    last_valid_block_height: int
+    already_minted: OnChain | None = None
+
+
+class SendIn(_Model):
+    mint_id: str
+    signature: str
+    tx_base64: str
+    preferred_endpoint: str | None = None
+
+
+class ConfirmIn(_Model):
+    mint_id: str
+    signature: str
+    tx_base64: str
+    last_valid_block_height: int
+    wait_s: float
+
+
+class ConfirmOut(StepOut):
+    outcome: Literal["confirmed", "expired", "failed"]
+    slot: int | None = None
+    error: str | None = None
+
+
+class RecordMintedIn(_Model):
+    mint_id: str
+    signature: str | None
+    slot: int | None
+    mint_address: str
+
+
+class VerifyIn(_Model):
+    mint_id: str
+    mint_address: str
+    owner: str
+    name: str
+    symbol: str
+    uri: str
+
+
+class GatewayCheckIn(_Model):
+    mint_id: str
+    cids: tuple[str, ...]
+
+
+class PartnerViewIn(_Model):
+    mint_id: str
+    mint_address: str
+    owner: str
+    metadata_cid: str
+    image_cid: str
+
+
+class ConsistencyIn(_Model):
+    mint_id: str
+    mint_address: str
+    owner: str
+
+
+class FinishIn(_Model):
+    mint_id: str
+
+
+class RollbackIn(_Model):
+    mint_id: str
+    reason: str
+    # The request's own identity: a row another request holds (same mint_id) is not undone.
+    user_id: str | None = None
+    wallet: str | None = None
+
+
+class ReleaseOut(StepOut):
+    unpinned: tuple[str, ...] = ()

@@ -1,0 +1,233 @@
+"""What a backend sends (`MintRequest`), what it gets back (`MintResult`), and what an operator
+sees and sends while a mint runs. Frozen pydantic v2 models, carried by Temporal's pydantic
+converter; `python -m mintsaga.workflows.models` prints the request's JSON Schema for other
+languages.
+
+Nothing here is secret: keys and tokens live in the worker's environment, never in a model.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from datetime import datetime
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from solders.pubkey import Pubkey
+
+from mintsaga.stages import MintStage
+
+MAX_NAME_BYTES = 32  # Token-2022 metadata as wallets display it; the Metaplex convention
+MAX_SYMBOL_BYTES = 10
+MAX_DESCRIPTION_CHARS = 2_000
+MAX_ATTRIBUTES = 32  # wallets and marketplaces show a handful; more is a runaway backend
+MAX_TRAIT_TYPE_CHARS = 64
+MAX_ATTRIBUTE_VALUE_CHARS = 256
+DEFAULT_OPERATOR_TIMEOUT_S = 24 * 3600
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Answer(BaseModel):
+    """What a worker answers (results, queries): a starter older than the worker ignores the
+    fields it does not know yet, so a rolling deploy does not break `status` or `result`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class MintStatus(enum.StrEnum):
+    """The `MintStatus` search attribute: where a mint stands, for people and queries."""
+
+    IN_PROGRESS = "IN_PROGRESS"
+    AWAITING_OPERATOR = "AWAITING_OPERATOR"
+    MINTED = "MINTED"
+    ROLLED_BACK = "ROLLED_BACK"
+    FAILED = "FAILED"
+
+
+class Attribute(_Frozen):
+    trait_type: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TRAIT_TYPE_CHARS)]
+    value: Annotated[
+        str | int | float,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "maxLength": MAX_ATTRIBUTE_VALUE_CHARS},
+                    {"type": "integer"},
+                    {"type": "number"},
+                ],
+                "title": "Value",
+            }
+        ),
+    ]
+
+    @field_validator("value")
+    @classmethod
+    def _value_fits(cls, value: str | int | float) -> str | int | float:
+        if isinstance(value, str) and len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
+            raise ValueError(f"at most {MAX_ATTRIBUTE_VALUE_CHARS} characters, not {len(value)}")
+        return value
+
+
+class ImageRef(_Frozen):
+    """Where the image is, never the image itself: bytes stay out of workflow history."""
+
+    path: str | None = Field(default=None, description="a file inside MINT_IMAGE_DIR")
+    url: str | None = Field(default=None, description="an http(s) URL the worker fetches")
+    sha256: str | None = Field(default=None, description="hex digest the bytes must match")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Self:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("image: give exactly one of `path` or `url`")
+        if self.url is not None and not self.url.startswith(("https://", "http://")):
+            raise ValueError("image.url: must be an http(s) URL")
+        if self.path is not None and (not self.path or self.path.startswith("/")):
+            raise ValueError("image.path: must be a relative path inside MINT_IMAGE_DIR")
+        if self.sha256 is not None and not _SHA256_HEX.match(self.sha256):
+            raise ValueError("image.sha256: must be 64 lowercase hex characters")
+        return self
+
+
+class MintOptions(_Frozen):
+    """Per-mint knobs with safe defaults; a backend rarely sets them."""
+
+    operator_timeout_s: float = Field(
+        default=DEFAULT_OPERATOR_TIMEOUT_S,
+        gt=0,
+        description="how long a mint waits for an operator before compensating on its own",
+    )
+    priority_fee_micro_lamports: int | None = Field(
+        default=None,
+        ge=0,
+        description="micro-lamports per compute unit; unset: a percentile of recent fees, capped",
+    )
+    confirmation_wait_s: float = Field(
+        default=60.0, gt=0, le=600, description="how long one confirmation wait lasts (spec: 60 s)"
+    )
+
+
+class MintRequest(_Frozen):
+    """One NFT for one user. `mint_id` is the idempotency key end to end."""
+
+    mint_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    wallet: str = Field(description="the owner's base58 ed25519 public key")
+    name: Annotated[str, StringConstraints(min_length=1)]
+    symbol: Annotated[str, StringConstraints(min_length=1)]
+    description: Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION_CHARS)] = ""
+    attributes: tuple[Attribute, ...] = Field(default=(), max_length=MAX_ATTRIBUTES)
+    image: ImageRef
+    options: MintOptions = MintOptions()
+
+    @field_validator("wallet")
+    @classmethod
+    def _wallet_is_an_ed25519_key(cls, value: str) -> str:
+        try:
+            key = Pubkey.from_string(value)
+        except ValueError as exc:
+            raise ValueError("wallet: not a base58 public key of 32 bytes") from exc
+        if not key.is_on_curve():
+            raise ValueError(
+                "wallet: not an ed25519 public key (off the curve: a program address?)"
+            )
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name_fits(cls, value: str) -> str:
+        if len(value.encode()) > MAX_NAME_BYTES:
+            raise ValueError(f"name: at most {MAX_NAME_BYTES} bytes of UTF-8")
+        return value
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol_fits(cls, value: str) -> str:
+        if len(value.encode()) > MAX_SYMBOL_BYTES:
+            raise ValueError(f"symbol: at most {MAX_SYMBOL_BYTES} bytes of UTF-8")
+        return value
+
+    @property
+    def workflow_id(self) -> str:
+        return workflow_id_for(self.mint_id)
+
+
+def workflow_id_for(mint_id: str) -> str:
+    return f"mint-{mint_id}"
+
+
+class ErrorInfo(_Answer):
+    """The last error a step saw, as an operator needs it."""
+
+    step: str
+    type: str
+    message: str
+    kind: str = Field(description="transient, rate_limited, permanent or needs_operator")
+
+
+class MintResult(_Answer):
+    mint_id: str
+    status: MintStatus
+    mint_address: str | None = None
+    owner: str
+    signature: str | None = None
+    slot: int | None = None
+    image_cid: str | None = None
+    metadata_cid: str | None = None
+    metadata_uri: str | None = None
+    stage_seconds: dict[str, float] = {}
+    retries: dict[str, int] = {}
+    reason: str | None = Field(default=None, description="why it was rolled back or failed")
+
+
+class StatusView(_Answer):
+    """The `status` query: everything the UI and `starter.py status` show."""
+
+    mint_id: str
+    status: MintStatus
+    stage: MintStage
+    mint_address: str | None
+    owner: str
+    image_cid: str | None
+    metadata_cid: str | None
+    signature: str | None
+    attempts: dict[str, int]
+    last_error: ErrorInfo | None
+    awaiting_operator: bool
+    awaiting_step: str | None
+    awaiting_steps: tuple[str, ...] = ()  # every step waiting (parallel ones wait together)
+    # Since when a step (or a failed compensation) waits for an operator; None while none does.
+    awaiting_since: datetime | None = None
+    past_pivot: bool
+    reason: str | None
+
+
+class RetryOverrides(_Frozen):
+    """What an operator may change when retrying a step."""
+
+    priority_fee_micro_lamports: int | None = Field(default=None, ge=0)
+    preferred_endpoint: str | None = None
+
+
+class OperatorDecision(_Frozen):
+    action: Literal["retry", "compensate"]
+    overrides: RetryOverrides = RetryOverrides()
+    decided_by: str = "operator"
+
+
+if __name__ == "__main__":
+    print(json.dumps(MintRequest.model_json_schema(), indent=2))

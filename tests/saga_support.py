@@ -35,6 +35,7 @@ from mintsaga.codec import data_converter_from_env
 from mintsaga.resilience.breaker import BreakerRegistry
 from mintsaga.settings import Settings
 from mintsaga.solana.nft import associated_token_address
+from mintsaga.temporal_client import connect
 from mintsaga.worker import build_workers, mint_activities, running
 from mintsaga.workflows.models import MintRequest, StatusView
 
@@ -48,8 +49,8 @@ def settings_for(stack: StackConfig, **extra: str) -> Settings:
 async def temporal_client(stack: StackConfig, **env: str) -> Client:
     """A client with the worker's converter: the codec on when the stack's settings (or `env`,
     e.g. MINTSAGA_CODEC_KEYS=...) set keys."""
-    converter = data_converter_from_env({**stack.worker_env(), **env})
-    return await Client.connect(stack.temporal_address, data_converter=converter)
+    settings = {**stack.worker_env(), **env}
+    return await connect(data_converter=data_converter_from_env(settings), env=settings)
 
 
 def activity_name(fn: Callable[..., Any]) -> str:

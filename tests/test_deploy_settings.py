@@ -20,7 +20,13 @@ from mintsaga.codec import data_converter_from_env, keys_from_env
 from mintsaga.codec.payloads import new_key_entry
 from mintsaga.codec.server import server_settings_from_env
 from mintsaga.observability.logging import secrets_from_env
-from mintsaga.settings import Settings, SettingsError, TemporalSecurity, secret_from_env
+from mintsaga.settings import (
+    Settings,
+    SettingsError,
+    TemporalSecurity,
+    TemporalTarget,
+    secret_from_env,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = "ab" * 32
@@ -256,3 +262,64 @@ def test_the_starter_refuses_bad_tls_settings_before_connecting(tmp_path: Path) 
     )
     assert ran.returncode == 2
     assert "starter: TEMPORAL_TLS_KEY is not set" in ran.stderr
+
+
+def test_the_sdks_tls_names_are_read_and_the_older_ones_are_aliases(tmp_path: Path) -> None:
+    files = pem_files(tmp_path)
+    sdk_names = {
+        "TEMPORAL_TLS_CLIENT_CERT_PATH": files["TEMPORAL_TLS_CERT"],
+        "TEMPORAL_TLS_CLIENT_KEY_PATH": files["TEMPORAL_TLS_KEY"],
+        "TEMPORAL_TLS_SERVER_CA_CERT_PATH": files["TEMPORAL_TLS_CA"],
+    }
+    by_sdk_name = TemporalSecurity.from_env(sdk_names)
+    assert by_sdk_name == TemporalSecurity.from_env(files)  # the older names, same settings
+    tls = by_sdk_name.connect_options()["tls"]
+    assert isinstance(tls, TLSConfig)
+    assert tls.client_cert == Path(files["TEMPORAL_TLS_CERT"]).read_bytes()
+    assert tls.server_root_ca_cert == Path(files["TEMPORAL_TLS_CA"]).read_bytes()
+    other = write(tmp_path, "other.pem", b"-----BEGIN CERTIFICATE-----\nD\n")
+    with pytest.raises(SettingsError, match="TEMPORAL_TLS_SERVER_CA_CERT_PATH and TEMPORAL_TLS_CA"):
+        TemporalSecurity.from_env({**sdk_names, "TEMPORAL_TLS_CA": other})
+    with pytest.raises(SettingsError, match=r"^TEMPORAL_TLS_CLIENT_KEY_PATH is not set: mTLS"):
+        TemporalSecurity.from_env({"TEMPORAL_TLS_CLIENT_CERT_PATH": files["TEMPORAL_TLS_CERT"]})
+
+
+def test_the_temporal_target_follows_the_sdks_environment_configuration(tmp_path: Path) -> None:
+    assert TemporalTarget.from_env({}).connect_options() == {
+        "target_host": "127.0.0.1:7233",
+        "namespace": "default",
+        "rpc_metadata": {},
+        "api_key": None,
+        "tls": False,
+    }
+    env = {
+        "TEMPORAL_ADDRESS": "temporal.internal:7233",
+        "TEMPORAL_NAMESPACE": "mints",
+        "TEMPORAL_GRPC_META_X_TEAM": "minting",
+    }
+    target = TemporalTarget.from_env(env)
+    assert (target.address, target.namespace) == ("temporal.internal:7233", "mints")
+    assert target.rpc_metadata == {"x-team": "minting"}
+    # A TOML profile (the `temporal` CLI's file) gives what the environment does not.
+    profile = tmp_path / "temporal.toml"
+    profile.write_text(
+        '[profile.prod]\naddress = "mints.a1b2c.tmprl.cloud:7233"\nnamespace = "mints.a1b2c"\n'
+        'api_key = "k-from-profile"\n'
+    )
+    files = {"TEMPORAL_CONFIG_FILE": str(profile), "TEMPORAL_PROFILE": "prod"}
+    from_profile = TemporalTarget.from_env(files)
+    assert from_profile.address == "mints.a1b2c.tmprl.cloud:7233"
+    assert from_profile.namespace == "mints.a1b2c"
+    assert from_profile.connect_options()["api_key"] == "k-from-profile"
+    assert from_profile.connect_options()["tls"] is True  # an API key turns TLS on
+    assert "k-from-profile" not in repr(from_profile)
+    # The environment wins over the profile, the API key and TLS included.
+    mixed = TemporalTarget.from_env(
+        {**files, "TEMPORAL_ADDRESS": "127.0.0.1:7233", "TEMPORAL_API_KEY": "k-env"}
+    )
+    assert mixed.address == "127.0.0.1:7233"
+    assert mixed.connect_options()["api_key"] == "k-env"
+    with pytest.raises(SettingsError, match=r"^TEMPORAL_CONFIG_FILE: .* is not a file"):
+        TemporalTarget.from_env({"TEMPORAL_CONFIG_FILE": str(tmp_path / "missing.toml")})
+    with pytest.raises(SettingsError, match=r"TEMPORAL_PROFILE: .*'staging' not found"):
+        TemporalTarget.from_env({**files, "TEMPORAL_PROFILE": "staging"})

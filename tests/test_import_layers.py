@@ -1,6 +1,6 @@
 """The package's layers: every import inside `src/mintsaga` goes downward, none goes round.
 
-    foundation   errors, http_errors, settings, stages, process_exit
+    foundation   errors, http_errors, settings, stages, process_exit, temporal_client
     1            observability
     2            resilience, codec
     3            solana, ipfs, db (the services), workflows
@@ -26,7 +26,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "mintsaga"
 
-FOUNDATION = ("errors", "http_errors", "settings", "stages", "process_exit")
+FOUNDATION = ("errors", "http_errors", "settings", "stages", "process_exit", "temporal_client")
 LAYERS: dict[str, int] = {
     **dict.fromkeys(FOUNDATION, 0),
     "observability": 1,
@@ -60,15 +60,16 @@ def modules() -> dict[str, Path]:
 
 
 def imports_of(path: Path, known: set[str]) -> set[str]:
-    """The `mintsaga` modules a file imports (`from a import b` counts `a.b` when it is one)."""
+    """The `mintsaga` modules a file imports."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-            names += [
-                f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in known
+            # `from a import b`: the module `a.b` when there is one, else (a name) `a` itself.
+            names = [
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                for a in node.names
             ]
         else:
             continue

@@ -38,6 +38,7 @@ from temporalio.worker import (
     Worker,
 )
 
+from mintsaga import temporal_client
 from mintsaga.activities.database import DatabaseActivities
 from mintsaga.activities.health import HealthActivities
 from mintsaga.activities.ipfs import IpfsActivities
@@ -248,13 +249,13 @@ async def apply_runtime(
 
 
 async def connect_temporal(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
+    """The worker's client: `mintsaga.temporal_client.connect` with the tracing interceptor and,
+    with METRICS_PORT set, the runtime that exports the SDK's metrics."""
+    return await temporal_client.connect(
         data_converter=data_converter_from_env(),  # MINTSAGA_CODEC_KEYS: encrypted payloads
+        target=settings.temporal,  # TEMPORAL_ADDRESS, TEMPORAL_API_KEY, TEMPORAL_TLS_*, ...
         interceptors=interceptors(),
         runtime=temporal_runtime() if settings.metrics_port else None,
-        **settings.temporal_security.connect_options(),  # TEMPORAL_API_KEY, TEMPORAL_TLS_*
     )
 
 
@@ -349,8 +350,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 settings.task_queue,
                 provider_task_queue(settings.task_queue, PINATA),
                 f"at most {rate:g} activities a second, fleet-wide" if rate else "no rate limit",
-                settings.temporal_address,
-                settings.temporal_namespace,
+                settings.temporal.address,
+                settings.temporal.namespace,
             )
             await maintain_health_schedule(client, settings.task_queue)
             await stop.wait()

@@ -26,13 +26,13 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from mintsaga import temporal_client
 from mintsaga.api.errors import StarterError
 from mintsaga.api.image_urls import (
     check_image_url,
 )
 from mintsaga.codec import data_converter_from_env
 from mintsaga.observability.tracing import interceptors
-from mintsaga.settings import TemporalSecurity
 from mintsaga.stages import MintStage
 from mintsaga.workflows.mint_saga import MINT_STAGE, MINT_STATUS, MintSaga
 from mintsaga.workflows.models import (
@@ -49,13 +49,18 @@ DEFAULT_TASK_QUEUE = "mint-saga"
 
 async def connect(address: str | None = None, namespace: str | None = None) -> Client:
     """A client with the converter the worker uses (pydantic; the codec with
-    MINTSAGA_CODEC_KEYS set)."""
-    return await Client.connect(
-        address or os.environ.get("TEMPORAL_ADDRESS") or "127.0.0.1:7233",
-        namespace=namespace or os.environ.get("TEMPORAL_NAMESPACE") or "default",
+    MINTSAGA_CODEC_KEYS set), for the environment's Temporal (`mintsaga.temporal_client`:
+    TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*, a TOML profile);
+    `address` and `namespace` given here win."""
+    env = dict(os.environ)
+    if address:
+        env["TEMPORAL_ADDRESS"] = address
+    if namespace:
+        env["TEMPORAL_NAMESPACE"] = namespace
+    return await temporal_client.connect(
         data_converter=data_converter_from_env(),  # MINTSAGA_CODEC_KEYS: encrypted payloads
         interceptors=interceptors(),
-        **TemporalSecurity.from_env().connect_options(),  # TEMPORAL_API_KEY, TEMPORAL_TLS_*
+        env=env,
     )
 
 

@@ -71,7 +71,7 @@ from mintsaga.errors import ServiceError
 from mintsaga.observability.logging import configure_logging
 from mintsaga.observability.tracing import configure_tracing, shutdown_tracing
 from mintsaga.process_exit import exit_now
-from mintsaga.settings import SettingsError, TemporalSecurity
+from mintsaga.settings import SettingsError, TemporalTarget
 
 
 def _precheck(args: argparse.Namespace) -> None:
@@ -221,7 +221,7 @@ def _observed_main(argv: list[str] | None = None) -> int:
         configure_logging(level=logging.WARNING)  # a command prints its own answer
         configure_tracing("mintsaga-starter")
         data_converter_from_env()  # MINTSAGA_CODEC_KEYS, checked before anything runs
-        TemporalSecurity.from_env()  # TEMPORAL_API_KEY, TEMPORAL_TLS_*, likewise
+        TemporalTarget.from_env()  # TEMPORAL_ADDRESS, TEMPORAL_API_KEY, TEMPORAL_TLS_*, likewise
     except SettingsError as exc:
         print(f"starter: {exc}", file=sys.stderr)
         return 2

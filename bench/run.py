@@ -36,9 +36,9 @@ import mintsaga
 from bench.figures import Flight, HistoryProfile, batch_rate, profile_history
 from chaos.processes import StackControl, Workers
 from devstack.config import GATEWAYS, SOLANA_ENDPOINTS, StackConfig
+from devstack.requests import mint_request
 from mintsaga.workflows.models import MintRequest, MintResult, MintStatus
 from mintsaga.workflows.policies import STEPS
-from tests.saga_support import mint_request
 
 MINT_QUEUE = "bench"
 SHAPE_QUEUE = "bench-shape"

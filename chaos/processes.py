@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devstack.config import StackConfig
-from devstack.supervisor import PROJECT_ROOT, Supervisor, _terminate
+from devstack.supervisor import PROJECT_ROOT, Supervisor, terminate
 
 READY_LINE = b"worker polling"
 READY_TIMEOUT_S = 120.0
@@ -148,7 +148,7 @@ class Workers:
         """SIGTERM: the worker drains, as in a deploy."""
         for proc in self._procs.values():
             if proc.poll() is None:
-                _terminate(proc.pid, grace_s=15.0)
+                terminate(proc.pid, grace_s=15.0)
                 proc.wait()
 
 
@@ -172,7 +172,7 @@ class StackControl:
         how many seconds."""
         pid = self.supervisor.pid("temporal")
         if pid is not None:
-            await asyncio.to_thread(_terminate, pid)
+            await asyncio.to_thread(terminate, pid)
         gone, started = datetime.now(UTC), time.monotonic()
         await asyncio.to_thread(self.supervisor.start_temporal)
         return gone, time.monotonic() - started

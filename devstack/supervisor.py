@@ -350,7 +350,7 @@ class Supervisor:
             pid = self.pid(name)
             if pid is not None:
                 self.progress(f"{name}: stopping")
-                _terminate(pid)
+                terminate(pid)
             self._pidfile(name).unlink(missing_ok=True)
         if self.postgres is not None:
             self.progress("postgres: stopping")
@@ -380,7 +380,7 @@ class Supervisor:
         return up
 
 
-def _terminate(pid: int, grace_s: float = 10.0) -> None:
+def terminate(pid: int, grace_s: float = 10.0) -> None:
     """SIGTERM the process group, then SIGKILL whatever is left after the grace period."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
-import os
 import sys
 import typing
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from temporalio import activity
 from temporalio.client import Client
@@ -29,7 +24,6 @@ from temporalio.service import RPCError
 
 import mintsaga
 from devstack.config import StackConfig
-from devstack.dev_identity import png
 from devstack.supervisor import PROJECT_ROOT
 from mintsaga.codec import data_converter_from_env
 from mintsaga.resilience.breaker import BreakerRegistry
@@ -37,9 +31,7 @@ from mintsaga.settings import Settings
 from mintsaga.solana.nft import associated_token_address
 from mintsaga.temporal_client import connect
 from mintsaga.worker import build_workers, mint_activities, running
-from mintsaga.workflows.models import MintRequest, StatusView
-
-_images = itertools.count(1)
+from mintsaga.workflows.models import StatusView
 
 
 def settings_for(stack: StackConfig, **extra: str) -> Settings:
@@ -117,33 +109,6 @@ def faults_fired(stack: StackConfig, kind: str) -> int:
 
 def clear_faults(stack: StackConfig) -> None:
     httpx.delete(stack.url("admin") + "/faults", timeout=10).raise_for_status()
-
-
-def image_dir(stack: StackConfig) -> Path:
-    return Path(stack.worker_env()["MINT_IMAGE_DIR"])
-
-
-def new_image(stack: StackConfig) -> str:
-    """A PNG no other mint uses, written into MINT_IMAGE_DIR; returns its relative path."""
-    name = f"test-{uuid.uuid4().hex[:10]}.png"
-    (image_dir(stack) / name).write_bytes(png(16, 16, seed=next(_images) + os.getpid()))
-    return name
-
-
-def mint_request(stack: StackConfig, **overrides: Any) -> MintRequest:
-    tag = uuid.uuid4().hex[:10]
-    fields: dict[str, Any] = {
-        "mint_id": f"t-{tag}",
-        "user_id": f"user-{tag}",
-        "wallet": str(Keypair().pubkey()),
-        "name": f"Saga {tag[:6]}",
-        "symbol": "SAGA",
-        "description": "a test mint",
-        "attributes": [{"trait_type": "tier", "value": "gold"}],
-        "image": {"path": new_image(stack)},
-    }
-    fields.update(overrides)
-    return MintRequest.model_validate(fields)
 
 
 def rpc(stack: StackConfig, method: str, params: list[Any], endpoint: str = "solana-3") -> Any:

@@ -40,6 +40,7 @@ from temporalio.service import RPCError, RPCStatusCode
 import mintsaga
 from devstack.config import StackConfig
 from devstack.dev_identity import png
+from devstack.requests import image_dir, new_image
 from mintsaga.api.image_urls import check_image_url
 from mintsaga.errors import ServiceError
 from mintsaga.ipfs.cid import compute_cid
@@ -55,7 +56,7 @@ from mintsaga.workflows.models import (
     MintResult,
     MintStatus,
 )
-from tests.saga_support import Ran, chain_nft, image_dir, new_image, pinned_anywhere, run_starter
+from tests.saga_support import Ran, chain_nft, pinned_anywhere, run_starter
 
 pytestmark = pytest.mark.integration
 

@@ -28,18 +28,12 @@ from temporalio.worker import UnsandboxedWorkflowRunner
 import mintsaga
 from chaos.checker import CheckResult, Violation, check
 from devstack.config import StackConfig
+from devstack.requests import mint_request, new_image
 from mintsaga.worker import build_workers, mint_activities, running
 from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.mint_saga import MintSaga
 from mintsaga.workflows.models import MintRequest, MintResult, MintStatus
-from tests.saga_support import (
-    activity_name,
-    mint_request,
-    new_image,
-    running_worker,
-    settings_for,
-    wait_for,
-)
+from tests.saga_support import activity_name, running_worker, settings_for, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError
 
 import mintsaga
 from devstack.config import StackConfig
+from devstack.requests import mint_request
 from devstack.supervisor import port_open, temporal_binary
 from mintsaga.codec.payloads import (
     ENCODING,
@@ -53,7 +54,7 @@ from mintsaga.codec.server import (
 from mintsaga.observability import logging as obs_logging
 from mintsaga.settings import SettingsError
 from mintsaga.workflows.models import MintStatus
-from tests.saga_support import fault_first, mint_request, running_worker, temporal_client
+from tests.saga_support import fault_first, running_worker, temporal_client
 
 CODEC_QUEUE = "codec-tests"
 TOKEN = "test-codec-token-0123456789abcdef"

@@ -42,10 +42,11 @@ from temporalio.client import Client
 
 import mintsaga
 from devstack.config import StackConfig
+from devstack.requests import mint_request
 from devstack.supervisor import temporal_binary
 from mintsaga.observability import probe
 from mintsaga.worker import connect_temporal
-from tests.saga_support import add_fault, mint_request, settings_for, temporal_client
+from tests.saga_support import add_fault, settings_for, temporal_client
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_NAME = "temporal.test"

@@ -34,6 +34,7 @@ import mintsaga
 from chaos.checker import check
 from chaos.processes import Workers
 from devstack.config import StackConfig
+from devstack.requests import mint_request
 from mintsaga.settings import (
     PINATA_HEADROOM,
     PINATA_REQUESTS_PER_ACTIVITY,
@@ -44,7 +45,7 @@ from mintsaga.settings import (
 )
 from mintsaga.workflows.models import MintRequest, MintResult, MintStatus
 from mintsaga.workflows.policies import PINATA, PINATA_STEPS, provider_task_queue
-from tests.saga_support import add_fault, mint_request
+from tests.saga_support import add_fault
 
 # Temporal splits a task queue into partitions (4 by default), each dispatching its share of the
 # rate with a token of burst: over any span, at most rate x span + this many activities start.

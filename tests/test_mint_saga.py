@@ -22,6 +22,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 
 import mintsaga
 from devstack.config import GATEWAYS, SOLANA_ENDPOINTS, StackConfig
+from devstack.requests import mint_request
 from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.mint_saga import MINT_STAGE, MINT_STATUS
 from mintsaga.workflows.models import MintResult, MintStatus, StatusView
@@ -31,7 +32,6 @@ from tests.saga_support import (
     clear_faults,
     fault_first,
     gateway_status,
-    mint_request,
     owner_balance,
     pinned_anywhere,
     running_worker,

@@ -29,6 +29,7 @@ from temporalio.runtime import (
 import mintsaga
 import mintsaga.worker as worker
 from devstack.config import StackConfig
+from devstack.requests import mint_request
 from mintsaga.errors import redact_url
 from mintsaga.observability import logging as obs_logging
 from mintsaga.observability import metrics
@@ -39,7 +40,7 @@ from mintsaga.observability.tracing import configure_tracing, install_memory_exp
 from mintsaga.resilience.breaker import BreakerConfig, BreakerRegistry
 from mintsaga.settings import Settings, SettingsError
 from mintsaga.workflows.models import MintStatus
-from tests.saga_support import add_fault, fault_first, mint_request, running_worker, settings_for
+from tests.saga_support import add_fault, fault_first, running_worker, settings_for
 
 OBS_QUEUE = "observability-tests"
 

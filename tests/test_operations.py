@@ -19,9 +19,10 @@ from temporalio.worker import Replayer
 import mintsaga
 from chaos.checker import secrets_of
 from devstack.config import StackConfig
+from devstack.requests import mint_request
 from mintsaga.workflows.mint_saga import MintSaga
 from mintsaga.workflows.models import MintStatus
-from tests.saga_support import add_fault, clear_faults, mint_request, wait_for
+from tests.saga_support import add_fault, clear_faults, wait_for
 
 pytestmark = pytest.mark.integration
 

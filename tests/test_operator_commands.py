@@ -21,21 +21,14 @@ from temporalio.client import Client
 
 import mintsaga
 from devstack.config import StackConfig
+from devstack.requests import mint_request
 from mintsaga.api.switches import breaker_name_for, workers_endpoints
 from mintsaga.cli.main import parser
 from mintsaga.db.runtime_config import RuntimeConfigStore
 from mintsaga.errors import redact_url
 from mintsaga.resilience.breaker import BreakerRegistry, BreakerState, Override
 from mintsaga.workflows.models import MintStatus
-from tests.saga_support import (
-    Ran,
-    add_fault,
-    clear_faults,
-    mint_request,
-    run_starter,
-    running_worker,
-    wait_for,
-)
+from tests.saga_support import Ran, add_fault, clear_faults, run_starter, running_worker, wait_for
 
 ROOT = Path(__file__).parent.parent
 RUNBOOK = ROOT / "docs" / "runbook.md"

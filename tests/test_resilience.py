@@ -29,6 +29,7 @@ from temporalio.testing import ActivityEnvironment
 import mintsaga
 from devstack.config import SOLANA_ENDPOINTS, StackConfig
 from devstack.dev_identity import images_dir, system_wallet
+from devstack.requests import mint_request
 from mintsaga.db.runtime_config import RuntimeConfigStore
 from mintsaga.ipfs.cid import compute_cid
 from mintsaga.resilience.breaker import SOLANA_BREAKER, BreakerRegistry
@@ -41,7 +42,6 @@ from tests.saga_support import (
     add_fault,
     fault_first,
     faults_fired,
-    mint_request,
     rpc,
     running_worker,
     settings_for,

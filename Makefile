@@ -4,17 +4,39 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test chaos fleet demo devstack-up devstack-down bench-devstack bench bench-quick \
-	bench-memory clean
+.PHONY: venv lock lint test chaos fleet demo devstack-up devstack-down bench-devstack bench \
+	bench-quick bench-memory clean
 
 venv: $(STAMP)
 
-# Re-install when the dependency list changes.
-$(STAMP): pyproject.toml
+# Installs are locked (docs/dependencies.md): the venv gets exactly the versions in
+# requirements/dev.lock, each file checked against its hash (pip itself and the build backend
+# included), then the project, editable, with no dependency of its own (all are in the lock)
+# and no build isolation (the locked setuptools builds it). pip check fails when the lock no
+# longer satisfies pyproject.toml: `make lock`. Re-installs when either changes.
+DEV_LOCK := requirements/dev.lock
+RUNTIME_LOCK := requirements/runtime.lock
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	@touch $(STAMP)
+
+# Refreshes both locks from pyproject.toml (the dependencies, the test and devstack extras) and
+# requirements/*.in, with uv in a venv of its own (.venv-lock). Keeps every pin it can;
+# `make lock UPGRADE=1` moves everything to the newest versions the ranges allow. The runtime
+# lock (deploy/Dockerfile) is resolved under the dev lock, so the versions they share agree.
+UV_VERSION := 0.13.9
+UV := .venv-lock/bin/uv
+LOCK := $(UV) --no-config pip compile --quiet --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command "make lock"$(if $(UPGRADE), --upgrade)
+lock:
+	@$(UV) --version 2>/dev/null | grep -qxF "uv $(UV_VERSION)" || { \
+		$(PYTHON) -m venv .venv-lock \
+		&& .venv-lock/bin/python -m pip install --quiet "uv==$(UV_VERSION)"; }
+	$(LOCK) --extra test pyproject.toml requirements/dev.in -o $(DEV_LOCK)
+	$(LOCK) pyproject.toml requirements/build.in -c $(DEV_LOCK) -o $(RUNTIME_LOCK)
 
 test: venv lint
 	$(BIN)/python -m pytest -m "not slow and not chaos"
@@ -66,4 +88,4 @@ bench-memory: venv
 		--no-markdown
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-lock build *.egg-info src/*.egg-info

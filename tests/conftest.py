@@ -18,6 +18,7 @@ from hypothesis import settings as hypothesis_settings
 from temporalio.client import Client
 
 from devstack.config import StackConfig
+from mintsaga.activities.call_hooks import install_call_hooks
 from mintsaga.resilience.breaker import BreakerRegistry
 from tests.saga_support import running_worker, temporal_client
 
@@ -26,6 +27,10 @@ from tests.saga_support import running_worker, temporal_client
 hypothesis_settings.register_profile("repeatable", derandomize=True)
 hypothesis_settings.register_profile("explore", max_examples=5_000, derandomize=False)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
+# The worker's hooks (activity deadline and heartbeat, spans and metrics) for every guarded call,
+# as `mint_activities` installs them: tests that call clients directly see what a worker sees.
+install_call_hooks()
 
 TEST_PORT_OFFSET = int(os.environ.get("DEVSTACK_TEST_PORT_OFFSET", "10000"))
 SAGA_QUEUE = "saga-tests"

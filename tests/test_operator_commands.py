@@ -315,11 +315,19 @@ def _slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
+# A command as the runbook writes it: `mintsaga ...` or `python starter.py ...` (the same CLI),
+# in a code span or at the start of a line of a code block.
+RUNBOOK_COMMAND = re.compile(
+    r"(?:^[ \t]*|(?<=`))(?:mintsaga|python starter\.py) ([^`\n#]*)", re.MULTILINE
+)
+
+
 def runbook_commands() -> list[list[str]]:
-    """Every `python starter.py ...` command in the runbook, split as a shell would; a synopsis
-    (`breaker open\\|close NAME [--force]`) gives each alternative, without its optional parts."""
+    """Every `mintsaga ...` (or `python starter.py ...`) command in the runbook, split as a shell
+    would; a synopsis (`breaker open\\|close NAME [--force]`) gives each alternative, without its
+    optional parts."""
     commands = []
-    for match in re.finditer(r"python starter\.py ([^`\n#]*)", RUNBOOK.read_text()):
+    for match in RUNBOOK_COMMAND.finditer(RUNBOOK.read_text()):
         synopsis = re.split(r"\s>\s", match.group(1))[0]  # not a shell redirection after it
         synopsis = re.sub(r"\[[^\]]*\]", "", synopsis).replace("\\|", "|")
         words = [word.split("|") if "|" in word else [word] for word in shlex.split(synopsis)]
@@ -338,7 +346,7 @@ def test_every_starter_command_in_the_runbook_parses() -> None:
         try:
             cli.parse_args(argv)
         except SystemExit as exc:  # argparse's way of refusing
-            raise AssertionError(f"runbook command does not parse: starter.py {argv}") from exc
+            raise AssertionError(f"runbook command does not parse: mintsaga {argv}") from exc
 
 
 def test_the_runbook_has_every_section_the_alerts_link_to() -> None:

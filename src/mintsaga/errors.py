@@ -41,6 +41,9 @@ class ServiceError(Exception):
         retry_after: seconds the service asked us to wait (Retry-After), if it said.
         connected: the failure came after a connection to the service was made (a query cut
             off mid-way): a breaker rule that counts connection failures leaves it out.
+        endpoint_healthy: the endpoint answered as a healthy one does, about the request (an
+            expired blockhash, a rejected transaction, an underfunded wallet): not the
+            endpoint's fault, so its circuit breaker counts a success.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class ServiceError(Exception):
         endpoint: str | None = None,
         retry_after: float | None = None,
         connected: bool = False,
+        endpoint_healthy: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -64,6 +68,7 @@ class ServiceError(Exception):
         self.endpoint = redact_url(endpoint) if endpoint else None
         self.retry_after = retry_after
         self.connected = connected
+        self.endpoint_healthy = endpoint_healthy
 
     @property
     def retryable(self) -> bool:

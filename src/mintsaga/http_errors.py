@@ -75,7 +75,8 @@ def response_detail(response: httpx.Response) -> str:
         if isinstance(error, str):
             return error[:_MAX_DETAIL]
         if isinstance(body.get("Message"), str):  # Kubo: {"Message", "Code", "Type"}
-            return body["Message"][:_MAX_DETAIL]
+            message: str = body["Message"]
+            return message[:_MAX_DETAIL]
     return json.dumps(body)[:_MAX_DETAIL]
 
 

@@ -39,6 +39,7 @@ from temporalio.worker import (
 )
 
 from mintsaga import temporal_client
+from mintsaga.activities.call_hooks import install_call_hooks
 from mintsaga.activities.database import DatabaseActivities
 from mintsaga.activities.health import HealthActivities
 from mintsaga.activities.ipfs import IpfsActivities
@@ -49,13 +50,9 @@ from mintsaga.api.health import interval_from_env as health_interval_from_env
 from mintsaga.api.health import maintain_health_schedule
 from mintsaga.codec import data_converter_from_env
 from mintsaga.db.mint_store import MintStore
-from mintsaga.db.runtime_config import (
-    RuntimeConfigStore,
-    RuntimeConfigWatcher,
-    RuntimeSettings,
-    describe_changes,
-    solana_endpoints_for,
-)
+from mintsaga.db.runtime_config import RuntimeConfigStore
+from mintsaga.db.runtime_settings import RuntimeSettings, describe_changes, solana_endpoints_for
+from mintsaga.db.runtime_watcher import RuntimeConfigWatcher
 from mintsaga.errors import redact_url
 from mintsaga.ipfs.gateways import GatewayReader
 from mintsaga.ipfs.images import ImageLoader
@@ -98,6 +95,7 @@ async def mint_activities(
 
     One circuit breaker per endpoint, shared by every activity of this worker (`breakers`).
     """
+    install_call_hooks()
     payer = load_keypair_file(settings.mint_authority_keypair)
     seed = parse_seed(settings.mint_key_seed.get_secret_value())
     breakers = breakers or BreakerRegistry(on_transition=record_breaker_transition)
@@ -177,29 +175,7 @@ async def mint_activities(
                         name="system wallet",
                     )
                 )
-            yield [
-                ipfs.check_ipfs,
-                ipfs.compute_image_cid,
-                ipfs.upload_image,
-                ipfs.upload_metadata,
-                ipfs.check_gateways,
-                ipfs.release_pins,
-                database.check_database,
-                database.claim_mint,
-                database.record_uploads,
-                database.record_minted,
-                database.finish_mint,
-                database.rollback_mint,
-                solana.check_rpc,
-                solana.prepare_transaction,
-                solana.send_transaction,
-                solana.await_confirmation,
-                verification.verify_nft,
-                verification.check_partner_view,
-                verification.check_db_consistency,
-                runtime_steps.wait_out_maintenance,
-                *health.activities(),
-            ]
+            yield activities_of(ipfs, database, solana, verification, runtime_steps, health)
         finally:
             await samplers.aclose()
             await watcher.stop()  # before the store: it shares the pool
@@ -261,6 +237,18 @@ async def connect_temporal(settings: Settings) -> Client:
 
 def activity_name(fn: Callable[..., Any]) -> str:
     return activity._Definition.must_from_callable(fn).name or fn.__name__
+
+
+def activities_of(*instances: object) -> list[Callable[..., Any]]:
+    """Every activity of `instances`: each method its class declares with `@activity.defn`,
+    bound to it. A class's activities are listed once, there (tests/test_steps.py checks that
+    they are exactly the workflows' steps)."""
+    return [
+        getattr(instance, name)
+        for instance in instances
+        for name, member in vars(type(instance)).items()
+        if activity._Definition.from_callable(member) is not None
+    ]
 
 
 def _pollers(pollers: Pollers) -> PollerBehavior:

@@ -5,11 +5,12 @@ Each activity returns rows `(check, target, ok, latency_s, detail)` and sets thi
 dependency is a row with `ok=False`, never a failed activity.
 
 The probes go around the circuit breakers: they use clients built without the product's
-`BreakerRegistry` (Solana: plain JSON-RPC posts per endpoint). So an open breaker does not hide
-an endpoint's health (the probe still asks it), a half-open breaker's few trial calls are left
-to the mints that need them to close it, and a failing probe never counts towards opening a
-breaker that mints depend on. What the breakers think is reported by `mintsaga_breaker_state`,
-which probes never touch; their calls are counted in `mintsaga_requests_total` like any other.
+`BreakerRegistry` (Solana: the product's `SolanaRpc` with `guarded=False`, one endpoint per
+call). So an open breaker does not hide an endpoint's health (the probe still asks it), a
+half-open breaker's few trial calls are left to the mints that need them to close it, and a
+failing probe never counts towards opening a breaker that mints depend on. What the breakers
+think is reported by `mintsaga_breaker_state`, which probes never touch; their calls are counted
+in `mintsaga_requests_total` like any other.
 
 A gauge set here disappears `STALE_AFTER_S` after its last update unless a newer probe on this
 worker refreshes it: with several workers, whichever runs the scheduled probe reports it, and a
@@ -29,19 +30,26 @@ import asyncpg
 import httpx
 from temporalio import activity
 
-from mintsaga.db.mint_store import MintStore, endpoint_and_secrets
+from mintsaga.db.errors import endpoint_and_secrets
+from mintsaga.db.mint_store import MintStore
 from mintsaga.errors import ServiceError, redact_url
 from mintsaga.ipfs.cid import DEFAULT_CID_VERSION, compute_cid
 from mintsaga.ipfs.gateways import GatewayReader
 from mintsaga.ipfs.kubo import KuboClient
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.uploads import IpfsUploader
-from mintsaga.observability.calls import observed_call
 from mintsaga.observability.metrics import HEALTH_LATENCY, HEALTH_UP, RPC_SLOT_LAG
 from mintsaga.settings import Settings
-from mintsaga.solana.rpc import SERVICE as SOLANA
-from mintsaga.solana.rpc import classify_error, classify_rpc_error
-from mintsaga.workflows.health import HealthRow, ProbeOut
+from mintsaga.solana.rpc import SolanaRpc
+from mintsaga.workflows.health import (
+    HEALTH_IPFS_ROUNDTRIP,
+    HEALTH_PINATA,
+    HEALTH_POSTGRES,
+    HEALTH_SOLANA,
+    HEALTH_UNPIN,
+    HealthRow,
+    ProbeOut,
+)
 
 T = TypeVar("T")
 
@@ -157,33 +165,26 @@ class HealthActivities:
             http=http,
         )
 
-    def activities(self) -> list[Callable[..., Any]]:
-        return [
-            self.health_solana,
-            self.health_postgres,
-            self.health_pinata,
-            self.health_ipfs_roundtrip,
-            self.health_unpin,
-        ]
-
     # -- Solana: getHealth and the slot, per endpoint ----------------------------------------
 
-    @activity.defn(name="health_solana")
+    @activity.defn(name=HEALTH_SOLANA.name)
     async def health_solana(self) -> ProbeOut:
         """`getHealth` and the confirmed slot of every endpoint; lag = highest slot - its slot."""
         urls = list(dict.fromkeys(self._solana_urls()))
         names = [redact_url(url) for url in urls]
+        async with SolanaRpc(urls, timeout=self._solana_timeout_s, guarded=False) as rpc:
 
-        async def one(url: str, name: str) -> tuple[int | None, BaseException | None, float]:
-            async def call() -> int:
-                health = await self._rpc(url, name, "getHealth")
-                if health != "ok":
-                    raise ValueError(f"getHealth answered {str(health)[:50]!r}")
-                return int(await self._rpc(url, name, "getSlot", [{"commitment": "confirmed"}]))
+            async def one(index: int) -> tuple[int | None, BaseException | None, float]:
+                async def call() -> int:
+                    health = await rpc.call("getHealth", only=[index])
+                    if health != "ok":
+                        raise ValueError(f"getHealth answered {str(health)[:50]!r}")
+                    confirmed = [{"commitment": "confirmed"}]
+                    return int(await rpc.call("getSlot", confirmed, only=[index]))
 
-            return await _timed(call)
+                return await _timed(call)
 
-        answers = await asyncio.gather(*(one(u, n) for u, n in zip(urls, names, strict=True)))
+            answers = await asyncio.gather(*(one(index) for index in range(len(urls))))
         slots = [slot for slot, _, _ in answers if slot is not None]
         highest = max(slots, default=None)
         rows = []
@@ -211,34 +212,9 @@ class HealthActivities:
         publish(rows)
         return ProbeOut(rows=rows)
 
-    async def _rpc(self, url: str, name: str, method: str, params: list[Any] | None = None) -> Any:
-        """One JSON-RPC call to one endpoint, classified like `SolanaRpc`'s, but not through
-        `SolanaRpc` (whose breakers, even a throw-away registry's, report their state under the
-        endpoint's name: a probe would overwrite `mintsaga_breaker_state`). Counted in the
-        request metrics like any call (`observed_call`)."""
-        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}
-        with observed_call(SOLANA, name, method):
-            try:
-                response = await self._http.post(url, json=body, timeout=self._solana_timeout_s)
-                response.raise_for_status()
-                answer = response.json()
-                error = answer.get("error")
-                if error is None:
-                    return answer["result"]
-            except (httpx.HTTPError, ValueError, KeyError, AttributeError) as exc:
-                # The URL may hold an API key: only `name` (redacted) goes into the error.
-                raise classify_error(exc, endpoint=name, method=method) from None
-            raise classify_rpc_error(
-                error.get("code", 0),
-                str(error.get("message", "")),
-                error.get("data"),
-                endpoint=name,
-                method=method,
-            )
-
     # -- Postgres: SELECT 1 ---------------------------------------------------------------------
 
-    @activity.defn(name="health_postgres")
+    @activity.defn(name=HEALTH_POSTGRES.name)
     async def health_postgres(self) -> ProbeOut:
         _, error, latency = await _timed(self._store.health)
         row = HealthRow(
@@ -253,7 +229,7 @@ class HealthActivities:
 
     # -- Pinata: testAuthentication -------------------------------------------------------------
 
-    @activity.defn(name="health_pinata")
+    @activity.defn(name=HEALTH_PINATA.name)
     async def health_pinata(self) -> ProbeOut:
         _, error, latency = await _timed(self._pinata.test_authentication)
         row = HealthRow(
@@ -268,7 +244,7 @@ class HealthActivities:
 
     # -- IPFS: upload a unique blob, fetch it through every gateway, unpin it -----------------
 
-    @activity.defn(name="health_ipfs_roundtrip")
+    @activity.defn(name=HEALTH_IPFS_ROUNDTRIP.name)
     async def health_ipfs_roundtrip(self) -> ProbeOut:
         tag = uuid.uuid4().hex
         data = f"mintsaga health probe {tag}\n".encode()
@@ -342,7 +318,7 @@ class HealthActivities:
             detail=f"served {cid}, verified" if error is None else _describe(error),
         )
 
-    @activity.defn(name="health_unpin")
+    @activity.defn(name=HEALTH_UNPIN.name)
     async def health_unpin(self, cid: str) -> None:
         """Unpin a health-probe CID everywhere; raises (and is retried) while a provider fails."""
         async with asyncio.timeout(PROBE_TIMEOUT_S * 2):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from temporalio import activity
 
@@ -32,3 +33,21 @@ async def heartbeating(interval_s: float = INTERVAL_S) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def attempt_time_left() -> float:
+    """Seconds the current activity attempt has before its start-to-close timeout (0 outside
+    an activity, or without that timeout): the guard's `GuardHooks.time_left`."""
+    if not activity.in_activity():
+        return 0.0
+    info = activity.info()
+    if info.start_to_close_timeout is None:
+        return 0.0
+    elapsed = (datetime.now(UTC) - info.started_time).total_seconds()
+    return info.start_to_close_timeout.total_seconds() - elapsed
+
+
+def keep_alive() -> None:
+    """Heartbeat when inside an activity (the guard's `GuardHooks.keep_alive`)."""
+    if activity.in_activity():
+        activity.heartbeat()

@@ -19,6 +19,7 @@ from typing import Any
 from temporalio.client import (
     Client,
     Schedule,
+    ScheduleActionExecutionStartWorkflow,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
     ScheduleIntervalSpec,
@@ -28,6 +29,7 @@ from temporalio.client import (
     ScheduleState,
     ScheduleUpdate,
     ScheduleUpdateInput,
+    WorkflowHandle,
 )
 
 from mintsaga.settings import SettingsError
@@ -148,8 +150,14 @@ async def latest_scheduled(
     if not actions:
         return None
     newest = max(actions, key=lambda action: action.started_at)
-    workflow_id = newest.action.workflow_id
-    rows = await client.get_workflow_handle_for(HealthCheck.run, workflow_id).result()
+    action = newest.action
+    if not isinstance(action, ScheduleActionExecutionStartWorkflow):
+        return None  # the schedule only starts workflows; anything else is not ours
+    workflow_id = action.workflow_id
+    handle: WorkflowHandle[HealthCheck, list[HealthRow]] = client.get_workflow_handle_for(
+        HealthCheck.run, workflow_id
+    )
+    rows = await handle.result()
     return workflow_id, list(rows)
 
 

@@ -64,7 +64,9 @@ async def stuck_mints(client: Client) -> list[dict[str, Any]]:
 
 
 async def _stuck_row(client: Client, execution: WorkflowExecution, now: datetime) -> dict[str, Any]:
-    handle = client.get_workflow_handle_for(MintSaga.run, execution.id, run_id=execution.run_id)
+    handle: WorkflowHandle[MintSaga, MintResult] = client.get_workflow_handle_for(
+        MintSaga.run, execution.id, run_id=execution.run_id
+    )
     view, note = await _status_or_none(handle)
     row: dict[str, Any] = {
         "mint_id": execution.id.removeprefix("mint-"),

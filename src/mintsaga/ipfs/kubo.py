@@ -86,7 +86,7 @@ class KuboClient:
         if cid is None:
             raise bad_answer("add answered without a Hash", service=SERVICE, endpoint=self.api_url)
         log.info("kubo added", extra={"endpoint": self.api_url, "cid": cid, "pinned": pin})
-        return cid
+        return str(cid)
 
     async def pin_rm(self, cid: str) -> bool:
         """Remove the recursive pin on ``cid``; False when it was not pinned (idempotent)."""

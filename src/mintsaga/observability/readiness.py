@@ -199,7 +199,8 @@ def health_app(readiness: Readiness, metrics: Callable[..., Any] | None = None) 
                 ],
             )
             return [data]
-        return metrics(environ, start_response)
+        answer: Iterable[bytes] = metrics(environ, start_response)
+        return answer
 
     return app
 

@@ -7,31 +7,94 @@ whose attempt has the time, it waits for the soonest half-open time (`wait_for_h
 tries again, so a refusal by our own breaker does not spend one of the step's attempts; without
 the time, the activity fails and its next attempt waits for that half-open time instead of
 hammering. Outcomes are recorded with their latency; a failure that says nothing about the
-endpoint (a permanent error: a bad request, a rejected transaction) is recorded as neutral.
+endpoint (a permanent error: a bad request) is recorded as neutral, and an answer a healthy
+endpoint gives about the request (`ServiceError.endpoint_healthy`: an expired blockhash, a
+rejected transaction) as a success.
+
+Plain Python: what the guard needs from its surroundings arrives as `GuardHooks`, installed
+once by the composition root (`mintsaga.worker.install_call_hooks`): the time left in the
+current attempt (a Temporal activity's deadline), a keep-alive while a queued call waits (its
+heartbeat), and the observers of calls, HTTP answers and breaker states (spans and metrics).
+Without them (a script, a unit test) a call is not queued and nothing is observed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import TypeVar
 
-from temporalio import activity
-
 from mintsaga.errors import ErrorKind, ServiceError
-from mintsaga.observability.calls import observed_call, record_http_call
-from mintsaga.observability.metrics import record_breaker_state
 from mintsaga.resilience.breaker import BreakerState, CircuitBreaker
 
 T = TypeVar("T")
 
-# Answers a healthy endpoint gives about the request, not about itself.
-HEALTHY_ANSWERS = frozenset(
-    {"AlreadyProcessed", "BlockhashNotFound", "SystemWalletUnderfunded", "TransactionRejected"}
-)
+
+def _no_time() -> float:
+    return 0.0
+
+
+def _nothing() -> None:
+    return None
+
+
+def _unobserved_call(
+    service: str, endpoint: str | None, operation: str | None
+) -> AbstractContextManager[object]:
+    return contextlib.nullcontext()
+
+
+def _unobserved_http(
+    service: str, endpoint: str | None, status: int | None, latency_s: float, operation: str | None
+) -> None:
+    return None
+
+
+def _unobserved_breaker(name: str, state: BreakerState) -> None:
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardHooks:
+    """What a guarded call needs from where it runs; the defaults do nothing.
+
+    Attributes:
+        time_left: seconds the current attempt has left (0: not inside one; a refused call is
+            then not queued but fails at once).
+        keep_alive: called at least every `HEARTBEAT_EVERY_S` while a queued call waits.
+        observe_call: a context manager around each call (service, endpoint, operation).
+        observe_http: one HTTP answer judged (service, endpoint, status, latency, operation).
+        observe_breaker: a breaker's state after a call (name, state).
+    """
+
+    time_left: Callable[[], float] = _no_time
+    keep_alive: Callable[[], None] = _nothing
+    observe_call: Callable[[str, str | None, str | None], AbstractContextManager[object]] = (
+        _unobserved_call
+    )
+    observe_http: Callable[[str, str | None, int | None, float, str | None], None] = (
+        _unobserved_http
+    )
+    observe_breaker: Callable[[str, BreakerState], None] = _unobserved_breaker
+
+
+_hooks = GuardHooks()
+
+
+def install(hooks: GuardHooks) -> GuardHooks:
+    """Use `hooks` from now on, in this process; returns the ones they replace."""
+    global _hooks
+    replaced, _hooks = _hooks, hooks
+    return replaced
+
+
+def installed() -> GuardHooks:
+    return _hooks
 
 
 def service_prefix(service: str) -> str:
@@ -66,15 +129,8 @@ HEARTBEAT_EVERY_S = 2.0
 
 
 def attempt_time_left() -> float:
-    """Seconds the current activity attempt has before its start-to-close timeout (0 outside
-    an activity, or without that timeout)."""
-    if not activity.in_activity():
-        return 0.0
-    info = activity.info()
-    if info.start_to_close_timeout is None:
-        return 0.0
-    elapsed = (datetime.now(UTC) - info.started_time).total_seconds()
-    return info.start_to_close_timeout.total_seconds() - elapsed
+    """Seconds the current attempt has left (`GuardHooks.time_left`; 0 outside one)."""
+    return _hooks.time_left()
 
 
 async def wait_for_half_open(
@@ -94,7 +150,7 @@ async def wait_for_half_open(
     if wait + QUEUE_MARGIN_S > attempt_time_left():
         return False
     while wait > 0:
-        activity.heartbeat()
+        _hooks.keep_alive()
         await asyncio.sleep(min(wait, HEARTBEAT_EVERY_S))
         wait -= HEARTBEAT_EVERY_S
     return True
@@ -114,12 +170,13 @@ async def through(
 
     `admitted`: the caller already asked `breaker.allow()` (a pool skipping open endpoints);
     asking twice would spend two of a half-open breaker's probes. Every call that runs gets a
-    span and request metrics (`observability.calls`), labelled with `endpoint` (default: the
+    span and request metrics (`GuardHooks.observe_call`), labelled with `endpoint` (default: the
     breaker's name) and named after `operation` (an RPC method, say).
     """
     label = endpoint or (breaker.name if breaker is not None else None)
+    observe = _hooks.observe_call
     if breaker is None:
-        with observed_call(service, label, operation):
+        with observe(service, label, operation):
             return await call()
     if not admitted:
         while not breaker.allow():
@@ -128,10 +185,10 @@ async def through(
     started = clock()
     try:
         try:
-            with observed_call(service, label, operation):
+            with observe(service, label, operation):
                 result = await call()
         except ServiceError as exc:
-            if exc.code in HEALTHY_ANSWERS:
+            if exc.endpoint_healthy:
                 breaker.record_success(clock() - started)
             else:
                 breaker.record_failure(retriable=exc.retryable, streak=not exc.connected)
@@ -142,7 +199,7 @@ async def through(
         breaker.record_success(clock() - started)
         return result
     finally:
-        record_breaker_state(breaker.name, breaker.state)
+        _hooks.observe_breaker(breaker.name, breaker.state)
 
 
 def admit(breaker: CircuitBreaker | None, service: str) -> None:
@@ -162,16 +219,16 @@ def record_http(
 ) -> None:
     """Judge an HTTP endpoint by its answer: no answer, 408, 429 and 5xx count against it.
 
-    With `service`, the call also gets its span and request metrics (`observability.calls`),
+    With `service`, the call also gets its span and request metrics (`GuardHooks.observe_call`),
     labelled with `endpoint` (default: the breaker's name).
     """
     if service is not None:
         label = endpoint or (breaker.name if breaker is not None else None)
-        record_http_call(service, label, status, latency_s, operation)
+        _hooks.observe_http(service, label, status, latency_s, operation)
     if breaker is None:
         return
     if status is None or status >= 500 or status in (408, 429):
         breaker.record_failure()
     else:
         breaker.record_success(latency_s)
-    record_breaker_state(breaker.name, breaker.state)
+    _hooks.observe_breaker(breaker.name, breaker.state)

@@ -139,8 +139,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None
-        if when is None:
-            return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return max(0.0, seconds)
 
@@ -154,6 +152,8 @@ def _error(
     message: str,
     endpoint: str | None,
     retry_after: float | None = None,
+    *,
+    endpoint_healthy: bool = False,
 ) -> ServiceError:
     return ServiceError(
         message,
@@ -162,6 +162,7 @@ def _error(
         code=code,
         endpoint=endpoint,
         retry_after=retry_after,
+        endpoint_healthy=endpoint_healthy,
     )
 
 
@@ -213,6 +214,7 @@ def classify_rpc_error(
             f"{where}{message} (the transaction's blockhash is unknown to this node or "
             "expired; re-sign only once it has expired and the signature is unknown)",
             endpoint,
+            endpoint_healthy=True,
         )
     if err_name == "AlreadyProcessed" or "already been processed" in lowered:
         # Not a failure of the send: the same signed bytes already landed. PERMANENT only so
@@ -222,6 +224,7 @@ def classify_rpc_error(
             "AlreadyProcessed",
             f"{where}{message}",
             endpoint,
+            endpoint_healthy=True,
         )
     if (code == PREFLIGHT_FAILURE or err is not None) and _is_underfunded(err, text):
         who = f"system wallet {fee_payer}" if fee_payer else "system wallet (the fee payer)"
@@ -232,6 +235,7 @@ def classify_rpc_error(
             f"{where}the {who} has too few lamports for this transaction ({shortfall}); "
             "fund it, then retry",
             endpoint,
+            endpoint_healthy=True,
         )
     if code in RATE_LIMIT_CODES or "rate limit" in lowered or "too many requests" in lowered:
         return _error(ErrorKind.RATE_LIMITED, "SolanaRateLimited", f"{where}{message}", endpoint)
@@ -244,6 +248,7 @@ def classify_rpc_error(
             "TransactionRejected",
             f"{where}{message} (err={err!r}){tail}",
             endpoint,
+            endpoint_healthy=True,
         )
     if code == NODE_UNHEALTHY:
         return _error(ErrorKind.TRANSIENT, "NodeBehind", f"{where}{message}", endpoint)
@@ -424,7 +429,9 @@ class SolanaRpc:
     """One ``AsyncClient`` per endpoint, tried in order within each call.
 
     ``timeout`` caps one attempt at one endpoint, end to end. Use as an async context manager,
-    or call ``close()``.
+    or call ``close()``. ``guarded=False``: no circuit breakers at all (the health probes: an
+    open breaker must not hide an endpoint's health, and a probe must not count towards
+    opening one); calls are still classified and observed like any other.
     """
 
     def __init__(
@@ -433,8 +440,10 @@ class SolanaRpc:
         *,
         timeout: float = 10,
         breakers: BreakerRegistry | None = None,
+        guarded: bool = True,
     ) -> None:
         self._timeout = timeout
+        self._guarded = guarded
         self.breakers = breakers or BreakerRegistry()
         self._endpoints = self._connect(endpoints)
 
@@ -539,8 +548,8 @@ class SolanaRpc:
             skipped: list[CircuitBreaker] = []
             for index in order:
                 endpoint = self._endpoints[index]
-                breaker = self.breaker(index)
-                if not breaker.allow():
+                breaker = self.breaker(index) if self._guarded else None
+                if breaker is not None and not breaker.allow():
                     skipped.append(breaker)
                     continue
 
@@ -557,7 +566,14 @@ class SolanaRpc:
                 if last is not None:
                     record_failover(SERVICE)  # the previous endpoint failed retryably
                 try:
-                    return await through(breaker, SERVICE, attempt, admitted=True, operation=method)
+                    return await through(
+                        breaker,
+                        SERVICE,
+                        attempt,
+                        admitted=True,
+                        endpoint=endpoint.name,
+                        operation=method,
+                    )
                 except ServiceError as error:
                     if not error.retryable:
                         raise

@@ -26,7 +26,7 @@ from temporalio.worker import Replayer
 import mintsaga.activities.health as health_activities
 from devstack.config import SOLANA_ENDPOINTS, StackConfig
 from mintsaga.api import health as health_checks
-from mintsaga.db.mint_store import endpoint_and_secrets
+from mintsaga.db.errors import endpoint_and_secrets
 from mintsaga.errors import redact_url
 from mintsaga.observability.metrics import BREAKER_STATE, record_breaker_state, sample_value
 from mintsaga.resilience.breaker import BreakerRegistry

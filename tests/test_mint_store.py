@@ -21,17 +21,12 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from devstack.config import StackConfig
-from mintsaga.db.mint_store import (
-    CONNECTION_LOST,
-    IN_PROGRESS_INDEX,
-    MintRow,
-    MintStage,
-    MintStore,
-    Pin,
-    classify_error,
-    endpoint_and_secrets,
-)
+from mintsaga.db.errors import IN_PROGRESS_INDEX, classify_error, endpoint_and_secrets
+from mintsaga.db.executor import CONNECTION_LOST
+from mintsaga.db.mint_store import MintStore
+from mintsaga.db.rows import MintRow, Pin
 from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.stages import MintStage
 from tests.saga_support import faults_fired
 
 pytestmark = pytest.mark.integration

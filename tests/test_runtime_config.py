@@ -25,15 +25,15 @@ from pydantic import ValidationError
 
 from devstack.config import StackConfig
 from mintsaga.db.migrate import MIGRATIONS_DIR
-from mintsaga.db.runtime_config import (
+from mintsaga.db.runtime_config import RuntimeConfigStore
+from mintsaga.db.runtime_settings import (
     OVERRIDES,
     RuntimeConfigError,
-    RuntimeConfigStore,
-    RuntimeConfigWatcher,
     RuntimeSettings,
     describe_changes,
     solana_endpoints_for,
 )
+from mintsaga.db.runtime_watcher import RuntimeConfigWatcher
 from mintsaga.errors import ErrorKind, ServiceError
 from tests.saga_support import Ran, run_starter
 

@@ -24,7 +24,9 @@ from temporalio.testing import ActivityEnvironment
 
 from devstack.config import StackConfig
 from mintsaga.activities.ipfs import IpfsActivities
-from mintsaga.db.mint_store import _PIN_LOCK_CLASS, MintStore, Pin
+from mintsaga.db.mint_store import MintStore
+from mintsaga.db.pins import _PIN_LOCK_CLASS
+from mintsaga.db.rows import Pin
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.ipfs.cid import compute_cid
 from mintsaga.ipfs.gateways import GatewayReader

@@ -6,7 +6,7 @@ import asyncio
 
 from temporalio import activity
 
-from mintsaga.db.runtime_config import RuntimeConfigWatcher
+from mintsaga.db.runtime_watcher import RuntimeConfigWatcher
 from mintsaga.workflows import activity_models as io
 
 POLL_S = 1.0

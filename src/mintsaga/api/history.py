@@ -28,7 +28,7 @@ from temporalio.client import WorkflowExecutionDescription, WorkflowHandle
 from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 
-from mintsaga.db.mint_store import Event
+from mintsaga.db.rows import Event
 from mintsaga.errors import redact_url
 from mintsaga.workflows.models import MintResult, RetryOverrides
 

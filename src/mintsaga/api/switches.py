@@ -14,11 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mintsaga.api.errors import StarterError
-from mintsaga.db.runtime_config import (
-    RuntimeConfigStore,
-    SettingChange,
-    solana_endpoints_for,
-)
+from mintsaga.db.runtime_config import RuntimeConfigStore
+from mintsaga.db.runtime_settings import SettingChange, solana_endpoints_for
 from mintsaga.errors import redact_url
 from mintsaga.settings import SettingsError, secret_from_env
 

@@ -1,1 +1,2 @@
-"""Postgres: the mint store, the runtime settings store and their schema migrations."""
+"""Postgres: the mint store, the runtime settings store, the executor they share and the schema
+migrations."""

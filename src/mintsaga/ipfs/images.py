@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -48,6 +49,10 @@ CONTENT_TYPES = {
 _REDIRECTS = {301, 302, 303, 307, 308}
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+# Where set (the devstack), http and private hosts are fetched too (`url_problem`).
+PRIVATE_URLS_SETTING = "MINT_IMAGE_ALLOW_PRIVATE_URLS"
 
 
 class ImageRefLike(Protocol):
@@ -97,6 +102,52 @@ def is_link_local(address: str) -> bool:
     No image lives there, so these are refused even when private hosts are allowed.
     """
     return _ip(address).is_link_local
+
+
+def url_problem(url: str, *, allow_private: bool) -> str | None:
+    """What is wrong with an image URL before any request (None: nothing), the one policy for
+    the API's check before a mint starts and the worker's: only https, to a host that is not a
+    loopback, private or link-local address literal (or `localhost`); with `allow_private` (the
+    devstack, MINT_IMAGE_ALLOW_PRIVATE_URLS) http and private hosts pass, link-local never does.
+    Host names are checked again by the loader, every address of every hop."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    if parts.scheme not in ("https", "http"):
+        return f"must be an https URL, not {parts.scheme or 'schemeless'}"
+    if not host:
+        return "has no host"
+    if parts.scheme == "http" and not allow_private:
+        return f"must be https (http is for the devstack only: {PRIVATE_URLS_SETTING})"
+    address = _address_literal(host)
+    if address is not None and is_link_local(address):
+        return f"host {host} is link-local (cloud metadata lives there); it is never fetched"
+    if allow_private:
+        return None
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"host {host} is loopback; only public hosts may be fetched"
+    if address is not None and not is_public_address(address):
+        return (
+            f"host {host} is a loopback, private or reserved address;"
+            " only public hosts may be fetched"
+        )
+    return None
+
+
+def _address_literal(host: str) -> str | None:
+    """The IP address a host literal spells (127.1 and 2130706433 too, as resolvers read them)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if all(c in "0123456789abcdefx." for c in host.lower()):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
 
 
 async def resolve_host(host: str, port: int) -> list[str]:

@@ -50,7 +50,7 @@ lint: venv
 	$(BIN)/python -m ruff format --check .
 
 # The chaos suite (issue 5): N mints under every fault kind, then the invariant checker.
-# CI runs this small version; the README shows a long run (e.g. CHAOS_MINTS=2000 CHAOS_DURATION=900).
+# CI runs this small version; docs/testing.md shows a long run (e.g. CHAOS_MINTS=2000 CHAOS_DURATION=900).
 CHAOS_MINTS ?= 40
 CHAOS_SEED ?= 1
 CHAOS_DURATION ?= 60

@@ -2,7 +2,7 @@
 
 `serve` runs the codec server (codec/server.py) with MINTSAGA_CODEC_KEYS, MINTSAGA_CODEC_TOKEN and
 MINTSAGA_CODEC_UI_ORIGIN from the environment; `keygen` prints a new `KEY_ID:BASE64_KEY` pair for
-MINTSAGA_CODEC_KEYS (README, "Payload encryption", has the rotation procedure).
+MINTSAGA_CODEC_KEYS (docs/payload-encryption.md, "Rotating a key", has the procedure).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The mint keypair is derived, not generated: HKDF-SHA256 over the worker's ``MINT_KEY_SEED``
 with ``mint_id`` as the context. The same request therefore always targets the same mint
-address, so a retried or duplicated mint can never create a second NFT (DESIGN.md,
+address, so a retried or duplicated mint can never create a second NFT (docs/design.md,
 "Idempotency"). Nothing here ever puts key bytes or the seed into an error message.
 """
 

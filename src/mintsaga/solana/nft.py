@@ -5,7 +5,7 @@ and the associated-token program), so the same instructions land on the local de
 devnet and mainnet. The token instructions are encoded here by hand: their layouts are small
 and fixed, and this keeps the product free of an SPL client dependency.
 
-Instruction order (see DESIGN.md, "The NFT"):
+Instruction order (see docs/design.md, "The NFT"):
 
 1. ``system_program.create_account`` for the mint, with ``space`` for the mint plus the
    pointer extension (234 bytes) but lamports for the final size: the metadata TLV is added

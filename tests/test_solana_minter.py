@@ -26,7 +26,8 @@ from solders.transaction import VersionedTransaction
 from devstack.config import StackConfig
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.solana.fees import FALLBACK_COMPUTE_UNIT_LIMIT
-from mintsaga.solana.minter import SignedMint, SolanaMinter
+from mintsaga.solana.minter import SolanaMinter
+from mintsaga.solana.prepare import SignedMint
 from mintsaga.solana.rpc import SolanaRpc
 
 pytestmark = pytest.mark.integration

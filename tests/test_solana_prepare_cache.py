@@ -16,7 +16,8 @@ import pytest
 from devstack.config import StackConfig
 from mintsaga.errors import ServiceError
 from mintsaga.solana.cache import SharedCache
-from mintsaga.solana.minter import BLOCKHASH_REUSE_S, RENT_TTL_S, SolanaMinter
+from mintsaga.solana.minter import SolanaMinter
+from mintsaga.solana.prepare import BLOCKHASH_REUSE_S, RENT_TTL_S
 from mintsaga.solana.rpc import SolanaRpc
 from tests.test_solana_minter import (
     ENDPOINTS,

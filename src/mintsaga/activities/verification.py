@@ -13,7 +13,8 @@ from mintsaga.activities.failures import classified, permanent
 from mintsaga.db.mint_store import MintStore
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.ipfs.gateways import GatewayReader
-from mintsaga.solana.minter import NftState, SolanaMinter
+from mintsaga.solana.minter import SolanaMinter
+from mintsaga.solana.nft_state import NftState
 from mintsaga.stages import MintStage
 from mintsaga.workflows import activity_models as io
 

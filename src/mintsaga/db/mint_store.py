@@ -243,7 +243,7 @@ class MintStore(PinsMixin, SubmissionsMixin):
         payload = json.dumps(detail or {}, default=str, sort_keys=True)
 
         async def work(conn: asyncpg.Connection) -> bool:
-            return await conn.fetchval(
+            exists: bool = await conn.fetchval(
                 """WITH ins AS (
                        INSERT INTO mint_events (mint_id, stage, event_key, detail)
                        SELECT mint_id, $2::text, $3::text, $4::jsonb FROM mints
@@ -256,6 +256,7 @@ class MintStore(PinsMixin, SubmissionsMixin):
                 event_key,
                 payload,
             )
+            return exists
 
         if not await self._db.run(work):
             raise permanent("UnknownMint", f"mint {mint_id} was never claimed", self._endpoint)

@@ -180,7 +180,7 @@ class SettingChange(BaseModel):
 
     @property
     def changed(self) -> bool:
-        return self.old != self.new
+        return bool(self.old != self.new)
 
     def describe(self) -> str:
         label = self.key

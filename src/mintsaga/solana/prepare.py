@@ -1,0 +1,364 @@
+"""Building and signing the one-transaction NFT, without sending it (DESIGN.md, "The NFT").
+
+``MintPreparer.prepare`` bids a priority fee, fetches the rent and a blockhash, simulates the
+transaction for its compute units, and signs it with the system wallet and the mint's keypair.
+The rent (``RENT_TTL_S``) and the latest blockhash (``BLOCKHASH_REUSE_S``) are kept for a while,
+so a burst of mints costs one fetch of each. The minter (``solana/minter.py``) adds sending and
+reading back on top.
+
+The mint keypair comes from ``MINT_KEY_SEED`` and ``mint_id`` (solana/mint_keys.py), so the
+same mint_id always targets the same address and a second NFT for it cannot exist. No key
+material or seed appears in an exception, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.message import MessageV0
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import VersionedTransaction
+
+from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.settings import DEFAULT_PRIORITY_FEE_CAP, DEFAULT_PRIORITY_FEE_PERCENTILE
+from mintsaga.solana.cache import SharedCache
+from mintsaga.solana.fees import (
+    FALLBACK_COMPUTE_UNIT_LIMIT,
+    MAX_COMPUTE_UNIT_LIMIT,
+    compute_unit_limit,
+    parse_recent_fees,
+    priority_fee_from_recent,
+)
+from mintsaga.solana.mint_keys import MIN_SEED_BYTES, SEED_SETTING, derive_mint_keypair
+from mintsaga.solana.nft import (
+    associated_token_address,
+    build_nft_instructions,
+    nft_mint_account_size,
+)
+from mintsaga.solana.rpc import PREFLIGHT_FAILURE, SERVICE, SolanaRpc, classify_rpc_error
+
+__all__ = [
+    "BLOCKHASH_REUSE_S",
+    "COMMITMENT",
+    "MAX_TRANSACTION_SIZE",
+    "RENT_TTL_S",
+    "MintPreparer",
+    "SignedMint",
+]
+
+log = logging.getLogger(__name__)
+
+COMMITMENT = "confirmed"  # what every read, simulation and send of the minter asks for
+MAX_TRANSACTION_SIZE = 1232  # bytes on the wire (a packet minus headers)
+# A blockhash lives 150 blocks (~60 s): reusing one for 2 s leaves a transaction almost all of
+# its life. Rent changes only with a cluster feature change.
+BLOCKHASH_REUSE_S = 2.0
+RENT_TTL_S = 600.0
+
+
+@dataclass(frozen=True)
+class SignedMint:
+    """A signed NFT transaction, ready to send and re-send as the same bytes."""
+
+    signature: str
+    tx_base64: str
+    blockhash: str
+    last_valid_block_height: int
+    mint_address: str
+    priority_fee_micro_lamports: int = 0  # the SetComputeUnitPrice it carries (0: none)
+    compute_unit_limit: int = 0  # the SetComputeUnitLimit it carries
+    simulated_units: int | None = None  # what the simulation consumed (None: it fell back)
+
+
+@dataclass
+class _LatestBlockhash:
+    """A ``getLatestBlockhash`` answer, as kept for ``BLOCKHASH_REUSE_S``."""
+
+    blockhash: Hash
+    last_valid_block_height: int
+    signed: set[str] = field(default_factory=set)  # the mint_ids prepare signed on it
+
+
+def _with_budget(
+    instructions: list[Instruction], limit: int, price: int, *, probe: bool = False
+) -> list[Instruction]:
+    """``instructions`` after the ComputeBudget ones (a probe bids price 0, same layout)."""
+    budget = [set_compute_unit_limit(limit)]
+    if price > 0:
+        budget.append(set_compute_unit_price(0 if probe else price))
+    return budget + instructions
+
+
+def _unsigned(message: MessageV0) -> list[Signature]:
+    return [Signature.default()] * message.header.num_required_signatures
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_TRANSACTION_SIZE:
+        raise ServiceError(
+            f"the NFT transaction is {size} bytes, over Solana's {MAX_TRANSACTION_SIZE}; "
+            "shorten name, symbol or uri",
+            service=SERVICE,
+            kind=ErrorKind.PERMANENT,
+            code="TransactionTooLarge",
+        )
+
+
+def _parse_simulation(result: Any) -> dict[str, Any]:
+    value = result["value"]
+    if not isinstance(value, dict) or "err" not in value:
+        raise ValueError("simulateTransaction answered no simulation result")
+    units = value.get("unitsConsumed")
+    if units is not None and (isinstance(units, bool) or not isinstance(units, int)):
+        raise TypeError(f"unitsConsumed {units!r} is not an integer")
+    return value
+
+
+class MintPreparer:
+    """Builds and signs DESIGN.md's NFT with ``payer`` as system wallet, fee payer and update
+    authority; nothing is sent."""
+
+    def __init__(
+        self,
+        rpc: SolanaRpc,
+        payer: Keypair,
+        mint_key_seed: bytes,
+        *,
+        priority_fee_cap: int = DEFAULT_PRIORITY_FEE_CAP,
+        priority_fee_percentile: int = DEFAULT_PRIORITY_FEE_PERCENTILE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``priority_fee_cap`` (micro-lamports per CU) and ``priority_fee_percentile`` are
+        ``SOLANA_PRIORITY_FEE_CAP`` and ``SOLANA_PRIORITY_FEE_PERCENTILE``; ``clock`` ages the
+        kept rent and blockhash (``time.monotonic``; a test's own to step past the windows)."""
+        if len(mint_key_seed) < MIN_SEED_BYTES:
+            raise ValueError(f"{SEED_SETTING} must hold at least {MIN_SEED_BYTES} bytes")
+        if priority_fee_cap < 0:
+            raise ValueError("SOLANA_PRIORITY_FEE_CAP must not be negative")
+        if not 0 <= priority_fee_percentile <= 100:
+            raise ValueError("SOLANA_PRIORITY_FEE_PERCENTILE must be within 0-100")
+        self.rpc = rpc
+        self._payer = payer
+        self._seed = bytes(mint_key_seed)
+        self.priority_fee_cap = priority_fee_cap
+        self.priority_fee_percentile = priority_fee_percentile
+        self._rent: SharedCache[int, int] = SharedCache(RENT_TTL_S, clock=clock)
+        # Keyed by the pool's URLs: after ``SolanaRpc.set_endpoints`` none is reused.
+        self._blockhash: SharedCache[tuple[str, ...], _LatestBlockhash] = SharedCache(
+            BLOCKHASH_REUSE_S, clock=clock
+        )
+
+    def __repr__(self) -> str:
+        # The class's own name (SolanaMinter for the minter); never the seed or a key.
+        return f"{type(self).__name__}(payer={self.payer}, endpoints={self.rpc.endpoints!r})"
+
+    @property
+    def payer(self) -> str:
+        """The system wallet's public key."""
+        return str(self._payer.pubkey())
+
+    def mint_address(self, mint_id: str) -> str:
+        """The mint account ``mint_id`` always targets."""
+        return str(derive_mint_keypair(self._seed, mint_id).pubkey())
+
+    # -- building and signing --------------------------------------------------------------------
+
+    async def priority_fee(
+        self,
+        *,
+        percentile: int = DEFAULT_PRIORITY_FEE_PERCENTILE,
+        cap_micro_lamports: int,
+        resign: int = 0,
+        accounts: Sequence[str] | None = None,
+    ) -> int:
+        """The price (micro-lamports per CU) to bid: clients/solana_fees.py's formula over
+        ``getRecentPrioritizationFees`` for ``accounts`` (default: the system wallet; prepare
+        passes every account the mint transaction writes).
+
+        A node that cannot answer the method (a permanent error) leaves the fee to the
+        formula's empty case; a transient failure of every endpoint is raised, like any read.
+        """
+        addresses = list(accounts) if accounts is not None else [self.payer]
+        try:
+            recent = await self.rpc.call(
+                "getRecentPrioritizationFees", [addresses], parse=parse_recent_fees
+            )
+        except ServiceError as exc:
+            if exc.retryable:
+                raise
+            log.warning("getRecentPrioritizationFees refused (%s): bidding no recent fee", exc.code)
+            recent = []
+        return priority_fee_from_recent(
+            recent, percentile=percentile, cap=cap_micro_lamports, resign=resign
+        )
+
+    async def prepare(
+        self,
+        mint_id: str,
+        *,
+        owner: str,
+        name: str,
+        symbol: str,
+        uri: str,
+        priority_fee_micro_lamports: int | None = None,
+        resign: int = 0,
+    ) -> SignedMint:
+        """Build and sign the NFT transaction for ``mint_id``; nothing is sent.
+
+        The blockhash is the latest at ``confirmed`` (``_latest_blockhash``: shared by the
+        mints prepared within ``BLOCKHASH_REUSE_S``); the transaction can land until the
+        chain passes ``last_valid_block_height``. ``resign`` counts the re-signs after an
+        expired blockhash (each bids a higher fee and gets a fresh blockhash);
+        ``priority_fee_micro_lamports``, when given (an operator's override), is the price
+        used as is, instead of ``priority_fee()``. The rent per account size is kept for
+        ``RENT_TTL_S``.
+
+        The transaction starts with SetComputeUnitLimit (a simulation's units plus a margin)
+        and, for a non-zero fee, SetComputeUnitPrice. A simulation that shows the transaction
+        would fail raises the ``ServiceError`` sending it would; one that cannot be had falls
+        back to a fixed limit.
+        """
+        if priority_fee_micro_lamports is not None and priority_fee_micro_lamports < 0:
+            raise ValueError("priority_fee_micro_lamports must not be negative")
+        if resign < 0:
+            raise ValueError("resign must not be negative")
+        mint_keypair = derive_mint_keypair(self._seed, mint_id)
+        payer = self._payer.pubkey()
+        mint = mint_keypair.pubkey()
+        owner_key = Pubkey.from_string(str(owner))
+        fee = priority_fee_micro_lamports
+        if fee is None:
+            fee = await self.priority_fee(
+                percentile=self.priority_fee_percentile,
+                cap_micro_lamports=self.priority_fee_cap,
+                resign=resign,
+                accounts=[str(payer), str(mint), str(associated_token_address(owner_key, mint))],
+            )
+        size = nft_mint_account_size(name, symbol, uri)
+        rent = await self._rent.get(size, lambda: self._fetch_rent(size))
+        blockhash, last_valid = await self._latest_blockhash(mint_id, fresh=resign > 0)
+        nft = build_nft_instructions(
+            payer=payer,
+            mint=mint,
+            owner=owner_key,
+            name=name,
+            symbol=symbol,
+            uri=uri,
+            rent_lamports=rent,
+            update_authority=payer,
+        )
+        # The simulated message has the final one's layout (so its size and the budget
+        # instructions' own units match) but the largest limit and a zero price: the
+        # simulation checks the fee payer can pay, and must not ask for the priority fee on
+        # 1.4M units.
+        probe = MessageV0.try_compile(
+            payer, _with_budget(nft, MAX_COMPUTE_UNIT_LIMIT, fee, probe=True), [], blockhash
+        )
+        _check_size(len(bytes(VersionedTransaction.populate(probe, _unsigned(probe)))))
+        units = await self._simulate_units(probe, fee_payer=str(payer))
+        limit = FALLBACK_COMPUTE_UNIT_LIMIT if units is None else compute_unit_limit(units)
+        message = MessageV0.try_compile(payer, _with_budget(nft, limit, fee), [], blockhash)
+        tx = VersionedTransaction(message, [self._payer, mint_keypair])
+        wire = bytes(tx)
+        _check_size(len(wire))
+        return SignedMint(
+            signature=str(tx.signatures[0]),
+            tx_base64=base64.b64encode(wire).decode("ascii"),
+            blockhash=str(blockhash),
+            last_valid_block_height=last_valid,
+            mint_address=str(mint),
+            priority_fee_micro_lamports=fee,
+            compute_unit_limit=limit,
+            simulated_units=units,
+        )
+
+    def forget_blockhash(self) -> None:
+        """Drop the kept blockhash: the next ``prepare`` fetches one."""
+        self._blockhash.forget()
+
+    async def _fetch_rent(self, size: int) -> int:
+        rent: int = await self.rpc.call(
+            "getMinimumBalanceForRentExemption", [size, {"commitment": COMMITMENT}], parse=int
+        )
+        return rent
+
+    async def _latest_blockhash(self, mint_id: str, *, fresh: bool) -> tuple[Hash, int]:
+        """(blockhash, lastValidBlockHeight): the one kept if under ``BLOCKHASH_REUSE_S`` old
+        (concurrent misses share one fetch), else a new one. ``fresh`` (a re-sign) and a
+        mint_id already signed on the kept one get a new one: a second signing of a mint is
+        a new transaction, never the first one's bytes again."""
+        urls = tuple(self.rpc.urls)
+        latest = await self._blockhash.get(urls, self._fetch_blockhash, fresh=fresh)
+        if mint_id in latest.signed:
+            latest = await self._blockhash.get(urls, self._fetch_blockhash, fresh=True)
+        latest.signed.add(mint_id)
+        return latest.blockhash, latest.last_valid_block_height
+
+    async def _fetch_blockhash(self) -> _LatestBlockhash:
+        # From the node furthest ahead: its blockhash lives longest, and no lagging node's
+        # stale one starts the transaction's clock early.
+        freshest = await self.rpc.highest_slot_index()
+        latest: _LatestBlockhash = await self.rpc.call(
+            "getLatestBlockhash",
+            [{"commitment": COMMITMENT}],
+            parse=lambda r: _LatestBlockhash(
+                Hash.from_string(r["value"]["blockhash"]),
+                int(r["value"]["lastValidBlockHeight"]),
+            ),
+            only=None if freshest is None else self.rpc.rotated(freshest),
+        )
+        return latest
+
+    async def _simulate_units(self, message: MessageV0, *, fee_payer: str) -> int | None:
+        """Units the unsigned ``message`` consumes in a simulation on the latest blockhash;
+        None when no simulation can be had (transient failures). Raises the classified error
+        when the simulation shows the transaction would fail for good."""
+        tx = VersionedTransaction.populate(message, _unsigned(message))
+        try:
+            value = await self.rpc.call(
+                "simulateTransaction",
+                [
+                    base64.b64encode(bytes(tx)).decode("ascii"),
+                    {
+                        "encoding": "base64",
+                        "sigVerify": False,
+                        "replaceRecentBlockhash": True,
+                        "commitment": COMMITMENT,
+                    },
+                ],
+                parse=_parse_simulation,
+                fee_payer=fee_payer,
+            )
+        except ServiceError as exc:
+            if exc.retryable:
+                log.warning("simulateTransaction failed (%s): fallback compute limit", exc.code)
+                return None
+            raise
+        err = value.get("err")
+        if err is not None:
+            error = classify_rpc_error(
+                PREFLIGHT_FAILURE,
+                f"Transaction simulation failed: {err}",
+                value,
+                endpoint=None,
+                method="simulateTransaction",
+                fee_payer=fee_payer,
+            )
+            if not error.retryable:
+                raise error
+            log.warning("simulation failed (%s): fallback compute limit", error.code)
+            return None
+        units = value.get("unitsConsumed")
+        if not units:
+            return None  # a node that does not report units
+        return int(units)

@@ -11,8 +11,9 @@ Two retries happen inside a call, both from the spec; every other retry is Tempo
 - ``deadlock_detected`` / ``serialization_failure``: one immediate retry after a random
   100-500 ms pause.
 - a connection lost under a statement: "connection error → exponential backoff (0.5 s, 1 s,
-  2 s)", the statement running again on a fresh connection, only inside an activity attempt
-  that has the time (every operation is idempotent, as Temporal's own retries already require).
+  2 s)", the statement running again on a fresh connection, only when the current activity
+  attempt has the time (``resilience.guard.attempt_time_left``; every operation is idempotent,
+  as Temporal's own retries already require).
 
 A connection that failed is terminated before it goes back, so the pool replaces it and the
 retried call gets a fresh one. Failures are classified by :func:`mintsaga.db.errors.classify_error`.

@@ -90,7 +90,7 @@ class MintStore(PinsMixin, SubmissionsMixin):
 
     def guard(self, breakers: BreakerRegistry) -> MintStore:
         """Send every call through this database's breaker in `breakers` (named by the
-        redacted URL, as `starter.py breaker list` shows it)."""
+        redacted URL, as `mintsaga breaker list` shows it)."""
         self._db.breaker = breakers.get(self._endpoint or SERVICE, DB_BREAKER)
         return self
 

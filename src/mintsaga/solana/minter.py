@@ -1,5 +1,5 @@
 """The Solana minter the activities use: prepare, send and read back the one-transaction NFT
-(DESIGN.md, "The NFT").
+(docs/design.md, "The NFT").
 
 The steps are separate on purpose: the workflow's activities decide when to prepare, send,
 rebroadcast, poll and re-sign, with heartbeats in between. Nothing here sleeps or loops on
@@ -41,8 +41,9 @@ class SigStatus:
 
 
 class SolanaMinter(MintPreparer):
-    """Mints DESIGN.md's NFT with ``payer`` as system wallet, fee payer and update authority:
-    ``prepare`` (inherited) signs it, ``send`` sends it, the reads follow it on the chain."""
+    """Mints the NFT (docs/design.md, "The NFT") with ``payer`` as system wallet, fee payer and
+    update authority: ``prepare`` (inherited) signs it, ``send`` sends it, the reads follow it on
+    the chain."""
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Reading the NFT back from the chain: the Token-2022 mint account and the owner's token account
-decoded into an :class:`NftState` (DESIGN.md, "The NFT").
+decoded into an :class:`NftState` (docs/design.md, "The NFT").
 
 Only what verification needs is decoded: the base mint (supply, decimals, authorities), the
 MetadataPointer and TokenMetadata extensions, and the balance of the owner's associated token

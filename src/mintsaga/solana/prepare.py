@@ -1,4 +1,4 @@
-"""Building and signing the one-transaction NFT, without sending it (DESIGN.md, "The NFT").
+"""Building and signing the NFT's one transaction, not sending it (docs/design.md, "The NFT").
 
 ``MintPreparer.prepare`` bids a priority fee, fetches the rent and a blockhash, simulates the
 transaction for its compute units, and signs it with the system wallet and the mint's keypair.
@@ -125,8 +125,8 @@ def _parse_simulation(result: Any) -> dict[str, Any]:
 
 
 class MintPreparer:
-    """Builds and signs DESIGN.md's NFT with ``payer`` as system wallet, fee payer and update
-    authority; nothing is sent."""
+    """Builds and signs the NFT with ``payer`` as system wallet, fee payer and update authority;
+    nothing is sent."""
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""The request a backend sends: validation that names the field, and the published schema."""
+"""The request a backend sends: validation that names the field, and the published schema;
+the failure details activities attach, as stored histories hold them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import pytest
 from pydantic import ValidationError
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 
+from mintsaga.errors import ErrorKind
+from mintsaga.workflows.activity_models import FailureDetails
 from mintsaga.workflows.models import MintRequest, MintResult, MintStatus
 
 SCHEMA = Path(__file__).parent.parent / "schemas" / "mint_request.schema.json"
@@ -75,3 +82,53 @@ def test_answers_from_a_newer_worker_decode_in_an_older_starter_but_requests_sta
     assert MintResult.model_validate(newer) == result
     with pytest.raises(ValidationError, match="field_from_the_future"):
         MintRequest.model_validate({"field_from_the_future": 1})
+
+
+HISTORIES = Path(__file__).parent / "histories"
+OLD_DETAILS = {"kind": "transient", "service": "solana", "endpoint": "http://x:1", "attempt": 2}
+
+
+def test_failure_details_go_on_the_wire_as_the_dict_they_replace() -> None:
+    """Stored histories hold `{"kind", "service", "endpoint", "attempt"}`: same keys, same order."""
+    details = FailureDetails(
+        kind=ErrorKind.TRANSIENT, service="solana", endpoint="http://x:1", attempt=2
+    )
+    converter = pydantic_data_converter.payload_converter
+    (sent,) = converter.to_payloads([details.as_detail()])
+    (old,) = converter.to_payloads([OLD_DETAILS])
+    assert sent.data == old.data
+    with pytest.raises(ValidationError):
+        details.attempt = 3  # type: ignore[misc]
+
+
+def test_failure_details_are_read_leniently() -> None:
+    def error(*details: object) -> ApplicationError:
+        return ApplicationError("boom", *details, type="Boom")
+
+    assert FailureDetails.of(error(OLD_DETAILS)) == FailureDetails.model_validate(OLD_DETAILS)
+    newer = FailureDetails.of(error({**OLD_DETAILS, "field_from_the_future": 1}))
+    assert newer is not None and newer.attempt == 2
+    for foreign in (error(), error("text"), error({"kind": "transient"}), error({"kind": "odd"})):
+        assert FailureDetails.of(foreign) is None
+
+
+async def test_every_stored_failure_reads_as_failure_details() -> None:
+    """The details of every failed attempt in tests/histories parse, as the saga and
+    `mintsaga show` (api/history.py) read them."""
+    seen = 0
+    for path in sorted(HISTORIES.glob("*.json")):
+        history = WorkflowHistory.from_json(path.stem, path.read_text())
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+                failure = event.activity_task_failed_event_attributes.failure
+            elif event.activity_task_started_event_attributes.HasField("last_failure"):
+                failure = event.activity_task_started_event_attributes.last_failure  # retried
+            else:
+                continue
+            error = await pydantic_data_converter.decode_failure(failure)
+            assert isinstance(error, ApplicationError)
+            details = FailureDetails.of(error)
+            assert details is not None, path.name
+            assert details.as_detail() == error.details[0]
+            seen += 1
+    assert seen >= 12  # in the histories stored today

@@ -1,10 +1,10 @@
 """How a classified client failure becomes a Temporal activity failure.
 
 Every activity body runs inside `classified()`: a `ServiceError` leaves as an `ApplicationError`
-whose `type` is the searchable code, whose details say the kind, service and attempt, and whose
-retry flag follows the kind. A retryable failure carries `next_retry_delay` from
-`activities.pacing` (jittered backoff, `Retry-After`, adaptive stretch, retry budget); the
-step's `RetryPolicy` still counts the attempts.
+whose `type` is the searchable code, whose details (`FailureDetails`) say the kind, service,
+endpoint and attempt, and whose retry flag follows the kind. A retryable failure carries
+`next_retry_delay` from `activities.pacing` (jittered backoff, `Retry-After`, adaptive stretch,
+retry budget); the step's `RetryPolicy` still counts the attempts.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from mintsaga.activities.heartbeat import heartbeating
 from mintsaga.activities.pacing import PACING
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.observability.metrics import record_activity_attempt
+from mintsaga.workflows.activity_models import FailureDetails
 from mintsaga.workflows.policies import STEPS
 
 
@@ -27,14 +28,12 @@ def to_application_error(
 ) -> ApplicationError:
     # `delay_s` comes from activities.pacing, which already waits at least `Retry-After`.
     retry_delay = timedelta(seconds=delay_s) if exc.retryable and delay_s is not None else None
+    details = FailureDetails(
+        kind=exc.kind, service=exc.service, endpoint=exc.endpoint, attempt=attempt
+    )
     return ApplicationError(
         exc.message,
-        {
-            "kind": str(exc.kind),
-            "service": exc.service,
-            "endpoint": exc.endpoint,
-            "attempt": attempt,
-        },
+        details.as_detail(),
         type=exc.code,
         non_retryable=not exc.retryable,
         next_retry_delay=retry_delay,

@@ -30,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 
 from mintsaga.db.rows import Event
 from mintsaga.errors import redact_url
+from mintsaga.workflows.activity_models import FailureDetails
 from mintsaga.workflows.models import MintResult, RetryOverrides
 
 __all__ = [
@@ -99,8 +100,8 @@ async def _failure(converter: DataConverter, failure: Failure) -> dict[str, Any]
     except Exception:  # an undecodable failure still has a message
         return {"type": "", "message": failure.message, "kind": ""}
     if isinstance(error, ApplicationError):
-        details = error.details
-        kind = str(details[0].get("kind", "")) if details and isinstance(details[0], dict) else ""
+        details = FailureDetails.of(error)
+        kind = details.kind.value if details is not None else ""
         return {"type": error.type or "ApplicationError", "message": error.message, "kind": kind}
     return {"type": type(error).__name__, "message": str(error), "kind": ""}
 

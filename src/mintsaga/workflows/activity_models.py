@@ -2,15 +2,18 @@
 
 The workflow calls activities by name with these models, so it never imports the activity
 module (and through it no network library). Outputs carry the attempt that succeeded, which is
-how the saga counts retries per service for `MintResult.retries`.
+how the saga counts retries per service for `MintResult.retries`. A failed attempt says the same
+in its `FailureDetails`. Which step takes which models is `workflows.policies`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+from temporalio.exceptions import ApplicationError
 
+from mintsaga.errors import ErrorKind
 from mintsaga.workflows.models import Attribute, ImageRef
 
 
@@ -20,6 +23,41 @@ class _Model(BaseModel):
 
 class StepOut(_Model):
     attempt: int = 1
+
+
+class FailureDetails(BaseModel):
+    """What a failed attempt says besides its `type` and message: the first (only) detail of the
+    activity's `ApplicationError` (`activities.failures`).
+
+    On the wire a JSON object, `{"kind", "service", "endpoint", "attempt"}`, as every stored
+    history holds it. Read leniently (`of`): an unknown field is ignored, and a detail that is
+    not ours (another SDK's activity, a test's fake) reads as None, so each reader falls back
+    to what the error itself says.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: ErrorKind
+    service: str
+    endpoint: str | None
+    attempt: int
+
+    @classmethod
+    def of(cls, error: ApplicationError) -> Self | None:
+        """The details `error` carries, or None when it carries none of this shape."""
+        first = error.details[0] if error.details else None
+        if isinstance(first, cls):
+            return first
+        if not isinstance(first, dict):
+            return None
+        try:
+            return cls.model_validate(first)
+        except ValidationError:
+            return None
+
+    def as_detail(self) -> dict[str, object]:
+        """The plain JSON object to attach: the same bytes whatever the data converter."""
+        return self.model_dump(mode="json")
 
 
 class MintRef(_Model):

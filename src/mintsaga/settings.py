@@ -417,7 +417,8 @@ def _pollers(env: Mapping[str, str], name: str, *, least: int) -> Pollers:
 
 
 class WorkerTuning(BaseModel):
-    """How much one worker process takes on, and how it stops (docs/configuration.md: Worker settings)."""
+    """How much one worker process takes on, and how it stops (docs/configuration.md, "Worker
+    settings")."""
 
     model_config = ConfigDict(frozen=True)
 

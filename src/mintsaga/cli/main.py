@@ -63,10 +63,7 @@ from mintsaga.cli.commands import (
     cmd_status,
 )
 from mintsaga.codec import data_converter_from_env
-from mintsaga.db.runtime_config import (
-    RuntimeConfigError,
-    RuntimeSettings,
-)
+from mintsaga.db.runtime_settings import RuntimeConfigError, RuntimeSettings
 from mintsaga.errors import ServiceError
 from mintsaga.observability.logging import configure_logging
 from mintsaga.observability.tracing import configure_tracing, shutdown_tracing

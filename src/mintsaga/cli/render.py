@@ -6,10 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from mintsaga.db.runtime_config import (
-    RuntimeSettings,
-    SettingChange,
-)
+from mintsaga.db.runtime_settings import RuntimeSettings, SettingChange
 from mintsaga.workflows.models import (
     StatusView,
 )

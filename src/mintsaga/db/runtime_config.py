@@ -38,16 +38,7 @@ from mintsaga.db.runtime_settings import (
 )
 from mintsaga.errors import ErrorKind, ServiceError
 
-# RuntimeConfigError, RuntimeSettings and SettingChange are db/runtime_settings.py's, listed here
-# too because mintsaga.cli imports them from this module.
-__all__ = [
-    "BreakerReport",
-    "RuntimeConfigError",
-    "RuntimeConfigStore",
-    "RuntimeSettings",
-    "SettingChange",
-    "SettingEntry",
-]
+__all__ = ["BreakerReport", "RuntimeConfigStore", "SettingEntry"]
 
 log = logging.getLogger("mintsaga.runtime_config")
 

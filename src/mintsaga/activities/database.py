@@ -14,6 +14,14 @@ from mintsaga.db.mint_store import MintStore
 from mintsaga.solana.minter import SolanaMinter
 from mintsaga.stages import MintStage
 from mintsaga.workflows import activity_models as io
+from mintsaga.workflows.policies import (
+    CHECK_DATABASE,
+    CLAIM_MINT,
+    FINISH_MINT,
+    RECORD_MINTED,
+    RECORD_UPLOADS,
+    ROLLBACK_MINT,
+)
 
 
 class DatabaseActivities:
@@ -21,13 +29,13 @@ class DatabaseActivities:
         self._store = store
         self._minter = minter
 
-    @activity.defn(name="check_database")
+    @activity.defn(name=CHECK_DATABASE.name)
     async def check_database(self, ref: io.MintRef) -> io.StepOut:
         with classified():
             await self._store.health()
         return io.StepOut(attempt=activity.info().attempt)
 
-    @activity.defn(name="claim_mint")
+    @activity.defn(name=CLAIM_MINT.name)
     async def claim_mint(self, arg: io.ClaimIn) -> io.ClaimOut:
         """The mint's row at INITIATED; rejects a second mint in progress for the same user."""
         address = self._minter.mint_address(arg.mint_id)
@@ -37,7 +45,7 @@ class DatabaseActivities:
             attempt=activity.info().attempt, mint_address=row.mint_address or address
         )
 
-    @activity.defn(name="record_uploads")
+    @activity.defn(name=RECORD_UPLOADS.name)
     async def record_uploads(self, arg: io.RecordUploadsIn) -> io.StepOut:
         with classified():
             await self._store.set_stage(
@@ -52,7 +60,7 @@ class DatabaseActivities:
             )
         return io.StepOut(attempt=activity.info().attempt)
 
-    @activity.defn(name="record_minted")
+    @activity.defn(name=RECORD_MINTED.name)
     async def record_minted(self, arg: io.RecordMintedIn) -> io.StepOut:
         """After the pivot: the chain has the NFT; the row catches up (forward only)."""
         fields: dict[str, object] = {"mint_address": arg.mint_address}
@@ -66,14 +74,14 @@ class DatabaseActivities:
             )
         return io.StepOut(attempt=activity.info().attempt)
 
-    @activity.defn(name="finish_mint")
+    @activity.defn(name=FINISH_MINT.name)
     async def finish_mint(self, arg: io.FinishIn) -> io.StepOut:
         with classified():
             await self._store.set_stage(arg.mint_id, MintStage.VERIFIED, event_key="verified")
             await self._store.set_stage(arg.mint_id, MintStage.MINTED, event_key="minted")
         return io.StepOut(attempt=activity.info().attempt)
 
-    @activity.defn(name="rollback_mint")
+    @activity.defn(name=ROLLBACK_MINT.name)
     async def rollback_mint(self, arg: io.RollbackIn) -> io.StepOut:
         """Compensation: the row ends ROLLED_BACK and the user is free; no history is deleted.
 

@@ -23,6 +23,14 @@ from mintsaga.ipfs.metadata import metaplex_metadata
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.uploads import IpfsUploader, Provider
 from mintsaga.workflows import activity_models as io
+from mintsaga.workflows.policies import (
+    CHECK_GATEWAYS,
+    CHECK_IPFS,
+    COMPUTE_IMAGE_CID,
+    RELEASE_PINS,
+    UPLOAD_IMAGE,
+    UPLOAD_METADATA,
+)
 
 PROVIDERS = ("pinata", "kubo")
 METADATA_MAX_BYTES = 1 * 2**20
@@ -46,7 +54,7 @@ class IpfsActivities:
         self._images = images
         self._store = store
 
-    @activity.defn(name="check_ipfs")
+    @activity.defn(name=CHECK_IPFS.name)
     async def check_ipfs(self, ref: io.MintRef) -> io.StepOut:
         """Some provider can take the upload: Pinata, or Kubo when Pinata is unavailable."""
         with classified():
@@ -58,7 +66,7 @@ class IpfsActivities:
                 await self._kubo.version()
         return io.StepOut(attempt=activity.info().attempt)
 
-    @activity.defn(name="compute_image_cid")
+    @activity.defn(name=COMPUTE_IMAGE_CID.name)
     async def compute_image_cid(self, arg: io.ImageIn) -> io.ImageCidOut:
         async with classified(heartbeat=True):
             image = await self._images.load(arg.image.model_dump())
@@ -71,7 +79,7 @@ class IpfsActivities:
             size=len(image.data),
         )
 
-    @activity.defn(name="upload_image")
+    @activity.defn(name=UPLOAD_IMAGE.name)
     async def upload_image(self, arg: io.UploadImageIn) -> io.UploadOut:
         async with classified(heartbeat=True):
             image = await self._images.load(arg.image.model_dump())
@@ -93,7 +101,7 @@ class IpfsActivities:
             attempt=activity.info().attempt, cid=upload.cid, provider=upload.provider
         )
 
-    @activity.defn(name="upload_metadata")
+    @activity.defn(name=UPLOAD_METADATA.name)
     async def upload_metadata(self, arg: io.UploadMetadataIn) -> io.UploadOut:
         async with classified(heartbeat=True):
             document = metaplex_metadata(
@@ -127,7 +135,7 @@ class IpfsActivities:
         for provider in PROVIDERS:
             await self._store.record_pin(mint_id, cid, provider)
 
-    @activity.defn(name="check_gateways")
+    @activity.defn(name=CHECK_GATEWAYS.name)
     async def check_gateways(self, arg: io.GatewayCheckIn) -> io.StepOut:
         """Every gateway serves both CIDs' verified content (the spec: retry 3x across them)."""
         async with classified(heartbeat=True):
@@ -141,7 +149,7 @@ class IpfsActivities:
                     activity.logger.warning("%s not served by %s", cid, ", ".join(missing))
         return io.StepOut(attempt=activity.info().attempt)
 
-    @activity.defn(name="release_pins")
+    @activity.defn(name=RELEASE_PINS.name)
     async def release_pins(self, arg: io.MintRef) -> io.ReleaseOut:
         """Compensation: unpin this mint's CIDs that no other live mint holds.
 

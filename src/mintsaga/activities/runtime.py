@@ -8,6 +8,7 @@ from temporalio import activity
 
 from mintsaga.db.runtime_watcher import RuntimeConfigWatcher
 from mintsaga.workflows import activity_models as io
+from mintsaga.workflows.policies import WAIT_OUT_MAINTENANCE
 
 POLL_S = 1.0
 
@@ -16,7 +17,7 @@ class RuntimeActivities:
     def __init__(self, *, watcher: RuntimeConfigWatcher) -> None:
         self._watcher = watcher
 
-    @activity.defn(name="wait_out_maintenance")
+    @activity.defn(name=WAIT_OUT_MAINTENANCE.name)
     async def wait_out_maintenance(self, ref: io.MintRef) -> io.StepOut:
         """Return at once, or once maintenance mode is switched off: new mints wait here
         instead of failing while the providers are being worked on."""

@@ -20,6 +20,12 @@ from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.solana.minter import SigStatus, SolanaMinter
 from mintsaga.stages import MintStage
 from mintsaga.workflows import activity_models as io
+from mintsaga.workflows.policies import (
+    AWAIT_CONFIRMATION,
+    CHECK_RPC,
+    PREPARE_TRANSACTION,
+    SEND_TRANSACTION,
+)
 
 POLL_S = 1.0
 REBROADCAST_S = 2.0
@@ -30,13 +36,13 @@ class SolanaActivities:
         self._minter = minter
         self._store = store
 
-    @activity.defn(name="check_rpc")
+    @activity.defn(name=CHECK_RPC.name)
     async def check_rpc(self, ref: io.MintRef) -> io.StepOut:
         with classified():
             await self._minter.health()
         return io.StepOut(attempt=activity.info().attempt)
 
-    @activity.defn(name="prepare_transaction")
+    @activity.defn(name=PREPARE_TRANSACTION.name)
     async def prepare_transaction(self, arg: io.PrepareIn) -> io.PreparedTx:
         attempt = activity.info().attempt
         with classified():
@@ -92,7 +98,7 @@ class SolanaActivities:
                 return io.OnChain(signature=submission.signature, slot=status.slot)
         return io.OnChain(signature=None, slot=state.slot)
 
-    @activity.defn(name="send_transaction")
+    @activity.defn(name=SEND_TRANSACTION.name)
     async def send_transaction(self, arg: io.SendIn) -> io.StepOut:
         with classified():
             await self._minter.send(arg.tx_base64, prefer=arg.preferred_endpoint)
@@ -104,7 +110,7 @@ class SolanaActivities:
             )
         return io.StepOut(attempt=activity.info().attempt)
 
-    @activity.defn(name="await_confirmation")
+    @activity.defn(name=AWAIT_CONFIRMATION.name)
     async def await_confirmation(self, arg: io.ConfirmIn) -> io.ConfirmOut:
         """Confirmed, failed, or expired unseen; a transient error if the wait runs out first."""
         attempt = activity.info().attempt

@@ -17,6 +17,7 @@ from mintsaga.solana.minter import SolanaMinter
 from mintsaga.solana.nft_state import NftState
 from mintsaga.stages import MintStage
 from mintsaga.workflows import activity_models as io
+from mintsaga.workflows.policies import CHECK_DB_CONSISTENCY, CHECK_PARTNER_VIEW, VERIFY_NFT
 
 METADATA_MAX_BYTES = 1 * 2**20
 IMAGE_MAX_BYTES = 64 * 2**20
@@ -54,7 +55,7 @@ class VerificationActivities:
         self._gateways = gateways
         self._store = store
 
-    @activity.defn(name="verify_nft")
+    @activity.defn(name=VERIFY_NFT.name)
     async def verify_nft(self, arg: io.VerifyIn) -> io.StepOut:
         attempt = activity.info().attempt
         endpoint = (attempt - 1) % len(self._minter.rpc.endpoints)
@@ -69,7 +70,7 @@ class VerificationActivities:
                 raise permanent("; ".join(problems), "NftMismatch", "solana")
         return io.StepOut(attempt=attempt)
 
-    @activity.defn(name="check_partner_view")
+    @activity.defn(name=CHECK_PARTNER_VIEW.name)
     async def check_partner_view(self, arg: io.PartnerViewIn) -> io.StepOut:
         """What a wallet or marketplace does: chain -> uri -> metadata JSON -> image."""
         with classified():
@@ -92,7 +93,7 @@ class VerificationActivities:
             await self._gateways.fetch_verified(arg.image_cid, max_bytes=IMAGE_MAX_BYTES)
         return io.StepOut(attempt=activity.info().attempt)
 
-    @activity.defn(name="check_db_consistency")
+    @activity.defn(name=CHECK_DB_CONSISTENCY.name)
     async def check_db_consistency(self, arg: io.ConsistencyIn) -> io.StepOut:
         """The database row agrees with the chain (scenario 2 of the spec: repaired forward)."""
         with classified():

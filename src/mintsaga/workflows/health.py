@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -23,6 +24,8 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
+
+    from mintsaga.workflows.steps import Step, execute
 
 
 class HealthRow(BaseModel):
@@ -42,15 +45,6 @@ class ProbeOut(BaseModel):
     pending_unpin: str | None = None  # a probe CID whose unpin failed: clean up later
 
 
-# activity name -> the check its rows carry (for the row of a probe that did not finish)
-PROBES: dict[str, str] = {
-    "health_solana": "solana_rpc",
-    "health_postgres": "postgres",
-    "health_pinata": "pinata_auth",
-    "health_ipfs_roundtrip": "ipfs_upload",
-}
-UNPIN_ACTIVITY = "health_unpin"
-
 # Each probe bounds its own calls (activities.health.PROBE_TIMEOUT_S); this is the backstop.
 PROBE_TIMEOUT = timedelta(seconds=90)
 # A probe is not retried: the next scheduled run (a minute later) is the retry.
@@ -64,6 +58,35 @@ UNPIN_RETRY = RetryPolicy(
 UNPIN_DEADLINE = timedelta(days=7)
 
 
+def _probe_step(name: str) -> Step[None, ProbeOut]:
+    return Step(name, None, ProbeOut, "health", attempts=1, timeout=PROBE_TIMEOUT, retry=NO_RETRY)
+
+
+HEALTH_SOLANA = _probe_step("health_solana")
+HEALTH_POSTGRES = _probe_step("health_postgres")
+HEALTH_PINATA = _probe_step("health_pinata")
+HEALTH_IPFS_ROUNDTRIP = _probe_step("health_ipfs_roundtrip")
+HEALTH_UNPIN: Step[str, None] = Step(
+    "health_unpin",
+    str,
+    None,
+    "health",
+    attempts=0,
+    timeout=timedelta(seconds=60),
+    retry=UNPIN_RETRY,
+    deadline=UNPIN_DEADLINE,
+)
+
+# Each probe and the check its rows carry (for the row of a probe that did not finish).
+PROBES: tuple[tuple[Step[None, ProbeOut], str], ...] = (
+    (HEALTH_SOLANA, "solana_rpc"),
+    (HEALTH_POSTGRES, "postgres"),
+    (HEALTH_PINATA, "pinata_auth"),
+    (HEALTH_IPFS_ROUNDTRIP, "ipfs_upload"),
+)
+HEALTH_STEPS: tuple[Step[Any, Any], ...] = (*(step for step, _ in PROBES), HEALTH_UNPIN)
+
+
 def cleanup_workflow_id(cid: str) -> str:
     return f"mintsaga-health-unpin-{cid}"
 
@@ -72,7 +95,7 @@ def cleanup_workflow_id(cid: str) -> str:
 class HealthCheck:
     @workflow.run
     async def run(self) -> list[HealthRow]:
-        outs = await asyncio.gather(*(self._probe(name) for name in PROBES))
+        outs = await asyncio.gather(*(self._probe(step, check) for step, check in PROBES))
         for out in outs:
             if out.pending_unpin:
                 await workflow.start_child_workflow(
@@ -84,20 +107,13 @@ class HealthCheck:
                 )
         return [row for out in outs for row in out.rows]
 
-    async def _probe(self, name: str) -> ProbeOut:
+    async def _probe(self, step: Step[None, ProbeOut], check: str) -> ProbeOut:
         try:
-            return await workflow.execute_activity(
-                name,
-                start_to_close_timeout=PROBE_TIMEOUT,
-                retry_policy=NO_RETRY,
-                result_type=ProbeOut,
-            )
+            return await execute(step, None)
         except ActivityError as err:
             cause = err.cause if err.cause is not None else err
             detail = f"the probe did not finish: {type(cause).__name__}: {cause}"
-            row = HealthRow(
-                check=PROBES[name], target="-", ok=False, latency_s=0.0, detail=detail[:300]
-            )
+            row = HealthRow(check=check, target="-", ok=False, latency_s=0.0, detail=detail[:300])
             return ProbeOut(rows=[row])
 
 
@@ -107,10 +123,4 @@ class HealthPinCleanup:
 
     @workflow.run
     async def run(self, cid: str) -> None:
-        await workflow.execute_activity(
-            UNPIN_ACTIVITY,
-            cid,
-            start_to_close_timeout=timedelta(seconds=60),
-            schedule_to_close_timeout=UNPIN_DEADLINE,
-            retry_policy=UNPIN_RETRY,
-        )
+        await execute(HEALTH_UNPIN, cid)

@@ -1,0 +1,373 @@
+"""The saga's machinery, apart from its story: `MintSaga` (workflows.mint_saga) inherits it.
+
+- **Steps.** `_step` runs one `Step` with its policy (`workflows.steps.execute`) and counts its
+  attempts and retries. When the step spends its retries it asks an operator and, on `retry`,
+  runs it again; a permanent failure before the pivot raises `StepFailed` at once, since no
+  retry can change it. `_all` runs steps in parallel and lets every one finish.
+- **Compensations.** `_register` pushes a step's compensation *before* the step runs (a step
+  that timed out may still have happened); `_roll_back` runs them in reverse, each with its own
+  retry policy, shielded from cancellation (`_shielded`), one failing not stopping the others.
+  A compensation that fails for good leaves the saga `FAILED`, waiting for an operator.
+- **Operators.** `_await_operator` waits for `retry` (with overrides) or `compensate`, before
+  the pivot no longer than the request allows; `_decide` is what the signal and update
+  handlers call.
+- **Status.** `_enter` (a stage), `_set_status` and the waiting steps are published as the
+  `MintStage` and `MintStatus` search attributes, which is how an operator finds a mint.
+
+Everything here is workflow code: deterministic, and every command it issues (activities,
+timers, search attribute upserts, `workflow.patched` markers) is recorded in histories that
+must replay, so its order never changes without a `workflow.patched` gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from mintsaga.stages import MintStage
+    from mintsaga.workflows.activity_models import FailureDetails, StepOut
+    from mintsaga.workflows.models import ErrorInfo, MintStatus, OperatorDecision, RetryOverrides
+    from mintsaga.workflows.policies import provider_task_queue
+    from mintsaga.workflows.steps import Step, execute
+
+__all__ = [
+    "MINT_STAGE",
+    "MINT_STATUS",
+    "Compensation",
+    "HandledError",
+    "Saga",
+    "StepFailed",
+    "attempts_made",
+    "error_info",
+]
+
+MINT_STAGE = SearchAttributeKey.for_keyword("MintStage")
+MINT_STATUS = SearchAttributeKey.for_keyword("MintStatus")
+
+In = TypeVar("In")
+Out = TypeVar("Out", bound=StepOut)
+T = TypeVar("T")
+
+
+class StepFailed(Exception):
+    """A step before the pivot ended for good; the saga compensates."""
+
+    def __init__(self, error: ErrorInfo, *, decided_by: str | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.decided_by = decided_by  # None: the failure itself; else who chose to compensate
+
+    @property
+    def reason(self) -> str:
+        why = f"{self.error.step} failed: {self.error.type}: {self.error.message}"
+        return f"{self.decided_by} chose to compensate after {why}" if self.decided_by else why
+
+
+class HandledError(Exception):
+    """A failure the calling stage knows how to handle itself (e.g. an expired blockhash)."""
+
+    def __init__(self, error: ErrorInfo) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Compensation(Generic[In]):
+    """A step that undoes another, and how to build its input from the reason."""
+
+    step: Step[In, Any]
+    make_input: Callable[[str], In]
+
+
+def error_info(step: str, err: ActivityError) -> ErrorInfo:
+    """What went wrong, from the activity's classified ApplicationError (or a timeout)."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        details = FailureDetails.of(cause)
+        if details is not None:
+            kind = details.kind.value
+        else:  # not one of ours: its retry flag is all it says
+            kind = "permanent" if cause.non_retryable else "transient"
+        return ErrorInfo(step=step, type=cause.type or "Error", message=cause.message, kind=kind)
+    if isinstance(cause, ActivityTimeoutError):
+        return ErrorInfo(step=step, type="Timeout", message=str(cause), kind="transient")
+    return ErrorInfo(step=step, type=type(cause).__name__, message=str(cause), kind="transient")
+
+
+def attempts_made(err: ActivityError, limit: int) -> int:
+    """How many attempts a failed activity used: activities report theirs in the details."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        details = FailureDetails.of(cause)
+        if details is not None:
+            return details.attempt
+    return limit
+
+
+class Saga:
+    """The machinery a saga workflow inherits (module docstring); the subclass tells the story
+    and calls `_start` first."""
+
+    def __init__(self) -> None:
+        self._stage = MintStage.INITIATED
+        self._status = MintStatus.IN_PROGRESS
+        self._stage_started = workflow.now()
+        self._stage_seconds: dict[str, float] = {}
+        self._retries: dict[str, int] = {}
+        self._attempts: dict[str, int] = {}
+        self._last_error: ErrorInfo | None = None
+        self._waiting: list[str] = []  # steps waiting for an operator (parallel ones too)
+        self._abandoned: StepFailed | None = None  # a parallel sibling failed for good
+        self._published_status = MintStatus.IN_PROGRESS
+        self._awaiting_since: datetime | None = None  # for `mintsaga list --stuck`'s age
+        self._decision: OperatorDecision | None = None
+        self._decisions = 0
+        self._overrides = RetryOverrides()
+        self._compensations: list[Compensation[Any]] = []
+        self._pivoted = False  # the first send happened: from here on, only forward
+        self._reason: str | None = None  # why the saga compensated
+        self._operator_timeout_s: float | None = None  # before the pivot; None: no limit
+
+    def _start(self, *, operator_timeout_s: float) -> None:
+        self._operator_timeout_s = operator_timeout_s
+        # Set both attributes at once, for starters (another language) that set neither.
+        workflow.upsert_search_attributes(
+            [
+                MINT_STAGE.value_set(MintStage.INITIATED.value),
+                MINT_STATUS.value_set(MintStatus.IN_PROGRESS.value),
+            ]
+        )
+
+    # ---------------------------------------------------------------- steps
+
+    async def _step(
+        self,
+        step: Step[In, Out],
+        arg: In | Callable[[], In],
+        *,
+        handled: tuple[str, ...] = (),
+    ) -> Out:
+        """Run one activity with its policy; when it spends its retries, ask an operator.
+
+        `arg` may be a function, so a retry after an operator's overrides builds a new input.
+        A cancelled workflow waits for a running activity to finish or acknowledge the
+        cancellation before compensating, so no step lands after its compensation ran.
+        """
+        name = step.name
+        while True:
+            self._attempts[name] = self._attempts.get(name, 0) + 1
+            try:
+                out = await execute(
+                    step,
+                    arg() if callable(arg) else arg,
+                    summary=name,
+                    cancellation_type=self._cancellation_type(),
+                    task_queue=self._task_queue(step),
+                )
+            except ActivityError as err:
+                if isinstance(err.cause, CancelledError):
+                    raise asyncio.CancelledError from err  # the workflow is being cancelled
+                error = error_info(name, err)
+                self._last_error = error
+                self._count_retries(step.service, attempts_made(err, step.attempts))
+                if error.type in handled:
+                    raise HandledError(error) from err
+                if error.kind == "permanent" and not self._pivoted:
+                    raise StepFailed(error) from err  # no retry can change it: compensate now
+                await self._await_operator(name, error)
+                continue
+            self._count_retries(step.service, out.attempt)
+            return out
+
+    @staticmethod
+    def _task_queue(step: Step[Any, Any]) -> str | None:
+        """A step that calls a rate-limited provider (Pinata) runs on that provider's queue,
+        where Temporal holds the provider's rate for the whole fleet. Mints started before
+        this change schedule every step on the saga's queue (their histories say so); the
+        worker serves every activity there too."""
+        if step.provider is None or not workflow.patched("pinata-task-queue"):
+            return None
+        return provider_task_queue(workflow.info().task_queue, step.provider)
+
+    @staticmethod
+    def _cancellation_type() -> ActivityCancellationType:
+        # Mints started before this change cancel their running step at once (their
+        # histories say so); newer ones wait for it, so nothing lands after compensation.
+        if workflow.patched("wait-for-cancelled-steps"):
+            return ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        return ActivityCancellationType.TRY_CANCEL
+
+    async def _all(self, *steps: Coroutine[Any, Any, Any]) -> list[Any]:
+        """Run steps in parallel; wait for every one, then raise the first failure.
+
+        A step failing for good stops its siblings from waiting for an operator (they would
+        be compensated anyway); running siblings finish, so nothing lands after compensation.
+        """
+
+        def note_failure(task: asyncio.Future[Any]) -> None:
+            if not task.cancelled():
+                failure = task.exception()
+                if isinstance(failure, StepFailed):
+                    self._abandoned = self._abandoned or failure
+
+        tasks = [asyncio.ensure_future(step) for step in steps]
+        for task in tasks:
+            task.add_done_callback(note_failure)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    @staticmethod
+    async def _shielded(work: Awaitable[T]) -> T:
+        """Finish `work` even if the workflow is cancelled meanwhile (compensations, the
+        forward path after the pivot)."""
+        task = asyncio.ensure_future(work)
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.done():
+                    raise
+                workflow.logger.info("cancellation noted; finishing what must finish")
+
+    # ---------------------------------------------------------------- compensation
+
+    def _register(self, step: Step[In, Any], make_input: Callable[[str], In]) -> None:
+        """Push a compensation before its step runs: a timed-out step may still have happened."""
+        self._compensations.append(Compensation(step, make_input))
+
+    async def _roll_back(self, cause: StepFailed | asyncio.CancelledError) -> None:
+        """Run every registered compensation, newest first, until all have succeeded; then
+        the saga is ROLLED_BACK (and a cancellation goes on being one: it is raised again)."""
+        if isinstance(cause, StepFailed):
+            self._reason = cause.reason
+        else:
+            self._reason = "cancelled before the pivot"
+        self._set_details(f"compensating: {self._reason}")
+        pending = list(reversed(self._compensations))
+        while pending:
+            pending = await self._shielded(self._compensate(pending, self._reason))
+            if pending:
+                # A compensation failed after all its retries: a person must look.
+                self._set_status(MintStatus.FAILED)
+                self._enter(MintStage.FAILED, f"compensation failed: {self._last_error}")
+                await self._shielded(self._wait_for_decision(None, "compensation failed"))
+        self._enter(MintStage.ROLLED_BACK, f"rolled back: {self._reason}")
+        self._set_status(MintStatus.ROLLED_BACK)
+        if isinstance(cause, asyncio.CancelledError):
+            raise cause
+
+    async def _compensate(
+        self, pending: list[Compensation[Any]], reason: str
+    ) -> list[Compensation[Any]]:
+        """Run each compensation in order; one failing does not stop the others."""
+        failed: list[Compensation[Any]] = []
+        for compensation in pending:
+            step = compensation.step
+            try:
+                await execute(
+                    step, compensation.make_input(reason), task_queue=self._task_queue(step)
+                )
+            except ActivityError as err:
+                self._last_error = error_info(step.name, err)
+                workflow.logger.error("compensation %s failed: %s", step.name, err)
+                failed.append(compensation)
+        return failed
+
+    # ---------------------------------------------------------------- operators
+
+    async def _await_operator(self, step: str, error: ErrorInfo) -> None:
+        """Wait for `retry` (returns) or `compensate` (raises StepFailed, before the pivot only)."""
+        self._last_error = error
+        timeout = None if self._pivoted else self._operator_timeout_s
+        decision = await self._wait_for_decision(step, f"{error.type}: {error.message}", timeout)
+        if decision.action == "compensate":
+            raise StepFailed(error, decided_by=decision.decided_by)
+        if decision.overrides != RetryOverrides():
+            self._overrides = decision.overrides
+
+    async def _wait_for_decision(
+        self, step: str | None, why: str, wait_s: float | None = None
+    ) -> OperatorDecision:
+        waiting = step or "compensation"
+        self._waiting.append(waiting)
+        self._publish_status()
+        self._set_details(f"waiting for an operator at {waiting}: {why}")
+        seen = self._decisions
+        try:
+            # A step gives up its wait when a sibling failed for good; a failed compensation
+            # (step None) waits for a person whatever happened elsewhere.
+            await workflow.wait_condition(
+                lambda: (
+                    self._decisions > seen or (step is not None and self._abandoned is not None)
+                ),
+                timeout=wait_s,
+            )
+            if self._decisions > seen:
+                assert self._decision is not None
+                decision = self._decision
+            else:  # a parallel sibling failed for good: the saga compensates anyway
+                decision = OperatorDecision(action="compensate", decided_by="a failed sibling step")
+        except TimeoutError:  # the configured wait is over
+            decision = OperatorDecision(
+                action="compensate", decided_by=f"no operator within {wait_s:.0f} s; the saga"
+            )
+        except asyncio.CancelledError:
+            self._waiting.remove(waiting)  # the saga's cancellation path sets the status
+            raise
+        # Not in a `finally`: an evicted workflow must not touch search attributes.
+        self._waiting.remove(waiting)
+        self._publish_status()
+        return decision
+
+    def _decide(self, decision: OperatorDecision) -> None:
+        self._decision = decision
+        self._decisions += 1
+
+    # ---------------------------------------------------------------- status
+
+    def _enter(self, stage: MintStage, details: str) -> None:
+        now = workflow.now()
+        elapsed = (now - self._stage_started).total_seconds()
+        self._stage_seconds[self._stage] = self._stage_seconds.get(self._stage, 0.0) + elapsed
+        self._stage, self._stage_started = stage, now
+        workflow.upsert_search_attributes([MINT_STAGE.value_set(stage.value)])
+        self._set_details(details)
+
+    def _set_status(self, status: MintStatus) -> None:
+        """Set where the mint stands; AWAITING_OPERATOR is derived from the waiting steps."""
+        self._status = status
+        self._publish_status()
+
+    def _publish_status(self) -> None:
+        shown = self._status
+        if self._waiting and shown == MintStatus.IN_PROGRESS:
+            shown = MintStatus.AWAITING_OPERATOR
+        # Since when a step (or a failed compensation) waits for a person; reading the
+        # workflow clock is no command, so replay is unaffected.
+        if not self._waiting:
+            self._awaiting_since = None
+        elif self._awaiting_since is None:
+            self._awaiting_since = workflow.now()
+        if shown != self._published_status:
+            self._published_status = shown
+            workflow.upsert_search_attributes([MINT_STATUS.value_set(shown.value)])
+
+    def _count_retries(self, service: str, attempts: int) -> None:
+        self._retries[service] = self._retries.get(service, 0) + max(0, attempts - 1)
+
+    @staticmethod
+    def _set_details(sentence: str) -> None:
+        workflow.set_current_details(sentence)

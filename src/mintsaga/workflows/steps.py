@@ -1,0 +1,114 @@
+"""What a step is: one activity, named once, with its input and output models and its policy.
+
+A `Step` is the whole contract of one activity. The activity's decorator takes its name
+(`@activity.defn(name=CLAIM_MINT.name)`), the workflow schedules it through `execute` (which
+passes the step's name, timeouts, retry policy and output model, so the result comes back
+typed), and the policy table is the set of steps (`workflows.policies` for the saga,
+`workflows.health` for the probes). `tests/test_steps.py` checks that the worker registers an
+activity for every step, with the step's models, and nothing else.
+
+Names never change: a running workflow's history refers to its activities by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Generic, TypeVar, cast
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
+
+# One backoff table (base, cap, jitter) per service, shared with activities.pacing, which
+# computes the jittered delay each failed attempt asks for.
+from mintsaga.resilience.backoff import BACKOFF_BY_SERVICE
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass(frozen=True)
+class Step(Generic[In, Out]):
+    """One activity's place in a workflow: its name, its models, and how hard to retry it.
+
+    Args:
+        name: the activity type, as histories record it (never renamed).
+        input: the model of its one argument; None: it takes no argument.
+        output: the model it returns; None: it returns nothing.
+        service: the service it leans on (a key of `BACKOFF_BY_SERVICE` for the saga's
+            steps), which picks its backoff and labels its retries.
+        attempts: the most attempts Temporal makes (0: no limit).
+        timeout: one attempt's start-to-close timeout.
+        heartbeat: its heartbeat timeout, for a step that heartbeats.
+        provider: a rate-limited provider it calls: it then runs on that provider's task
+            queue (`policies.provider_task_queue`), where Temporal holds the provider's rate
+            for the whole fleet.
+        retry: its retry policy when not the service's backoff (the health probes'); its
+            `maximum_attempts` must be `attempts`.
+        deadline: a schedule-to-close timeout over all attempts, if any.
+    """
+
+    name: str
+    input: type[In] | None
+    output: type[Out] | None
+    service: str
+    attempts: int
+    timeout: timedelta
+    heartbeat: timedelta | None = None
+    provider: str | None = None
+    retry: RetryPolicy | None = None
+    deadline: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.retry is None and self.service not in BACKOFF_BY_SERVICE:
+            raise ValueError(f"{self.name}: no backoff for service {self.service!r}")
+        if self.retry is not None and self.retry.maximum_attempts != self.attempts:
+            raise ValueError(f"{self.name}: retry.maximum_attempts must be {self.attempts}")
+
+    def retry_policy(self) -> RetryPolicy:
+        if self.retry is not None:
+            return self.retry
+        backoff = BACKOFF_BY_SERVICE[self.service]
+        return RetryPolicy(
+            initial_interval=timedelta(seconds=backoff.base_s),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=backoff.cap_s),
+            maximum_attempts=self.attempts,
+        )
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for `workflow.execute_activity` (as `execute` passes them)."""
+        return {
+            "start_to_close_timeout": self.timeout,
+            "schedule_to_close_timeout": self.deadline,
+            "heartbeat_timeout": self.heartbeat,
+            "retry_policy": self.retry_policy(),
+        }
+
+
+async def execute(
+    step: Step[In, Out],
+    arg: In,
+    *,
+    task_queue: str | None = None,
+    summary: str | None = None,
+    cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+) -> Out:
+    """Run `step` with `arg` (None for a step without input) and return its typed output.
+
+    The one way a workflow here schedules an activity. The keyword defaults are the SDK's.
+    """
+    result = await workflow.execute_activity(
+        step.name,
+        args=[] if step.input is None else [arg],
+        result_type=step.output,
+        task_queue=task_queue,
+        summary=summary,
+        cancellation_type=cancellation_type,
+        start_to_close_timeout=step.timeout,
+        schedule_to_close_timeout=step.deadline,
+        heartbeat_timeout=step.heartbeat,
+        retry_policy=step.retry_policy(),
+    )
+    return cast(Out, result)

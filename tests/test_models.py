@@ -13,11 +13,12 @@ from solders.pubkey import Pubkey
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from mintsaga.errors import ErrorKind
 from mintsaga.workflows.activity_models import FailureDetails
 from mintsaga.workflows.models import MintRequest, MintResult, MintStatus
+from mintsaga.workflows.saga import attempts_made, error_info
 
 SCHEMA = Path(__file__).parent.parent / "schemas" / "mint_request.schema.json"
 
@@ -101,15 +102,56 @@ def test_failure_details_go_on_the_wire_as_the_dict_they_replace() -> None:
         details.attempt = 3  # type: ignore[misc]
 
 
-def test_failure_details_are_read_leniently() -> None:
-    def error(*details: object) -> ApplicationError:
-        return ApplicationError("boom", *details, type="Boom")
+def application_error(*details: object, non_retryable: bool = False) -> ApplicationError:
+    return ApplicationError("boom", *details, type="Boom", non_retryable=non_retryable)
 
-    assert FailureDetails.of(error(OLD_DETAILS)) == FailureDetails.model_validate(OLD_DETAILS)
-    newer = FailureDetails.of(error({**OLD_DETAILS, "field_from_the_future": 1}))
-    assert newer is not None and newer.attempt == 2
-    for foreign in (error(), error("text"), error({"kind": "transient"}), error({"kind": "odd"})):
-        assert FailureDetails.of(foreign) is None
+
+def test_failure_details_are_read_field_by_field() -> None:
+    read = FailureDetails.of
+    assert read(application_error(OLD_DETAILS)) == FailureDetails.model_validate(OLD_DETAILS)
+    assert read(application_error({**OLD_DETAILS, "from_the_future": 1})) == read(
+        application_error(OLD_DETAILS)
+    )
+    assert read(application_error({"kind": "needs_operator"})) == FailureDetails(
+        kind="needs_operator"
+    )
+    malformed = read(application_error({"kind": "permanent", "attempt": "2"}))
+    assert malformed == FailureDetails(kind="permanent")
+    assert read(application_error()) is None
+    assert read(application_error("text")) is None
+
+
+def activity_error(cause: BaseException) -> ActivityError:
+    err = ActivityError(
+        "activity failed",
+        scheduled_event_id=5,
+        started_event_id=6,
+        identity="w",
+        activity_type="claim_mint",
+        activity_id="1",
+        retry_state=None,
+    )
+    err.__cause__ = cause
+    return err
+
+
+@pytest.mark.parametrize(
+    ("details", "non_retryable", "kind", "attempts"),
+    [
+        ((OLD_DETAILS,), False, "transient", 2),
+        (({"kind": "needs_operator"},), True, "needs_operator", 3),  # a hand-written detail
+        (({"kind": "permanent", "attempt": "2"},), False, "permanent", 3),
+        ((), True, "permanent", 3),  # no details: the retry flag says
+        ((), False, "transient", 3),
+        (("text",), False, "transient", 3),
+    ],
+)
+def test_the_saga_reads_what_a_failure_says(
+    details: tuple[object, ...], non_retryable: bool, kind: str, attempts: int
+) -> None:
+    err = activity_error(application_error(*details, non_retryable=non_retryable))
+    assert error_info("claim_mint", err).kind == kind
+    assert attempts_made(err, 3) == attempts
 
 
 async def test_every_stored_failure_reads_as_failure_details() -> None:

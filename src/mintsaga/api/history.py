@@ -101,7 +101,7 @@ async def _failure(converter: DataConverter, failure: Failure) -> dict[str, Any]
         return {"type": "", "message": failure.message, "kind": ""}
     if isinstance(error, ApplicationError):
         details = FailureDetails.of(error)
-        kind = details.kind.value if details is not None else ""
+        kind = (details.kind if details is not None else None) or ""
         return {"type": error.type or "ApplicationError", "message": error.message, "kind": kind}
     return {"type": type(error).__name__, "message": str(error), "kind": ""}
 

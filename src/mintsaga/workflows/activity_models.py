@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 from temporalio.exceptions import ApplicationError
 
-from mintsaga.errors import ErrorKind
 from mintsaga.workflows.models import Attribute, ImageRef
 
 
@@ -27,24 +26,26 @@ class StepOut(_Model):
 
 class FailureDetails(BaseModel):
     """What a failed attempt says besides its `type` and message: the first (only) detail of the
-    activity's `ApplicationError` (`activities.failures`).
+    activity's `ApplicationError` (`activities.failures` sets every field).
 
     On the wire a JSON object, `{"kind", "service", "endpoint", "attempt"}`, as every stored
-    history holds it. Read leniently (`of`): an unknown field is ignored, and a detail that is
-    not ours (another SDK's activity, a test's fake) reads as None, so each reader falls back
-    to what the error itself says.
+    history holds it. Read field by field (`of`), as the saga always has: a field that is
+    missing or malformed reads as None and the reader falls back to what the error itself says
+    (its retry flag; the step's attempt limit), an unknown field is ignored. So a detail written
+    by hand (`{"kind": "needs_operator"}`, as tests and other SDKs' activities do) still says
+    what it says, and a history replays the way it ran.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    kind: ErrorKind
-    service: str
-    endpoint: str | None
-    attempt: int
+    kind: StrictStr | None = None  # an ErrorKind: transient, rate_limited, permanent, ...
+    service: StrictStr | None = None
+    endpoint: StrictStr | None = None
+    attempt: StrictInt | None = None  # the attempt that failed
 
     @classmethod
     def of(cls, error: ApplicationError) -> Self | None:
-        """The details `error` carries, or None when it carries none of this shape."""
+        """The details `error` carries (None when its first detail is no JSON object)."""
         first = error.details[0] if error.details else None
         if isinstance(first, cls):
             return first
@@ -52,8 +53,9 @@ class FailureDetails(BaseModel):
             return None
         try:
             return cls.model_validate(first)
-        except ValidationError:
-            return None
+        except ValidationError as exc:
+            malformed = {problem["loc"][0] for problem in exc.errors() if problem["loc"]}
+            return cls.model_validate({k: v for k, v in first.items() if k not in malformed})
 
     def as_detail(self) -> dict[str, object]:
         """The plain JSON object to attach: the same bytes whatever the data converter."""

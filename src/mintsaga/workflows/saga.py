@@ -94,9 +94,8 @@ def error_info(step: str, err: ActivityError) -> ErrorInfo:
     cause = err.cause
     if isinstance(cause, ApplicationError):
         details = FailureDetails.of(cause)
-        if details is not None:
-            kind = details.kind.value
-        else:  # not one of ours: its retry flag is all it says
+        kind = details.kind if details is not None else None
+        if kind is None:  # the details do not say: the retry flag does
             kind = "permanent" if cause.non_retryable else "transient"
         return ErrorInfo(step=step, type=cause.type or "Error", message=cause.message, kind=kind)
     if isinstance(cause, ActivityTimeoutError):
@@ -109,7 +108,7 @@ def attempts_made(err: ActivityError, limit: int) -> int:
     cause = err.cause
     if isinstance(cause, ApplicationError):
         details = FailureDetails.of(cause)
-        if details is not None:
+        if details is not None and details.attempt is not None:
             return details.attempt
     return limit
 

@@ -7,6 +7,8 @@ public address leaves the activity.
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import activity
 
 from mintsaga.activities.failures import classified
@@ -63,7 +65,7 @@ class DatabaseActivities:
     @activity.defn(name=RECORD_MINTED.name)
     async def record_minted(self, arg: io.RecordMintedIn) -> io.StepOut:
         """After the pivot: the chain has the NFT; the row catches up (forward only)."""
-        fields: dict[str, object] = {"mint_address": arg.mint_address}
+        fields: dict[str, Any] = {"mint_address": arg.mint_address}
         if arg.signature is not None:
             fields["signature"] = arg.signature
         if arg.slot is not None:

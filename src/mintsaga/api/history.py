@@ -80,7 +80,7 @@ def _time(stamp: Timestamp) -> datetime:
 
 
 def _seconds(duration: Any) -> float:
-    return float(duration.seconds) + duration.nanos / 1e9
+    return float(duration.seconds) + float(duration.nanos) / 1e9
 
 
 def _json_payload(payload: Payload) -> Any:
@@ -160,17 +160,17 @@ async def _entry(
             max_attempts=policy.maximum_attempts,
         )
     if which == "activity_task_started_event_attributes":
-        started = event.activity_task_started_event_attributes
-        attempts[started.scheduled_event_id] = started.attempt
-        if started.attempt <= 1:
+        task_started = event.activity_task_started_event_attributes
+        attempts[task_started.scheduled_event_id] = task_started.attempt
+        if task_started.attempt <= 1:
             return None  # "scheduled" and its outcome say enough
-        before = await _failure(converter, started.last_failure)
+        before = await _failure(converter, task_started.last_failure)
         return at_step(
             "activity_attempt",
-            started.scheduled_event_id,
-            f"attempt {started.attempt} started; attempt {started.attempt - 1} failed:"
+            task_started.scheduled_event_id,
+            f"attempt {task_started.attempt} started; attempt {task_started.attempt - 1} failed:"
             f" {failure_text(before)}",
-            attempt=started.attempt,
+            attempt=task_started.attempt,
             previous_failure=before,
         )
     if which == "activity_task_completed_event_attributes":
@@ -262,23 +262,23 @@ async def _entry(
         failure = await _failure(converter, outcome.failure)
         return Entry(at, HISTORY, "update_failed", f"update failed: {failure_text(failure)}")
     if which == "workflow_execution_cancel_requested_event_attributes":
-        requested = event.workflow_execution_cancel_requested_event_attributes
+        cancel = event.workflow_execution_cancel_requested_event_attributes
         return Entry(
             at,
             HISTORY,
             "cancel_requested",
-            f"cancellation requested by {requested.identity or '?'}"
-            + (f": {requested.cause}" if requested.cause else ""),
+            f"cancellation requested by {cancel.identity or '?'}"
+            + (f": {cancel.cause}" if cancel.cause else ""),
         )
     if which == "workflow_task_failed_event_attributes":
-        failed = event.workflow_task_failed_event_attributes
-        failure = await _failure(converter, failed.failure)
+        task_failed = event.workflow_task_failed_event_attributes
+        failure = await _failure(converter, task_failed.failure)
         return Entry(
             at,
             HISTORY,
             "workflow_task_failed",
-            f"workflow task failed ({failed.cause}): {failure_text(failure)}",
-            detail={"cause": int(failed.cause), "failure": failure},
+            f"workflow task failed ({task_failed.cause}): {failure_text(failure)}",
+            detail={"cause": int(task_failed.cause), "failure": failure},
         )
     return await _closing_entry(event, at, which, converter)
 

@@ -93,10 +93,10 @@ async def run(config: StackConfig) -> int:
         say(f"   last error: {error.type} ({error.kind}): {error.message}")
     say("   the fault is cleared now; find and retry it like an operator would:")
     say('     eval "$(.venv/bin/python -m devstack env)"')
-    say("     .venv/bin/python starter.py list --stuck")
-    say(f"     .venv/bin/python starter.py show {second.mint_id}")
-    say(f"     .venv/bin/python starter.py retry {second.mint_id}")
-    say(f"     .venv/bin/python starter.py status {second.mint_id}")
+    say("     .venv/bin/mintsaga list --stuck")
+    say(f"     .venv/bin/mintsaga show {second.mint_id}")
+    say(f"     .venv/bin/mintsaga retry {second.mint_id}")
+    say(f"     .venv/bin/mintsaga status {second.mint_id}")
     say("   (docs/runbook.md walks every operator procedure)")
     return 0
 

@@ -1,4 +1,4 @@
-"""The health schedule, and the health table for `starter.py health`.
+"""The health schedule, and the health table for `mintsaga health`.
 
 The worker creates (or updates) the Temporal Schedule `mintsaga-health` at startup: every
 `HEALTH_CHECK_INTERVAL_S` seconds (60 by default; 0: this worker leaves the schedule alone) it

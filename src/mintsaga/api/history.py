@@ -1,4 +1,4 @@
-"""A mint's story for an operator (`starter.py show`): its workflow history and its rows in
+"""A mint's story for an operator (`mintsaga show`): its workflow history and its rows in
 ``mint_events``, merged by time.
 
 The history gives what Temporal saw: each step scheduled, its attempts (the attempt a step

@@ -122,7 +122,7 @@ async def cmd_show(client: Client, args: argparse.Namespace) -> int:
             waited = f" for {_age(seconds)}"
         steps = ", ".join(view["awaiting_steps"] or [view["awaiting_step"]])
         verb = "retry" if view["past_pivot"] else "retry or compensate"
-        print(f"  WAITING at {steps}{waited}: {verb} (starter.py retry|compensate MINT_ID)")
+        print(f"  WAITING at {steps}{waited}: {verb} (mintsaga retry|compensate MINT_ID)")
     if view and view["last_error"]:
         error = view["last_error"]
         print(f"  last error  {error['step']}: {failure_text(error)}")
@@ -195,7 +195,7 @@ async def cmd_endpoints(store: RuntimeConfigStore, args: argparse.Namespace) -> 
     if args.action in ("set", "reset"):
         urls = _split_urls(args.urls) if args.action == "set" else None
         _print_change(await set_endpoints(store, urls))
-        print("  workers apply it at their next poll (5 s): `starter.py endpoints list` shows it")
+        print("  workers apply it at their next poll (5 s): `mintsaga endpoints list` shows it")
         return 0
     view = await endpoints_in_use(store)
     if args.json:
@@ -272,7 +272,7 @@ async def cmd_health(client: Client, args: argparse.Namespace) -> int:
             if found is None:
                 raise StarterError(
                     f"health: schedule {args.schedule} has not started a run yet"
-                    " (run `starter.py health` without --latest to probe now)"
+                    " (run `mintsaga health` without --latest to probe now)"
                 )
             workflow_id, rows = found
         else:

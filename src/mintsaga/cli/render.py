@@ -28,7 +28,7 @@ def _print_status(view: StatusView) -> None:
     if view.awaiting_operator:
         since = f" since {view.awaiting_since:%Y-%m-%d %H:%M:%S %Z}" if view.awaiting_since else ""
         steps = ", ".join(view.awaiting_steps) or view.awaiting_step
-        print(f"  WAITING at {steps}{since}: retry or compensate with starter.py")
+        print(f"  WAITING at {steps}{since}: retry or compensate with `mintsaga`")
     if view.last_error:
         error = view.last_error
         print(f"  last error    {error.step}: {error.type} ({error.kind}): {error.message}")
@@ -80,8 +80,8 @@ def _print_stuck(rows: list[dict[str, Any]], *, as_json: bool) -> int:
         if row["note"]:
             print(f"{row['mint_id']}: {row['note']}")
     print(
-        f"{len(rows)} mint(s) waiting: `starter.py show MINT_ID` for the story, then"
-        " `starter.py retry MINT_ID` or `starter.py compensate MINT_ID`"
+        f"{len(rows)} mint(s) waiting: `mintsaga show MINT_ID` for the story, then"
+        " `mintsaga retry MINT_ID` or `mintsaga compensate MINT_ID`"
     )
     return 0
 

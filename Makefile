@@ -62,7 +62,7 @@ chaos: venv
 # The fleet on one machine (issue 7): three worker processes, Pinata limited to 60 requests a
 # minute, 30 mints, one worker SIGKILLed mid-batch (about 3 minutes).
 fleet: venv
-	$(BIN)/python -m pytest -m slow tests/test_fleet.py -s
+	$(BIN)/python -m pytest -m slow tests/integration/test_fleet.py -s
 
 demo: venv
 	$(BIN)/python demo.py

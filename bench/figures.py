@@ -1,7 +1,7 @@
 """The benchmark's arithmetic: rates, percentiles, concurrency, and where one workflow's time went.
 
 Pure functions over what the runs recorded (`Flight`s) and over Temporal histories; the unit
-tests in tests/test_bench.py pin each one down.
+tests in tests/tools/test_bench.py pin each one down.
 """
 
 from __future__ import annotations

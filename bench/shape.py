@@ -5,7 +5,7 @@ the activities a workflow task schedules together, awaited together), on the sam
 (the Pinata steps on the Pinata queue), with the same options, and upserts the same search
 attributes at the same points. Its activities do nothing. Run at the saga's concurrency, it is
 the most mints a second this machine's Temporal server and SDK could carry: the ceiling the
-benchmark's ratios are taken against. `tests/test_bench.py` checks `ROUNDS` against a stored
+benchmark's ratios are taken against. `tests/tools/test_bench.py` checks `ROUNDS` against a stored
 MintSaga history, so the two cannot drift apart unseen.
 """
 

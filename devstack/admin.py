@@ -113,6 +113,8 @@ def build_admin_app(
                 },
                 "faults_fired": registry.injected,
                 "rate_limited": {"pinata": pinata_limits.rejected},
+                # Pinata's sliding minute now: its limit and the requests it holds.
+                "pinata_window": pinata_limits.describe(),
                 "postgres_open_connections": pg_proxy.open_connections if pg_proxy else None,
             }
         )

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ from typing import Any
 import httpx
 from solders.pubkey import Pubkey
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
+from temporalio.worker import Replayer
 
 import mintsaga
 from devstack.config import StackConfig
@@ -31,6 +34,7 @@ from mintsaga.settings import Settings
 from mintsaga.solana.nft import associated_token_address
 from mintsaga.temporal_client import connect
 from mintsaga.worker import build_workers, mint_activities, running
+from mintsaga.workflows.mint_saga import MintSaga
 from mintsaga.workflows.models import StatusView
 
 
@@ -146,15 +150,44 @@ def owner_balance(stack: StackConfig, owner: str, mint_address: str) -> int:
     return int(value["data"]["parsed"]["info"]["tokenAmount"]["amount"])
 
 
-def pinned_anywhere(stack: StackConfig, cid: str) -> bool:
+# How long a test's own read of Pinata waits out its rate limit (the whole suite shares one
+# Pinata account's 180 requests a minute, as a fleet would): a minute's window and a margin.
+PINATA_PATIENCE_S = 75.0
+
+
+async def pinata_get(stack: StackConfig, path: str, params: dict[str, str]) -> httpx.Response:
+    """A test's own GET to Pinata, waiting out a 429 as its `Retry-After` asks (the emulator
+    answers Pinata's documented limit to every caller, tests included)."""
     headers = {"Authorization": f"Bearer {stack.pinata_jwt}"}
-    rows = httpx.get(
-        stack.url("pinata") + "/data/pinList",
-        params={"hashContains": cid, "status": "pinned"},
-        headers=headers,
-        timeout=10,
-    ).json()["rows"]
-    kubo = httpx.post(stack.url("kubo") + "/api/v0/pin/ls", params={"arg": cid}, timeout=10)
+    deadline = time.monotonic() + PINATA_PATIENCE_S
+    async with httpx.AsyncClient(timeout=10) as http:
+        while True:
+            answer = await http.get(stack.url("pinata") + path, params=params, headers=headers)
+            if answer.status_code != 429 or time.monotonic() >= deadline:
+                answer.raise_for_status()
+                return answer
+            await asyncio.sleep(min(float(answer.headers.get("Retry-After", "1")), 5.0))
+
+
+async def pinata_room(stack: StackConfig, requests: int, within_s: float = 70.0) -> None:
+    """Wait until Pinata's sliding minute has room for `requests` more (a test that counts
+    refusals must not pay for the requests earlier tests made)."""
+    deadline = time.monotonic() + within_s
+    async with httpx.AsyncClient(timeout=10) as http:
+        while True:
+            window = (await http.get(stack.url("admin") + "/stats")).json()["pinata_window"]
+            limit, used = window["requests_per_minute"], window["requests_in_window"]
+            if limit <= 0 or limit - used >= requests:
+                return
+            assert time.monotonic() < deadline, f"Pinata's window stayed full: {window}"
+            await asyncio.sleep(1.0)
+
+
+async def pinned_anywhere(stack: StackConfig, cid: str) -> bool:
+    params = {"hashContains": cid, "status": "pinned"}
+    rows = (await pinata_get(stack, "/data/pinList", params)).json()["rows"]
+    async with httpx.AsyncClient(timeout=10) as http:
+        kubo = await http.post(stack.url("kubo") + "/api/v0/pin/ls", params={"arg": cid})
     return any(r["ipfs_pin_hash"] == cid for r in rows) or kubo.status_code == 200
 
 
@@ -204,3 +237,14 @@ async def run_starter(env: dict[str, str], *argv: str, timeout_s: float = 60) ->
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
     assert process.returncode is not None
     return Ran(process.returncode, stdout.decode(), stderr.decode())
+
+
+async def replay_failures(histories: list[WorkflowHistory]) -> dict[str, str]:
+    """Each history that does not replay on today's MintSaga, with why (none: {})."""
+    replayer = Replayer(workflows=[MintSaga], data_converter=pydantic_data_converter)
+    failures = {}
+    for history in histories:
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        if result.replay_failure is not None:
+            failures[history.workflow_id] = repr(result.replay_failure)
+    return failures

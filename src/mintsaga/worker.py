@@ -241,8 +241,8 @@ def activity_name(fn: Callable[..., Any]) -> str:
 
 def activities_of(*instances: object) -> list[Callable[..., Any]]:
     """Every activity of `instances`: each method its class declares with `@activity.defn`,
-    bound to it. A class's activities are listed once, there (tests/test_steps.py checks that
-    they are exactly the workflows' steps)."""
+    bound to it. A class's activities are listed once, there
+    (tests/integration/test_steps.py checks that they are exactly the workflows' steps)."""
     return [
         getattr(instance, name)
         for instance in instances

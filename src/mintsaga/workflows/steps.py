@@ -4,8 +4,8 @@ A `Step` is the whole contract of one activity. The activity's decorator takes i
 (`@activity.defn(name=CLAIM_MINT.name)`), the workflow schedules it through `execute` (which
 passes the step's name, timeouts, retry policy and output model, so the result comes back
 typed), and the policy table is the set of steps (`workflows.policies` for the saga,
-`workflows.health` for the probes). `tests/test_steps.py` checks that the worker registers an
-activity for every step, with the step's models, and nothing else.
+`workflows.health` for the probes). `tests/integration/test_steps.py` checks that the worker
+registers an activity for every step, with the step's models, and nothing else.
 
 Names never change: a running workflow's history refers to its activities by name.
 """

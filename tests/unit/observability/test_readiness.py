@@ -1,7 +1,7 @@
 """`/healthz` and `/readyz` (observability/readiness.py) over HTTP, with checks made here.
 
 No devstack: the server is the worker's own (`start_http_server`), the checks stand-ins whose
-answers each test chooses. tests/test_deploy_runtime.py asks a real worker process.
+answers each test chooses. tests/deploy/test_deploy_runtime.py asks a real worker process.
 """
 
 from __future__ import annotations

@@ -13,21 +13,16 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 import mintsaga
 from chaos.checker import secrets_of
 from devstack.config import StackConfig
 from devstack.requests import mint_request
-from mintsaga.workflows.mint_saga import MintSaga
 from mintsaga.workflows.models import MintStatus
-from tests.saga_support import add_fault, clear_faults, wait_for
+from tests.paths import HISTORIES, ROOT
+from tests.saga_support import add_fault, clear_faults, replay_failures, wait_for
 
 pytestmark = pytest.mark.integration
-
-HISTORIES = Path(__file__).parent / "histories"
-ROOT = Path(__file__).parent.parent
 
 
 @dataclass(frozen=True)
@@ -116,8 +111,9 @@ async def test_an_invalid_request_names_the_field_and_starts_nothing(
 
 
 async def mint_histories(client: Client) -> list[WorkflowHistory]:
-    """Every MintSaga history of the session but the encrypted ones (tests/test_codec.py's):
-    they need the codec's keys, which this replayer does not hold."""
+    """Every MintSaga history of the session but the encrypted ones
+    (tests/integration/test_codec.py's): they need the codec's keys, which this replayer does
+    not hold."""
     histories = []
     async for execution in client.list_workflows('WorkflowType="MintSaga"'):
         history = await client.get_workflow_handle(execution.id).fetch_history()
@@ -154,22 +150,4 @@ async def test_recorded_histories_replay_without_nondeterminism(
         HISTORIES.mkdir(exist_ok=True)
         for history in histories:
             (HISTORIES / f"{history.workflow_id}.json").write_text(history.to_json())
-    assert await replay_failures(histories) == {}
-
-
-async def replay_failures(histories: list[WorkflowHistory]) -> dict[str, str]:
-    replayer = Replayer(workflows=[MintSaga], data_converter=pydantic_data_converter)
-    failures = {}
-    for history in histories:
-        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-        if result.replay_failure is not None:
-            failures[history.workflow_id] = repr(result.replay_failure)
-    return failures
-
-
-async def test_stored_histories_of_the_main_paths_replay() -> None:
-    """Histories recorded from earlier versions: a non-deterministic change fails here."""
-    stored = sorted(HISTORIES.glob("*.json"))
-    assert stored, "tests/histories holds no recorded history"
-    histories = [WorkflowHistory.from_json(path.stem, path.read_text()) for path in stored]
     assert await replay_failures(histories) == {}

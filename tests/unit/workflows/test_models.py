@@ -4,7 +4,6 @@ the failure details activities attach, as stored histories hold them."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -19,8 +18,9 @@ from mintsaga.errors import ErrorKind
 from mintsaga.workflows.activity_models import FailureDetails
 from mintsaga.workflows.models import MintRequest, MintResult, MintStatus
 from mintsaga.workflows.saga import attempts_made, error_info
+from tests.paths import HISTORIES, ROOT
 
-SCHEMA = Path(__file__).parent.parent / "schemas" / "mint_request.schema.json"
+SCHEMA = ROOT / "schemas" / "mint_request.schema.json"
 
 
 def valid(**overrides: object) -> dict[str, object]:
@@ -85,7 +85,6 @@ def test_answers_from_a_newer_worker_decode_in_an_older_starter_but_requests_sta
         MintRequest.model_validate({"field_from_the_future": 1})
 
 
-HISTORIES = Path(__file__).parent / "histories"
 OLD_DETAILS = {"kind": "transient", "service": "solana", "endpoint": "http://x:1", "attempt": 2}
 
 

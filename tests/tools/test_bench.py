@@ -30,8 +30,8 @@ from bench.figures import (
 from bench.report import REQUIRED, markdown, problems, write_markdown
 from bench.shape import ROUNDS, MintShape, noop_activities
 from mintsaga.workflows.policies import PINATA_STEPS, provider_task_queue
+from tests.paths import HISTORIES, ROOT
 
-HISTORIES = Path(__file__).parent / "histories"
 # The current version's happy path (every patch of the saga taken).
 SAGA_HISTORY = HISTORIES / "happy-path-pinata-queue.json"
 
@@ -193,7 +193,7 @@ def test_a_missing_figure_or_raw_section_is_named() -> None:
 
 
 def test_the_markdown_table_replaces_only_its_own_block(tmp_path: Path) -> None:
-    results = json.loads((Path(__file__).parents[1] / "bench" / "results.json").read_text())
+    results = json.loads((ROOT / "bench" / "results.json").read_text())
     assert problems(results) == []  # the committed results are well-formed too
     target = tmp_path / "BENCHMARKS.md"
     target.write_text("# Benchmarks\n\nintro\n")

@@ -19,7 +19,7 @@ from mintsaga.solana.cache import SharedCache
 from mintsaga.solana.minter import SolanaMinter
 from mintsaga.solana.prepare import BLOCKHASH_REUSE_S, RENT_TTL_S
 from mintsaga.solana.rpc import SolanaRpc
-from tests.test_solana_minter import (
+from tests.integration.test_solana_minter import (
     ENDPOINTS,
     add_fault,
     admin,

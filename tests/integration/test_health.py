@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from temporalio.client import Client, ScheduleIntervalSpec
@@ -32,11 +31,11 @@ from mintsaga.observability.metrics import BREAKER_STATE, record_breaker_state, 
 from mintsaga.resilience.breaker import BreakerRegistry
 from mintsaga.settings import SettingsError
 from mintsaga.workflows.health import HealthCheck, HealthPinCleanup, HealthRow, cleanup_workflow_id
+from tests.paths import ROOT
 from tests.saga_support import add_fault, clear_faults, pinned_anywhere, running_worker
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).parent.parent
 # The product's breakers of this module's worker: health probes must leave them alone.
 BREAKERS = BreakerRegistry()
 CID = re.compile(r"\b(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58})\b")
@@ -99,7 +98,7 @@ async def test_every_dependency_is_probed_and_reported_healthy(
         assert lag is not None and 0 <= lag <= 5
     # The probe's blob was fetched through both gateways and is pinned nowhere now.
     assert "pinned" in table["ipfs_upload", "ipfs"].detail
-    assert not pinned_anywhere(stack, probe_cid(rows))
+    assert not await pinned_anywhere(stack, probe_cid(rows))
     assert "PINATA_JWT" not in json.dumps([row.model_dump() for row in rows])
     assert stack.pinata_jwt not in json.dumps([row.model_dump() for row in rows])
 
@@ -158,11 +157,11 @@ async def test_a_failed_unpin_is_retried_until_no_probe_pin_is_left(
     assert not unpin.ok and "HealthPinCleanup" in unpin.detail
     assert table["ipfs_upload", "ipfs"].ok
     cid = probe_cid(rows)
-    assert pinned_anywhere(stack, cid)  # the fault is real: the pin is still there
+    assert await pinned_anywhere(stack, cid)  # the fault is real: the pin is still there
     clear_faults(stack)
     cleanup = client.get_workflow_handle_for(HealthPinCleanup.run, cleanup_workflow_id(cid))
     await asyncio.wait_for(cleanup.result(), 60)
-    assert not pinned_anywhere(stack, cid)
+    assert not await pinned_anywhere(stack, cid)
     # Both workflows are deterministic: their histories replay.
     histories = [
         await client.get_workflow_handle(workflow_id).fetch_history()

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import ROOT
 
 # The Markdown a reader of the repository meets: the front door, the docs and the READMEs.
 PATTERNS = (

@@ -13,7 +13,6 @@ import shlex
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,9 +27,9 @@ from mintsaga.db.runtime_config import RuntimeConfigStore
 from mintsaga.errors import redact_url
 from mintsaga.resilience.breaker import BreakerRegistry, BreakerState, Override
 from mintsaga.workflows.models import MintStatus
+from tests.paths import ROOT
 from tests.saga_support import Ran, add_fault, clear_faults, run_starter, running_worker, wait_for
 
-ROOT = Path(__file__).parent.parent
 RUNBOOK = ROOT / "docs" / "runbook.md"
 STUCK_QUEUE = "operator-commands"
 SETTINGS_QUEUE = "operator-settings"

@@ -56,7 +56,7 @@ from mintsaga.workflows.models import (
     MintResult,
     MintStatus,
 )
-from tests.saga_support import Ran, chain_nft, pinned_anywhere, run_starter
+from tests.saga_support import Ran, chain_nft, pinata_get, pinned_anywhere, run_starter
 
 pytestmark = pytest.mark.integration
 
@@ -107,13 +107,9 @@ async def cli(stack: StackConfig, *argv: str, allow_private_urls: bool = False) 
     return await run_starter(env, *argv)
 
 
-def pinata_pins(stack: StackConfig, **query: str) -> list[dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {stack.pinata_jwt}"}
+async def pinata_pins(stack: StackConfig, **query: str) -> list[dict[str, Any]]:
     params = {"status": "all", "pageLimit": "1000", **query}
-    answer = httpx.get(
-        stack.url("pinata") + "/data/pinList", params=params, headers=headers, timeout=10
-    )
-    answer.raise_for_status()
+    answer = await pinata_get(stack, "/data/pinList", params)
     rows: list[dict[str, Any]] = answer.json()["rows"]
     return rows
 
@@ -132,8 +128,9 @@ class Pins:
     kubo: set[str] = field(default_factory=set)
 
     @classmethod
-    def now(cls, stack: StackConfig) -> Pins:
-        pinata = {(r["ipfs_pin_hash"], r["metadata"]["name"] or "") for r in pinata_pins(stack)}
+    async def now(cls, stack: StackConfig) -> Pins:
+        pins = await pinata_pins(stack)
+        pinata = {(r["ipfs_pin_hash"], r["metadata"]["name"] or "") for r in pins}
         return cls(pinata, kubo_pins(stack))
 
 
@@ -177,12 +174,12 @@ async def assert_nothing_left(
         "mint_pins": 0,
         "mint_submissions": 0,
     }
-    assert pinata_pins(stack, **{"metadata[name]": mint_id}) == []
-    after = Pins.now(stack)
+    assert await pinata_pins(stack, **{"metadata[name]": mint_id}) == []
+    after = await Pins.now(stack)
     assert after.pinata - before.pinata == set(), "new Pinata pins"
     assert after.kubo - before.kubo == set(), "new Kubo pins"
     for cid in cids:
-        assert not pinned_anywhere(stack, cid), f"{cid} is pinned"
+        assert not await pinned_anywhere(stack, cid), f"{cid} is pinned"
     assert chain_nft(stack, mint_address(stack, mint_id)) is None, "an account exists"
 
 
@@ -301,7 +298,7 @@ def write_static(stack: StackConfig, case: Static, folder: Path) -> tuple[str, P
 async def test_the_cli_refuses_a_bad_request_naming_the_field(
     stack: StackConfig, client: Client, tmp_path: Path, case: Static
 ) -> None:
-    before = Pins.now(stack)
+    before = await Pins.now(stack)
     mint_id, path = write_static(stack, case, tmp_path)
     ran = await cli(stack, "mint", "--request", str(path), allow_private_urls=case.dev)
     assert ran.returncode == 2, ran
@@ -316,7 +313,7 @@ async def test_the_python_api_refuses_a_bad_request_naming_the_field(
     stack: StackConfig, client: Client, tmp_path: Path, case: Static
 ) -> None:
     """A backend's path: `request_from_json`, then `start_mint` (which checks the image URL)."""
-    before = Pins.now(stack)
+    before = await Pins.now(stack)
     mint_id, path = write_static(stack, case, tmp_path)
     with pytest.raises(mintsaga.StarterError) as refused:
         request = mintsaga.request_from_json(path.read_text())
@@ -488,7 +485,7 @@ async def finished(client: Client, request: MintRequest, within_s: float = 60) -
 async def test_the_worker_refuses_a_bad_image_before_anything_is_written(
     stack: StackConfig, client: Client, worker: str, hostile: HostileServer, case: Refused
 ) -> None:
-    before = Pins.now(stack)
+    before = await Pins.now(stack)
     request = MintRequest.model_validate(request_fields(stack, image=case.image(stack, hostile)))
     # The devstack's setting lets the loopback server through the starter, as the worker does.
     await mintsaga.start_mint(client, request, queue=worker, allow_private_urls=True)
@@ -565,7 +562,7 @@ async def runs_of(client: Client, request: MintRequest) -> list[str]:
 async def test_a_duplicate_mint_id_with_other_content_is_refused_not_merged(
     stack: StackConfig, client: Client, tmp_path: Path, changes: dict[str, Any], differ: tuple[str]
 ) -> None:
-    before = Pins.now(stack)
+    before = await Pins.now(stack)
     fields = request_fields(stack)
     original = MintRequest.model_validate(fields)
     other = MintRequest.model_validate({**fields, **changes})
@@ -599,7 +596,7 @@ async def test_a_duplicate_mint_id_with_other_content_is_refused_not_merged(
 async def test_racing_starters_with_different_content_start_one_mint(
     stack: StackConfig, client: Client
 ) -> None:
-    before = Pins.now(stack)
+    before = await Pins.now(stack)
     fields = request_fields(stack)
     requests = [MintRequest.model_validate({**fields, "name": f"Racer {i}"}) for i in range(4)]
     outcomes = await asyncio.gather(

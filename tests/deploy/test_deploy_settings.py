@@ -1,7 +1,7 @@
 """Secrets from mounted files (`NAME_FILE`) and the Temporal connection's API key and TLS settings.
 
 Pure: settings parsed from dictionaries and temporary files, no server. The connections these
-settings make are tested against the devstack in tests/test_deploy_runtime.py.
+settings make are tested against the devstack in tests/deploy/test_deploy_runtime.py.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from mintsaga.settings import (
     TemporalTarget,
     secret_from_env,
 )
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SEED = "ab" * 32
 JWT = "eyJhbGciOiJIUzI1NiJ9.pinata-token-for-tests"
 DSN = "postgresql://mintsaga:s3cret-password@db.example:5432/mintsaga"

@@ -24,9 +24,9 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from devstack.config import StackConfig
+from tests.paths import ROOT
 from tests.saga_support import chain_nft, running_worker
 
-ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 TYPESCRIPT = ROOT / "examples" / "typescript"
 QUEUE = "readme-snippets"

@@ -85,7 +85,7 @@ async def test_happy_path_mints_one_nft_recorded_pinned_and_served(
     assert row is not None and row["stage"] == "MINTED"
     assert (row["mint_address"], row["signature"]) == (result.mint_address, result.signature)
     for cid in (result.image_cid, result.metadata_cid):
-        assert cid is not None and pinned_anywhere(stack, cid)
+        assert cid is not None and await pinned_anywhere(stack, cid)
         assert [gateway_status(stack, g, cid) for g in GATEWAYS] == [200, 200]
     attributes = (await handle.describe()).typed_search_attributes
     assert (attributes.get(MINT_STAGE), attributes.get(MINT_STATUS)) == ("MINTED", "MINTED")
@@ -139,7 +139,7 @@ async def test_ipfs_uploaded_then_blockchain_fails_compensates_and_frees_the_use
     assert result.reason is not None and "prepare_transaction" in result.reason
     assert result.image_cid and result.metadata_cid  # the uploads had happened
     for cid in (result.image_cid, result.metadata_cid):
-        assert not pinned_anywhere(stack, cid)
+        assert not await pinned_anywhere(stack, cid)
         assert [gateway_status(stack, g, cid) for g in GATEWAYS] == [404, 404]
     assert chain_nft(stack, result.mint_address or "") is None
     row = await db_row(stack, request.mint_id)
@@ -203,7 +203,7 @@ async def test_blockchain_succeeded_then_db_fails_is_repaired_forward(
     row = await db_row(stack, request.mint_id)
     assert row is not None and row["stage"] == "MINTED"
     for cid in (result.image_cid, result.metadata_cid):
-        assert cid is not None and pinned_anywhere(stack, cid)
+        assert cid is not None and await pinned_anywhere(stack, cid)
 
 
 @pytest.mark.parametrize(
@@ -284,7 +284,7 @@ async def test_cancel_before_the_pivot_compensates(
     row = await db_row(stack, request.mint_id)
     assert row is not None and row["stage"] == "ROLLED_BACK"
     assert status.image_cid is not None
-    assert not pinned_anywhere(stack, status.image_cid)
+    assert not await pinned_anywhere(stack, status.image_cid)
 
 
 async def test_blockhash_expired_before_the_first_send_is_signed_again_once(

@@ -21,8 +21,8 @@ import yaml
 from prometheus_client import REGISTRY
 
 import mintsaga.observability.metrics  # noqa: F401  (registers the catalogue)
+from tests.paths import ROOT
 
-ROOT = Path(__file__).parent.parent
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULES = PROMETHEUS / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "mintsaga.json"

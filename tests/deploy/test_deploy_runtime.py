@@ -46,9 +46,9 @@ from devstack.requests import mint_request
 from devstack.supervisor import temporal_binary
 from mintsaga.observability import probe
 from mintsaga.worker import connect_temporal
+from tests.paths import ROOT
 from tests.saga_support import add_fault, settings_for, temporal_client
 
-ROOT = Path(__file__).resolve().parents[1]
 SERVER_NAME = "temporal.test"
 API_KEY = "tmprl-test-api-key-0123456789"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

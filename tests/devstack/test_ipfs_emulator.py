@@ -1,6 +1,6 @@
 """The devstack's IPFS faces over HTTP: Pinata, Kubo and the gateways share one blockstore.
 
-Expected CIDs come from aleph-cid, which tests/test_cid.py holds to Kubo's CIDs.
+Expected CIDs come from aleph-cid, which tests/unit/ipfs/test_cid.py holds to Kubo's CIDs.
 Every test uploads content unique to the run, so reruns against a kept state dir still pass.
 """
 

@@ -35,8 +35,8 @@ from packaging.utils import canonicalize_name
 from devstack.supervisor import SEARCH_ATTRIBUTES
 from mintsaga.observability import metrics
 from mintsaga.settings import Settings
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 KUBE = DEPLOY / "kubernetes"
 KUBE_VERSIONS = ("1.30", "1.33")  # the oldest and a current release kubernetes-validate ships

@@ -29,6 +29,11 @@ class ErrorKind(enum.StrEnum):
         return self in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED)
 
 
+def without_nul(text: str) -> str:
+    """`text` with each NUL (which Postgres text refuses) shown as U+FFFD."""
+    return text.replace("\x00", "\ufffd")
+
+
 class ServiceError(Exception):
     """A classified failure of an external service.
 
@@ -58,6 +63,8 @@ class ServiceError(Exception):
         connected: bool = False,
         endpoint_healthy: bool = False,
     ) -> None:
+        # A message may quote a remote answer: no NUL, so it can be stored anywhere.
+        message = without_nul(message)
         super().__init__(message)
         self.message = message
         self.service = service

@@ -80,6 +80,37 @@ def response_detail(response: httpx.Response) -> str:
     return json.dumps(body)[:_MAX_DETAIL]
 
 
+# An error answer's body is read up to this many bytes on the wire, never more: its detail
+# goes into a message, and a broken or hostile server may send gigabytes (or a small
+# compressed body that inflates to them).
+ERROR_BODY_MAX_BYTES = 4096
+
+
+async def capped_error_answer(
+    response: httpx.Response, limit: int = ERROR_BODY_MAX_BYTES
+) -> httpx.Response:
+    """A streamed non-2xx answer as a response holding at most `limit` raw bytes of its body,
+    for `status_error`. A compressed body is not decoded (its detail is left out): decoding is
+    where a small body becomes a huge one."""
+    raw = bytearray()
+    try:
+        async for chunk in response.aiter_raw():
+            raw += chunk[: limit - len(raw)]
+            if len(raw) >= limit:
+                break
+    except httpx.StreamConsumed:  # a response read already (a transport that buffers it)
+        raw += response.content[:limit]
+    encoded = response.headers.get("Content-Encoding", "identity").strip().lower()
+    dropped = ("content-encoding", "content-length")
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in dropped}
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=bytes(raw) if encoded in ("", "identity") else b"",
+        request=response.request,
+    )
+
+
 def status_error(
     response: httpx.Response,
     *,

@@ -283,6 +283,39 @@ STATIC = [
         ),
         id="image-url-link-local-even-in-the-devstack",
     ),
+    # Poison inputs (issue 14): values that would pass as numbers or text and break later.
+    pytest.param(
+        Static(
+            ("attributes[0].value", "finite"),
+            {"attributes": [{"trait_type": "tier", "value": float("nan")}]},
+        ),
+        id="attribute-nan",
+    ),
+    pytest.param(
+        Static(
+            ("options.operator_timeout_s", "finite"),
+            {"options": {"operator_timeout_s": float("inf")}},
+        ),
+        id="operator-timeout-infinity",
+    ),
+    pytest.param(
+        Static(("name", "U+202E"), {"name": "Saga \u202egnp.exe"}), id="name-bidi-override"
+    ),
+    pytest.param(Static(("symbol", "U+200B"), {"symbol": "SA\u200bGA"}), id="symbol-zero-width"),
+    pytest.param(Static(("name", "U+0000"), {"name": "Saga\x00"}), id="name-nul"),
+    pytest.param(
+        Static(("description", "NUL"), {"description": "gold\x00tier"}), id="description-nul"
+    ),
+    pytest.param(
+        Static(("wallet", "System Program"), {"wallet": "11111111111111111111111111111111"}),
+        id="wallet-system-program",
+    ),
+    pytest.param(
+        Static(
+            ("wallet", "rent sysvar"), {"wallet": "SysvarRent111111111111111111111111111111111"}
+        ),
+        id="wallet-rent-sysvar",
+    ),
 ]
 
 
@@ -355,6 +388,8 @@ class HostileServer:
         app.router.add_get("/declared-huge.png", self.declared_huge)
         app.router.add_get("/html-as.png", self.html_as_png)
         app.router.add_get("/page.html", self.page)
+        app.router.add_get("/nul-error.png", self.nul_error)
+        app.router.add_get("/huge-error.png", self.huge_error)
         return app
 
     @web.middleware
@@ -385,6 +420,27 @@ class HostileServer:
 
     async def page(self, request: web.Request) -> web.Response:
         return web.Response(body=self.HTML, content_type="text/html")
+
+    async def nul_error(self, request: web.Request) -> web.Response:
+        # A NUL in the body: quoted into the rollback reason, Postgres would refuse it.
+        return web.Response(status=404, body=b"no such image\x00here", content_type="text/plain")
+
+    HUGE_ERROR_BYTES = 100 * 1024 * 1024
+    error_bytes_sent = 0
+
+    async def huge_error(self, request: web.Request) -> web.StreamResponse:
+        # A 100 MB error body: the worker reads a few KB of it, then hangs up.
+        response = web.StreamResponse(status=404, headers={"Content-Type": "text/plain"})
+        response.content_length = self.HUGE_ERROR_BYTES
+        await response.prepare(request)
+        chunk = b"x" * (64 * 1024)
+        try:
+            while self.error_bytes_sent < self.HUGE_ERROR_BYTES:
+                await response.write(chunk)
+                self.error_bytes_sent += len(chunk)
+        except (ConnectionError, RuntimeError):
+            pass  # the worker hung up
+        return response
 
 
 @pytest.fixture(scope="module")
@@ -457,6 +513,13 @@ WORKER = [
         id="url-content-type-not-an-image",
     ),
     pytest.param(
+        Refused(("image.url", "404", "no such image"), _served("/nul-error.png")),
+        id="url-error-body-with-nul",
+    ),
+    pytest.param(
+        Refused(("image.url", "404"), _served("/huge-error.png")), id="url-error-body-100-mb"
+    ),
+    pytest.param(
         Refused(("image.path", "outside MINT_IMAGE_DIR"), _dotdot, PNG), id="path-dotdot-escape"
     ),
     pytest.param(
@@ -497,6 +560,24 @@ async def test_the_worker_refuses_a_bad_image_before_anything_is_written(
     assert result.reason is not None
     assert_names(result.reason, ("compute_image_cid", *case.names))
     assert (result.mint_address, result.image_cid, result.signature) == (None, None, None)
+    assert "\x00" not in result.reason
+    # The user's slot is free again: the same user mints at once.
+    again = MintRequest.model_validate(request_fields(stack, user_id=request.user_id))
+    await mintsaga.start_mint(client, again, queue=worker)
+    assert (await finished(client, again)).status == MintStatus.MINTED
+
+
+async def test_an_error_body_is_not_read_past_its_cap(hostile: HostileServer) -> None:
+    """100 MB of error body offered; the loader reads a few KB and hangs up."""
+    hostile.error_bytes_sent = 0
+    async with httpx.AsyncClient(timeout=10) as http:
+        loader = ImageLoader(None, http, allow_private_hosts=True)
+        with pytest.raises(ServiceError, match="404") as refused:
+            await loader.load({"url": hostile.base + "/huge-error.png"})
+    assert not refused.value.retryable
+    await asyncio.sleep(0.5)  # the server notices the hang-up
+    # What the server got out before the hang-up: its socket buffers, not the body.
+    assert hostile.error_bytes_sent < 16 * 1024 * 1024, hostile.error_bytes_sent
 
 
 async def test_the_redirect_target_is_never_contacted(hostile: HostileServer) -> None:

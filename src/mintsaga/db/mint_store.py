@@ -37,7 +37,7 @@ from mintsaga.db.rows import (
     to_stage,
 )
 from mintsaga.db.submissions import SubmissionsMixin
-from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.errors import ErrorKind, ServiceError, without_nul
 from mintsaga.resilience.breaker import DB_BREAKER, BreakerRegistry, CircuitBreaker
 from mintsaga.stages import FINISHED, MintStage
 
@@ -311,6 +311,8 @@ class MintStore(PinsMixin, SubmissionsMixin):
         **fields: Any,
     ) -> MintRow | None:
         target = to_stage(stage, self._endpoint)
+        # Postgres refuses NUL in text; a reason may quote what a remote host answered.
+        fields = {k: without_nul(v) if isinstance(v, str) else v for k, v in fields.items()}
         unknown = sorted(set(fields) - SETTABLE_FIELDS)
         if unknown:
             raise permanent(

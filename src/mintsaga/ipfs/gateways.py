@@ -13,7 +13,7 @@ import logging
 import httpx
 
 from mintsaga.errors import ErrorKind, ServiceError, redact_url
-from mintsaga.http_errors import status_error, transport_error
+from mintsaga.http_errors import capped_error_answer, status_error, transport_error
 from mintsaga.ipfs.cid import compute_cid, require_cid
 from mintsaga.observability.metrics import record_failover
 from mintsaga.resilience.breaker import IPFS_BREAKER, BreakerRegistry
@@ -98,8 +98,8 @@ class GatewayReader:
                 "GET", f"{url}/ipfs/{cid}", follow_redirects=True
             ) as response:
                 if not response.is_success:
-                    await response.aread()
-                    raise status_error(response, service=SERVICE, endpoint=url, action=action)
+                    capped = await capped_error_answer(response)
+                    raise status_error(capped, service=SERVICE, endpoint=url, action=action)
                 data = await _read_capped(response, max_bytes)
         except httpx.RequestError as exc:
             raise transport_error(exc, service=SERVICE, endpoint=url, action=action) from exc

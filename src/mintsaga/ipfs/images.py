@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from mintsaga.errors import ErrorKind, ServiceError
-from mintsaga.http_errors import status_error, transport_error
+from mintsaga.http_errors import capped_error_answer, status_error, transport_error
 
 log = logging.getLogger(__name__)
 
@@ -354,8 +354,8 @@ class ImageLoader:
                             f"image.url redirected to an invalid URL: {exc}", "ImageUrlInvalid"
                         ) from exc
                 if not response.is_success:
-                    await response.aread()
-                    raise status_error(response, service=SERVICE, endpoint=endpoint, action=action)
+                    capped = await capped_error_answer(response)
+                    raise status_error(capped, service=SERVICE, endpoint=endpoint, action=action)
                 declared = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if declared not in CONTENT_TYPES:
                     raise _refused(

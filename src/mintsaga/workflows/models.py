@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal, Self
 
@@ -23,6 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from solders import sysvar
 from solders.pubkey import Pubkey
 
 from mintsaga.stages import MintStage
@@ -37,9 +40,62 @@ DEFAULT_OPERATOR_TIMEOUT_S = 24 * 3600
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
+# Keys a wallet can never be: programs and sysvars. Several are valid curve points (the System
+# Program's all-zero key is one), so the on-curve check alone lets them through; an NFT sent
+# there is lost. The ids are the programs' published addresses (solders' constants where it
+# has them).
+NOT_WALLETS: dict[str, str] = {
+    "11111111111111111111111111111111": "the System Program",
+    "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA": "the SPL Token program",
+    "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb": "the Token-2022 program",
+    "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL": "the Associated Token Account program",
+    "MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr": "the Memo program",
+    "ComputeBudget111111111111111111111111111111": "the Compute Budget program",
+    "Stake11111111111111111111111111111111111111": "the Stake program",
+    "Vote111111111111111111111111111111111111111": "the Vote program",
+    "Config1111111111111111111111111111111111111": "the Config program",
+    "BPFLoaderUpgradeab1e11111111111111111111111": "the upgradeable BPF loader",
+    "BPFLoader2111111111111111111111111111111111": "the BPF loader",
+    "NativeLoader1111111111111111111111111111111": "the native loader",
+    "AddressLookupTab1e1111111111111111111111111": "the Address Lookup Table program",
+    "metaqbxxUerdq28cj1RbAWkYQm3ybzjb6a8bt518x1s": "the Metaplex Token Metadata program",
+    **{
+        str(key): f"the {name.lower().replace('_', ' ')} sysvar"
+        for name, key in (
+            ("CLOCK", sysvar.CLOCK),
+            ("EPOCH_SCHEDULE", sysvar.EPOCH_SCHEDULE),
+            ("INSTRUCTIONS", sysvar.INSTRUCTIONS),
+            ("RECENT_BLOCKHASHES", sysvar.RECENT_BLOCKHASHES),
+            ("RENT", sysvar.RENT),
+            ("REWARDS", sysvar.REWARDS),
+            ("SLOT_HASHES", sysvar.SLOT_HASHES),
+            ("STAKE_HISTORY", sysvar.STAKE_HISTORY),
+        )
+    },
+}
+
+
+def invisible_characters(text: str) -> list[str]:
+    """The control and format characters in `text` (NUL, bidi overrides such as U+202E,
+    zero-width spaces and joiners), as `U+XXXX` names: a wallet would show the text other than
+    it reads, and Postgres refuses NUL."""
+    return [
+        f"U+{ord(c):04X}" for c in dict.fromkeys(text) if unicodedata.category(c) in ("Cc", "Cf")
+    ]
+
+
+def _visible(field: str, value: str) -> str:
+    found = invisible_characters(value)
+    if found:
+        raise ValueError(
+            f"{field}: control or invisible characters are not allowed ({', '.join(found)})"
+        )
+    return value
+
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # NaN and Infinity would pass as numbers and serialise as null: refused like any bad value.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class _Answer(BaseModel):
@@ -75,11 +131,30 @@ class Attribute(_Frozen):
         ),
     ]
 
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value_is_finite(cls, value: object) -> object:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number (NaN and Infinity are not)")
+        return value
+
     @field_validator("value")
     @classmethod
     def _value_fits(cls, value: str | int | float) -> str | int | float:
         if isinstance(value, str) and len(value) > MAX_ATTRIBUTE_VALUE_CHARS:
             raise ValueError(f"at most {MAX_ATTRIBUTE_VALUE_CHARS} characters, not {len(value)}")
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("NUL (U+0000) is not allowed")
+        return value
+
+    @field_validator("trait_type")
+    @classmethod
+    def _trait_type_is_visible(cls, value: str) -> str:
+        found = invisible_characters(value)
+        if found:
+            raise ValueError(
+                f"control or invisible characters are not allowed ({', '.join(found)})"
+            )
         return value
 
 
@@ -145,6 +220,8 @@ class MintRequest(_Frozen):
             raise ValueError(
                 "wallet: not an ed25519 public key (off the curve: a program address?)"
             )
+        if value in NOT_WALLETS:
+            raise ValueError(f"wallet: {value} is {NOT_WALLETS[value]}, not a wallet")
         return value
 
     @field_validator("name")
@@ -152,13 +229,20 @@ class MintRequest(_Frozen):
     def _name_fits(cls, value: str) -> str:
         if len(value.encode()) > MAX_NAME_BYTES:
             raise ValueError(f"name: at most {MAX_NAME_BYTES} bytes of UTF-8")
-        return value
+        return _visible("name", value)
 
     @field_validator("symbol")
     @classmethod
     def _symbol_fits(cls, value: str) -> str:
         if len(value.encode()) > MAX_SYMBOL_BYTES:
             raise ValueError(f"symbol: at most {MAX_SYMBOL_BYTES} bytes of UTF-8")
+        return _visible("symbol", value)
+
+    @field_validator("description")
+    @classmethod
+    def _description_has_no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("description: NUL (U+0000) is not allowed")
         return value
 
     @property

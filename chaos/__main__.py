@@ -1,8 +1,8 @@
 """python -m chaos [--mints N] [--seed S] [--duration D] [--workers W] [--report FILE]
 
 Runs N mints through real worker processes on a devstack of its own while a seeded fault
-schedule (tests.chaos.schedule) runs for D seconds, lets every mint settle, then checks the
-invariants (tests.chaos.checker). Writes FILE (default chaos-report.json), prints a summary,
+schedule (chaos.schedule) runs for D seconds, lets every mint settle, then checks the
+invariants (chaos.checker). Writes FILE (default chaos-report.json), prints a summary,
 and exits 1 when any invariant is violated.
 """
 

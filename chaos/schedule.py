@@ -2,7 +2,7 @@
 
 `build_schedule(seed, duration_s)` is pure: the same seed and duration give the same list of
 actions, so a run that found a violation can be run again with the same faults. Times are
-seconds from the start of the run; the harness carries the actions out (`tests.chaos.harness`).
+seconds from the start of the run; the harness carries the actions out (`chaos.harness`).
 
 Two layers:
 - *outages*, one or more of each: a Solana endpoint down, Pinata down (Kubo takes over), a

@@ -21,9 +21,42 @@ from temporalio.service import TLSConfig
 # The priority fee's defaults (mintsaga.solana.fees applies them).
 DEFAULT_PRIORITY_FEE_PERCENTILE = 75
 DEFAULT_PRIORITY_FEE_CAP = 100_000  # micro-lamports per CU: at ~30k CU, 3,000 lamports
+# No setting, request or operator may bid above this: 10,000,000 micro-lamports per CU is
+# 2,000,000 lamports (0.002 SOL) at the 200,000 CU fallback limit.
+MAX_PRIORITY_FEE_MICRO_LAMPORTS = 10_000_000
+# An operator's retry may bid up to this many times the cap (SOLANA_OPERATOR_PRIORITY_FEE_CAP).
+OPERATOR_FEE_CAP_FACTOR = 10
+
+
+def priority_fee_cap_from_env(env: Mapping[str, str] | None = None) -> int:
+    """SOLANA_PRIORITY_FEE_CAP, as the worker reads it (the starter checks requests with it)."""
+    env = os.environ if env is None else env
+    return _int(
+        env,
+        "SOLANA_PRIORITY_FEE_CAP",
+        DEFAULT_PRIORITY_FEE_CAP,
+        maximum=MAX_PRIORITY_FEE_MICRO_LAMPORTS,
+    )
 
 
 MAX_U64 = 2**64 - 1
+
+
+def _operator_fee_cap(env: Mapping[str, str]) -> int:
+    cap = priority_fee_cap_from_env(env)
+    default = min(cap * OPERATOR_FEE_CAP_FACTOR, MAX_PRIORITY_FEE_MICRO_LAMPORTS)
+    operator_cap = _int(
+        env,
+        "SOLANA_OPERATOR_PRIORITY_FEE_CAP",
+        default,
+        maximum=MAX_PRIORITY_FEE_MICRO_LAMPORTS,
+    )
+    if operator_cap < cap:
+        raise SettingsError(
+            f"SOLANA_OPERATOR_PRIORITY_FEE_CAP: {operator_cap} is below SOLANA_PRIORITY_FEE_CAP"
+            f" ({cap})"
+        )
+    return operator_cap
 
 
 class SettingsError(ValueError):
@@ -307,16 +340,23 @@ class TemporalTarget(BaseModel):
         config_file = env.get("TEMPORAL_CONFIG_FILE", "").strip()
         if config_file and not Path(config_file).is_file():  # the SDK would silently skip it
             raise SettingsError(f"TEMPORAL_CONFIG_FILE: {config_file} is not a file")
+        # The SDK's default file (~/.config/temporalio/temporal.toml) is read only when asked
+        # for: a developer's Temporal Cloud profile must not redirect the devstack's clients.
+        asked = any(env.get(n, "").strip() for n in ("TEMPORAL_CONFIG_FILE", "TEMPORAL_PROFILE"))
         try:
-            profile = ClientConfigProfile.load(override_env_vars=with_temporal_aliases(env))
+            profile = ClientConfigProfile.load(
+                override_env_vars=with_temporal_aliases(env), disable_file=not asked
+            )
             config: dict[str, Any] = dict(profile.to_client_connect_config())
         except Exception as exc:  # the SDK's ConfigError (a malformed file, no such profile)
             raise SettingsError(f"TEMPORAL_CONFIG_FILE / TEMPORAL_PROFILE: {exc}") from exc
         if not any(env.get(name, "").strip() for name in TEMPORAL_SECURITY_SETTINGS):
             security = _security_from_profile(config, security)
         return cls(
-            address=config.get("target_host") or cls.model_fields["address"].default,
-            namespace=config.get("namespace") or cls.model_fields["namespace"].default,
+            address=str(config.get("target_host") or "").strip()
+            or cls.model_fields["address"].default,
+            namespace=str(config.get("namespace") or "").strip()
+            or cls.model_fields["namespace"].default,
             security=security,
             rpc_metadata=dict(config.get("rpc_metadata") or {}),
         )
@@ -461,6 +501,7 @@ class Settings(BaseModel):
     solana_rpc_endpoints: tuple[str, ...]
     solana_timeout_s: float
     solana_priority_fee_cap: int  # micro-lamports per compute unit
+    solana_operator_priority_fee_cap: int  # an operator's retry may bid up to this
     solana_priority_fee_percentile: int
     pinata_api_url: str
     pinata_jwt: SecretStr
@@ -502,9 +543,8 @@ class Settings(BaseModel):
                 env, "SOLANA_RPC_ENDPOINTS", "the Solana RPC endpoints, primary first"
             ),
             solana_timeout_s=_int(env, "SOLANA_TIMEOUT_MS", 30_000, minimum=100) / 1000,
-            solana_priority_fee_cap=_int(
-                env, "SOLANA_PRIORITY_FEE_CAP", DEFAULT_PRIORITY_FEE_CAP, maximum=MAX_U64
-            ),
+            solana_priority_fee_cap=priority_fee_cap_from_env(env),
+            solana_operator_priority_fee_cap=_operator_fee_cap(env),
             solana_priority_fee_percentile=_int(
                 env,
                 "SOLANA_PRIORITY_FEE_PERCENTILE",

@@ -140,6 +140,7 @@ async def mint_activities(
                 seed,
                 priority_fee_cap=settings.solana_priority_fee_cap,
                 priority_fee_percentile=settings.solana_priority_fee_percentile,
+                operator_fee_cap=settings.solana_operator_priority_fee_cap,
             )
             images = ImageLoader(
                 settings.mint_image_dir,

@@ -316,6 +316,21 @@ STATIC = [
         ),
         id="wallet-rent-sysvar",
     ),
+    # The spend policy (issue 14): the hot wallet pays the fee a request names.
+    pytest.param(
+        Static(
+            ("options.priority_fee_micro_lamports", "SOLANA_PRIORITY_FEE_CAP=100000"),
+            {"options": {"priority_fee_micro_lamports": 500_000}},
+        ),
+        id="priority-fee-above-the-cap",
+    ),
+    pytest.param(
+        Static(
+            ("options.priority_fee_micro_lamports", "10000000"),
+            {"options": {"priority_fee_micro_lamports": 10**18}},
+        ),
+        id="priority-fee-beyond-any-cap",
+    ),
 ]
 
 

@@ -33,6 +33,7 @@ from mintsaga.api.image_urls import (
 )
 from mintsaga.codec import data_converter_from_env
 from mintsaga.observability.tracing import interceptors
+from mintsaga.settings import SettingsError, priority_fee_cap_from_env
 from mintsaga.stages import MintStage
 from mintsaga.workflows.mint_saga import MINT_STAGE, MINT_STATUS, MintSaga
 from mintsaga.workflows.models import (
@@ -83,6 +84,7 @@ async def start_mint(
     mint of another request: naming the fields that differ, it is never merged into that one.
     """
     check_image_url(request, allow_private_urls=allow_private_urls)
+    check_priority_fee(request)
     try:
         handle = await client.start_workflow(
             MintSaga.run,
@@ -110,6 +112,21 @@ async def start_mint(
             " nothing started (a new mint needs a new mint_id)"
         )
     return handle
+
+
+def check_priority_fee(request: MintRequest) -> None:
+    """Refuse a requested priority fee above SOLANA_PRIORITY_FEE_CAP (as set where this runs;
+    the worker's default otherwise): the hot wallet pays it, and only an operator may bid more."""
+    fee = request.options.priority_fee_micro_lamports
+    try:
+        cap = priority_fee_cap_from_env()
+    except SettingsError as exc:
+        raise StarterError(str(exc)) from None
+    if fee is not None and fee > cap:
+        raise StarterError(
+            "invalid request, nothing started: options.priority_fee_micro_lamports:"
+            f" {fee} is above the cap SOLANA_PRIORITY_FEE_CAP={cap} (micro-lamports per CU)"
+        )
 
 
 async def _fields_differing(

@@ -12,6 +12,7 @@ from mintsaga.api.errors import StarterError
 from mintsaga.api.image_urls import (
     check_image_url,
 )
+from mintsaga.api.mints import check_priority_fee
 from mintsaga.workflows.models import (
     MintRequest,
 )
@@ -25,6 +26,7 @@ def load_request(path: Path) -> MintRequest:
         raise StarterError(f"--request: cannot read {path}: {exc.strerror}") from exc
     request = request_from_json(text, source=f"--request: {path}")
     check_image_url(request)
+    check_priority_fee(request)
     return request
 
 

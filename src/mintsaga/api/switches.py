@@ -117,7 +117,7 @@ async def _known_breaker(store: RuntimeConfigStore, given: str, *, check: bool) 
 def breaker_name_for(given: str, known: Iterable[str]) -> str:
     """The breaker ``given`` means: a name as `breaker list` prints it, or an endpoint's URL
     as configured. Workers name a breaker by its endpoint's URL without credentials, query or
-    key-like path part (`clients.errors.redact_url`); so a URL matches the known name that
+    key-like path part (`mintsaga.errors.redact_url`); so a URL matches the known name that
     differs only in those, case of scheme and host, or a trailing slash. A URL no worker
     reports is redacted the same way, so no credential is ever stored as a name."""
     names = set(known)

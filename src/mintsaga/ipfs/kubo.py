@@ -64,7 +64,7 @@ class KuboClient:
     ) -> str:
         """Add (and by default pin) ``data`` as one file; returns Kubo's CID for it.
 
-        ``cid-version=1`` implies raw leaves in Kubo, matching ``clients.cid``.
+        ``cid-version=1`` implies raw leaves in Kubo, matching ``mintsaga.ipfs.cid``.
         """
         response = await self._call(
             "add",

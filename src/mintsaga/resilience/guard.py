@@ -11,12 +11,11 @@ endpoint (a permanent error: a bad request) is recorded as neutral, and an answe
 endpoint gives about the request (`ServiceError.endpoint_healthy`: an expired blockhash, a
 rejected transaction) as a success.
 
-Plain Python: what the guard needs from its surroundings arrives as `GuardHooks`, installed
-once by the composition root (`mintsaga.worker.install_call_hooks`): the time left in the
-current attempt (a Temporal activity's deadline), a keep-alive while a queued call waits (its
-heartbeat), and the observers of calls, HTTP answers and breaker states (spans and metrics).
-Without them (a script, a unit test) a call is not queued and nothing is observed.
-"""
+Plain Python: what the guard needs from its surroundings arrives as `GuardHooks`, installed once
+by the composition root (`mintsaga.activities.call_hooks.install_call_hooks`): the time left in
+the current attempt (a Temporal activity's deadline), a keep-alive while a queued call waits
+(its heartbeat), and the observers of calls, HTTP answers and breaker states (spans and
+metrics). Without them (a script, a unit test) a call is not queued and nothing is observed."""
 
 from __future__ import annotations
 

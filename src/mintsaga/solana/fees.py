@@ -83,3 +83,50 @@ def parse_recent_fees(result: Any) -> list[int]:
             raise ValueError(f"prioritizationFee {fee!r} is not a non-negative integer")
         fees.append(fee)
     return fees
+
+
+# -- what one mint may spend ------------------------------------------------------------------
+
+# Solana's fee per signature (solana.com/docs/core/fees: 5,000 lamports); the mint's
+# transaction carries two (the fee payer's and the new mint account's).
+LAMPORTS_PER_SIGNATURE = 5_000
+MINT_SIGNATURES = 2
+# The rent-exempt minimum as Agave's default `Rent` computes it: (128 bytes of account overhead
+# + data length) x 3,480 lamports per byte-year x 2 years (getMinimumBalanceForRentExemption
+# answers the same on mainnet, devnet and the devstack).
+ACCOUNT_STORAGE_OVERHEAD = 128
+LAMPORTS_PER_BYTE_YEAR = 3_480
+EXEMPTION_THRESHOLD_YEARS = 2
+RENT_MARGIN = (21, 20)  # an RPC's rent more than 5 % above the formula is not believed
+
+
+def rent_exempt_minimum(size: int) -> int:
+    """The lamports an account of `size` data bytes needs to be rent-exempt."""
+    return (ACCOUNT_STORAGE_OVERHEAD + size) * LAMPORTS_PER_BYTE_YEAR * EXEMPTION_THRESHOLD_YEARS
+
+
+def rent_is_plausible(rent: int, size: int) -> bool:
+    """Whether an RPC's rent for `size` is at most the formula's plus the margin (a lying or
+    misconfigured node would lock SOL in every mint account)."""
+    return 0 <= rent * RENT_MARGIN[1] <= rent_exempt_minimum(size) * RENT_MARGIN[0]
+
+
+def priority_lamports(price_micro_lamports: int, compute_unit_limit: int) -> int:
+    """What a price per CU costs at a limit, in lamports (rounded up, as the runtime does)."""
+    return -(-price_micro_lamports * compute_unit_limit // 1_000_000)
+
+
+def mint_cost(rent: int, price_micro_lamports: int, compute_unit_limit: int) -> int:
+    """Every lamport the mint's transaction takes from the hot wallet: the mint account's rent,
+    the signatures' base fee and the priority fee (the token account's rent is the
+    associated-token program's, paid by the payer too: it is in `rent` when given)."""
+    base = LAMPORTS_PER_SIGNATURE * MINT_SIGNATURES
+    return rent + base + priority_lamports(price_micro_lamports, compute_unit_limit)
+
+
+def mint_budget(size: int, fee_cap_micro_lamports: int) -> int:
+    """The most one mint may cost: the formula's rent for its size (plus the margin), the
+    base fee, and the highest allowed price at the fallback compute limit (the transaction
+    needs ~30k CU; a simulation claiming more than 200k is not paid for)."""
+    rent = rent_exempt_minimum(size) * RENT_MARGIN[0] // RENT_MARGIN[1]
+    return mint_cost(rent, fee_cap_micro_lamports, FALLBACK_COMPUTE_UNIT_LIMIT)

@@ -36,8 +36,12 @@ from mintsaga.solana.fees import (
     FALLBACK_COMPUTE_UNIT_LIMIT,
     MAX_COMPUTE_UNIT_LIMIT,
     compute_unit_limit,
+    mint_budget,
+    mint_cost,
     parse_recent_fees,
     priority_fee_from_recent,
+    rent_exempt_minimum,
+    rent_is_plausible,
 )
 from mintsaga.solana.mint_keys import MIN_SEED_BYTES, SEED_SETTING, derive_mint_keypair
 from mintsaga.solana.nft import (
@@ -136,6 +140,7 @@ class MintPreparer:
         *,
         priority_fee_cap: int = DEFAULT_PRIORITY_FEE_CAP,
         priority_fee_percentile: int = DEFAULT_PRIORITY_FEE_PERCENTILE,
+        operator_fee_cap: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``priority_fee_cap`` (micro-lamports per CU) and ``priority_fee_percentile`` are
@@ -151,6 +156,10 @@ class MintPreparer:
         self._payer = payer
         self._seed = bytes(mint_key_seed)
         self.priority_fee_cap = priority_fee_cap
+        # A fee given with the mint (an operator's retry, a request) is clamped to this.
+        self.operator_fee_cap = max(
+            priority_fee_cap, priority_fee_cap if operator_fee_cap is None else operator_fee_cap
+        )
         self.priority_fee_percentile = priority_fee_percentile
         self._rent: SharedCache[int, int] = SharedCache(RENT_TTL_S, clock=clock)
         # Keyed by the pool's URLs: after ``SolanaRpc.set_endpoints`` none is reused.
@@ -181,7 +190,7 @@ class MintPreparer:
         resign: int = 0,
         accounts: Sequence[str] | None = None,
     ) -> int:
-        """The price (micro-lamports per CU) to bid: clients/solana_fees.py's formula over
+        """The price (micro-lamports per CU) to bid: mintsaga.solana.fees's formula over
         ``getRecentPrioritizationFees`` for ``accounts`` (default: the system wallet; prepare
         passes every account the mint transaction writes).
 
@@ -237,6 +246,14 @@ class MintPreparer:
         mint = mint_keypair.pubkey()
         owner_key = Pubkey.from_string(str(owner))
         fee = priority_fee_micro_lamports
+        if fee is not None and fee > self.operator_fee_cap:
+            log.warning(
+                "priority fee %d for %s is above SOLANA_OPERATOR_PRIORITY_FEE_CAP=%d: clamped",
+                fee,
+                mint_id,
+                self.operator_fee_cap,
+            )
+            fee = self.operator_fee_cap
         if fee is None:
             fee = await self.priority_fee(
                 percentile=self.priority_fee_percentile,
@@ -267,6 +284,18 @@ class MintPreparer:
         _check_size(len(bytes(VersionedTransaction.populate(probe, _unsigned(probe)))))
         units = await self._simulate_units(probe, fee_payer=str(payer))
         limit = FALLBACK_COMPUTE_UNIT_LIMIT if units is None else compute_unit_limit(units)
+        # The spend policy, last thing before signing: nothing above the per-mint budget.
+        cost = mint_cost(rent, fee, limit)
+        budget = mint_budget(size, self.operator_fee_cap)
+        if cost > budget:
+            raise ServiceError(
+                f"mint {mint_id} would cost {cost} lamports (rent {rent}, price {fee}"
+                f" micro-lamports per CU at {limit} CU), over its budget of {budget} lamports"
+                " (set by SOLANA_OPERATOR_PRIORITY_FEE_CAP); nothing signed",
+                service=SERVICE,
+                kind=ErrorKind.NEEDS_OPERATOR,
+                code="SpendOverBudget",
+            )
         message = MessageV0.try_compile(payer, _with_budget(nft, limit, fee), [], blockhash)
         tx = VersionedTransaction(message, [self._payer, mint_keypair])
         wire = bytes(tx)
@@ -287,8 +316,20 @@ class MintPreparer:
         self._blockhash.forget()
 
     async def _fetch_rent(self, size: int) -> int:
+        def believable(answer: Any) -> int:
+            rent = int(answer)
+            if not rent_is_plausible(rent, size):
+                # A node's problem (raised per endpoint, so the next is asked); never kept.
+                raise ValueError(
+                    f"rent {rent} for {size} bytes is over the rent-exempt minimum"
+                    f" {rent_exempt_minimum(size)} (+5 %)"
+                )
+            return rent
+
         rent: int = await self.rpc.call(
-            "getMinimumBalanceForRentExemption", [size, {"commitment": COMMITMENT}], parse=int
+            "getMinimumBalanceForRentExemption",
+            [size, {"commitment": COMMITMENT}],
+            parse=believable,
         )
         return rent
 

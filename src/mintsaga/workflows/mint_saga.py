@@ -1,6 +1,6 @@
 """MintSaga: one NFT for one user, through every network fault, never twice and never orphaned.
 
-Read `run` top to bottom: the six stages of DESIGN.md. Before the pivot (the first send of the
+Read `run` top to bottom: the six stages of docs/design.md. Before the pivot (the first send of the
 signed transaction) a terminal failure compensates: every compensation was registered before
 its step, they run in reverse, shielded from cancellation. From the pivot on the saga only goes
 forward. A step that spends its retries waits for an operator (`retry` or `compensate`), who

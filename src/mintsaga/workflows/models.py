@@ -28,6 +28,7 @@ from pydantic import (
 from solders import sysvar
 from solders.pubkey import Pubkey
 
+from mintsaga.settings import MAX_PRIORITY_FEE_MICRO_LAMPORTS
 from mintsaga.stages import MintStage
 
 MAX_NAME_BYTES = 32  # Token-2022 metadata as wallets display it; the Metaplex convention
@@ -189,7 +190,11 @@ class MintOptions(_Frozen):
     priority_fee_micro_lamports: int | None = Field(
         default=None,
         ge=0,
-        description="micro-lamports per compute unit; unset: a percentile of recent fees, capped",
+        le=MAX_PRIORITY_FEE_MICRO_LAMPORTS,
+        description=(
+            "micro-lamports per compute unit, at most the worker's SOLANA_PRIORITY_FEE_CAP;"
+            " unset: a percentile of recent fees, capped"
+        ),
     )
     confirmation_wait_s: float = Field(
         default=60.0, gt=0, le=600, description="how long one confirmation wait lasts (spec: 60 s)"
@@ -303,7 +308,10 @@ class StatusView(_Answer):
 class RetryOverrides(_Frozen):
     """What an operator may change when retrying a step."""
 
-    priority_fee_micro_lamports: int | None = Field(default=None, ge=0)
+    # Clamped by the worker to SOLANA_OPERATOR_PRIORITY_FEE_CAP.
+    priority_fee_micro_lamports: int | None = Field(
+        default=None, ge=0, le=MAX_PRIORITY_FEE_MICRO_LAMPORTS
+    )
     preferred_endpoint: str | None = None
 
 

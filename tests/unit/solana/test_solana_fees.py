@@ -5,17 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mintsaga.settings import DEFAULT_PRIORITY_FEE_CAP, Settings, SettingsError
+from mintsaga.settings import (
+    DEFAULT_PRIORITY_FEE_CAP,
+    MAX_PRIORITY_FEE_MICRO_LAMPORTS,
+    Settings,
+    SettingsError,
+    _operator_fee_cap,
+    priority_fee_cap_from_env,
+)
 from mintsaga.solana.fees import (
     FALLBACK_COMPUTE_UNIT_LIMIT,
     MAX_COMPUTE_UNIT_LIMIT,
     RESIGN_FLOOR_MICRO_LAMPORTS,
     compute_unit_limit,
+    mint_budget,
+    mint_cost,
     parse_recent_fees,
     percentile_fee,
     priority_fee_from_recent,
+    priority_lamports,
     raised_fee,
+    rent_exempt_minimum,
+    rent_is_plausible,
 )
 
 # -- percentile ------------------------------------------------------------------------------
@@ -154,3 +168,45 @@ def test_bad_priority_fee_settings_name_the_variable(
         Settings.from_env(_env(tmp_path, **{name: value}))
     assert str(raised.value).startswith(f"{name}: ")
     assert says in str(raised.value)
+
+
+# -- the spend policy (issue 14) ----------------------------------------------------------------
+
+
+def test_the_rent_formula_is_agaves_default() -> None:
+    # A 165-byte SPL token account needs 2,039,280 lamports on every public cluster.
+    assert rent_exempt_minimum(165) == 2_039_280
+    assert rent_is_plausible(2_039_280, 165)
+    assert rent_is_plausible(2_039_280 * 21 // 20, 165)
+    assert not rent_is_plausible(2_039_280 * 21 // 20 + 1, 165)  # a node asking for more
+    assert not rent_is_plausible(-1, 165)
+
+
+@given(
+    size=st.integers(min_value=0, max_value=10_000),
+    cap=st.integers(min_value=0, max_value=MAX_PRIORITY_FEE_MICRO_LAMPORTS),
+    price=st.integers(min_value=0, max_value=MAX_PRIORITY_FEE_MICRO_LAMPORTS),
+    limit=st.integers(min_value=1, max_value=MAX_COMPUTE_UNIT_LIMIT),
+)
+def test_a_mint_within_the_policy_fits_its_budget_and_one_beyond_does_not(
+    size: int, cap: int, price: int, limit: int
+) -> None:
+    rent = rent_exempt_minimum(size)
+    within = price <= cap and limit <= FALLBACK_COMPUTE_UNIT_LIMIT
+    cost = mint_cost(rent, price, limit)
+    if within:
+        assert cost <= mint_budget(size, cap)
+    if priority_lamports(price, limit) > priority_lamports(cap, FALLBACK_COMPUTE_UNIT_LIMIT) + (
+        rent * 21 // 20 - rent
+    ):
+        assert cost > mint_budget(size, cap)
+
+
+def test_the_operator_cap_is_bounded_and_never_below_the_cap() -> None:
+    with pytest.raises(SettingsError, match=r"SOLANA_PRIORITY_FEE_CAP: .* above the maximum"):
+        priority_fee_cap_from_env({"SOLANA_PRIORITY_FEE_CAP": str(10**18)})
+    with pytest.raises(SettingsError, match="is below SOLANA_PRIORITY_FEE_CAP"):
+        _operator_fee_cap(
+            {"SOLANA_PRIORITY_FEE_CAP": "5000", "SOLANA_OPERATOR_PRIORITY_FEE_CAP": "10"}
+        )
+    assert _operator_fee_cap({}) == 10 * DEFAULT_PRIORITY_FEE_CAP

@@ -155,18 +155,29 @@ def owner_balance(stack: StackConfig, owner: str, mint_address: str) -> int:
 PINATA_PATIENCE_S = 75.0
 
 
-async def pinata_get(stack: StackConfig, path: str, params: dict[str, str]) -> httpx.Response:
-    """A test's own GET to Pinata, waiting out a 429 as its `Retry-After` asks (the emulator
-    answers Pinata's documented limit to every caller, tests included)."""
+async def pinata_call(
+    stack: StackConfig, method: str, path: str, params: dict[str, str] | None = None
+) -> httpx.Response:
+    """A test's own request to Pinata, waiting out a 429 as its `Retry-After` asks (the
+    emulator answers Pinata's documented limit to every caller, tests included); the answer
+    after that, whatever it is."""
     headers = {"Authorization": f"Bearer {stack.pinata_jwt}"}
     deadline = time.monotonic() + PINATA_PATIENCE_S
     async with httpx.AsyncClient(timeout=10) as http:
         while True:
-            answer = await http.get(stack.url("pinata") + path, params=params, headers=headers)
+            answer = await http.request(
+                method, stack.url("pinata") + path, params=params, headers=headers
+            )
             if answer.status_code != 429 or time.monotonic() >= deadline:
-                answer.raise_for_status()
                 return answer
             await asyncio.sleep(min(float(answer.headers.get("Retry-After", "1")), 5.0))
+
+
+async def pinata_get(stack: StackConfig, path: str, params: dict[str, str]) -> httpx.Response:
+    """`pinata_call`'s GET, which must succeed."""
+    answer = await pinata_call(stack, "GET", path, params)
+    answer.raise_for_status()
+    return answer
 
 
 async def pinata_room(stack: StackConfig, requests: int, within_s: float = 70.0) -> None:

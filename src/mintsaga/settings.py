@@ -492,8 +492,7 @@ class WorkerTuning(BaseModel):
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    temporal_address: str
-    temporal_namespace: str
+    temporal: TemporalTarget  # address, namespace, API key, TLS: what the worker connects with
     task_queue: str
     database_url: SecretStr  # may carry a password
     db_pool_min: int
@@ -514,8 +513,18 @@ class Settings(BaseModel):
     image_allow_private_urls: bool
     metrics_port: int = 0  # the worker's Prometheus endpoint; 0: none
     tuning: WorkerTuning = WorkerTuning()  # WORKER_*, PINATA_ACTIVITIES_PER_SECOND
-    temporal_security: TemporalSecurity = TemporalSecurity()  # API key, TLS
-    temporal: TemporalTarget = TemporalTarget()  # all of the above, to connect with
+
+    @property
+    def temporal_address(self) -> str:
+        return self.temporal.address
+
+    @property
+    def temporal_namespace(self) -> str:
+        return self.temporal.namespace
+
+    @property
+    def temporal_security(self) -> TemporalSecurity:
+        return self.temporal.security
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -530,11 +539,8 @@ class Settings(BaseModel):
         keypair = Path(_required(env, "MINT_AUTHORITY_KEYPAIR", "the system wallet's keypair file"))
         if not keypair.is_file():
             raise SettingsError(f"MINT_AUTHORITY_KEYPAIR: {keypair} is not a file")
-        temporal = TemporalTarget.from_env(env)
         return cls(
-            temporal_address=temporal.address,
-            temporal_namespace=temporal.namespace,
-            temporal=temporal,
+            temporal=TemporalTarget.from_env(env),
             task_queue=env.get("TEMPORAL_TASK_QUEUE", "").strip() or "mint-saga",
             database_url=SecretStr(_required_secret(env, "DATABASE_URL", "the Postgres database")),
             db_pool_min=pool_min,
@@ -573,5 +579,4 @@ class Settings(BaseModel):
             image_allow_private_urls=_bool(env, "MINT_IMAGE_ALLOW_PRIVATE_URLS"),
             metrics_port=_int(env, "METRICS_PORT", 0, minimum=0, maximum=65535),
             tuning=WorkerTuning.from_env(env),
-            temporal_security=temporal.security,
         )

@@ -38,8 +38,8 @@ NPM_CI_TIMEOUT_S = 240
 # crash CPython's finalization after a client was used (temporalio/sdk-python#300), an exit
 # that says nothing about the snippet. An exception in the script still fails the run (exit 1).
 AS_MAIN = (
-    "import os, runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__');"
-    " sys.stdout.flush(); sys.stderr.flush(); os._exit(0)"
+    "import runpy, sys; from mintsaga.process_exit import exit_now;"
+    " runpy.run_path(sys.argv[1], run_name='__main__'); exit_now(0)"
 )
 
 

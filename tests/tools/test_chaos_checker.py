@@ -33,7 +33,7 @@ from mintsaga.worker import build_workers, mint_activities, running
 from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.mint_saga import MintSaga
 from mintsaga.workflows.models import MintRequest, MintResult, MintStatus
-from tests.saga_support import activity_name, running_worker, settings_for, wait_for
+from tests.saga_support import activity_name, pinata_call, running_worker, settings_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -81,18 +81,11 @@ async def sql(stack: StackConfig, statement: str, *args: Any) -> list[asyncpg.Re
 
 
 async def unpin_everywhere(stack: StackConfig, cid: str) -> None:
-    headers = {"Authorization": f"Bearer {stack.pinata_jwt}"}
+    # Either may answer "not pinned": that is fine here. A 429 is not: the whole suite's
+    # traffic can exhaust Pinata's 180 requests a minute, so it is waited out.
+    answer = await pinata_call(stack, "DELETE", f"/pinning/unpin/{cid}")
+    assert answer.status_code in (200, 400), answer.text  # 400: not pinned
     async with httpx.AsyncClient(timeout=10) as http:
-        # Either may answer "not pinned": that is fine here. A 429 is not: the whole suite's
-        # traffic can exhaust Pinata's 180 requests a minute, so wait it out and ask again.
-        for _ in range(120):
-            answer = await http.delete(
-                f"{stack.url('pinata')}/pinning/unpin/{cid}", headers=headers
-            )
-            if answer.status_code != 429:
-                break
-            await asyncio.sleep(float(answer.headers.get("Retry-After", "1")))
-        assert answer.status_code in (200, 400), answer.text  # 400: not pinned
         await http.post(f"{stack.url('kubo')}/api/v0/pin/rm", params={"arg": cid})
 
 

@@ -157,9 +157,7 @@ class MintPreparer:
         self._seed = bytes(mint_key_seed)
         self.priority_fee_cap = priority_fee_cap
         # A fee given with the mint (an operator's retry, a request) is clamped to this.
-        self.operator_fee_cap = max(
-            priority_fee_cap, priority_fee_cap if operator_fee_cap is None else operator_fee_cap
-        )
+        self.operator_fee_cap = max(priority_fee_cap, operator_fee_cap or 0)
         self.priority_fee_percentile = priority_fee_percentile
         self._rent: SharedCache[int, int] = SharedCache(RENT_TTL_S, clock=clock)
         # Keyed by the pool's URLs: after ``SolanaRpc.set_endpoints`` none is reused.

@@ -85,11 +85,13 @@ def invisible_characters(text: str) -> list[str]:
     ]
 
 
-def _visible(field: str, value: str) -> str:
+def _visible(value: str, field: str = "") -> str:
+    """`value`, or a ValueError naming its invisible characters (and `field`, when given)."""
     found = invisible_characters(value)
     if found:
+        where = f"{field}: " if field else ""
         raise ValueError(
-            f"{field}: control or invisible characters are not allowed ({', '.join(found)})"
+            f"{where}control or invisible characters are not allowed ({', '.join(found)})"
         )
     return value
 
@@ -151,12 +153,7 @@ class Attribute(_Frozen):
     @field_validator("trait_type")
     @classmethod
     def _trait_type_is_visible(cls, value: str) -> str:
-        found = invisible_characters(value)
-        if found:
-            raise ValueError(
-                f"control or invisible characters are not allowed ({', '.join(found)})"
-            )
-        return value
+        return _visible(value)
 
 
 class ImageRef(_Frozen):
@@ -234,14 +231,14 @@ class MintRequest(_Frozen):
     def _name_fits(cls, value: str) -> str:
         if len(value.encode()) > MAX_NAME_BYTES:
             raise ValueError(f"name: at most {MAX_NAME_BYTES} bytes of UTF-8")
-        return _visible("name", value)
+        return _visible(value, "name")
 
     @field_validator("symbol")
     @classmethod
     def _symbol_fits(cls, value: str) -> str:
         if len(value.encode()) > MAX_SYMBOL_BYTES:
             raise ValueError(f"symbol: at most {MAX_SYMBOL_BYTES} bytes of UTF-8")
-        return _visible("symbol", value)
+        return _visible(value, "symbol")
 
     @field_validator("description")
     @classmethod

@@ -65,11 +65,13 @@ async def running_worker(
     | None = None,
     solana_timeout_ms: int | None = None,
     breakers: BreakerRegistry | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[None]:
     """The product's workers in this process (the saga's queue and its Pinata queue, as
-    `worker.py` runs them); `wrap` maps an activity name to a wrapper."""
+    `worker.py` runs them); `wrap` maps an activity name to a wrapper; `env` adds settings."""
     wrap = wrap or {}
     extra = {"SOLANA_TIMEOUT_MS": str(solana_timeout_ms)} if solana_timeout_ms else {}
+    extra.update(env or {})
     settings = settings_for(stack, **extra)
     async with mint_activities(settings, breakers=breakers) as activities:
         wired = [wrap[activity_name(a)](a) if activity_name(a) in wrap else a for a in activities]

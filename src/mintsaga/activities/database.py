@@ -13,6 +13,7 @@ from temporalio import activity
 
 from mintsaga.activities.failures import classified
 from mintsaga.db.mint_store import MintStore
+from mintsaga.solana.mint_keys import seed_mismatch
 from mintsaga.solana.minter import SolanaMinter
 from mintsaga.stages import MintStage
 from mintsaga.workflows import activity_models as io
@@ -42,6 +43,15 @@ class DatabaseActivities:
         """The mint's row at INITIATED; rejects a second mint in progress for the same user."""
         address = self._minter.mint_address(arg.mint_id)
         with classified():
+            # A row claimed by a worker with another MINT_KEY_SEED is an operator's problem,
+            # not a conflicting request (the store would call it a Conflict and roll back).
+            existing = await self._store.get(arg.mint_id)
+            if existing is not None and existing.mint_address:
+                mismatch = seed_mismatch(
+                    arg.mint_id, claimed=existing.mint_address, derived=address
+                )
+                if mismatch is not None:
+                    raise mismatch
             row = await self._store.claim(arg.mint_id, arg.user_id, arg.wallet, address)
         return io.ClaimOut(
             attempt=activity.info().attempt, mint_address=row.mint_address or address

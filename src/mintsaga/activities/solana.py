@@ -17,6 +17,7 @@ from temporalio import activity
 from mintsaga.activities.failures import classified
 from mintsaga.db.mint_store import MintStore
 from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.solana.mint_keys import seed_mismatch
 from mintsaga.solana.minter import SigStatus, SolanaMinter
 from mintsaga.stages import MintStage
 from mintsaga.workflows import activity_models as io
@@ -46,6 +47,7 @@ class SolanaActivities:
     async def prepare_transaction(self, arg: io.PrepareIn) -> io.PreparedTx:
         attempt = activity.info().attempt
         with classified():
+            await self._check_claimed_address(arg.mint_id)
             existing = await self._already_minted(arg.mint_id, arg.owner)
             if existing is not None:
                 return io.PreparedTx(
@@ -87,6 +89,15 @@ class SolanaActivities:
             blockhash=signed.blockhash,
             last_valid_block_height=signed.last_valid_block_height,
         )
+
+    async def _check_claimed_address(self, mint_id: str) -> None:
+        """Nothing is signed unless this worker derives the address recorded at claim."""
+        row = await self._store.get(mint_id)
+        if row is not None and row.mint_address:
+            derived = self._minter.mint_address(mint_id)
+            mismatch = seed_mismatch(mint_id, claimed=row.mint_address, derived=derived)
+            if mismatch is not None:
+                raise mismatch
 
     async def _already_minted(self, mint_id: str, owner: str) -> io.OnChain | None:
         state = await self._minter.nft_state(self._minter.mint_address(mint_id), owner)

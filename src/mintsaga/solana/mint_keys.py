@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from solders.keypair import Keypair
 
+from mintsaga.errors import ErrorKind, ServiceError
+
 # Fixed for the life of the project: changing it moves every mint to another address.
 MINT_KEY_SALT = b"mintsaga/mint-keypair/v1"
 MINT_KEY_INFO_PREFIX = b"mintsaga/mint/"
@@ -40,6 +42,25 @@ def derive_mint_keypair(seed: bytes, mint_id: str) -> Keypair:
         info=MINT_KEY_INFO_PREFIX + mint_id.encode("utf-8"),
     ).derive(seed)
     return Keypair.from_seed(okm)
+
+
+def seed_mismatch(mint_id: str, *, claimed: str, derived: str) -> ServiceError | None:
+    """None when this worker derives the address ``mint_id`` was claimed at; else the error.
+
+    A worker with another ``MINT_KEY_SEED`` (a misconfigured pod, a rotation) derives another
+    address: signing there would mint a second NFT for the same mint_id. Only a person can
+    fix the seed configuration (NEEDS_OPERATOR); the message names the setting, never a value.
+    """
+    if claimed == derived:
+        return None
+    return ServiceError(
+        f"mint {mint_id} was claimed at {claimed}, but this worker's {SEED_SETTING} derives"
+        f" {derived}: the seed configuration differs between workers (or was rotated); give"
+        " every worker the seed the mint was claimed with, then retry. Nothing signed",
+        service="solana",
+        kind=ErrorKind.NEEDS_OPERATOR,
+        code="MintKeySeedMismatch",
+    )
 
 
 def parse_seed(value: str) -> bytes:

@@ -176,5 +176,8 @@ class StackConfig:
             "MINT_IMAGE_ALLOW_PRIVATE_URLS": "true",  # every devstack server is on loopback
             "MINT_KEY_SEED": seed,
             "MINT_AUTHORITY_KEYPAIR": str(wallet_file),
+            # The dev wallet's SOL is airdropped, and `make bench` signs thousands of mints an
+            # hour: the spend breaker (10 SOL an hour by default) would stop it.
+            "SOLANA_SPEND_LIMIT_SOL_PER_HOUR": "1000",
             **self.codec_env(),
         }

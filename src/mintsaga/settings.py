@@ -28,6 +28,13 @@ MAX_PRIORITY_FEE_MICRO_LAMPORTS = 10_000_000
 OPERATOR_FEE_CAP_FACTOR = 10
 
 
+# The spend breaker's default: 10 SOL an hour is ~1,700 mints at the default fee cap (each
+# ~0.0058 SOL of rent and fees), far above one honest worker's pace, far below a drained wallet.
+DEFAULT_SPEND_LIMIT_SOL_PER_HOUR = 10.0
+SPEND_LIMIT_SETTING = "SOLANA_SPEND_LIMIT_SOL_PER_HOUR"
+LAMPORTS_PER_SOL = 1_000_000_000
+
+
 def priority_fee_cap_from_env(env: Mapping[str, str] | None = None) -> int:
     """SOLANA_PRIORITY_FEE_CAP, as the worker reads it (the starter checks requests with it)."""
     env = os.environ if env is None else env
@@ -502,6 +509,8 @@ class Settings(BaseModel):
     solana_priority_fee_cap: int  # micro-lamports per compute unit
     solana_operator_priority_fee_cap: int  # an operator's retry may bid up to this
     solana_priority_fee_percentile: int
+    # The spend breaker: what the system wallet may sign for in an hour, fleet-wide.
+    solana_spend_limit_lamports_per_hour: int
     pinata_api_url: str
     pinata_jwt: SecretStr
     kubo_api_url: str
@@ -557,6 +566,15 @@ class Settings(BaseModel):
                 DEFAULT_PRIORITY_FEE_PERCENTILE,
                 minimum=0,
                 maximum=100,
+            ),
+            solana_spend_limit_lamports_per_hour=round(
+                _float(
+                    env,
+                    SPEND_LIMIT_SETTING,
+                    DEFAULT_SPEND_LIMIT_SOL_PER_HOUR,
+                    minimum=0.0,
+                )
+                * LAMPORTS_PER_SOL
             ),
             pinata_api_url=_url(
                 "PINATA_API_URL",

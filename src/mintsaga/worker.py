@@ -157,7 +157,11 @@ async def mint_activities(
                 store=store,
             )
             database = DatabaseActivities(store=store, minter=minter)
-            solana = SolanaActivities(minter=minter, store=store)
+            solana = SolanaActivities(
+                minter=minter,
+                store=store,
+                spend_limit_lamports=settings.solana_spend_limit_lamports_per_hour,
+            )
             verification = VerificationActivities(minter=minter, gateways=gateways, store=store)
             runtime_steps = RuntimeActivities(watcher=watcher)
             # Health probes: their own clients, around the breakers (activities/health.py).

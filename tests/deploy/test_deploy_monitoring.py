@@ -149,6 +149,8 @@ def test_the_spec_levels_are_covered() -> None:
         "mintsaga_mints": {"critical"},  # retry limits exceeded
         "mintsaga_oldest_awaiting_operator_seconds": {"critical"},  # waiting > N minutes
         "mintsaga_system_wallet_lamports": {"warning", "critical"},
+        "mintsaga_spend_breaker_refusals_total": {"critical"},  # the spend breaker (issue 14)
+        "mintsaga_wallet_spend_window_lamports": {"warning"},
         "mintsaga_health_up": {"warning", "critical"},
         "mintsaga_rpc_slot_lag": {"warning", "critical"},
         "mintsaga_failovers_total": {"info"},

@@ -16,7 +16,9 @@ from temporalio import activity
 
 from mintsaga.activities.failures import classified
 from mintsaga.db.mint_store import MintStore
+from mintsaga.db.wallet_spend import spend_breaker_open
 from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.observability.metrics import record_spend
 from mintsaga.solana.mint_keys import seed_mismatch
 from mintsaga.solana.minter import SigStatus, SolanaMinter
 from mintsaga.stages import MintStage
@@ -33,9 +35,12 @@ REBROADCAST_S = 2.0
 
 
 class SolanaActivities:
-    def __init__(self, *, minter: SolanaMinter, store: MintStore) -> None:
+    def __init__(
+        self, *, minter: SolanaMinter, store: MintStore, spend_limit_lamports: int
+    ) -> None:
         self._minter = minter
         self._store = store
+        self._spend_limit = spend_limit_lamports  # SOLANA_SPEND_LIMIT_SOL_PER_HOUR
 
     @activity.defn(name=CHECK_RPC.name)
     async def check_rpc(self, ref: io.MintRef) -> io.StepOut:
@@ -68,6 +73,7 @@ class SolanaActivities:
                 uri=arg.uri,
                 priority_fee_micro_lamports=arg.priority_fee_micro_lamports,
                 resign=arg.resign,
+                reserve=lambda cost: self._reserve_spend(arg.mint_id, cost),
             )
             activity.logger.info(
                 "signed %s: priority fee %d micro-lamports/CU, compute unit limit %d (%s)",
@@ -89,6 +95,20 @@ class SolanaActivities:
             blockhash=signed.blockhash,
             last_valid_block_height=signed.last_valid_block_height,
         )
+
+    async def _reserve_spend(self, mint_id: str, lamports: int) -> None:
+        """The fleet-wide spend breaker: reserve the transaction's cost, or refuse to sign."""
+        window = await self._store.reserve_spend(
+            self._minter.payer, mint_id, lamports, limit_lamports=self._spend_limit
+        )
+        record_spend(
+            reserved_lamports=lamports,
+            window_lamports=window.reserved_lamports,
+            limit_lamports=window.limit_lamports,
+            granted=window.granted,
+        )
+        if not window.granted:
+            raise spend_breaker_open(mint_id, lamports, window, endpoint=None)
 
     async def _check_claimed_address(self, mint_id: str) -> None:
         """Nothing is signed unless this worker derives the address recorded at claim."""

@@ -5,8 +5,9 @@ an activity whose answer was lost is retried by Temporal and must then do no har
 database enforces what matters under concurrency: one mint in progress per user is a partial
 unique index, so a second claim is rejected at once rather than queued behind a lock.
 
-``MintStore`` holds the claims, stages, events and reads; its pin and submission methods come
-from ``db/pins.py`` and ``db/submissions.py``, its rows from ``db/rows.py``. Every call goes
+``MintStore`` holds the claims, stages, events and reads; its pin, submission and spend methods
+come from ``db/pins.py``, ``db/submissions.py`` and ``db/wallet_spend.py``, its rows from
+``db/rows.py``. Every call goes
 through the shared executor (``db/executor.py``): errors classified once into the
 ``ServiceError`` every client raises, and the only retries inside a call the spec's (a
 deadlock, a lost connection); every other retry is Temporal's.
@@ -37,6 +38,7 @@ from mintsaga.db.rows import (
     to_stage,
 )
 from mintsaga.db.submissions import SubmissionsMixin
+from mintsaga.db.wallet_spend import SpendMixin
 from mintsaga.errors import ErrorKind, ServiceError, without_nul
 from mintsaga.resilience.breaker import DB_BREAKER, BreakerRegistry, CircuitBreaker
 from mintsaga.stages import FINISHED, MintStage
@@ -58,7 +60,7 @@ SETTABLE_FIELDS = frozenset(
 )
 
 
-class MintStore(PinsMixin, SubmissionsMixin):
+class MintStore(PinsMixin, SubmissionsMixin, SpendMixin):
     """Mint records over an asyncpg pool; every method is safe to retry."""
 
     def __init__(

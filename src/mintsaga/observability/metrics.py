@@ -104,6 +104,24 @@ SYSTEM_WALLET_LAMPORTS = Gauge(
     "mintsaga_system_wallet_lamports",
     "Lamports held by the system wallet (the fee payer)",
 )
+WALLET_SPEND_RESERVED = Counter(
+    "mintsaga_wallet_spend_reserved_lamports_total",
+    "Lamports reserved from the system wallet's hourly budget before signing (the most each"
+    " signed transaction can take)",
+)
+SPEND_BREAKER_REFUSALS = Counter(
+    "mintsaga_spend_breaker_refusals_total",
+    "Signatures refused because the system wallet's last hour of spend would pass"
+    " SOLANA_SPEND_LIMIT_SOL_PER_HOUR",
+)
+WALLET_SPEND_WINDOW = Gauge(
+    "mintsaga_wallet_spend_window_lamports",
+    "The system wallet's reservations of the last hour, fleet-wide, as this worker last read them",
+)
+WALLET_SPEND_LIMIT = Gauge(
+    "mintsaga_wallet_spend_limit_lamports",
+    "SOLANA_SPEND_LIMIT_SOL_PER_HOUR in lamports, as this worker applies it",
+)
 HEALTH_UP = Gauge(
     "mintsaga_health_up",
     "Result of the last health check: 1 ok, 0 failing",
@@ -130,6 +148,18 @@ def record_request(
     """One call to a dependency (`observability.calls` does this for every guarded call)."""
     REQUESTS.labels(service, endpoint, outcome, classification).inc()
     REQUEST_DURATION.labels(service, endpoint).observe(max(0.0, latency_s))
+
+
+def record_spend(
+    *, reserved_lamports: int, window_lamports: int, limit_lamports: int, granted: bool
+) -> None:
+    """A reservation of the spend breaker (`db/wallet_spend.py`), granted or refused."""
+    if granted:
+        WALLET_SPEND_RESERVED.inc(reserved_lamports)
+    else:
+        SPEND_BREAKER_REFUSALS.inc()
+    WALLET_SPEND_WINDOW.set(window_lamports)
+    WALLET_SPEND_LIMIT.set(limit_lamports)
 
 
 def record_failover(service: str) -> None:

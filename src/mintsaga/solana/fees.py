@@ -97,6 +97,10 @@ MINT_SIGNATURES = 2
 ACCOUNT_STORAGE_OVERHEAD = 128
 LAMPORTS_PER_BYTE_YEAR = 3_480
 EXEMPTION_THRESHOLD_YEARS = 2
+# The owner's Token-2022 token account, created by the associated-token program with the
+# ImmutableOwner extension: 165 bytes of account + 1 account type + 4 TLV header (ImmutableOwner
+# has no data): https://github.com/solana-program/token-2022 (extension sizes).
+TOKEN_ACCOUNT_SIZE = 170
 RENT_MARGIN = (21, 20)  # an RPC's rent more than 5 % above the formula is not believed
 
 
@@ -117,11 +121,17 @@ def priority_lamports(price_micro_lamports: int, compute_unit_limit: int) -> int
 
 
 def mint_cost(rent: int, price_micro_lamports: int, compute_unit_limit: int) -> int:
-    """Every lamport the mint's transaction takes from the hot wallet: the mint account's rent,
-    the signatures' base fee and the priority fee (the token account's rent is the
-    associated-token program's, paid by the payer too: it is in `rent` when given)."""
+    """Every lamport the mint's transaction takes from the hot wallet: the mint account's rent
+    (``rent``, as the RPC answered it), the owner's token account's rent (the associated-token
+    program computes it on chain from the account's size: the formula's), the signatures' base
+    fee and the priority fee."""
     base = LAMPORTS_PER_SIGNATURE * MINT_SIGNATURES
-    return rent + base + priority_lamports(price_micro_lamports, compute_unit_limit)
+    return (
+        rent
+        + rent_exempt_minimum(TOKEN_ACCOUNT_SIZE)
+        + base
+        + priority_lamports(price_micro_lamports, compute_unit_limit)
+    )
 
 
 def mint_budget(size: int, fee_cap_micro_lamports: int) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,6 +219,7 @@ class MintPreparer:
         uri: str,
         priority_fee_micro_lamports: int | None = None,
         resign: int = 0,
+        reserve: Callable[[int], Awaitable[None]] | None = None,
     ) -> SignedMint:
         """Build and sign the NFT transaction for ``mint_id``; nothing is sent.
 
@@ -234,6 +235,11 @@ class MintPreparer:
         and, for a non-zero fee, SetComputeUnitPrice. A simulation that shows the transaction
         would fail raises the ``ServiceError`` sending it would; one that cannot be had falls
         back to a fixed limit.
+
+        Before signing, the transaction's cost (``mint_cost``) is checked against the mint's
+        budget (``mint_budget``: NEEDS_OPERATOR ``SpendOverBudget`` above it), then handed to
+        ``reserve`` (the fleet-wide spend breaker: it raises to refuse); nothing is signed
+        unless both pass.
         """
         if priority_fee_micro_lamports is not None and priority_fee_micro_lamports < 0:
             raise ValueError("priority_fee_micro_lamports must not be negative")
@@ -294,6 +300,8 @@ class MintPreparer:
                 kind=ErrorKind.NEEDS_OPERATOR,
                 code="SpendOverBudget",
             )
+        if reserve is not None:
+            await reserve(cost)
         message = MessageV0.try_compile(payer, _with_budget(nft, limit, fee), [], blockhash)
         tx = VersionedTransaction(message, [self._payer, mint_keypair])
         wire = bytes(tx)

@@ -7,12 +7,19 @@
     any other 4xx (and unexpected 1xx/3xx)                 PERMANENT     <Service>Rejected
 
 ``retry_after`` comes from ``Retry-After`` (delta-seconds or an HTTP date).
+
+Bodies from hosts we do not control (images, gateways) are read with ``read_bounded``: limits
+on the bytes on the wire and on the decoded bytes, at most one ``Content-Encoding`` (gzip or
+deflate) decoded here in bounded steps, never by httpx (which decodes a whole chunk at once:
+a few hundred bytes of ``gzip, gzip`` become hundreds of MiB). Error answers are read with
+``capped_error_answer``: a few KiB on the wire, never decoded.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -109,6 +116,162 @@ async def capped_error_answer(
         content=bytes(raw) if encoded in ("", "identity") else b"",
         request=response.request,
     )
+
+
+# What readers of untrusted bodies ask for: the codings `read_bounded` decodes (httpx would add
+# br or zstd when their packages happen to be installed).
+ACCEPT_ENCODING = "gzip, deflate"
+DECODED = frozenset({"gzip", "x-gzip", "deflate"})
+# Decoded output is produced in steps of at most this many bytes.
+_INFLATE_STEP = 64 * 1024
+
+
+class BodyRefused(Exception):
+    """A body `read_bounded` stopped reading: over a limit (`too_large`) or in an encoding it
+    does not decode (stacked, unknown). `reason` is for a message, without the URL."""
+
+    def __init__(self, reason: str, *, too_large: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.too_large = too_large
+
+
+def body_coding(response: httpx.Response) -> str:
+    """The one content coding of a response's body (``identity`` when none).
+
+    Raises:
+        BodyRefused: stacked codings (``gzip, gzip``; a repeated header counts too) or one
+            that is not gzip or deflate.
+    """
+    codings = [
+        token.strip().lower()
+        for value in response.headers.get_list("Content-Encoding")
+        for token in value.split(",")
+    ]
+    codings = [c for c in codings if c not in ("", "identity")]
+    if len(codings) > 1:
+        raise BodyRefused(
+            f"is encoded {len(codings)} times (Content-Encoding: {', '.join(codings)}); "
+            "at most one encoding is decoded",
+            too_large=False,
+        )
+    if codings and codings[0] not in DECODED:
+        raise BodyRefused(
+            f"has Content-Encoding {codings[0]!r}; only gzip and deflate are decoded",
+            too_large=False,
+        )
+    return codings[0] if codings else "identity"
+
+
+def wire_allowance(max_bytes: int) -> int:
+    """The bytes on the wire allowed for a body of at most `max_bytes` decoded bytes:
+    compressing bytes already compressed (a PNG) grows them a little."""
+    return max_bytes + max_bytes // 64 + 4096
+
+
+class _Inflater:
+    """One gzip or deflate layer, decoded in steps of at most `_INFLATE_STEP` bytes."""
+
+    def __init__(self, coding: str) -> None:
+        self._gzip = coding in ("gzip", "x-gzip")
+        self._raw_fallback = not self._gzip  # "deflate" is zlib-wrapped, or raw in the wild
+        self._started = False
+        self._decoder = self._new()
+
+    def _new(self, raw: bool = False) -> zlib._Decompress:
+        wbits = -zlib.MAX_WBITS if raw else (16 + zlib.MAX_WBITS if self._gzip else zlib.MAX_WBITS)
+        return zlib.decompressobj(wbits)
+
+    def feed(self, data: bytes, out: bytearray, limit: int) -> None:
+        """Decode `data` onto `out`; BodyRefused once `out` would grow past `limit`."""
+        while data:
+            if self._decoder.eof:
+                if not self._gzip or not data.strip(b"\x00"):
+                    return  # bytes after a deflate stream, or gzip padding: ignored
+                self._decoder = self._new()  # gzip: members may follow one another
+            try:
+                piece = self._decoder.decompress(data, self._room(out, limit))
+            except zlib.error as exc:
+                if self._raw_fallback and not self._started:
+                    self._raw_fallback = False
+                    self._decoder = self._new(raw=True)
+                    continue
+                raise BodyRefused(f"is not valid {self._name}: {exc}", too_large=False) from exc
+            self._started = True
+            self._append(piece, out, limit)
+            decoder = self._decoder
+            data = decoder.unused_data if decoder.eof else decoder.unconsumed_tail
+
+    def finish(self, out: bytearray, limit: int) -> None:
+        """What the decoder still holds; a body cut short of its stream's end is refused."""
+        while not self._decoder.eof:
+            piece = self._decoder.decompress(self._decoder.unconsumed_tail, self._room(out, limit))
+            if not piece:
+                break
+            self._append(piece, out, limit)
+        if self._started and not self._decoder.eof:
+            raise BodyRefused(f"ends inside its {self._name} stream", too_large=False)
+
+    @staticmethod
+    def _room(out: bytearray, limit: int) -> int:
+        return max(1, min(_INFLATE_STEP, limit + 1 - len(out)))
+
+    @staticmethod
+    def _append(piece: bytes, out: bytearray, limit: int) -> None:
+        out += piece
+        if len(out) > limit:
+            raise BodyRefused(f"decodes to more than {limit} bytes", too_large=True)
+
+    @property
+    def _name(self) -> str:
+        return "gzip" if self._gzip else "deflate"
+
+
+async def read_bounded(
+    response: httpx.Response, max_bytes: int, *, max_wire_bytes: int | None = None
+) -> bytes:
+    """A streamed response's body, decoded, never holding more than about `max_bytes` of it.
+
+    The body is read raw (``aiter_raw``): at most `max_wire_bytes` on the wire (default
+    `max_bytes` unencoded, else `wire_allowance(max_bytes)`), a declared ``Content-Length``
+    above that refused before reading; then at most one gzip or deflate layer is decoded in
+    bounded steps, stopping as soon as the decoded bytes pass `max_bytes`. The rest of the
+    body is never read.
+
+    Raises:
+        BodyRefused: too large on the wire or decoded, stacked or unknown encodings, a broken
+            compressed stream.
+    """
+    coding = body_coding(response)
+    if max_wire_bytes is not None:
+        wire_limit = max_wire_bytes
+    else:  # unencoded, the bytes on the wire are the body
+        wire_limit = max_bytes if coding == "identity" else wire_allowance(max_bytes)
+    declared = response.headers.get("Content-Length", "").strip()
+    if declared.isdigit() and int(declared) > wire_limit:
+        raise BodyRefused(
+            f"declares {int(declared)} bytes on the wire, more than {wire_limit}", too_large=True
+        )
+    if response.is_stream_consumed:  # read whole already, by a transport that buffers (tests)
+        if len(response.content) > max_bytes:
+            raise BodyRefused(f"is more than {max_bytes} bytes", too_large=True)
+        return response.content
+    inflater = None if coding == "identity" else _Inflater(coding)
+    out = bytearray()
+    wire = 0
+    async for chunk in response.aiter_raw():
+        wire += len(chunk)
+        if wire > wire_limit:
+            raise BodyRefused(f"is more than {wire_limit} bytes on the wire", too_large=True)
+        if inflater is None:
+            out += chunk
+            if len(out) > max_bytes:
+                raise BodyRefused(f"is more than {max_bytes} bytes", too_large=True)
+        else:
+            inflater.feed(chunk, out, max_bytes)
+    if inflater is not None:
+        inflater.finish(out, max_bytes)
+    return bytes(out)
 
 
 def status_error(

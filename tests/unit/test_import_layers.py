@@ -1,6 +1,6 @@
 """The package's layers: every import inside `src/mintsaga` goes downward, none goes round.
 
-    foundation   errors, http_errors, settings, stages, process_exit, temporal_client
+    foundation   addresses, errors, http_errors, settings, stages, process_exit, temporal_client
     1            observability, resilience
     2            codec
     3            solana, ipfs, db (the services), workflows
@@ -28,7 +28,15 @@ from tests.paths import ROOT
 SRC = ROOT / "src"
 PACKAGE = SRC / "mintsaga"
 
-FOUNDATION = ("errors", "http_errors", "settings", "stages", "process_exit", "temporal_client")
+FOUNDATION = (
+    "addresses",
+    "errors",
+    "http_errors",
+    "settings",
+    "stages",
+    "process_exit",
+    "temporal_client",
+)
 LAYERS: dict[str, int] = {
     **dict.fromkeys(FOUNDATION, 0),
     "observability": 1,

@@ -68,8 +68,7 @@ class IpfsActivities:
 
     @activity.defn(name=COMPUTE_IMAGE_CID.name)
     async def compute_image_cid(self, arg: io.ImageIn) -> io.ImageCidOut:
-        async with classified(heartbeat=True):
-            image = await self._images.load(arg.image.model_dump())
+        async with classified(heartbeat=True), self._images.loaded(arg.image.model_dump()) as image:
             cid = await compute_cid(image.data)
         return io.ImageCidOut(
             attempt=activity.info().attempt,
@@ -81,8 +80,8 @@ class IpfsActivities:
 
     @activity.defn(name=UPLOAD_IMAGE.name)
     async def upload_image(self, arg: io.UploadImageIn) -> io.UploadOut:
-        async with classified(heartbeat=True):
-            image = await self._images.load(arg.image.model_dump())
+        # The image's bytes count against the worker's memory budget until they are uploaded.
+        async with classified(heartbeat=True), self._images.loaded(arg.image.model_dump()) as image:
             cid = await compute_cid(image.data)
             if cid != arg.expected_cid:
                 raise permanent(

@@ -3,6 +3,14 @@
 A gateway's bytes count only when they hash to the CID asked for: a gateway that serves
 something else (a stale cache, an error page with 200, a truncated body) has failed, and
 the next one is tried. This is the spec's "progressive gateway fallback", plus verification.
+
+The configured gateways are operator configuration and trusted as hosts (one may be a private
+Kubo gateway), their answers are not: redirects are followed by hand, at most
+``MAX_REDIRECTS``, and only to the same scheme, host and port as the configured gateway; a
+redirect anywhere else (a subdomain gateway's `<cid>.ipfs.<host>` included: configure path
+gateways) fails that gateway with ``GatewayRedirectRefused``, the target never contacted, and
+the next one is tried. Bodies are read with `mintsaga.http_errors.read_bounded` (the size limit
+on the wire and decoded, one encoding at most), error bodies with `capped_error_answer`.
 """
 
 from __future__ import annotations
@@ -12,8 +20,16 @@ import logging
 
 import httpx
 
+from mintsaga.addresses import host_problem
 from mintsaga.errors import ErrorKind, ServiceError, redact_url
-from mintsaga.http_errors import capped_error_answer, status_error, transport_error
+from mintsaga.http_errors import (
+    ACCEPT_ENCODING,
+    BodyRefused,
+    capped_error_answer,
+    read_bounded,
+    status_error,
+    transport_error,
+)
 from mintsaga.ipfs.cid import compute_cid, require_cid
 from mintsaga.observability.metrics import record_failover
 from mintsaga.resilience.breaker import IPFS_BREAKER, BreakerRegistry
@@ -23,6 +39,8 @@ log = logging.getLogger(__name__)
 
 SERVICE = "gateway"
 DEFAULT_MAX_BYTES = 64 * 2**20
+MAX_REDIRECTS = 3
+_REDIRECTS = {301, 302, 303, 307, 308}
 
 
 class GatewayReader:
@@ -91,34 +109,78 @@ class GatewayReader:
 
     async def _fetch(self, url: str, cid: str, version: int, max_bytes: int) -> bytes:
         action = f"fetch {cid}"
+        gateway = httpx.URL(url)
+        target = httpx.URL(f"{url}/ipfs/{cid}")
         try:
-            # Redirects are safe to follow here (subdomain gateways use them): the bytes are
-            # checked against the CID whatever host they come from.
-            async with self._http.stream(
-                "GET", f"{url}/ipfs/{cid}", follow_redirects=True
-            ) as response:
-                if not response.is_success:
-                    capped = await capped_error_answer(response)
-                    raise status_error(capped, service=SERVICE, endpoint=url, action=action)
-                data = await _read_capped(response, max_bytes)
+            for _hop in range(MAX_REDIRECTS + 1):
+                async with self._http.stream(
+                    "GET",
+                    target,
+                    headers={"Accept-Encoding": ACCEPT_ENCODING},
+                    follow_redirects=False,
+                ) as response:
+                    if response.status_code in _REDIRECTS:
+                        target = _same_origin_redirect(gateway, target, response, url)
+                        continue
+                    if not response.is_success:
+                        capped = await capped_error_answer(response)
+                        raise status_error(capped, service=SERVICE, endpoint=url, action=action)
+                    try:
+                        data = await read_bounded(response, max_bytes)
+                    except BodyRefused as exc:
+                        raise _mismatch(url, f"{cid}: the gateway's body {exc.reason}") from None
+                    break
+            else:
+                raise _misbehaving(
+                    url, f"{cid}: the gateway redirected more than {MAX_REDIRECTS} times"
+                )
         except httpx.RequestError as exc:
             raise transport_error(exc, service=SERVICE, endpoint=url, action=action) from exc
-        if data is None:
-            raise _mismatch(url, f"{cid}: gateway sent more than max_bytes={max_bytes}")
         actual = await compute_cid(data, version)
         if actual != cid:
             raise _mismatch(url, f"asked for {cid}, got {len(data)} bytes hashing to {actual}")
         return data
 
 
-async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes | None:
-    """The body, or None as soon as it grows past ``max_bytes`` (the rest is not read)."""
-    buffer = bytearray()
-    async for chunk in response.aiter_bytes():
-        buffer += chunk
-        if len(buffer) > max_bytes:
-            return None
-    return bytes(buffer)
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return (url.scheme, url.host, url.port or default)
+
+
+def _same_origin_redirect(
+    gateway: httpx.URL, current: httpx.URL, response: httpx.Response, endpoint: str
+) -> httpx.URL:
+    """Where a gateway's redirect leads, when that is the gateway's own scheme, host and
+    port; any other target is refused (never contacted), naming what the address policy
+    thinks of it when its host is an address literal."""
+    location = response.headers.get("Location", "")
+    try:
+        target = current.join(location) if location else None
+    except httpx.InvalidURL:
+        target = None
+    if target is None:
+        raise _misbehaving(endpoint, f"the gateway redirected to an invalid URL {location[:200]!r}")
+    if _origin(target) != _origin(gateway) or target.userinfo:
+        shown = str(target.copy_with(userinfo=b"", query=None, fragment=None))[:200]
+        problem = host_problem(target.host) if target.host else "it has no host"
+        said = f" ({problem})" if problem else ""
+        raise _misbehaving(
+            endpoint,
+            f"the gateway redirected off its host to {shown}{said}; only redirects to "
+            f"{gateway.scheme}://{gateway.netloc.decode('ascii')} are followed",
+        )
+    return target
+
+
+def _misbehaving(url: str, message: str) -> ServiceError:
+    # TRANSIENT, as a wrong body: the next gateway is tried, and this one's breaker counts it.
+    return ServiceError(
+        message,
+        service=SERVICE,
+        kind=ErrorKind.TRANSIENT,
+        code="GatewayRedirectRefused",
+        endpoint=url,
+    )
 
 
 def _mismatch(url: str, message: str) -> ServiceError:

@@ -4,12 +4,20 @@ A reference comes from a backend's request, so it is untrusted input:
 
 - ``{"path": "tiers/gold.png"}`` must resolve inside ``MINT_IMAGE_DIR``: no absolute paths,
   no ``..`` escapes, no symlinks leading out.
-- ``{"url": "https://..."}`` is fetched with a size cap, an image content type, at most
-  ``MAX_REDIRECTS`` redirects followed by hand, and every hop's host resolved and refused
-  when it is a private, loopback or link-local address (SSRF; link-local even where the
-  devstack allows private hosts). The request then goes to the address that was checked, so
-  a second DNS answer cannot point it elsewhere.
+- ``{"url": "https://..."}`` is fetched with an image content type, at most
+  ``MAX_REDIRECTS`` redirects followed by hand, and every hop's host judged by the one address
+  policy (`mintsaga.addresses`, SSRF): its literal in every spelling, then every address it
+  resolves to (private, loopback, shared, reserved, NAT64/6to4/Teredo forms of them refused;
+  link-local and metadata addresses even where the devstack allows private hosts). The request
+  then goes to the address that was checked, so a second DNS answer cannot point it elsewhere.
+- The size cap holds on the wire and decoded (`mintsaga.http_errors.read_bounded`): one gzip or
+  deflate layer at most, decoded here in bounded steps; stacked or unknown encodings refused.
 - ``sha256`` (hex), when given, must match the bytes.
+
+Images in flight share a per-worker memory budget (`ByteBudget`,
+``MINT_IMAGE_MEMORY_BUDGET_BYTES``): `ImageLoader.loaded` holds the cap's worth of it while
+fetching, then the image's size until the caller is done with the bytes; a load that does not
+fit waits its turn.
 
 Every refusal is a PERMANENT ``ServiceError`` (service "image") naming the field at fault;
 network failures are TRANSIENT, as for every client.
@@ -18,12 +26,13 @@ network failures are TRANSIENT, as for every client.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import hashlib
-import ipaddress
 import logging
 import posixpath
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Protocol
@@ -31,14 +40,23 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from mintsaga.addresses import address_problem, host_problem
 from mintsaga.errors import ErrorKind, ServiceError
-from mintsaga.http_errors import capped_error_answer, status_error, transport_error
+from mintsaga.http_errors import (
+    ACCEPT_ENCODING,
+    BodyRefused,
+    capped_error_answer,
+    read_bounded,
+    status_error,
+    transport_error,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE = "image"
 DIR_SETTING = "MINT_IMAGE_DIR"
 DEFAULT_MAX_BYTES = 10 * 2**20
+DEFAULT_MEMORY_BUDGET_BYTES = 128 * 2**20
 MAX_REDIRECTS = 3
 CONTENT_TYPES = {
     "image/png": ".png",
@@ -83,70 +101,44 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
-def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback
-    return ip
-
-
 def is_public_address(address: str) -> bool:
-    """Whether an IP address is on the public internet (SSRF guard)."""
-    ip = _ip(address)
-    return ip.is_global and not ip.is_multicast
+    """Whether an IP address may be fetched from where private hosts are not allowed (SSRF
+    guard): `mintsaga.addresses.address_problem` finds nothing wrong with it."""
+    return address_problem(address) is None
 
 
 def is_link_local(address: str) -> bool:
-    """169.254.0.0/16 and fe80::/10: where cloud metadata services answer (169.254.169.254).
-
-    No image lives there, so these are refused even when private hosts are allowed.
-    """
-    return _ip(address).is_link_local
+    """Whether an address is refused even where private hosts are allowed: link-local
+    (169.254.0.0/16, fe80::/10, where cloud metadata services answer), the metadata addresses
+    outside it, and the other ranges `mintsaga.addresses` never fetches from."""
+    return address_problem(address, allow_private=True) is not None
 
 
 def url_problem(url: str, *, allow_private: bool) -> str | None:
-    """What is wrong with an image URL before any request (None: nothing), the one policy for
-    the API's check before a mint starts and the worker's: only https, to a host that is not a
-    loopback, private or link-local address literal (or `localhost`); with `allow_private` (the
-    devstack, MINT_IMAGE_ALLOW_PRIVATE_URLS) http and private hosts pass, link-local never does.
-    Host names are checked again by the loader, every address of every hop."""
+    """What is wrong with an image URL before any request (None: nothing), the one check for
+    the API before a mint starts and for the worker: only https, to a host the address policy
+    (`mintsaga.addresses.host_problem`) lets through, as httpx (the worker's parser) and
+    urllib read it both (a URL the two read differently must pass for both). With
+    `allow_private` (the devstack, MINT_IMAGE_ALLOW_PRIVATE_URLS) http and loopback or private
+    hosts pass; link-local and metadata addresses never do. Host names are checked again by the
+    loader, every address of every hop."""
     try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").rstrip(".")
-    except ValueError as exc:
+        parsed = httpx.URL(url)
+        hosts = [parsed.host]
+        split = urlsplit(url)
+        hosts.append(split.hostname or "")
+    except (httpx.InvalidURL, ValueError) as exc:
         return f"not a valid URL: {exc}"
-    if parts.scheme not in ("https", "http"):
-        return f"must be an https URL, not {parts.scheme or 'schemeless'}"
-    if not host:
-        return "has no host"
-    if parts.scheme == "http" and not allow_private:
+    if parsed.scheme not in ("https", "http") or split.scheme.lower() != parsed.scheme:
+        return f"must be an https URL, not {parsed.scheme or 'schemeless'}"
+    if parsed.scheme == "http" and not allow_private:
         return f"must be https (http is for the devstack only: {PRIVATE_URLS_SETTING})"
-    address = _address_literal(host)
-    if address is not None and is_link_local(address):
-        return f"host {host} is link-local (cloud metadata lives there); it is never fetched"
-    if allow_private:
-        return None
-    if host == "localhost" or host.endswith(".localhost"):
-        return f"host {host} is loopback; only public hosts may be fetched"
-    if address is not None and not is_public_address(address):
-        return (
-            f"host {host} is a loopback, private or reserved address;"
-            " only public hosts may be fetched"
-        )
-    return None
-
-
-def _address_literal(host: str) -> str | None:
-    """The IP address a host literal spells (127.1 and 2130706433 too, as resolvers read them)."""
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    if all(c in "0123456789abcdefx." for c in host.lower()):
-        try:
-            return socket.inet_ntoa(socket.inet_aton(host))
-        except OSError:
-            return None
+    if any(c.isspace() or c == "\\" or ord(c) < 0x20 for c in url):
+        return "has whitespace, a backslash or a control character in it"
+    for host in dict.fromkeys(hosts):
+        problem = host_problem(host, allow_private=allow_private)
+        if problem:
+            return problem
     return None
 
 
@@ -176,10 +168,12 @@ class ImageLoader:
         image_dir: the folder path references resolve in (``MINT_IMAGE_DIR``); None refuses
             path references.
         http: the client URL references are fetched with (its timeouts apply).
-        max_bytes: the size cap for both kinds of reference.
+        max_bytes: the size cap for both kinds of reference (decoded, and on the wire).
         allow_private_hosts: fetch from private/loopback addresses (the devstack, tests);
-            link-local addresses (cloud metadata) stay refused.
+            link-local and metadata addresses stay refused.
         resolver: ``(host, port) -> addresses``; injectable so tests need no DNS.
+        budget: the worker's memory budget for images in flight (None: a budget of its own,
+            ``DEFAULT_MEMORY_BUDGET_BYTES``).
     """
 
     def __init__(
@@ -190,15 +184,33 @@ class ImageLoader:
         max_bytes: int = DEFAULT_MAX_BYTES,
         allow_private_hosts: bool = False,
         resolver: Resolver = resolve_host,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.image_dir = Path(image_dir).resolve() if image_dir is not None else None
         self._http = http
         self.max_bytes = max_bytes
         self.allow_private_hosts = allow_private_hosts
         self._resolve = resolver
+        self.budget = budget if budget is not None else ByteBudget(DEFAULT_MEMORY_BUDGET_BYTES)
 
     async def load(self, ref: Mapping[str, Any] | ImageRefLike) -> LoadedImage:
-        """The image the reference names, checked; raises ``ServiceError`` otherwise."""
+        """The image the reference names, checked; raises ``ServiceError`` otherwise.
+
+        The memory budget is held while loading only: a caller that keeps the bytes a while
+        (hashing, uploading) uses `loaded`."""
+        async with self.loaded(ref) as image:
+            return image
+
+    @contextlib.asynccontextmanager
+    async def loaded(self, ref: Mapping[str, Any] | ImageRefLike) -> AsyncIterator[LoadedImage]:
+        """The image, loaded under the memory budget: the cap's worth held while loading, then
+        the image's size until the block ends."""
+        async with self.budget.hold(self.max_bytes) as held:
+            image = await self._load(ref)
+            held.shrink(len(image.data))
+            yield image
+
+    async def _load(self, ref: Mapping[str, Any] | ImageRefLike) -> LoadedImage:
         path, url, sha256 = _fields(ref)
         if (path is None) == (url is None):
             raise _refused("image needs exactly one of image.path and image.url", "ImageRefInvalid")
@@ -296,8 +308,12 @@ class ImageLoader:
             )
 
     async def _checked_address(self, url: httpx.URL) -> str:
-        """The address to connect to, after the SSRF check of every address the host has."""
+        """The address to connect to, after the SSRF check of the host as written and of every
+        address it resolves to (`mintsaga.addresses`)."""
         endpoint = _public_url(url)
+        problem = host_problem(url.host, allow_private=self.allow_private_hosts)
+        if problem:
+            raise _refused(f"image.url {problem}", "ImageUrlPrivateAddress", endpoint)
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
             addresses = await self._resolve(url.host, port)
@@ -317,18 +333,14 @@ class ImageLoader:
                 code="ImageUrlUnresolved",
                 endpoint=endpoint,
             )
-        refused = [
-            a
-            for a in addresses
-            if is_link_local(a) or not (self.allow_private_hosts or is_public_address(a))
-        ]
-        if refused:
-            raise _refused(
-                f"image.url host {url.host!r} resolves to a non-public address "
-                f"({refused[0]}); only public hosts may be fetched",
-                "ImageUrlPrivateAddress",
-                endpoint,
-            )
+        for address in addresses:
+            problem = address_problem(address, allow_private=self.allow_private_hosts)
+            if problem:
+                raise _refused(
+                    f"image.url host {url.host!r} resolves to a refused address: {problem}",
+                    "ImageUrlPrivateAddress",
+                    endpoint,
+                )
         return addresses[0]
 
     async def _fetch(self, url: httpx.URL, address: str) -> LoadedImage | httpx.URL:
@@ -337,7 +349,11 @@ class ImageLoader:
         action = "fetch image.url"
         # Connect to the checked address; the Host header and TLS name stay the URL's host.
         pinned = url.copy_with(host=address)
-        headers = {"Host": url.netloc.decode("ascii"), "Accept": ", ".join(CONTENT_TYPES)}
+        headers = {
+            "Host": url.netloc.decode("ascii"),
+            "Accept": ", ".join(CONTENT_TYPES),
+            "Accept-Encoding": ACCEPT_ENCODING,
+        }
         extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
         try:
             async with self._http.stream(
@@ -364,29 +380,29 @@ class ImageLoader:
                         "ImageContentType",
                         endpoint,
                     )
-                length = response.headers.get("Content-Length")
-                if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                    raise self._too_large(endpoint)
-                data = bytearray()
-                async for chunk in response.aiter_bytes():
-                    data += chunk
-                    if len(data) > self.max_bytes:
-                        raise self._too_large(endpoint)  # stop reading: the rest is not ours
+                try:  # stops reading as soon as a limit is passed: the rest is not ours
+                    data = await read_bounded(response, self.max_bytes)
+                except BodyRefused as exc:
+                    if exc.too_large:
+                        raise _refused(
+                            f"image.url is larger than {self.max_bytes} bytes (its body "
+                            f"{exc.reason})",
+                            "ImageTooLarge",
+                            endpoint,
+                        ) from None
+                    raise _refused(
+                        f"image.url's body {exc.reason}", "ImageEncodingRefused", endpoint
+                    ) from None
         except httpx.RequestError as exc:
             raise transport_error(exc, service=SERVICE, endpoint=endpoint, action=action) from exc
-        content_type = sniff_image_type(bytes(data))
+        content_type = sniff_image_type(data)
         if content_type is None:
             raise _refused(
                 f"image.url served {declared} but the bytes are not a PNG, JPEG, GIF or WebP",
                 "ImageContentType",
                 endpoint,
             )
-        return LoadedImage(bytes(data), content_type, _filename(url, content_type))
-
-    def _too_large(self, endpoint: str) -> ServiceError:
-        return _refused(
-            f"image.url is larger than {self.max_bytes} bytes", "ImageTooLarge", endpoint
-        )
+        return LoadedImage(data, content_type, _filename(url, content_type))
 
 
 def _fields(ref: Mapping[str, Any] | ImageRefLike) -> tuple[str | None, str | None, str | None]:
@@ -408,3 +424,79 @@ def _filename(url: httpx.URL, content_type: str) -> str:
     if not name or name in (".", "..") or any(c in name for c in '\\:*?"<>|\x00'):
         return "image" + extension
     return name
+
+
+class ByteBudget:
+    """A semaphore counted in bytes: how much image data a worker holds at once.
+
+    `hold(n)` waits until `n` bytes fit (first come, first served: a large image is not starved
+    by small ones); a hold larger than the whole budget waits until nothing else is held.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("a ByteBudget needs a capacity of at least 1 byte")
+        self.capacity = capacity
+        self.held = 0
+        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    def __repr__(self) -> str:
+        return f"ByteBudget(held={self.held}, capacity={self.capacity})"
+
+    @property
+    def waiting(self) -> int:
+        """How many holds wait for room."""
+        return len(self._waiting)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[Held]:
+        """Hold `size` bytes (at most the capacity) of the budget for the block."""
+        held = Held(self, min(max(size, 0), self.capacity))
+        await self._acquire(held.size)
+        try:
+            yield held
+        finally:
+            self._release(held.size)
+            held.size = 0
+
+    async def _acquire(self, size: int) -> None:
+        if not self._waiting and self.held + size <= self.capacity:
+            self.held += size
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (size, granted)
+        self._waiting.append(entry)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._release(size)  # granted as it was cancelled: give it back
+            else:
+                self._waiting.remove(entry)
+                self._wake()  # the ones behind it may fit now
+            raise
+
+    def _release(self, size: int) -> None:
+        self.held -= size
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiting and self.held + self._waiting[0][0] <= self.capacity:
+            size, granted = self._waiting.popleft()
+            self.held += size
+            granted.set_result(None)
+
+
+class Held:
+    """The part of a `ByteBudget` one `hold` has; `shrink` gives back what is not needed."""
+
+    def __init__(self, budget: ByteBudget, size: int) -> None:
+        self._budget = budget
+        self.size = size
+
+    def shrink(self, size: int) -> None:
+        """Keep only `size` bytes (never more than held now) and release the rest."""
+        size = max(0, min(size, self.size))
+        released, self.size = self.size - size, size
+        if released:
+            self._budget._release(released)

@@ -9,11 +9,12 @@ httpx.MockTransport and a fake resolver, since a real public host is not availab
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -225,6 +226,7 @@ class ImageServer:
         app.router.add_get("/endless.png", self.endless)
         app.router.add_get("/r/{n}", self.redirect)
         app.router.add_get("/status/{code}", self.status)
+        app.router.add_get("/encoded/{coding}", self.encoded)
         app.middlewares.append(self.count)
         return app
 
@@ -260,6 +262,19 @@ class ImageServer:
         n = int(request.match_info["n"])
         target = "/ok.png" if n <= 1 else f"/r/{n - 1}"
         raise web.HTTPFound(target)
+
+    # Raw bodies with the Content-Encoding a hostile host chooses (aiohttp does not encode).
+    ENCODED: ClassVar[dict[str, tuple[bytes, str]]] = {
+        "gzip": (gzip.compress(PNG), "gzip"),
+        "stacked": (gzip.compress(gzip.compress(PNG + bytes(256 * 2**20))), "gzip, gzip"),
+        "bomb": (gzip.compress(PNG + bytes(64 * 2**20)), "gzip"),
+        "br": (PNG, "br"),
+    }
+
+    async def encoded(self, request: web.Request) -> web.Response:
+        body, coding = self.ENCODED[request.match_info["coding"]]
+        headers = {"Content-Type": "image/png", "Content-Encoding": coding}
+        return web.Response(body=body, headers=headers)
 
     async def status(self, request: web.Request) -> web.Response:
         return web.Response(status=int(request.match_info["code"]), text="no")
@@ -308,6 +323,30 @@ async def test_url_over_the_cap_is_refused(
         with pytest.raises(ServiceError) as caught:
             await url_loader(http).load({"url": server.base + path})
     refused(caught, "ImageTooLarge")
+
+
+async def test_a_gzip_encoded_image_is_decoded(
+    server: ImageServer, http: httpx.AsyncClient
+) -> None:
+    image = await url_loader(http).load({"url": f"{server.base}/encoded/gzip"})
+    assert image.data == PNG
+
+
+@pytest.mark.parametrize(
+    ("coding", "code", "said"),
+    [
+        ("stacked", "ImageEncodingRefused", "encoded 2 times"),
+        ("br", "ImageEncodingRefused", "'br'"),
+        ("bomb", "ImageTooLarge", f"larger than {CAP} bytes"),
+    ],
+)
+async def test_an_encoded_body_is_bounded(
+    server: ImageServer, http: httpx.AsyncClient, coding: str, code: str, said: str
+) -> None:
+    with pytest.raises(ServiceError) as caught:
+        await url_loader(http).load({"url": f"{server.base}/encoded/{coding}"})
+    refused(caught, code)
+    assert "image.url" in caught.value.message and said in caught.value.message
 
 
 @pytest.mark.parametrize("path", ["/page.html", "/fake.png", "/octet.png"])

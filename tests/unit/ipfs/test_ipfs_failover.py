@@ -6,6 +6,7 @@ provider answers and sees which ones were called.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 
@@ -199,3 +200,88 @@ async def test_a_malformed_cid_is_refused_before_any_request(cid: str) -> None:
             with pytest.raises(ServiceError) as caught:
                 await call
             assert (caught.value.kind, caught.value.code) == (ErrorKind.PERMANENT, "InvalidCid")
+
+
+# -- gateway redirects -----------------------------------------------------------------------
+
+
+async def test_a_gateway_redirect_on_its_own_host_is_followed() -> None:
+    cid = cid_sync(DATA)
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        if request.url.path == f"/ipfs/{cid}":
+            return httpx.Response(301, headers={"Location": f"/ipfs/{cid}/"})
+        return httpx.Response(200, content=DATA)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
+        reader = GatewayReader(["http://g1:8080"], http)
+        assert await reader.fetch_verified(cid, max_bytes=1000) == (DATA, "http://g1:8080")
+    assert seen == [f"http://g1:8080/ipfs/{cid}", f"http://g1:8080/ipfs/{cid}/"]
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://g2/ipfs/{cid}",  # another host
+        "https://g1:8080/ipfs/{cid}",  # another scheme
+        "http://g1:8081/ipfs/{cid}",  # another port
+        "http://{cid}.ipfs.g1:8080/",  # a subdomain gateway
+        "//evil.example/ipfs/{cid}",  # scheme-relative
+        "http://user@g1:8080/ipfs/{cid}",  # credentials
+    ],
+)
+async def test_a_gateway_redirect_off_its_host_is_refused_and_the_next_one_tried(
+    location: str,
+) -> None:
+    cid = cid_sync(DATA)
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.url.scheme}://{request.url.netloc.decode()}")
+        if request.url.host == "g1":
+            return httpx.Response(302, headers={"Location": location.format(cid=cid)})
+        return httpx.Response(200, content=DATA)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
+        reader = GatewayReader(["http://g1:8080", "http://g3"], http)
+        assert await reader.fetch_verified(cid, max_bytes=1000) == (DATA, "http://g3")
+        with pytest.raises(ServiceError) as caught:
+            await GatewayReader(["http://g1:8080"], http).fetch_verified(cid, max_bytes=1000)
+    assert (caught.value.code, caught.value.kind) == ("GatewayRedirectRefused", ErrorKind.TRANSIENT)
+    assert "redirected off its host" in caught.value.message
+    assert seen == ["http://g1:8080", "http://g3", "http://g1:8080"]  # the target: never
+
+
+async def test_a_gateway_redirecting_in_circles_is_refused() -> None:
+    cid = cid_sync(DATA)
+    calls = 0
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(302, headers={"Location": f"/ipfs/{cid}?n={calls}"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
+        with pytest.raises(ServiceError) as caught:
+            await GatewayReader(["http://g1"], http).fetch_verified(cid, max_bytes=1000)
+    assert caught.value.code == "GatewayRedirectRefused" and "more than 3" in caught.value.message
+    assert calls == 4
+
+
+async def test_a_gateway_body_over_the_limit_or_stacked_is_refused() -> None:
+    cid = cid_sync(DATA)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "g1":
+            bomb = gzip.compress(gzip.compress(bytes(2**26)))
+            headers = {"Content-Encoding": "gzip, gzip"}
+            return httpx.Response(200, headers=headers, stream=httpx.ByteStream(bomb))
+        return httpx.Response(200, stream=httpx.ByteStream(bytes(2000)))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
+        for gateway, said in (("http://g1", "encoded 2 times"), ("http://g2", "more than 1000")):
+            with pytest.raises(ServiceError) as caught:
+                await GatewayReader([gateway], http).fetch_verified(cid, max_bytes=1000)
+            assert caught.value.code == "GatewayContentMismatch" and said in caught.value.message

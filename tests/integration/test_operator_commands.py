@@ -6,31 +6,45 @@ overrides, maintenance, emergency and the endpoints; and every command docs/runb
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import os
 import re
 import shlex
 import time
-from collections.abc import AsyncIterator, Callable
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from temporalio import activity
 from temporalio.client import Client
 
 import mintsaga
 from devstack.config import StackConfig
 from devstack.requests import mint_request
+from mintsaga.activities.failures import to_application_error
 from mintsaga.api.switches import breaker_name_for, workers_endpoints
 from mintsaga.cli.main import parser
 from mintsaga.db.runtime_config import RuntimeConfigStore
-from mintsaga.errors import redact_url
+from mintsaga.errors import ErrorKind, ServiceError, redact_url
 from mintsaga.resilience.breaker import BreakerRegistry, BreakerState, Override
-from mintsaga.workflows.models import MintStatus
-from tests.paths import ROOT
-from tests.saga_support import Ran, add_fault, clear_faults, run_starter, running_worker, wait_for
+from mintsaga.workflows.models import MintStatus, StatusView
+from tests.paths import HISTORIES, ROOT
+from tests.saga_support import (
+    Ran,
+    activity_name,
+    add_fault,
+    clear_faults,
+    replay_failures,
+    run_starter,
+    running_worker,
+    wait_for,
+)
 
 RUNBOOK = ROOT / "docs" / "runbook.md"
+Activity = Callable[..., Awaitable[Any]]
 STUCK_QUEUE = "operator-commands"
 SETTINGS_QUEUE = "operator-settings"
 # The runbook sections the alert rules link to (deploy/prometheus); each must exist.
@@ -201,6 +215,117 @@ async def test_a_stuck_mint_is_listed_shown_retried_and_another_compensated(
     unknown = await cli(stack, "show", "no-such-mint-42")
     assert unknown.returncode == 2
     assert "no such mint" in unknown.stderr and "mint-no-such-mint-42" in unknown.stderr
+
+
+# ------------------------------------------------------------------------- retry overrides
+
+OVERRIDES_QUEUE = "operator-overrides"
+OVERRIDE_FEE = 7_000
+
+
+def _recording(
+    calls: dict[str, list[Any]], field: str, refusals: int = 0
+) -> Callable[[Activity], Activity]:
+    """Wrapper: note `arg.<field>` per mint on every call; refuse each mint's first `refusals`
+    calls as only a person can fix (the step waits for an operator at once), then run it."""
+
+    def wrapper(original: Activity) -> Activity:
+        async def wrapped(arg: Any) -> Any:
+            seen = calls[arg.mint_id]
+            seen.append(getattr(arg, field))
+            if len(seen) <= refusals:
+                # As a real activity says it (the system wallet short of lamports, say).
+                raise to_application_error(
+                    ServiceError(
+                        "refused until an operator retries",
+                        service="solana",
+                        kind=ErrorKind.NEEDS_OPERATOR,
+                        code="SystemWalletUnderfunded",
+                    ),
+                    activity.info().attempt,
+                )
+            return await original(arg)
+
+        # The converter reads the input and result types from the annotations.
+        hints = typing.get_type_hints(original)
+        wrapped.__annotations__ = {"arg": next(iter(hints.values())), "return": hints["return"]}
+        return activity.defn(name=activity_name(original))(wrapped)
+
+    return wrapper
+
+
+@pytest.mark.integration
+async def test_a_plain_retry_drops_earlier_overrides_and_keep_overrides_keeps_them(
+    stack: StackConfig, client: Client
+) -> None:
+    """An operator's priority fee and endpoint last until the next decision: after a retry
+    with them, a plain `retry` runs the step with neither; `retry --keep-overrides` keeps
+    both. The workers' default settings; only prepare_transaction is made to wait twice."""
+    fees: dict[str, list[int | None]] = collections.defaultdict(list)
+    sent_to: dict[str, list[str | None]] = collections.defaultdict(list)
+    wrap = {
+        "prepare_transaction": _recording(fees, "priority_fee_micro_lamports", refusals=2),
+        "send_transaction": _recording(sent_to, "preferred_endpoint"),
+    }
+    backup = redact_url(stack.worker_env()["SOLANA_RPC_ENDPOINTS"].split(",")[1])
+    async with running_worker(stack, client, OVERRIDES_QUEUE, wrap=wrap):
+        plain, kept = mint_request(stack), mint_request(stack)
+        handles = [
+            await mintsaga.start_mint(client, r, queue=OVERRIDES_QUEUE) for r in (plain, kept)
+        ]
+
+        def waits_after(attempts: int) -> Callable[[StatusView], bool]:
+            return lambda s: (
+                s.awaiting_step == "prepare_transaction"
+                and s.attempts.get("prepare_transaction") == attempts
+            )
+
+        for request in (plain, kept):
+            await wait_for(client, request.mint_id, waits_after(1), 90)
+            overridden = await cli(
+                stack,
+                "retry",
+                request.mint_id,
+                "--priority-fee",
+                str(OVERRIDE_FEE),
+                "--endpoint",
+                backup,
+                queue=OVERRIDES_QUEUE,
+            )
+            assert overridden.returncode == 0, overridden.stderr
+            await wait_for(client, request.mint_id, waits_after(2), 60)
+        again = await cli(stack, "retry", plain.mint_id, queue=OVERRIDES_QUEUE)
+        assert again.returncode == 0, again.stderr
+        keeping = await cli(stack, "retry", kept.mint_id, "--keep-overrides", queue=OVERRIDES_QUEUE)
+        assert keeping.returncode == 0, keeping.stderr
+        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 90)
+        assert [r.status for r in results] == [MintStatus.MINTED, MintStatus.MINTED]
+
+        # The request set no fee (None: the worker computes one, capped).
+        assert fees[plain.mint_id] == [None, OVERRIDE_FEE, None]
+        assert sent_to[plain.mint_id] and set(sent_to[plain.mint_id]) == {None}
+        assert fees[kept.mint_id] == [None, OVERRIDE_FEE, OVERRIDE_FEE]
+        assert sent_to[kept.mint_id] and set(sent_to[kept.mint_id]) == {backup}
+
+        story = await cli(stack, "show", kept.mint_id, queue=OVERRIDES_QUEUE)
+        assert f"(priority fee {OVERRIDE_FEE}, endpoint {backup})" in story.stdout
+        assert "update retry_now accepted from" in story.stdout
+        assert "(keeping earlier overrides)" in story.stdout
+
+    # What the stored histories hold (tests/replay/test_retry_overrides.py replays them):
+    # RECORD_HISTORIES=1 writes these two there.
+    histories = {
+        "operator-retry-drops-overrides": await client.get_workflow_handle(
+            f"mint-{plain.mint_id}"
+        ).fetch_history(),
+        "operator-retry-keeps-overrides": await client.get_workflow_handle(
+            f"mint-{kept.mint_id}"
+        ).fetch_history(),
+    }
+    assert await replay_failures(list(histories.values())) == {}
+    if os.environ.get("RECORD_HISTORIES"):
+        for name, history in histories.items():
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
 # ------------------------------------------------------------------------- runtime settings

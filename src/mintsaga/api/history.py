@@ -323,7 +323,8 @@ async def _closing_entry(
 
 
 async def _overrides_text(converter: DataConverter, name: str, payloads: Sequence[Payload]) -> str:
-    """`` (priority fee N, endpoint URL)`` for a retry that changed something, else ``""``."""
+    """`` (priority fee N, endpoint URL, keeping earlier overrides)`` for a retry that said
+    something, else ``""``."""
     if name not in ("retry", "retry_now") or not payloads:
         return ""
     try:
@@ -337,6 +338,8 @@ async def _overrides_text(converter: DataConverter, name: str, payloads: Sequenc
         parts.append(f"priority fee {overrides.priority_fee_micro_lamports}")
     if overrides.preferred_endpoint:
         parts.append(f"endpoint {redact_url(overrides.preferred_endpoint)}")
+    if overrides.keep_overrides:
+        parts.append("keeping earlier overrides")
     return f" ({', '.join(parts)})" if parts else ""
 
 

@@ -158,13 +158,23 @@ async def get_status(client: Client, mint_id: str) -> StatusView:
 
 
 async def retry(
-    client: Client, mint_id: str, overrides: RetryOverrides | None = None
+    client: Client,
+    mint_id: str,
+    overrides: RetryOverrides | None = None,
+    *,
+    keep_overrides: bool = False,
 ) -> StatusView:
-    """Retry the step a mint waits at; refused when nothing waits."""
+    """Retry the step a mint waits at; refused when nothing waits.
+
+    `overrides` (a priority fee, an endpoint to send to first) last until the next decision:
+    a retry drops those of earlier retries unless `keep_overrides` (or
+    `overrides.keep_overrides`) is set, then its own fields replace theirs.
+    """
+    overrides = overrides or RetryOverrides()
+    if keep_overrides and not overrides.keep_overrides:
+        overrides = overrides.model_copy(update={"keep_overrides": True})
     try:
-        return await _handle(client, mint_id).execute_update(
-            MintSaga.retry_update, overrides or RetryOverrides()
-        )
+        return await _handle(client, mint_id).execute_update(MintSaga.retry_update, overrides)
     except WorkflowUpdateFailedError as exc:
         raise StarterError(f"retry {mint_id}: {exc.cause}") from exc
     except RPCError as exc:

@@ -141,7 +141,9 @@ async def cmd_show(client: Client, args: argparse.Namespace) -> int:
 
 async def cmd_retry(client: Client, args: argparse.Namespace) -> int:
     overrides = RetryOverrides(
-        priority_fee_micro_lamports=args.priority_fee, preferred_endpoint=args.endpoint
+        priority_fee_micro_lamports=args.priority_fee,
+        preferred_endpoint=args.endpoint,
+        keep_overrides=args.keep_overrides,
     )
     view = await retry(client, args.mint_id, overrides)
     print(f"retry accepted: {args.mint_id} resumes at {view.awaiting_step} ({view.stage})")

@@ -4,7 +4,7 @@
     mintsaga status MINT_ID [--json]
     mintsaga list [--stuck] [--json]
     mintsaga show MINT_ID [--json]
-    mintsaga retry MINT_ID [--priority-fee N] [--endpoint URL]
+    mintsaga retry MINT_ID [--priority-fee N] [--endpoint URL] [--keep-overrides]
     mintsaga compensate MINT_ID
     mintsaga maintenance on|off|status
     mintsaga emergency on|off|status
@@ -136,6 +136,11 @@ def parser() -> argparse.ArgumentParser:
     again.add_argument("mint_id")
     again.add_argument("--priority-fee", type=int, default=None, help="micro-lamports per CU")
     again.add_argument("--endpoint", default=None, help="preferred RPC endpoint")
+    again.add_argument(
+        "--keep-overrides",
+        action="store_true",
+        help="keep the fee and endpoint earlier retries set (a retry without it drops them)",
+    )
     again.set_defaults(func=cmd_retry)
     undo = commands.add_parser("compensate", help="roll back a mint waiting before the pivot")
     undo.add_argument("mint_id")

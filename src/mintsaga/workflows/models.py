@@ -14,15 +14,17 @@ import math
 import re
 import unicodedata
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     WithJsonSchema,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from solders import sysvar
@@ -303,13 +305,46 @@ class StatusView(_Answer):
 
 
 class RetryOverrides(_Frozen):
-    """What an operator may change when retrying a step."""
+    """What an operator may change when retrying a step.
+
+    The overrides a retry brings apply until the next operator decision: a later retry without
+    `keep_overrides` drops them (a plain retry runs with none), one with it keeps the earlier
+    ones, its own fields replacing theirs. (Mints whose history decided before this rule, with
+    no `operator-overrides-per-retry` marker, keep every override until another replaces it.)
+    """
 
     # Clamped by the worker to SOLANA_OPERATOR_PRIORITY_FEE_CAP.
     priority_fee_micro_lamports: int | None = Field(
         default=None, ge=0, le=MAX_PRIORITY_FEE_MICRO_LAMPORTS
     )
     preferred_endpoint: str | None = None
+    keep_overrides: bool = False  # keep the earlier retries' overrides (else they are dropped)
+
+    @model_serializer(mode="wrap")
+    def _without_default_keep(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A plain retry's payload stays what it was before the field existed, so a worker not
+        # yet upgraded (extra fields forbidden) still accepts it during a rolling deploy.
+        data = handler(self)
+        if isinstance(data, dict) and not self.keep_overrides:
+            data.pop("keep_overrides", None)
+        return data
+
+    @property
+    def changes(self) -> RetryOverrides:
+        """Only what this retry overrides (without `keep_overrides`)."""
+        return RetryOverrides(
+            priority_fee_micro_lamports=self.priority_fee_micro_lamports,
+            preferred_endpoint=self.preferred_endpoint,
+        )
+
+    def over(self, earlier: RetryOverrides) -> RetryOverrides:
+        """This retry's overrides on top of `earlier`: its own fields win, the rest are kept."""
+        return RetryOverrides(
+            priority_fee_micro_lamports=earlier.priority_fee_micro_lamports
+            if self.priority_fee_micro_lamports is None
+            else self.priority_fee_micro_lamports,
+            preferred_endpoint=self.preferred_endpoint or earlier.preferred_endpoint,
+        )
 
 
 class OperatorDecision(_Frozen):

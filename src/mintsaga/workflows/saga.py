@@ -8,9 +8,9 @@
   that timed out may still have happened); `_roll_back` runs them in reverse, each with its own
   retry policy, shielded from cancellation (`_shielded`), one failing not stopping the others.
   A compensation that fails for good leaves the saga `FAILED`, waiting for an operator.
-- **Operators.** `_await_operator` waits for `retry` (with overrides) or `compensate`, before
-  the pivot no longer than the request allows; `_decide` is what the signal and update
-  handlers call.
+- **Operators.** `_await_operator` waits for `retry` (with overrides, which last until the
+  next decision unless it says `keep_overrides`) or `compensate`, before the pivot no longer
+  than the request allows; `_decide` is what the signal and update handlers call.
 - **Status.** `_enter` (a stage), `_set_status` and the waiting steps are published as the
   `MintStage` and `MintStatus` search attributes, which is how an operator finds a mint.
 
@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
 __all__ = [
     "MINT_STAGE",
     "MINT_STATUS",
+    "OVERRIDES_PER_RETRY",
     "Compensation",
     "HandledError",
     "Saga",
@@ -50,6 +51,9 @@ __all__ = [
     "attempts_made",
     "error_info",
 ]
+
+# The patch id of "a retry's overrides last until the next operator decision".
+OVERRIDES_PER_RETRY = "operator-overrides-per-retry"
 
 MINT_STAGE = SearchAttributeKey.for_keyword("MintStage")
 MINT_STATUS = SearchAttributeKey.for_keyword("MintStatus")
@@ -294,8 +298,19 @@ class Saga:
         decision = await self._wait_for_decision(step, f"{error.type}: {error.message}", timeout)
         if decision.action == "compensate":
             raise StepFailed(error, decided_by=decision.decided_by)
-        if decision.overrides != RetryOverrides():
-            self._overrides = decision.overrides
+        self._overrides = self._overrides_after(decision.overrides)
+
+    def _overrides_after(self, given: RetryOverrides) -> RetryOverrides:
+        """The overrides the steps use after a retry that brought `given`.
+
+        A retry's overrides last until the next operator decision: a plain retry runs with
+        none, `keep_overrides` keeps the earlier ones under its own. Decisions recorded before
+        this rule (no marker in their history) replay as they ran: an empty retry kept the
+        overrides in force, a retry with any replaced them all.
+        """
+        if workflow.patched(OVERRIDES_PER_RETRY):
+            return given.over(self._overrides) if given.keep_overrides else given.changes
+        return given.changes if given.changes != RetryOverrides() else self._overrides
 
     async def _wait_for_decision(
         self, step: str | None, why: str, wait_s: float | None = None

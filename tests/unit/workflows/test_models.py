@@ -16,7 +16,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from mintsaga.errors import ErrorKind
 from mintsaga.workflows.activity_models import FailureDetails
-from mintsaga.workflows.models import MintRequest, MintResult, MintStatus
+from mintsaga.workflows.models import MintRequest, MintResult, MintStatus, RetryOverrides
 from mintsaga.workflows.saga import attempts_made, error_info
 from tests.paths import HISTORIES, ROOT
 
@@ -173,3 +173,20 @@ async def test_every_stored_failure_reads_as_failure_details() -> None:
             assert details.as_detail() == error.details[0]
             seen += 1
     assert seen >= 12  # in the histories stored today
+
+
+async def test_a_retry_keeps_earlier_overrides_only_when_it_says_so() -> None:
+    earlier = RetryOverrides(priority_fee_micro_lamports=5_000, preferred_endpoint="https://b")
+    kept = RetryOverrides(preferred_endpoint="https://c", keep_overrides=True)
+    assert kept.over(earlier) == RetryOverrides(
+        priority_fee_micro_lamports=5_000, preferred_endpoint="https://c"
+    )
+    assert RetryOverrides(keep_overrides=True).over(earlier) == earlier
+    assert kept.changes == RetryOverrides(preferred_endpoint="https://c")
+    # A plain retry's payload is what it was before the field existed (a worker not yet
+    # upgraded forbids unknown fields); keep_overrides travels only when set.
+    [plain] = await pydantic_data_converter.encode([RetryOverrides(priority_fee_micro_lamports=1)])
+    assert json.loads(plain.data) == {"priority_fee_micro_lamports": 1, "preferred_endpoint": None}
+    [keep] = await pydantic_data_converter.encode([kept])
+    assert json.loads(keep.data)["keep_overrides"] is True
+    assert await pydantic_data_converter.decode([keep], [RetryOverrides]) == [kept]

@@ -18,28 +18,34 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from temporalio import workflow
 from temporalio.api.common.v1 import Payload, Payloads, SearchAttributes
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client
+from temporalio.client import Client, Schedule, ScheduleActionStartWorkflow, ScheduleSpec
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import UnsandboxedWorkflowRunner as Unsandboxed
+from temporalio.worker import Worker
 
 import mintsaga
 from devstack.config import StackConfig
 from devstack.requests import mint_request
 from devstack.supervisor import port_open, temporal_binary
 from mintsaga.codec.payloads import (
+    ALLOW_PLAINTEXT_SETTING,
     ENCODING,
     KEY_ID_METADATA,
     KEYS_SETTING,
     CodecError,
     EncryptionCodec,
+    PlaintextPayloadError,
     data_converter_from_env,
     new_key_entry,
     parse_keys,
@@ -53,7 +59,7 @@ from mintsaga.codec.server import (
 )
 from mintsaga.observability import logging as obs_logging
 from mintsaga.settings import SettingsError
-from mintsaga.workflows.models import MintStatus
+from mintsaga.workflows.models import MintResult, MintStatus
 from tests.saga_support import fault_first, running_worker, temporal_client
 
 CODEC_QUEUE = "codec-tests"
@@ -118,9 +124,12 @@ async def test_an_unknown_key_id_is_refused_naming_it_and_the_setting() -> None:
     assert "'retired'" in message and KEYS_SETTING in message and "k2, k1" in message
 
 
-async def test_payloads_from_before_the_codec_pass_through() -> None:
+async def test_payloads_from_before_the_codec_are_refused_unless_migrating() -> None:
     plain = json_payload({"old": True})
-    assert await codec(K1).decode([plain]) == [plain]
+    with pytest.raises(PlaintextPayloadError, match=ALLOW_PLAINTEXT_SETTING):
+        await codec(K1).decode([plain])
+    migrating = EncryptionCodec(parse_keys(K1), allow_plaintext=True)
+    assert await migrating.decode([plain]) == [plain]
 
 
 def _key_text(entry: str) -> str:
@@ -481,6 +490,144 @@ async def test_an_encrypted_mint_stores_no_plaintext_and_the_codec_server_decode
         assert json.loads(data)["user_id"] == request.user_id
     unaided = await cli_show(stack, handle.id)
     assert request.user_id not in json.dumps(unaided)
+
+
+async def first_workflow_task_failure(client: Client, workflow_id: str) -> Failure:
+    """The failure of the workflow's first failed workflow task, once it is in the history."""
+    for _ in range(300):
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        for event in history.events:
+            if event.HasField("workflow_task_failed_event_attributes"):
+                return copy_of(event.workflow_task_failed_event_attributes.failure)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{workflow_id}: no workflow task failed within 30 s")
+
+
+@pytest.mark.integration
+async def test_a_worker_with_keys_refuses_a_plaintext_mint_until_the_migration_setting(
+    stack: StackConfig,
+) -> None:
+    """A mint started by a client without the key (an unencrypted history, as before encryption
+    was turned on, or as anyone who can reach Temporal would send it): a worker with the keys
+    fails its workflow task on the plaintext input, naming the migration setting, and runs none
+    of it; a worker with MINTSAGA_CODEC_ALLOW_PLAINTEXT=true then finishes the same mint."""
+    queue = f"{CODEC_QUEUE}-plaintext-{uuid.uuid4().hex[:6]}"
+    plain = await temporal_client(stack)
+    refusing = await temporal_client(stack, **{KEYS_SETTING: K1})
+    migrating = await temporal_client(stack, **{KEYS_SETTING: K1, ALLOW_PLAINTEXT_SETTING: "true"})
+    request = mint_request(stack)
+    handle = await mintsaga.start_mint(plain, request, queue=queue)
+    history = await plain.get_workflow_handle(handle.id).fetch_history()
+    [stored] = history.events[0].workflow_execution_started_event_attributes.input.payloads
+    assert stored.metadata["encoding"] == b"json/plain"  # what the refusing worker is handed
+
+    async with running_worker(stack, refusing, queue):
+        failure = await first_workflow_task_failure(plain, handle.id)
+    refusal = await refusing.data_converter.decode_failure(failure)  # encrypted by the worker
+    assert "not encrypted" in str(refusal) and ALLOW_PLAINTEXT_SETTING in str(refusal), refusal
+    history = await plain.get_workflow_handle(handle.id).fetch_history()
+    assert not [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+    conn = await asyncpg.connect(stack.direct_database_url)
+    try:
+        row = await conn.fetchval("SELECT 1 FROM mints WHERE mint_id = $1", request.mint_id)
+    finally:
+        await conn.close()
+    assert row is None  # nothing of the mint ran
+
+    async with running_worker(stack, migrating, queue):
+        result = await migrating.get_workflow_handle(handle.id, result_type=MintResult).result()
+    assert result.status == MintStatus.MINTED
+    # The migrating worker still encrypts what it writes: the result is sealed.
+    history = await plain.get_workflow_handle(handle.id).fetch_history()
+    completed = history.events[-1].workflow_execution_completed_event_attributes.result.payloads
+    assert completed and all(p.metadata["encoding"] == ENCODING for p in completed)
+
+
+@workflow.defn(name="CodecScheduledProbe")
+class ScheduledProbe:
+    """Stands in for the health schedule's workflow: a schedule hands each run the result of the
+    last successful one (`last_completion_result`), a payload Temporal carries forward."""
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        return ["row"]
+
+
+async def scheduled_run(
+    client: Client, schedule_id: str, queue: str
+) -> tuple[str, list[HistoryEvent]]:
+    """Trigger the schedule once with a worker on `client`: the run's workflow id and its history
+    once it completed or a workflow task of it failed."""
+    schedule = client.get_schedule_handle(schedule_id)
+    before = len((await schedule.describe()).info.recent_actions)
+    async with Worker(
+        client, task_queue=queue, workflows=[ScheduledProbe], workflow_runner=Unsandboxed()
+    ):
+        await schedule.trigger()
+        for _ in range(300):
+            actions = (await schedule.describe()).info.recent_actions
+            if len(actions) > before:
+                workflow_id = actions[-1].action.workflow_id
+                history = await client.get_workflow_handle(workflow_id).fetch_history()
+                if any(
+                    e.HasField("workflow_task_failed_event_attributes")
+                    or e.HasField("workflow_execution_completed_event_attributes")
+                    for e in history.events
+                ):
+                    return workflow_id, list(history.events)
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{schedule_id}: the triggered run neither completed nor failed")
+
+
+def carried_result(events: list[HistoryEvent]) -> Payload:
+    [payload] = events[
+        0
+    ].workflow_execution_started_event_attributes.last_completion_result.payloads
+    return payload
+
+
+@pytest.mark.integration
+async def test_a_schedules_result_from_before_encryption_needs_the_migration_setting(
+    stack: StackConfig,
+) -> None:
+    """Temporal itself carries a payload across the switch: a schedule's next run gets the last
+    successful run's result. Written before the keys, it is plaintext, so a refusing worker fails
+    the next run (the health schedule's, until one run succeeds under the codec); a worker with
+    MINTSAGA_CODEC_ALLOW_PLAINTEXT finishes it, its result sealed, and the runs after it need no
+    setting."""
+    queue = f"{CODEC_QUEUE}-schedule-{uuid.uuid4().hex[:6]}"
+    plain = await temporal_client(stack)
+    refusing = await temporal_client(stack, **{KEYS_SETTING: K1})
+    migrating = await temporal_client(stack, **{KEYS_SETTING: K1, ALLOW_PLAINTEXT_SETTING: "true"})
+    schedule_id = f"codec-{queue}"
+    action = ScheduleActionStartWorkflow(
+        ScheduledProbe.run, id=f"{schedule_id}-run", task_queue=queue
+    )
+    await plain.create_schedule(schedule_id, Schedule(action=action, spec=ScheduleSpec()))
+    try:
+        _, first = await scheduled_run(plain, schedule_id, queue)  # before encryption
+        assert first[-1].HasField("workflow_execution_completed_event_attributes")
+
+        stuck_id, refused = await scheduled_run(refusing, schedule_id, queue)
+        assert carried_result(refused).metadata["encoding"] == b"json/plain"
+        failure = next(
+            e.workflow_task_failed_event_attributes.failure
+            for e in refused
+            if e.HasField("workflow_task_failed_event_attributes")
+        )
+        refusal = await refusing.data_converter.decode_failure(copy_of(failure))
+        assert "not encrypted" in str(refusal) and ALLOW_PLAINTEXT_SETTING in str(refusal)
+
+        async with Worker(
+            migrating, task_queue=queue, workflows=[ScheduledProbe], workflow_runner=Unsandboxed()
+        ):
+            await asyncio.wait_for(migrating.get_workflow_handle(stuck_id).result(), 60)
+
+        _, after = await scheduled_run(refusing, schedule_id, queue)
+        assert after[-1].HasField("workflow_execution_completed_event_attributes")
+        assert carried_result(after).metadata["encoding"] == ENCODING
+    finally:
+        await plain.get_schedule_handle(schedule_id).delete()
 
 
 def payloads_in_history(events: Iterable[HistoryEvent]) -> list[Payload]:

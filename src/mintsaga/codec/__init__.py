@@ -3,20 +3,26 @@ the environment (codec/payloads.py), and the codec server the Temporal UI and CL
 (codec/server.py, `python -m mintsaga.codec serve`)."""
 
 from mintsaga.codec.payloads import (
+    ALLOW_PLAINTEXT_SETTING,
     KEYS_SETTING,
     CodecError,
     CodecKeys,
     EncryptionCodec,
+    PlaintextPayloadError,
+    allow_plaintext_from_env,
     data_converter_from_env,
     keys_from_env,
     parse_keys,
 )
 
 __all__ = [
+    "ALLOW_PLAINTEXT_SETTING",
     "KEYS_SETTING",
     "CodecError",
     "CodecKeys",
     "EncryptionCodec",
+    "PlaintextPayloadError",
+    "allow_plaintext_from_env",
     "data_converter_from_env",
     "keys_from_env",
     "parse_keys",

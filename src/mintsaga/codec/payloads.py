@@ -8,8 +8,13 @@ payloads stay plain JSON as before.
 
 An encrypted payload has the metadata `encoding: binary/encrypted` and `encryption-key-id: ID`;
 its data is a 12-byte random nonce followed by the AES-GCM ciphertext (with its tag) of the
-whole original payload (its metadata and data), the key id bound in as associated data. A payload
-without that encoding (written before the codec was turned on) is passed through unchanged.
+whole original payload (its metadata and data), the key id bound in as associated data.
+
+With keys set, a payload without that encoding is refused (`PlaintextPayloadError`): anyone who
+can reach Temporal could otherwise hand the worker a request, a signal or an activity result the
+key never sealed. `MINTSAGA_CODEC_ALLOW_PLAINTEXT=true` lets such payloads through as they are,
+for the migration from an unencrypted namespace (histories written before the codec was turned
+on); docs/payload-encryption.md says when it may be turned off again.
 
 `data_converter_from_env()` is the one converter every Temporal client of the project uses
 (worker, starter, tests): Pydantic JSON, plus, with keys set, this codec and a failure converter
@@ -21,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import logging
 import os
 import re
 import secrets
@@ -42,15 +48,23 @@ from mintsaga.observability.logging import add_secret
 from mintsaga.settings import SettingsError, secret_from_env
 
 KEYS_SETTING = "MINTSAGA_CODEC_KEYS"
+ALLOW_PLAINTEXT_SETTING = "MINTSAGA_CODEC_ALLOW_PLAINTEXT"
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
+log = logging.getLogger("mintsaga.codec")
+
 
 class CodecError(ValueError):
     """A payload that cannot be decrypted here; the message names the key id, never a key."""
+
+
+class PlaintextPayloadError(CodecError):
+    """A payload that is not encrypted, refused because keys are set and the migration setting
+    (`MINTSAGA_CODEC_ALLOW_PLAINTEXT`) is off. The message names its encoding, never its data."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,18 @@ def parse_keys(raw: str) -> CodecKeys:
     return CodecKeys(current=next(iter(keys)), keys=keys)
 
 
+def allow_plaintext_from_env(env: Mapping[str, str] | None = None) -> bool:
+    """`MINTSAGA_CODEC_ALLOW_PLAINTEXT`: true lets unencrypted payloads through while keys are
+    set (the migration to encryption); unset or false: they are refused."""
+    env = os.environ if env is None else env
+    raw = env.get(ALLOW_PLAINTEXT_SETTING, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise SettingsError(f"{ALLOW_PLAINTEXT_SETTING}: {raw!r} is not a boolean (use true or false)")
+
+
 def keys_from_env(env: Mapping[str, str] | None = None) -> CodecKeys | None:
     """The keys `MINTSAGA_CODEC_KEYS` (or the file `MINTSAGA_CODEC_KEYS_FILE` names) holds, or
     None when it is unset or empty."""
@@ -118,11 +144,24 @@ def keys_from_env(env: Mapping[str, str] | None = None) -> CodecKeys | None:
     return parse_keys(raw) if raw.strip() else None
 
 
-class EncryptionCodec(PayloadCodec):
-    """AES-256-GCM with the current key; decrypts with whichever key the payload names."""
+def _shown_encoding(payload: Payload) -> str:
+    raw = payload.metadata.get("encoding")
+    if raw is None:
+        return "no encoding"
+    text = raw[:40].decode("ascii", errors="replace")
+    return repr("".join(c if c.isprintable() else "?" for c in text))
 
-    def __init__(self, keys: CodecKeys) -> None:
+
+class EncryptionCodec(PayloadCodec):
+    """AES-256-GCM with the current key; decrypts with whichever key the payload names.
+
+    A payload that is not encrypted is refused unless `allow_plaintext` (the migration setting
+    `MINTSAGA_CODEC_ALLOW_PLAINTEXT`) lets it through unchanged.
+    """
+
+    def __init__(self, keys: CodecKeys, *, allow_plaintext: bool = False) -> None:
         self.keys = keys
+        self.allow_plaintext = allow_plaintext
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.keys.items()}
 
     def encrypt(self, payload: Payload) -> Payload:
@@ -136,7 +175,15 @@ class EncryptionCodec(PayloadCodec):
 
     def decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
-            return payload  # written before the codec was on: plain already
+            if self.allow_plaintext:
+                return payload  # written before the codec was on: plain already
+            raise PlaintextPayloadError(
+                f"a payload that is not encrypted (encoding {_shown_encoding(payload)}) was"
+                f" refused: {KEYS_SETTING} is set, so every payload must be encrypted with one of"
+                " its keys. It was written before encryption was turned on, or by a client"
+                f" without the keys; to read such histories set {ALLOW_PLAINTEXT_SETTING}=true"
+                " for the migration (docs/payload-encryption.md)"
+            )
         key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode(errors="replace")
         cipher = self._ciphers.get(key_id)
         if cipher is None:
@@ -166,14 +213,22 @@ class EncryptionCodec(PayloadCodec):
 
 def data_converter_from_env(env: Mapping[str, str] | None = None) -> DataConverter:
     """The project's converter: Pydantic JSON; with `MINTSAGA_CODEC_KEYS` set, every payload and
-    every failure's message and stack trace encrypted too. Raises SettingsError for a malformed
+    every failure's message and stack trace encrypted too, and unencrypted payloads refused
+    unless `MINTSAGA_CODEC_ALLOW_PLAINTEXT` is true. Raises SettingsError for a malformed
     setting."""
     keys = keys_from_env(env)
     if keys is None:
         return pydantic_data_converter
+    allow_plaintext = allow_plaintext_from_env(env)
+    if allow_plaintext:
+        log.warning(
+            "%s=true: unencrypted payloads are accepted (the migration to encryption); turn it"
+            " off once no history from before it is read",
+            ALLOW_PLAINTEXT_SETTING,
+        )
     return dataclasses.replace(
         pydantic_data_converter,
-        payload_codec=EncryptionCodec(keys),
+        payload_codec=EncryptionCodec(keys, allow_plaintext=allow_plaintext),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
 

@@ -6,7 +6,11 @@
 `POST .../encode` and `POST .../decode` take and return a `Payloads` message as protobuf JSON
 (`{"payloads": [{"metadata": {"encoding": "<base64>"}, "data": "<base64>"}]}`); only the last
 path segment picks the operation, so the endpoint can be mounted under any prefix. A body that
-is not Payloads JSON, or a payload no key here decrypts, is answered 400.
+is not Payloads JSON, or a payload no key here decrypts, is answered 400. A payload that is not
+encrypted at all is answered as it is, whatever `MINTSAGA_CODEC_ALLOW_PLAINTEXT` says: the server
+only shows payloads to people, and the Temporal CLI and UI send it what the SDK writes without any
+codec (every `workflow.patched` marker), so refusing those would fail `temporal workflow show`
+for every mint. The workers and clients, which act on payloads, refuse plaintext (payloads.py).
 
 Every encode or decode needs the token (`MINTSAGA_CODEC_TOKEN`), compared in constant time:
 `Authorization: Bearer TOKEN` (the CLI's `--codec-auth "Bearer TOKEN"`), or, for the Temporal UI,
@@ -115,7 +119,8 @@ def _authorized(request: web.Request, prefix: list[str], token: bytes) -> bool:
 
 
 def build_app(settings: ServerSettings) -> web.Application:
-    codec = EncryptionCodec(settings.keys)
+    # Plaintext answered as it is: the SDK's patch markers are never encrypted (module docstring).
+    codec = EncryptionCodec(settings.keys, allow_plaintext=True)
     token = settings.token.encode()
 
     def cors(origin: str | None) -> dict[str, str]:

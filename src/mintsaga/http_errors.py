@@ -23,10 +23,11 @@ import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.errors import ErrorKind, ServiceError, redact_url
 
 _MAX_DETAIL = 300
 
@@ -362,6 +363,8 @@ def json_body(response: httpx.Response, *, service: str, endpoint: str) -> Any:
     try:
         return response.json()
     except ValueError as exc:
+        # The path may hold the endpoint's key (`/v2/<key>`): shown as redact_url shows it.
+        path = urlsplit(redact_url(str(response.request.url))).path
         raise bad_answer(
-            f"answer to {response.request.url.path} is not JSON", service=service, endpoint=endpoint
+            f"answer to {path} is not JSON", service=service, endpoint=endpoint
         ) from exc

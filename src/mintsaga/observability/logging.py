@@ -9,7 +9,8 @@ more for a block of code.
 
 The redaction guard runs on every line in both formats: the values of `SECRET_SETTINGS` found in
 the environment or in the files their `NAME_FILE` names (the Pinata JWT, the mint key seed, the
-codec's keys and token, the Temporal API key, a DSN's password) and anything
+codec's keys and token, the Temporal API key, a DSN's password), the keys in the endpoint URLs
+of `URL_SETTINGS` (`errors.url_secrets`: query, userinfo, path and host) and anything
 `add_secret()` registered are replaced by `***`, as are URL passwords (`user:pw@`), bearer
 tokens and `password=` pairs; `endpoint` fields are reduced to `redact_url` form.
 """
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 
 from temporalio import activity, workflow
 
-from mintsaga.errors import redact_url
+from mintsaga.errors import redact_url, url_secrets
 from mintsaga.settings import SettingsError, secret_from_env
 
 FORMAT_SETTING = "LOG_FORMAT"
@@ -46,6 +47,9 @@ SECRET_SETTINGS = (
     "TEMPORAL_API_KEY",
 )
 DSN_SETTINGS = ("DATABASE_URL",)
+# Settings holding endpoint URLs (comma-separated lists too), whose keys (in the query, userinfo,
+# path or a host label: `errors.url_secrets`) a library may quote in its own words.
+URL_SETTINGS = ("SOLANA_RPC_ENDPOINTS", "IPFS_GATEWAYS", "KUBO_API_URL", "PINATA_API_URL")
 MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary words (URL passwords are
 # removed by pattern whatever their length)
 CHATTY_LOGGERS = ("httpx", "httpx2")  # one INFO line per request: our own logs say more
@@ -90,6 +94,9 @@ def secrets_from_env(env: Mapping[str, str]) -> list[str]:
     for name in DSN_SETTINGS:
         with contextlib.suppress(ValueError):
             found.append(urlsplit(_setting(env, name)).password or "")
+    for name in URL_SETTINGS:
+        for url in _setting(env, name).split(","):
+            found.extend(url_secrets(url))
     return [value for value in found if value]
 
 

@@ -14,10 +14,11 @@ import sys
 import time
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from aiohttp import web
 from solders.pubkey import Pubkey
 from temporalio import activity
 from temporalio.client import Client, WorkflowHistory
@@ -261,3 +262,56 @@ async def replay_failures(histories: list[WorkflowHistory]) -> dict[str, str]:
         if result.replay_failure is not None:
             failures[history.workflow_id] = repr(result.replay_failure)
     return failures
+
+
+@dataclass
+class Lies:
+    """What a lying Solana node changes in an honest node's answers (None: nothing)."""
+
+    units: int | None = None  # simulateTransaction's unitsConsumed
+    rent_factor: float | None = None  # getMinimumBalanceForRentExemption x this
+    recent_fee: int | None = None  # every getRecentPrioritizationFees entry
+    last_valid_shift: int | None = None  # added to getLatestBlockhash's lastValidBlockHeight
+    hide_accounts: bool = False  # getMultipleAccounts: every account missing
+    seen: list[tuple[str, str | None]] = field(default_factory=list)  # (method, commitment)
+
+
+@contextlib.asynccontextmanager
+async def lying_rpc(upstream: str) -> AsyncIterator[tuple[str, Lies]]:
+    """A JSON-RPC server on 127.0.0.1 in front of `upstream` (a devstack node), telling the
+    lies its `Lies` says (changed while it runs); yields its URL and the `Lies`."""
+    lies = Lies()
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        async def handle(request: web.Request) -> web.Response:
+            body = await request.json()
+            params = body.get("params") or []
+            config = params[-1] if params and isinstance(params[-1], dict) else {}
+            lies.seen.append((body.get("method"), config.get("commitment")))
+            answer = (await http.post(upstream, json=body)).json()
+            result, method = answer.get("result"), body.get("method")
+            if method == "simulateTransaction" and lies.units is not None and result:
+                result["value"]["unitsConsumed"] = lies.units
+            elif method == "getMinimumBalanceForRentExemption" and lies.rent_factor:
+                answer["result"] = int(result * lies.rent_factor)
+            elif method == "getRecentPrioritizationFees" and lies.recent_fee is not None:
+                answer["result"] = [
+                    {"slot": 1 + i, "prioritizationFee": lies.recent_fee} for i in range(20)
+                ]
+            elif method == "getLatestBlockhash" and lies.last_valid_shift and result:
+                result["value"]["lastValidBlockHeight"] += lies.last_valid_shift
+            elif method == "getMultipleAccounts" and lies.hide_accounts and result:
+                result["value"] = [None for _ in result["value"]]
+            return web.json_response(answer)
+
+        app = web.Application()
+        app.router.add_post("/", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            yield f"http://127.0.0.1:{port}", lies
+        finally:
+            await runner.cleanup()

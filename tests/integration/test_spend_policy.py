@@ -15,13 +15,10 @@ import struct
 import typing
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
-from aiohttp import web
 from prometheus_client import REGISTRY
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -42,7 +39,14 @@ from mintsaga.solana.nft import nft_mint_account_size
 from mintsaga.solana.prepare import MintPreparer
 from mintsaga.solana.rpc import SolanaRpc
 from mintsaga.workflows.models import MintStatus, StatusView
-from tests.saga_support import activity_name, chain_nft, running_worker, wait_for
+from tests.saga_support import (
+    Lies,
+    activity_name,
+    chain_nft,
+    lying_rpc,
+    running_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -191,47 +195,10 @@ def most_it_can_spend(tx_base64: str) -> int:
     return signatures * 5_000 + -(-price * limit // 1_000_000) + moved + TOKEN_ACCOUNT_RENT
 
 
-@dataclass
-class Lies:
-    """What the lying node changes in the honest node's answers (None: nothing)."""
-
-    units: int | None = None  # simulateTransaction's unitsConsumed
-    rent_factor: float | None = None  # getMinimumBalanceForRentExemption x this
-    recent_fee: int | None = None  # every getRecentPrioritizationFees entry
-
-
 @pytest.fixture
 async def lying_node(stack: StackConfig) -> AsyncIterator[tuple[str, Lies]]:
-    """A JSON-RPC server on 127.0.0.1 in front of the devstack's node, lying as `Lies` says."""
-    lies = Lies()
-    upstream = stack.url("solana-1")
-    async with httpx.AsyncClient(timeout=30) as http:
-
-        async def handle(request: web.Request) -> web.Response:
-            body = await request.json()
-            answer = (await http.post(upstream, json=body)).json()
-            result, method = answer.get("result"), body.get("method")
-            if method == "simulateTransaction" and lies.units is not None and result:
-                result["value"]["unitsConsumed"] = lies.units
-            elif method == "getMinimumBalanceForRentExemption" and lies.rent_factor:
-                answer["result"] = int(result * lies.rent_factor)
-            elif method == "getRecentPrioritizationFees" and lies.recent_fee is not None:
-                answer["result"] = [
-                    {"slot": 1 + i, "prioritizationFee": lies.recent_fee} for i in range(20)
-                ]
-            return web.json_response(answer)
-
-        app = web.Application()
-        app.router.add_post("/", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        try:
-            yield f"http://127.0.0.1:{port}", lies
-        finally:
-            await runner.cleanup()
+    async with lying_rpc(stack.url("solana-1")) as node:
+        yield node
 
 
 async def test_no_transaction_over_its_budget_is_ever_signed(

@@ -5,7 +5,9 @@ lying node is outvoted by the retry policy rather than trusted.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 from temporalio import activity
 
@@ -21,11 +23,15 @@ from mintsaga.workflows.policies import CHECK_DB_CONSISTENCY, CHECK_PARTNER_VIEW
 
 METADATA_MAX_BYTES = 1 * 2**20
 IMAGE_MAX_BYTES = 64 * 2**20
+# With one node answering, verify waits for it to show the NFT at finalized (Agave roots a
+# block ~32 slots after it is confirmed: ~13 s), polling, within the step's 30 s timeout.
+FINALIZED_WAIT_S = 20.0
+FINALIZED_POLL_S = 1.0
 
 
-def _not_visible(mint_address: str) -> ServiceError:
+def _not_visible(mint_address: str, seen_by: str = "") -> ServiceError:
     return ServiceError(
-        f"mint {mint_address} is not visible yet",
+        f"mint {mint_address} is not visible yet{seen_by}",
         service="solana",
         kind=ErrorKind.TRANSIENT,
         code="NftNotVisible",
@@ -57,18 +63,58 @@ class VerificationActivities:
 
     @activity.defn(name=VERIFY_NFT.name)
     async def verify_nft(self, arg: io.VerifyIn) -> io.StepOut:
+        """The NFT as requested, seen by two nodes: the one this attempt starts at and another
+        (or, when no other answers, the same one at ``finalized``). One node's word is not
+        enough before MINTED: a lying or forked node cannot get a mint recorded alone."""
         attempt = activity.info().attempt
-        endpoint = (attempt - 1) % len(self._minter.rpc.endpoints)
-        with classified():
-            state = await self._minter.nft_state(arg.mint_address, arg.owner, start_at=endpoint)
-            if state is None:
-                raise _not_visible(arg.mint_address)
-            problems = check_nft(
-                state, owner=arg.owner, name=arg.name, symbol=arg.symbol, uri=arg.uri
+        first = (attempt - 1) % len(self._minter.rpc.endpoints)
+        async with classified(heartbeat=True):
+            order = self._minter.rpc.rotated(first)
+            index, state = await self._minter.nft_state_answered(
+                arg.mint_address, arg.owner, only=order
             )
-            if problems:
-                raise permanent("; ".join(problems), "NftMismatch", "solana")
+            self._check(state, arg, "")
+            others = [i for i in order if i != index]
+            second = await self._second_opinion(arg, others)
+            if second is None:  # no other node answered: the same one, once finalized
+                await self._finalized(arg, index)
         return io.StepOut(attempt=attempt)
+
+    def _check(self, state: NftState | None, arg: io.VerifyIn, seen_by: str) -> None:
+        if state is None:
+            raise _not_visible(arg.mint_address, seen_by)
+        problems = check_nft(state, owner=arg.owner, name=arg.name, symbol=arg.symbol, uri=arg.uri)
+        if problems:
+            raise permanent("; ".join(problems) + seen_by, "NftMismatch", "solana")
+
+    async def _second_opinion(self, arg: io.VerifyIn, others: list[int]) -> NftState | None:
+        """The NFT as another node sees it (checked); None when no other node answered."""
+        if not others:
+            return None
+        try:
+            index, state = await self._minter.nft_state_answered(
+                arg.mint_address, arg.owner, only=others
+            )
+        except ServiceError as exc:
+            if not exc.retryable:
+                raise
+            activity.logger.info("no second node answered (%s): reading at finalized", exc.code)
+            return None
+        self._check(state, arg, f" (second opinion: {self._minter.rpc.endpoints[index]})")
+        return state
+
+    async def _finalized(self, arg: io.VerifyIn, index: int) -> None:
+        """Wait (heartbeating) for the node that answered to show the NFT at ``finalized``:
+        ~32 slots, 13 s on mainnet; a transient failure when the attempt's time runs short."""
+        deadline = time.monotonic() + FINALIZED_WAIT_S
+        while True:
+            _, state = await self._minter.nft_state_answered(
+                arg.mint_address, arg.owner, only=[index], commitment="finalized"
+            )
+            if state is not None or time.monotonic() >= deadline:
+                self._check(state, arg, " at finalized")
+                return
+            await asyncio.sleep(FINALIZED_POLL_S)
 
     @activity.defn(name=CHECK_PARTNER_VIEW.name)
     async def check_partner_view(self, arg: io.PartnerViewIn) -> io.StepOut:

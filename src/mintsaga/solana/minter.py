@@ -55,6 +55,21 @@ class SolanaMinter(MintPreparer):
         ``start_at`` asks that endpoint first (failing over to the next ones, open circuits
         skipped), so a repeated verification can ask a node other than the one before.
         """
+        only = None if start_at is None else self.rpc.rotated(start_at)
+        _index, state = await self.nft_state_answered(mint_address, owner, only=only)
+        return state
+
+    async def nft_state_answered(
+        self,
+        mint_address: str,
+        owner: str,
+        *,
+        only: list[int] | None = None,
+        commitment: str = COMMITMENT,
+    ) -> tuple[int, NftState | None]:
+        """``nft_state`` from the endpoints ``only`` names (in that order), at ``commitment``,
+        with the index of the endpoint that answered: to ask another node for a second opinion,
+        or the same one at ``finalized``."""
         mint_key = Pubkey.from_string(mint_address)
         owner_key = Pubkey.from_string(owner)
         ata = associated_token_address(owner_key, mint_key)
@@ -65,13 +80,13 @@ class SolanaMinter(MintPreparer):
                 raise ValueError("getMultipleAccounts answered the wrong number of accounts")
             return int(result["context"]["slot"]), values[0], values[1]
 
-        slot, mint_value, ata_value = await self.rpc.call(
+        index, (slot, mint_value, ata_value) = await self.rpc.call_answered(
             "getMultipleAccounts",
-            [[str(mint_key), str(ata)], {"encoding": "base64", "commitment": COMMITMENT}],
+            [[str(mint_key), str(ata)], {"encoding": "base64", "commitment": commitment}],
             parse=parse,
-            only=None if start_at is None else self.rpc.rotated(start_at),
+            only=only,
         )
-        return nft_state_from_accounts(mint_address, owner, slot, mint_value, ata_value)
+        return index, nft_state_from_accounts(mint_address, owner, slot, mint_value, ata_value)
 
     async def signature_status(
         self, signature: str, *, endpoint_index: int | None = None

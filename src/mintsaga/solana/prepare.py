@@ -68,6 +68,20 @@ MAX_TRANSACTION_SIZE = 1232  # bytes on the wire (a packet minus headers)
 # its life. Rent changes only with a cluster feature change.
 BLOCKHASH_REUSE_S = 2.0
 RENT_TTL_S = 600.0
+# A blockhash can be used for 150 blocks (Agave's MAX_PROCESSING_AGE; solana.com/docs/advanced/
+# confirmation: "the blockhash expires after 150 blocks"), so the latest one's
+# lastValidBlockHeight is the block height plus at most 150; the slack covers the node moving on
+# (or a backup lagging a little) between the two answers.
+MAX_PROCESSING_AGE = 150
+BLOCK_HEIGHT_SLACK = 32
+
+
+def blockhash_window_is_plausible(last_valid_block_height: int, block_height: int) -> bool:
+    """Whether a latest blockhash's ``lastValidBlockHeight`` fits the current block height: not
+    expired already, and not further ahead than a blockhash ever lives (a node saying so would
+    keep a transaction waiting past its real expiry, or get it re-signed while it can land)."""
+    ahead = last_valid_block_height - block_height
+    return 0 < ahead <= MAX_PROCESSING_AGE + BLOCK_HEIGHT_SLACK
 
 
 @dataclass(frozen=True)
@@ -353,18 +367,43 @@ class MintPreparer:
 
     async def _fetch_blockhash(self) -> _LatestBlockhash:
         # From the node furthest ahead: its blockhash lives longest, and no lagging node's
-        # stale one starts the transaction's clock early.
+        # stale one starts the transaction's clock early. Its lastValidBlockHeight is believed
+        # only against a block height (the same node's first): else the next node is asked.
         freshest = await self.rpc.highest_slot_index()
-        latest: _LatestBlockhash = await self.rpc.call(
-            "getLatestBlockhash",
-            [{"commitment": COMMITMENT}],
-            parse=lambda r: _LatestBlockhash(
-                Hash.from_string(r["value"]["blockhash"]),
-                int(r["value"]["lastValidBlockHeight"]),
-            ),
-            only=None if freshest is None else self.rpc.rotated(freshest),
-        )
-        return latest
+        order = list(range(len(self.rpc.urls))) if freshest is None else self.rpc.rotated(freshest)
+        while True:
+            index, latest = await self.rpc.call_answered(
+                "getLatestBlockhash",
+                [{"commitment": COMMITMENT}],
+                parse=lambda r: _LatestBlockhash(
+                    Hash.from_string(r["value"]["blockhash"]),
+                    int(r["value"]["lastValidBlockHeight"]),
+                ),
+                only=order,
+            )
+            others = [i for i in order if i != index]
+            height: int = await self.rpc.call(
+                "getBlockHeight", [{"commitment": COMMITMENT}], parse=int, only=[index, *others]
+            )
+            if blockhash_window_is_plausible(latest.last_valid_block_height, height):
+                answer: _LatestBlockhash = latest
+                return answer
+            log.warning(
+                "endpoint %s answered lastValidBlockHeight %d at block height %d: not believed",
+                self.rpc.endpoints[index],
+                latest.last_valid_block_height,
+                height,
+            )
+            if not others:
+                raise ServiceError(
+                    f"lastValidBlockHeight {latest.last_valid_block_height} is implausible at"
+                    f" block height {height} (a blockhash lives {MAX_PROCESSING_AGE} blocks)",
+                    service=SERVICE,
+                    kind=ErrorKind.TRANSIENT,
+                    code="ImplausibleBlockhash",
+                    endpoint=self.rpc.endpoints[index],
+                )
+            order = others
 
     async def _simulate_units(self, message: MessageV0, *, fee_payer: str) -> int | None:
         """Units the unsigned ``message`` consumes in a simulation on the latest blockhash;

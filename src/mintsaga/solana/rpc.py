@@ -538,6 +538,22 @@ class SolanaRpc:
         transient failure. ``only`` restricts the endpoints (by index), e.g. to verify against
         a node other than the one that took the transaction.
         """
+        _index, result = await self.call_answered(
+            method, params, parse=parse, only=only, fee_payer=fee_payer
+        )
+        return result
+
+    async def call_answered(
+        self,
+        method: str,
+        params: list[Any] | None = None,
+        *,
+        parse: Callable[[Any], T] | None = None,
+        only: Sequence[int] | None = None,
+        fee_payer: str | None = None,
+    ) -> tuple[int, Any]:
+        """``call``, also saying which endpoint (its index) answered: to check an answer
+        against another node's, or the same node's."""
         request = JsonRpcRequest(method=method, params=params)
         order = self._order(only)
         # Only a call that may use every endpoint waits for one to reopen; one restricted to
@@ -566,7 +582,7 @@ class SolanaRpc:
                 if last is not None:
                     record_failover(SERVICE)  # the previous endpoint failed retryably
                 try:
-                    return await through(
+                    return index, await through(
                         breaker,
                         SERVICE,
                         attempt,

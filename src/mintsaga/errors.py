@@ -159,6 +159,14 @@ def _redact_host(host: str) -> str:
     return ".".join([*masked, *kept])
 
 
+def endpoint_name(url: str) -> str:
+    """The name an endpoint is known by (runtime settings, breakers, `endpoints list`): its
+    URL as ``redact_url`` shows it (no credentials, query or key-like part), without a
+    trailing slash. Names are what operators give and what Postgres stores; keys stay in the
+    configuration."""
+    return redact_url(url.strip().rstrip("/")).rstrip("/")
+
+
 def redact_url(url: str) -> str:
     """``url`` fit for a message, a log line, a metric label or a breaker name: no userinfo,
     query or fragment, and no key-like part in its host or path (each replaced by ``***``).

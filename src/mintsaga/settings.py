@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
 from temporalio.envconfig import ClientConfigProfile
 from temporalio.service import TLSConfig
 
+from mintsaga.errors import endpoint_name
+
 # The priority fee's defaults (mintsaga.solana.fees applies them).
 DEFAULT_PRIORITY_FEE_PERCENTILE = 75
 DEFAULT_PRIORITY_FEE_CAP = 100_000  # micro-lamports per CU: at ~30k CU, 3,000 lamports
@@ -136,6 +138,20 @@ def _url_list(env: Mapping[str, str], name: str, what: str) -> tuple[str, ...]:
     if not items:
         raise SettingsError(f"{name} is empty: it lists {what}, comma-separated")
     return tuple(_url(name, item) for item in items)
+
+
+def _named_urls(env: Mapping[str, str], name: str, what: str) -> tuple[str, ...]:
+    """`_url_list`, each URL's name (`endpoint_name`: the URL without its key) unique: the
+    runtime settings and the breakers know endpoints by those names."""
+    urls = _url_list(env, name, what)
+    names = [endpoint_name(url) for url in urls]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SettingsError(
+            f"{name}: {', '.join(twice)} is listed twice (the same URL, or the same one with"
+            " another key): each endpoint must be told apart without its key"
+        )
+    return urls
 
 
 def _int(
@@ -554,7 +570,7 @@ class Settings(BaseModel):
             database_url=SecretStr(_required_secret(env, "DATABASE_URL", "the Postgres database")),
             db_pool_min=pool_min,
             db_pool_max=pool_max,
-            solana_rpc_endpoints=_url_list(
+            solana_rpc_endpoints=_named_urls(
                 env, "SOLANA_RPC_ENDPOINTS", "the Solana RPC endpoints, primary first"
             ),
             solana_timeout_s=_int(env, "SOLANA_TIMEOUT_MS", 30_000, minimum=100) / 1000,

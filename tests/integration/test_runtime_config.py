@@ -9,6 +9,7 @@ that need a table of their own (empty, or holding a bad row) get a private schem
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import socket
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -34,7 +36,8 @@ from mintsaga.db.runtime_settings import (
     solana_endpoints_for,
 )
 from mintsaga.db.runtime_watcher import RuntimeConfigWatcher
-from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.errors import ErrorKind, ServiceError, endpoint_name
+from mintsaga.settings import Settings, SettingsError
 from tests.saga_support import Ran, run_starter
 
 pytestmark = pytest.mark.integration
@@ -137,8 +140,16 @@ def test_override_values_match_the_breaker() -> None:
 @pytest.mark.parametrize(
     ("fields", "field", "words"),
     [
-        ({"solana_endpoints": ["ftp://rpc.example"]}, "solana_endpoints", "not an http(s) URL"),
-        ({"solana_endpoints": ["rpc.example:8899"]}, "solana_endpoints", "not an http(s) URL"),
+        (
+            {"solana_endpoints": ["ftp://rpc.example"]},
+            "solana_endpoints",
+            "not an http(s) endpoint name",
+        ),
+        (
+            {"solana_endpoints": ["rpc.example:8899"]},
+            "solana_endpoints",
+            "not an http(s) endpoint name",
+        ),
         ({"solana_endpoints": []}, "solana_endpoints", "at least one"),
         ({"solana_endpoints": "http://a.example"}, "solana_endpoints", "a list"),
         (
@@ -177,14 +188,35 @@ def test_emergency_skips_the_primary_of_whichever_list_is_in_force() -> None:
     configured = ("http://primary", "http://backup", "http://emergency")
     assert solana_endpoints_for(DEFAULTS, configured) == configured
     assert solana_endpoints_for(RuntimeSettings(emergency=True), configured) == configured[1:]
-    runtime = RuntimeSettings(solana_endpoints=["http://x", "http://y"])
-    assert solana_endpoints_for(runtime, configured) == ("http://x", "http://y")
-    both = RuntimeSettings(solana_endpoints=["http://x", "http://y"], emergency=True)
-    assert solana_endpoints_for(both, configured) == ("http://y",)
+    runtime = RuntimeSettings(solana_endpoints=["http://emergency", "http://backup"])
+    assert solana_endpoints_for(runtime, configured) == ("http://emergency", "http://backup")
+    both = RuntimeSettings(solana_endpoints=["http://emergency", "http://backup"], emergency=True)
+    assert solana_endpoints_for(both, configured) == ("http://backup",)
     # With one endpoint there is no backup: keep it rather than have none.
     assert solana_endpoints_for(RuntimeSettings(emergency=True), ["http://only"]) == (
         "http://only",
     )
+
+
+# The URL forms of two providers' docs: a key in the query (Helius) and in the path (Alchemy).
+HELIUS = "https://mainnet.helius-rpc.com/?api-key=0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d"
+ALCHEMY = "https://solana-mainnet.g.alchemy.com/v2/Zk3eQ9xY2Lm8Pq4Rt6Uv1Wx5Yz7Ab0Cd"
+
+
+def test_runtime_endpoints_are_names_never_keys_and_only_configured_ones_are_used() -> None:
+    """An operator may paste a URL with its key: only its name is kept (what Postgres stores),
+    and a worker maps names to the URLs of its own configuration, keys and all; a name it
+    does not have is left out, so no run-time change can send traffic anywhere new."""
+    runtime = RuntimeSettings(solana_endpoints=[ALCHEMY, HELIUS])
+    assert runtime.solana_endpoints == (endpoint_name(ALCHEMY), endpoint_name(HELIUS))
+    stored = json.dumps(runtime.model_dump(mode="json"))
+    assert "0a1b2c3d" not in stored and "Zk3eQ9xY2Lm8" not in stored
+    assert solana_endpoints_for(runtime, (HELIUS, ALCHEMY)) == (ALCHEMY, HELIUS)
+    # An endpoint the configuration does not name (a typo, an attacker's node) is not used.
+    elsewhere = RuntimeSettings(solana_endpoints=["https://evil.example", endpoint_name(HELIUS)])
+    assert solana_endpoints_for(elsewhere, (HELIUS, ALCHEMY)) == (HELIUS,)
+    nowhere = RuntimeSettings(solana_endpoints=["https://evil.example"])
+    assert solana_endpoints_for(nowhere, (HELIUS, ALCHEMY)) == (HELIUS, ALCHEMY)
 
 
 def test_describe_changes_lists_each_difference() -> None:
@@ -529,23 +561,42 @@ async def test_cli_switches_a_mode_on_and_off(
     assert getattr(await config.load(), setting) is False
 
 
+def test_two_configured_endpoints_told_apart_only_by_their_keys_are_refused(
+    tmp_path: Path,
+) -> None:
+    keypair = tmp_path / "payer.json"
+    keypair.write_text("[]")
+    env = {
+        "DATABASE_URL": "postgresql://x@localhost/db",
+        "SOLANA_RPC_ENDPOINTS": f"{HELIUS},{HELIUS.replace('0a1b', 'ffff')}",
+        "PINATA_JWT": "jwt",
+        "KUBO_API_URL": "http://127.0.0.1:5001",
+        "IPFS_GATEWAYS": "http://127.0.0.1:8080",
+        "MINT_KEY_SEED": "00" * 32,
+        "MINT_AUTHORITY_KEYPAIR": str(keypair),
+    }
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env)
+    message = str(raised.value)
+    assert message.startswith("SOLANA_RPC_ENDPOINTS: ") and "listed twice" in message
+    assert "0a1b2c3d" not in message and endpoint_name(HELIUS) in message
+
+
 async def test_cli_endpoints_set_list_and_reset(
     stack: StackConfig, config: RuntimeConfigStore
 ) -> None:
-    ran = await starter(stack, "endpoints", "set", "http://a.example:1,http://b.example:2/")
+    a, b, _c = stack.worker_env()["SOLANA_RPC_ENDPOINTS"].split(",")
+    ran = await starter(stack, "endpoints", "set", f"{b},{a}/")
     assert ran.returncode == 0, ran.stderr
-    assert (
-        "solana_endpoints: from SOLANA_RPC_ENDPOINTS -> http://a.example:1, http://b.example:2"
-        f", by {CLI_BY}"
-    ) in ran.stdout
-    assert (await config.load()).solana_endpoints == ("http://a.example:1", "http://b.example:2")
+    assert f"solana_endpoints: from SOLANA_RPC_ENDPOINTS -> {b}, {a}, by {CLI_BY}" in ran.stdout
+    assert (await config.load()).solana_endpoints == (b, a)
 
     await config.set_emergency(True, BY)
     ran = await starter(stack, "endpoints", "list")
     assert ran.returncode == 0, ran.stderr
     assert f"runtime override, set by {CLI_BY}" in ran.stdout
-    assert "1. http://a.example:1  primary  (skipped: emergency mode)" in ran.stdout
-    assert "2. http://b.example:2  backup\n" in ran.stdout
+    assert f"1. {b}  primary  (skipped: emergency mode)" in ran.stdout
+    assert f"2. {a}  backup\n" in ran.stdout
     assert "emergency mode is on" in ran.stdout
 
     ran = await starter(stack, "endpoints", "reset")
@@ -557,8 +608,24 @@ async def test_cli_endpoints_set_list_and_reset(
     ran = await starter(stack, "endpoints", "list")
     assert ran.returncode == 0, ran.stderr
     assert "from SOLANA_RPC_ENDPOINTS (no runtime override)" in ran.stdout
-    primary = stack.worker_env()["SOLANA_RPC_ENDPOINTS"].split(",")[0]
-    assert f"1. {primary}  primary\n" in ran.stdout
+    assert f"1. {a}  primary\n" in ran.stdout
+
+
+async def test_cli_endpoints_set_refuses_an_endpoint_the_configuration_does_not_name(
+    stack: StackConfig, config: RuntimeConfigStore
+) -> None:
+    """Run-time changes reorder the configured endpoints; a new one (and its key) never gets
+    in: refused naming it, with the configured names, and nothing stored."""
+    before = await config.entries()
+    a = stack.worker_env()["SOLANA_RPC_ENDPOINTS"].split(",")[0]
+    key = "Zk3eQ9xY2Lm8Pq4Rt6Uv1Wx5Yz7Ab0Cd"
+    new = f"https://solana-mainnet.g.alchemy.com/v2/{key}"
+    ran = await starter(stack, "endpoints", "set", f"{new},{a}")
+    assert ran.returncode != 0
+    assert endpoint_name(new) in ran.stderr and "not a configured Solana endpoint" in ran.stderr
+    assert a in ran.stderr and "nothing changed" in ran.stderr
+    assert key not in ran.stderr + ran.stdout
+    assert await config.entries() == before
 
 
 async def test_cli_refuses_bad_input_with_exit_2(

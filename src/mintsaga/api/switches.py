@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mintsaga.api.errors import StarterError
 from mintsaga.db.runtime_config import RuntimeConfigStore
-from mintsaga.db.runtime_settings import SettingChange, solana_endpoints_for
+from mintsaga.db.runtime_settings import SettingChange, endpoint_name, endpoint_order
 from mintsaga.errors import redact_url
 from mintsaga.settings import SettingsError, secret_from_env
 
@@ -70,10 +70,34 @@ async def set_emergency(
 
 
 async def set_endpoints(
-    store: RuntimeConfigStore, urls: Sequence[str] | None, *, by: str | None = None
+    store: RuntimeConfigStore, names: Sequence[str] | None, *, by: str | None = None
 ) -> SettingChange:
-    """Replace the Solana endpoints, primary first; None: back to SOLANA_RPC_ENDPOINTS."""
-    return await store.set_endpoints(urls, by or operator())
+    """Reorder the Solana endpoints, primary first; None: back to SOLANA_RPC_ENDPOINTS.
+
+    Each is named as `endpoints list` shows it (a URL given with its key is reduced to that
+    name: no key is stored), and must be one the configuration names: SOLANA_RPC_ENDPOINTS
+    where this runs, or an endpoint a worker reports. Anything else is refused, naming it.
+    """
+    if names is not None:
+        await _check_known(store, names)
+    return await store.set_endpoints(names, by or operator())
+
+
+async def _check_known(store: RuntimeConfigStore, names: Sequence[str]) -> None:
+    known = {endpoint_name(url) for url in configured_endpoints()}
+    known |= {  # the Solana endpoints workers report using (see `workers_endpoints`)
+        report["name"]
+        for report in await store.breakers()
+        if isinstance(report["snapshot"].get("solana_position"), int)
+    }
+    unknown = [endpoint_name(name) for name in names if endpoint_name(name) not in known]
+    if unknown:
+        configured = ", ".join(sorted(known)) or "none known here: set SOLANA_RPC_ENDPOINTS"
+        raise StarterError(
+            f"endpoints set: {', '.join(unknown)} is not a configured Solana endpoint"
+            f" (configured: {configured}); an endpoint is added in SOLANA_RPC_ENDPOINTS, not"
+            " at run time; nothing changed"
+        )
 
 
 async def set_breaker_override(
@@ -166,14 +190,14 @@ async def endpoints_in_use(store: RuntimeConfigStore) -> dict[str, Any]:
     entries = {entry.key: entry for entry in await store.entries()}
     override = settings.solana_endpoints is not None
     entry = entries.get("solana_endpoints") if override else None
-    listed = settings.solana_endpoints or configured_endpoints()
-    effective = solana_endpoints_for(settings, listed)
+    listed = settings.solana_endpoints or tuple(map(endpoint_name, configured_endpoints()))
+    effective = endpoint_order(settings, listed)
     return {
         "source": "runtime override" if override else "SOLANA_RPC_ENDPOINTS",
         "set_by": entry.updated_by if entry else None,
         "set_at": entry.updated_at if entry else None,
-        "listed": [redact_url(url) for url in listed],
-        "effective": [redact_url(url) for url in effective],
+        "listed": list(listed),
+        "effective": list(effective),
         "emergency": settings.emergency,
         "workers": workers_endpoints(await store.breakers()),
     }

@@ -8,7 +8,7 @@
     mintsaga compensate MINT_ID
     mintsaga maintenance on|off|status
     mintsaga emergency on|off|status
-    mintsaga endpoints list [--json] | set URL[,URL...] | reset
+    mintsaga endpoints list [--json] | set NAME[,NAME...] | reset
     mintsaga breaker list [--max-age SECONDS]
     mintsaga breaker open|close|disable|reset NAME|URL [--force]
     mintsaga health [--json] [--latest [--schedule ID]] [--timeout SECONDS]
@@ -159,8 +159,10 @@ def parser() -> argparse.ArgumentParser:
         "list", help="the setting, and the endpoints each worker uses, primary first"
     )
     endpoint_list.add_argument("--json", action="store_true", help="one JSON object")
-    endpoint_set = endpoint_actions.add_parser("set", help="replace them, primary first")
-    endpoint_set.add_argument("urls", nargs="+", metavar="URL[,URL...]")
+    endpoint_set = endpoint_actions.add_parser(
+        "set", help="reorder the configured ones, primary first, by name (as `list` shows them)"
+    )
+    endpoint_set.add_argument("urls", nargs="+", metavar="NAME[,NAME...]")
     endpoint_actions.add_parser("reset", help="back to each worker's SOLANA_RPC_ENDPOINTS")
     endpoints.set_defaults(func=cmd_endpoints, settings=True)
     breaker = commands.add_parser("breaker", help="circuit breakers: list or override")

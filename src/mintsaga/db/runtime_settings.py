@@ -3,7 +3,9 @@ change reads.
 
     maintenance        new mints wait at the start instead of failing; running ones finish
     emergency          all Solana traffic goes to the backups (the primary is skipped)
-    solana_endpoints   replaces SOLANA_RPC_ENDPOINTS (None: use the setting)
+    solana_endpoints   reorders SOLANA_RPC_ENDPOINTS (None: the setting's order): endpoint names
+                       (each URL as `endpoints list` shows it, keys taken out), never URLs with
+                       their keys; a worker uses only the endpoints its configuration names
     breaker_overrides  breaker name -> force_open | force_closed | disabled
 
 They are kept in Postgres by ``db/runtime_config.py`` (one row per key) and polled by every
@@ -13,6 +15,7 @@ a ``RuntimeConfigError`` whose message names the field, raised before any statem
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -20,7 +23,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
-from mintsaga.errors import redact_url
+from mintsaga.errors import endpoint_name, redact_url
+
+log = logging.getLogger("mintsaga.runtime_config")
 
 __all__ = [
     "EMERGENCY",
@@ -35,6 +40,8 @@ __all__ = [
     "check_breaker_name",
     "describe_changes",
     "describe_validation",
+    "endpoint_name",
+    "endpoint_order",
     "solana_endpoints_for",
 ]
 
@@ -88,25 +95,27 @@ class RuntimeSettings(BaseModel):
     @field_validator("solana_endpoints", mode="before")
     @classmethod
     def _endpoints(cls, value: Any) -> Any:
+        """Names: a URL given with its key (or a row written before names) keeps only its
+        name, ``redact_url``'s form, so no key is ever stored in Postgres."""
         if value is None:
             return None
         if isinstance(value, str) or not isinstance(value, Sequence):
-            raise ValueError("a list of http(s) URLs, primary first (or null for the setting)")
-        urls: list[str] = []
+            raise ValueError("a list of endpoint names, primary first (or null for the setting)")
+        names: list[str] = []
         for item in value:
             if not isinstance(item, str):
-                raise ValueError(f"{item!r} is not a URL")
+                raise ValueError(f"{item!r} is not an endpoint name")
             url = item.strip()
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"{item!r} is not an http(s) URL")
-            url = url.rstrip("/")
-            if url in urls:
-                raise ValueError(f"{url} is listed twice")
-            urls.append(url)
-        if not urls:
+                raise ValueError(f"{redact_url(url)!r} is not an http(s) endpoint name")
+            name = endpoint_name(url)
+            if name in names:
+                raise ValueError(f"{name} is listed twice")
+            names.append(name)
+        if not names:
             raise ValueError("at least one endpoint is needed (reset it to use the setting)")
-        return tuple(urls)
+        return tuple(names)
 
     @field_validator("breaker_overrides", mode="before")
     @classmethod
@@ -126,16 +135,33 @@ class RuntimeSettings(BaseModel):
         return dict(sorted(out.items()))
 
 
-def solana_endpoints_for(settings: RuntimeSettings, configured: Sequence[str]) -> tuple[str, ...]:
-    """The Solana endpoints to use: the runtime list or the configured one, primary first.
-
-    In emergency mode the primary is skipped, so all traffic goes to the backups; with a single
-    endpoint there is no backup, and it is kept.
-    """
-    endpoints = settings.solana_endpoints or tuple(configured)
+def endpoint_order(settings: RuntimeSettings, names: Sequence[str]) -> tuple[str, ...]:
+    """The endpoint names in use: the runtime order or ``names`` (the configured order),
+    primary first. In emergency mode the primary is skipped, so all traffic goes to the
+    backups; with a single endpoint there is no backup, and it is kept."""
+    endpoints = settings.solana_endpoints or tuple(names)
     if settings.emergency and len(endpoints) > 1:
         return endpoints[1:]
     return endpoints
+
+
+def solana_endpoints_for(settings: RuntimeSettings, configured: Sequence[str]) -> tuple[str, ...]:
+    """The configured URLs (``SOLANA_RPC_ENDPOINTS``, keys and all) in the order the runtime
+    settings give by name; a name the configuration does not have is left out (logged), and
+    when none is left the configured order stands. Emergency mode as in ``endpoint_order``."""
+    by_name = {endpoint_name(url): url for url in configured}
+    order = endpoint_order(settings, list(by_name))
+    unknown = [name for name in order if name not in by_name]
+    if unknown:
+        log.warning(
+            "solana_endpoints names %s are not in SOLANA_RPC_ENDPOINTS here: left out",
+            ", ".join(unknown),
+        )
+    urls = tuple(by_name[name] for name in order if name in by_name)
+    if not urls:
+        log.error("no runtime solana_endpoints name is configured here: the configured order")
+        return tuple(configured)
+    return urls
 
 
 def _on_off(value: bool) -> str:

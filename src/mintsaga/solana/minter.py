@@ -21,7 +21,7 @@ from typing import Any
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from mintsaga.errors import ErrorKind, ServiceError, redact_url
+from mintsaga.errors import ErrorKind, ServiceError, endpoint_name, redact_url
 from mintsaga.solana.nft import associated_token_address
 from mintsaga.solana.nft_state import NftState, nft_state_from_accounts
 from mintsaga.solana.prepare import COMMITMENT, MintPreparer
@@ -200,7 +200,7 @@ class SolanaMinter(MintPreparer):
         if prefer is None:
             return None
         names = self.rpc.endpoints
-        matches = [i for i, name in enumerate(names) if name in (prefer, redact_url(prefer))]
+        matches = [i for i, name in enumerate(names) if name in (prefer, endpoint_name(prefer))]
         if not matches:
             raise ServiceError(
                 f"preferred endpoint {redact_url(prefer)} is not one of {', '.join(names)}",

@@ -27,7 +27,7 @@ client raises:
     -32600/-32602/-32700, -32601                 PERMANENT       SolanaInvalidRequest, ...
     an answer of the wrong shape                 TRANSIENT       SolanaInvalidResponse
 
-Endpoint URLs may carry API keys, so only ``redact_url`` forms of them appear in
+Endpoint URLs may carry API keys, so only their names (``endpoint_name``) appear in
 messages, the ``endpoint`` field and log lines; exceptions whose text may hold the raw URL (the
 HTTP library's) are not chained onto the ``ServiceError``.
 
@@ -55,11 +55,7 @@ from solana.rpc.commitment import Confirmed
 from solana.rpc.core import RPCException, RPCNoResultException
 from solana.rpc.jsonrpc import JsonRpcRequest, SolanaJsonRpcError
 
-from mintsaga.errors import (
-    ErrorKind,
-    ServiceError,
-    redact_url,
-)
+from mintsaga.errors import ErrorKind, ServiceError, endpoint_name
 from mintsaga.observability.metrics import record_failover
 from mintsaga.resilience.breaker import SOLANA_BREAKER, BreakerRegistry, CircuitBreaker
 from mintsaga.resilience.guard import circuit_open, through, wait_for_half_open
@@ -453,7 +449,7 @@ class SolanaRpc:
         return [
             _Endpoint(
                 url=url,
-                name=redact_url(url),
+                name=endpoint_name(url),
                 client=AsyncClient(url, Confirmed, timeout=self._timeout, max_transport_retries=0),
             )
             for url in endpoints

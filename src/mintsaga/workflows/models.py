@@ -30,6 +30,7 @@ from pydantic import (
 from solders import sysvar
 from solders.pubkey import Pubkey
 
+from mintsaga.errors import endpoint_name
 from mintsaga.settings import MAX_PRIORITY_FEE_MICRO_LAMPORTS
 from mintsaga.stages import MintStage
 
@@ -317,8 +318,15 @@ class RetryOverrides(_Frozen):
     priority_fee_micro_lamports: int | None = Field(
         default=None, ge=0, le=MAX_PRIORITY_FEE_MICRO_LAMPORTS
     )
+    # The endpoint's name (its URL as `endpoints list` shows it): a URL given with its key keeps
+    # only the name, so no key enters the workflow's history.
     preferred_endpoint: str | None = None
     keep_overrides: bool = False  # keep the earlier retries' overrides (else they are dropped)
+
+    @field_validator("preferred_endpoint")
+    @classmethod
+    def _endpoint_name(cls, value: str | None) -> str | None:
+        return None if value is None else endpoint_name(value)
 
     @model_serializer(mode="wrap")
     def _without_default_keep(self, handler: SerializerFunctionWrapHandler) -> Any:

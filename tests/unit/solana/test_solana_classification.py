@@ -24,9 +24,9 @@ from solders.keypair import Keypair
 from solders.rpc.errors import NodeUnhealthyMessage, SendTransactionPreflightFailureMessage
 from solders.rpc.responses import GetSlotResp
 
-from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.errors import ErrorKind, ServiceError, redact_url
 from mintsaga.solana.minter import SolanaMinter
-from mintsaga.solana.rpc import SolanaRpc, classify_error, parse_retry_after, redact_url
+from mintsaga.solana.rpc import SolanaRpc, classify_error, parse_retry_after
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
 PAYER = "BsQ2ieLx5V1ZhiyyohAKgXUWKYeRKQn6ic5pWmNqSXzu"

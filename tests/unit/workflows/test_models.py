@@ -190,3 +190,13 @@ async def test_a_retry_keeps_earlier_overrides_only_when_it_says_so() -> None:
     [keep] = await pydantic_data_converter.encode([kept])
     assert json.loads(keep.data)["keep_overrides"] is True
     assert await pydantic_data_converter.decode([keep], [RetryOverrides]) == [kept]
+
+
+def test_a_preferred_endpoint_given_with_its_key_keeps_only_its_name() -> None:
+    """The override travels in the workflow's history: the key must not (issue 14)."""
+    key = "Zk3eQ9xY2Lm8Pq4Rt6Uv1Wx5Yz7Ab0Cd"
+    overrides = RetryOverrides(preferred_endpoint=f"https://solana-mainnet.g.alchemy.com/v2/{key}/")
+    assert overrides.preferred_endpoint == "https://solana-mainnet.g.alchemy.com/v2/***"
+    assert key not in overrides.model_dump_json()
+    helius = RetryOverrides(preferred_endpoint="https://mainnet.helius-rpc.com/?api-key=k-1234")
+    assert helius.preferred_endpoint == "https://mainnet.helius-rpc.com"

@@ -65,6 +65,9 @@ def kube(kind: str, file: str) -> dict[str, Any]:
 def stand_in_secret(name: str) -> str:
     """A plausible value for a secret the worker reads, keyed by its file's name."""
     name = name.lower()
+    if name.endswith((".crt", ".key", ".pem")):
+        kind = "PRIVATE KEY" if name.endswith(".key") else "CERTIFICATE"
+        return f"-----BEGIN {kind}-----\nc3RhbmQtaW4=\n-----END {kind}-----"
     if "database" in name:
         return "postgresql://mintsaga:pw@db.example:5432/mintsaga"
     if "seed" in name:
@@ -111,6 +114,7 @@ def test_every_manifest_is_valid_for_kubernetes(version: str) -> None:
         "Secret",
         "PodDisruptionBudget",
         "Service",
+        "NetworkPolicy",
     } <= kinds
 
 
@@ -154,14 +158,11 @@ def test_the_worker_deployment_probes_drains_and_runs_unprivileged() -> None:
     assert container["command"] == ["python", "worker.py"]
     assert container["envFrom"] == [{"configMapRef": {"name": "mintsaga-worker-config"}}]
     assert "env" not in container  # every setting from the ConfigMap or a mounted file
-    # The schema is migrated before the worker starts, by the same image, with the same files.
+    # The schema is migrated before the worker starts, by the same image, with its own secret
+    # (test_deploy_security.py: the owner's role, nothing else mounted).
     (migrate,) = pod["initContainers"]
     assert migrate["command"] == ["python", "-m", "mintsaga.db.migrate"]
     assert migrate["image"] == container["image"]
-    assert migrate["envFrom"] == container["envFrom"]
-    assert migrate["volumeMounts"] == [
-        m for m in container["volumeMounts"] if m["name"] == "secrets"
-    ]
     assert migrate["securityContext"] == security
 
 
@@ -188,9 +189,11 @@ def test_secrets_are_mounted_files_named_by_file_settings(tmp_path: Path) -> Non
         assert not re.search(r"://[^/\s:@]+:[^@\s/]+@", value), f"{name}: a URL with a password"
     for key, value in example["stringData"].items():  # an example, no real value
         assert value.startswith("<") and value.endswith(">"), key
-    settings = settings_with_files(config, {mount["mountPath"]: tmp_path}, tmp_path)
+    tls_mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "temporal-tls")
+    mounts = {mount["mountPath"]: tmp_path / "secrets", tls_mount["mountPath"]: tmp_path / "tls"}
+    settings = settings_with_files(config, mounts, tmp_path)
     assert settings.metrics_port == int(config["METRICS_PORT"])
-    assert settings.temporal_security.connect_options() == {"api_key": None, "tls": False}
+    assert settings.temporal_security.tls  # mTLS: test_deploy_security.py
 
 
 def test_hpa_pdb_and_service_select_the_workers() -> None:
@@ -453,9 +456,33 @@ def dockerfile() -> list[tuple[str, str]]:
     return instructions
 
 
+BASE_IMAGE = re.compile(
+    r"python:3\.11\.(?P<patch>\d+)-slim(?:-[a-z]+)?@sha256:(?P<digest>[0-9a-f]{64})"
+)
+
+
+def test_the_base_image_is_a_patch_release_pinned_by_digest() -> None:
+    """A tag can be re-pushed, a digest cannot; and Python before 3.11.10 calls 192.0.0.192 (a
+    cloud metadata address) global, which the address policy relies on (deploy/base-image.sh
+    checks the digest against the registry)."""
+    (base,) = [args for op, args in dockerfile() if op == "FROM"]  # one stage
+    pinned = BASE_IMAGE.fullmatch(base)
+    assert pinned, f"FROM {base}: expected python:3.11.N-slim[-debian]@sha256:<64 hex>"
+    assert int(pinned["patch"]) >= 10, f"FROM {base}: Python 3.11.10 or later"
+    assert len(set(pinned["digest"])) > 4  # not a placeholder (all zeros, abab...)
+    for unpinned in ("python:3.11-slim", "python:3.11.9-slim@sha256:" + "ab" * 32):
+        refused = BASE_IMAGE.fullmatch(unpinned)
+        assert refused is None or int(refused["patch"]) < 10
+    script = DEPLOY / "base-image.sh"
+    assert os.access(script, os.X_OK)
+    parsed = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stderr
+    assert "docker buildx imagetools inspect" in script.read_text()
+
+
 def test_the_image_is_python_slim_and_runs_the_worker_unprivileged() -> None:
     steps = dockerfile()
-    assert steps[0] == ("FROM", "python:3.11-slim")
+    assert steps[0][0] == "FROM" and steps[0][1].startswith("python:3.11.")
     ops = [op for op, _ in steps]
     assert ops[-1] == "CMD"
     assert json.loads(steps[-1][1]) == ["python", "worker.py"]

@@ -51,7 +51,9 @@ def priority_fee_cap_from_env(env: Mapping[str, str] | None = None) -> int:
 MAX_U64 = 2**64 - 1
 
 
-def _operator_fee_cap(env: Mapping[str, str]) -> int:
+def operator_fee_cap_from_env(env: Mapping[str, str] | None = None) -> int:
+    """SOLANA_OPERATOR_PRIORITY_FEE_CAP, as the worker reads it (the CLI warns with it)."""
+    env = os.environ if env is None else env
     cap = priority_fee_cap_from_env(env)
     default = min(cap * OPERATOR_FEE_CAP_FACTOR, MAX_PRIORITY_FEE_MICRO_LAMPORTS)
     operator_cap = _int(
@@ -575,7 +577,7 @@ class Settings(BaseModel):
             ),
             solana_timeout_s=_int(env, "SOLANA_TIMEOUT_MS", 30_000, minimum=100) / 1000,
             solana_priority_fee_cap=priority_fee_cap_from_env(env),
-            solana_operator_priority_fee_cap=_operator_fee_cap(env),
+            solana_operator_priority_fee_cap=operator_fee_cap_from_env(env),
             solana_priority_fee_percentile=_int(
                 env,
                 "SOLANA_PRIORITY_FEE_PERCENTILE",

@@ -13,6 +13,7 @@ import re
 import shlex
 import time
 import typing
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from mintsaga.cli.main import parser
 from mintsaga.db.runtime_config import RuntimeConfigStore
 from mintsaga.errors import ErrorKind, ServiceError, redact_url
 from mintsaga.resilience.breaker import BreakerRegistry, BreakerState, Override
+from mintsaga.settings import Settings
 from mintsaga.workflows.models import MintStatus, StatusView
 from tests.paths import HISTORIES, ROOT
 from tests.saga_support import (
@@ -252,6 +254,22 @@ def _recording(
         return activity.defn(name=activity_name(original))(wrapped)
 
     return wrapper
+
+
+@pytest.mark.integration
+async def test_a_retry_fee_above_the_operator_cap_is_announced_as_clamped(
+    stack: StackConfig,
+) -> None:
+    """The worker clamps an operator's fee to SOLANA_OPERATOR_PRIORITY_FEE_CAP (the signed
+    transaction: tests/integration/test_solana_minter.py); the CLI says so first, naming the
+    cap, whatever then happens to the retry (here: no such mint)."""
+    cap = Settings.from_env(stack.worker_env()).solana_operator_priority_fee_cap
+    absent = f"absent-{uuid.uuid4().hex[:8]}"
+    ran = await cli(stack, "retry", absent, "--priority-fee", str(cap + 1))
+    assert f"priority fee {cap + 1} is above SOLANA_OPERATOR_PRIORITY_FEE_CAP={cap}" in ran.stderr
+    assert "clamps it" in ran.stderr and "no such mint" in ran.stderr
+    within = await cli(stack, "retry", absent, "--priority-fee", str(cap))
+    assert "SOLANA_OPERATOR_PRIORITY_FEE_CAP" not in within.stderr
 
 
 @pytest.mark.integration

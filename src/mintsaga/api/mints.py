@@ -33,7 +33,7 @@ from mintsaga.api.image_urls import (
 )
 from mintsaga.codec import data_converter_from_env
 from mintsaga.observability.tracing import interceptors
-from mintsaga.settings import SettingsError, priority_fee_cap_from_env
+from mintsaga.settings import SettingsError, operator_fee_cap_from_env, priority_fee_cap_from_env
 from mintsaga.stages import MintStage
 from mintsaga.workflows.mint_saga import MINT_STAGE, MINT_STATUS, MintSaga
 from mintsaga.workflows.models import (
@@ -127,6 +127,23 @@ def check_priority_fee(request: MintRequest) -> None:
             "invalid request, nothing started: options.priority_fee_micro_lamports:"
             f" {fee} is above the cap SOLANA_PRIORITY_FEE_CAP={cap} (micro-lamports per CU)"
         )
+
+
+def operator_fee_note(overrides: RetryOverrides | None) -> str | None:
+    """What an operator should know about a retry's priority fee before sending it: a fee
+    above SOLANA_OPERATOR_PRIORITY_FEE_CAP (as set where this runs) is clamped to it by the
+    worker (the hot wallet is never bid more); None when there is nothing to say."""
+    fee = overrides.priority_fee_micro_lamports if overrides is not None else None
+    try:
+        cap = operator_fee_cap_from_env()
+    except SettingsError as exc:
+        raise StarterError(str(exc)) from None
+    if fee is None or fee <= cap:
+        return None
+    return (
+        f"priority fee {fee} is above SOLANA_OPERATOR_PRIORITY_FEE_CAP={cap} (micro-lamports"
+        " per CU): the worker clamps it to its cap"
+    )
 
 
 async def _fields_differing(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime, timedelta
 
 from temporalio.client import (
@@ -20,6 +21,7 @@ from mintsaga.api.mints import (
     compensate,
     get_status,
     list_mints,
+    operator_fee_note,
     retry,
     start_mint,
     task_queue,
@@ -145,6 +147,9 @@ async def cmd_retry(client: Client, args: argparse.Namespace) -> int:
         preferred_endpoint=args.endpoint,
         keep_overrides=args.keep_overrides,
     )
+    note = operator_fee_note(overrides)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     view = await retry(client, args.mint_id, overrides)
     print(f"retry accepted: {args.mint_id} resumes at {view.awaiting_step} ({view.stage})")
     return 0

@@ -13,7 +13,7 @@ from mintsaga.settings import (
     MAX_PRIORITY_FEE_MICRO_LAMPORTS,
     Settings,
     SettingsError,
-    _operator_fee_cap,
+    operator_fee_cap_from_env,
     priority_fee_cap_from_env,
 )
 from mintsaga.solana.fees import (
@@ -206,7 +206,7 @@ def test_the_operator_cap_is_bounded_and_never_below_the_cap() -> None:
     with pytest.raises(SettingsError, match=r"SOLANA_PRIORITY_FEE_CAP: .* above the maximum"):
         priority_fee_cap_from_env({"SOLANA_PRIORITY_FEE_CAP": str(10**18)})
     with pytest.raises(SettingsError, match="is below SOLANA_PRIORITY_FEE_CAP"):
-        _operator_fee_cap(
+        operator_fee_cap_from_env(
             {"SOLANA_PRIORITY_FEE_CAP": "5000", "SOLANA_OPERATOR_PRIORITY_FEE_CAP": "10"}
         )
-    assert _operator_fee_cap({}) == 10 * DEFAULT_PRIORITY_FEE_CAP
+    assert operator_fee_cap_from_env({}) == 10 * DEFAULT_PRIORITY_FEE_CAP

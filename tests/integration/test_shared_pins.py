@@ -5,7 +5,9 @@ Postgres, Pinata and Kubo; only the order is forced: mint A's unpin is held at a
 mint B records its pin and uploads the same image. The pin B relies on must still be there
 when both are done, which needs A's check-and-unpin and B's record to exclude each other.
 
-Every test uploads content unique to the run, so no other pin can make it pass.
+A release holds no connection while it unpins (claim, unpin, record: three steps); the last
+tests slow the providers' unpins with the devstack's faults and kill a release between its
+steps. Every test uploads content unique to the run, so no other pin can make it pass.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from mintsaga.ipfs.uploads import IpfsUploader, Provider
 from mintsaga.resilience.breaker import BreakerRegistry
 from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.models import ImageRef
+from tests.saga_support import add_fault, faults_fired
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +90,17 @@ class Wired:
     async def release(self, mint_id: str) -> io.ReleaseOut:
         """The release_pins compensation activity."""
         return await ActivityEnvironment().run(self.ipfs.release_pins, io.MintRef(mint_id=mint_id))
+
+    async def pin_rows(self, mint_id: str) -> list[asyncpg.Record]:
+        """This mint's pins: released, unpinned, claimed (a live claim), by provider."""
+        return await direct_fetch(
+            self.stack,
+            """SELECT provider, released_at IS NOT NULL AS released,
+                      unpinned_at IS NOT NULL AS unpinned,
+                      coalesce(unpin_claimed_until > clock_timestamp(), false) AS claimed
+               FROM mint_pins WHERE mint_id = $1 ORDER BY provider""",
+            mint_id,
+        )
 
     async def released_rows(self, mint_id: str) -> list[bool]:
         return [
@@ -157,13 +171,12 @@ async def test_a_release_paused_before_its_unpin_cannot_unpin_a_pin_recorded_mea
     release = asyncio.create_task(wired.release(first))
     await asyncio.wait_for(wired.uploader.entered.wait(), 10)  # A decided to unpin; held
     upload = asyncio.create_task(wired.upload(second))
-    # B either gets through (record and upload: the lost pin to come) or waits for A's lock.
-    for _ in range(200):
-        if upload.done() or await waiting_for_pin_lock(wired.stack, wired.cid):
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("mint B neither uploaded nor waited for the CID's pin lock")
+    # A claimed the CID before unpinning (and holds no lock now): B's record waits for the
+    # claim to be given back, so B neither records nor uploads while A's unpin is pending.
+    await asyncio.sleep(1.5)
+    assert not upload.done(), "mint B recorded and uploaded while A's unpin was pending"
+    assert await wired.pin_rows(second) == []
+    assert not await waiting_for_pin_lock(wired.stack, wired.cid)  # B polls; it holds nothing
     gate.set()
     released = await asyncio.wait_for(release, 30)
     uploaded = await asyncio.wait_for(upload, 30)
@@ -197,7 +210,7 @@ async def test_a_pin_recorded_first_keeps_the_cid_and_the_last_holder_unpins_it(
     assert wired.uploader.unpinned == [Pin(wired.cid, "kubo"), Pin(wired.cid, "pinata")] * 2
 
 
-async def test_a_hung_unpin_gives_the_lock_back_and_releases_nothing(wired: Wired) -> None:
+async def test_a_hung_unpin_gives_its_claim_back_at_the_budget(wired: Wired) -> None:
     first, second = await wired.claim(), await wired.claim()
     await wired.store.record_pin(first, wired.cid, "pinata")
     hung = asyncio.Event()
@@ -215,7 +228,11 @@ async def test_a_hung_unpin_gives_the_lock_back_and_releases_nothing(wired: Wire
     with pytest.raises(ServiceError) as caught:
         await release
     assert (caught.value.kind, caught.value.code) == (ErrorKind.TRANSIENT, "UnpinTimeout")
-    assert await wired.released_rows(first) == [False]  # rolled back: a retry does it all
+    # Released (decided), nothing recorded unpinned, the claim given back: a retry unpins it,
+    # unless a live holder (second, recorded since) keeps the CID.
+    [row] = await wired.pin_rows(first)
+    assert (row["released"], row["unpinned"], row["claimed"]) == (True, False, False)
+    assert await wired.store.release_pins(first, hang, unpin_budget_s=1.0) == []
 
 
 async def test_an_unpin_failure_is_raised_as_is_and_not_held_against_the_database(
@@ -237,7 +254,8 @@ async def test_an_unpin_failure_is_raised_as_is_and_not_held_against_the_databas
             await wired.store.release_pins(mint_id, failing)
         assert caught.value is outage
     assert wired.store.breaker is not None and wired.store.breaker.state == "closed"
-    assert await wired.released_rows(mint_id) == [False]
+    [row] = await wired.pin_rows(mint_id)
+    assert (row["released"], row["unpinned"], row["claimed"]) == (True, False, False)
 
     calls: list[Pin] = []
 
@@ -246,4 +264,84 @@ async def test_an_unpin_failure_is_raised_as_is_and_not_held_against_the_databas
 
     assert await wired.store.release_pins(mint_id, works) == [Pin(wired.cid, "pinata")]
     assert calls == [Pin(wired.cid, "pinata")]
-    assert await wired.released_rows(mint_id) == [True]
+    [row] = await wired.pin_rows(mint_id)
+    assert (row["released"], row["unpinned"], row["claimed"]) == (True, True, False)
+
+
+async def test_no_connection_transaction_or_lock_is_held_while_a_slow_provider_unpins(
+    wired: Wired,
+) -> None:
+    """The devstack slows Pinata's and Kubo's unpins (a latency fault on their unpin paths).
+    While the release_pins activity waits for them, no session is idle in a transaction, and
+    another session takes the CID's pin lock and the mint's row locks at once (NOWAIT)."""
+    mint_id = await wired.claim()
+    await wired.upload(mint_id)
+    for target, path in (("pinata", "/pinning/unpin"), ("kubo", "/api/v0/pin/rm")):
+        add_fault(wired.stack, target=target, kind="latency", delay_ms=3_000, match=path)
+    release = asyncio.create_task(wired.release(mint_id))
+    await asyncio.wait_for(wired.uploader.entered.wait(), 10)  # step 1 committed: unpinning
+    await asyncio.sleep(0.5)  # well inside the first slow answer
+    conn = await asyncpg.connect(wired.stack.direct_database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL lock_timeout = '500ms'")
+            idle_in_transaction = await conn.fetchval(
+                """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                   AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"""
+            )
+            assert idle_in_transaction == 0
+            assert await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock($1::int, hashtext($2::text))",
+                _PIN_LOCK_CLASS,
+                wired.cid,
+            ), "release_pins holds the CID's pin lock while it unpins"
+            await conn.execute("SELECT 1 FROM mints WHERE mint_id = $1 FOR UPDATE NOWAIT", mint_id)
+            await conn.execute(
+                "SELECT 1 FROM mint_pins WHERE mint_id = $1 FOR UPDATE NOWAIT", mint_id
+            )
+    finally:
+        await conn.close()
+    assert not release.done(), "the unpins were not slow: nothing was checked during them"
+    assert faults_fired(wired.stack, "kubo:latency") >= 1
+
+    assert (await asyncio.wait_for(release, 30)).unpinned == (wired.cid,)
+    assert not await wired.pinata.is_pinned(wired.cid)
+    rows = await wired.pin_rows(mint_id)
+    assert [(r["released"], r["unpinned"], r["claimed"]) for r in rows] == [(True, True, False)] * 2
+
+
+class Killed(BaseException):
+    """The worker dies mid-release: nothing of release_pins runs after this (not an Exception)."""
+
+
+async def test_a_release_killed_between_its_steps_is_completed_by_a_retry(wired: Wired) -> None:
+    first, second = await wired.claim(), await wired.claim()
+    await wired.store.record_pin(first, wired.cid, "pinata")
+
+    async def killed(cid: str, provider: str) -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        await wired.store.release_pins(first, killed)
+    # Step 1 committed (released, the pin claimed), step 3 never ran.
+    [row] = await wired.pin_rows(first)
+    assert (row["released"], row["unpinned"], row["claimed"]) == (True, False, True)
+    # Another mint pinning the CID now waits for the claim: the dead release may have unpinned.
+    recording = asyncio.create_task(wired.store.record_pin(second, wired.cid, "pinata"))
+    await asyncio.sleep(1.0)
+    assert not recording.done() and await wired.pin_rows(second) == []
+
+    calls: list[Pin] = []
+
+    async def works(cid: str, provider: str) -> None:
+        calls.append(Pin(cid, provider))
+
+    assert await wired.store.release_pins(first, works) == [Pin(wired.cid, "pinata")]  # retry
+    assert calls == [Pin(wired.cid, "pinata")]
+    [row] = await wired.pin_rows(first)
+    assert (row["released"], row["unpinned"], row["claimed"]) == (True, True, False)
+    await asyncio.wait_for(recording, 5)  # the claim given back: the other mint records now
+    assert [r["provider"] for r in await wired.pin_rows(second)] == ["pinata"]
+    # It is a live holder: the first mint's release, retried again, claims and unpins nothing.
+    assert await wired.store.release_pins(first, works) == []
+    assert calls == [Pin(wired.cid, "pinata")]

@@ -2,8 +2,9 @@
 
 Each pin is recorded against its mint *before* the upload (for both providers, since failover
 decides the provider inside the call), so the compensation finds every pin a timed-out upload
-may have left. Compensation unpins only what no other live mint holds, and does so under the
-CIDs' pin locks, which recording a pin takes too.
+may have left. Compensation unpins only what no other live mint holds: it claims those pins
+under the CIDs' pin locks (which recording a pin takes too), unpins with no database connection
+held, then records the unpins (`MintStore.release_pins`).
 """
 
 from __future__ import annotations
@@ -152,8 +153,9 @@ class IpfsActivities:
     async def release_pins(self, arg: io.MintRef) -> io.ReleaseOut:
         """Compensation: unpin this mint's CIDs that no other live mint holds.
 
-        The store unpins while it holds the CIDs' pin locks (see `MintStore.release_pins`), so
-        another mint recording the same CID meanwhile waits, and its upload pins it again.
+        The store claims the pins to unpin, then unpins holding no connection (see
+        `MintStore.release_pins`); another mint recording the same CID meanwhile waits until
+        the claim is given back, and its upload pins it again.
         """
         async with classified(heartbeat=True):
             released = await self._store.release_pins(arg.mint_id, self._unpin)

@@ -26,7 +26,7 @@ import asyncpg.exceptions as pgexc
 
 from mintsaga.db.errors import IN_PROGRESS_INDEX, SERVICE, endpoint_and_secrets, permanent
 from mintsaga.db.executor import Executor, close_pool, create_pool
-from mintsaga.db.pins import PinsMixin, UnpinFailed
+from mintsaga.db.pins import PinsMixin
 from mintsaga.db.rows import (
     FINISHED_SQL,
     MINT_COLUMNS,
@@ -79,7 +79,6 @@ class MintStore(PinsMixin, SubmissionsMixin, SpendMixin):
             endpoint=endpoint,
             secrets=secrets,
             acquire_timeout=acquire_timeout,
-            passthrough=(UnpinFailed,),  # an unpin's failure is not the database's
             sleep=sleep,
             rng=rng,
         )

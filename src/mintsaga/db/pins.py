@@ -2,14 +2,28 @@
 
 Tier images are shared between mints, so a rolled-back mint may unpin a CID only when no other
 live mint holds it, and a pin recorded while a release is under way must not be undone by it.
-Both methods take the CID's advisory lock (``_PIN_LOCK_CLASS``, hashtext(cid)) for that; see
-:meth:`PinsMixin.release_pins` for the whole argument.
+A release runs in three steps, none holding a connection across a network call
+(:meth:`PinsMixin.release_pins` has the whole argument):
+
+1. one short transaction, under the CIDs' advisory locks (``_PIN_LOCK_CLASS``, hashtext(cid)):
+   the mint's pins marked released, and those no live mint holds *claimed* for unpinning
+   (``unpin_claimed_until``, a lease);
+2. the unpins, with no connection held;
+3. one short transaction recording them (``unpinned_at``) and giving the claims back.
+
+:meth:`PinsMixin.record_pin` takes the same lock and waits while a live claim covers its CID,
+so a pin recorded during a release is recorded, and uploaded, only after that release's unpins.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -17,72 +31,100 @@ from mintsaga.db.errors import permanent
 from mintsaga.db.executor import Executor
 from mintsaga.db.rows import Pin, check_guarded_insert
 from mintsaga.errors import ErrorKind, ServiceError
+from mintsaga.resilience import guard
 from mintsaga.stages import MintStage
 
-__all__ = ["UNPIN_BUDGET_S", "PinsMixin", "UnpinFailed"]
+__all__ = ["CLAIM_MARGIN_S", "UNPIN_BUDGET_S", "PinsMixin"]
 
 # Two-int advisory lock keys live apart from db.migrate's one-bigint key.
 _PIN_LOCK_CLASS = 0x70696E73  # "pins"
-# release_pins' unpins hold the CIDs' locks: their time is bounded below the activity's 60 s,
-# and the server drops a session idle in that transaction a little longer than that.
+# release_pins' unpins together get this long (the activity has 60 s); a claim lasts that long
+# and a margin more, for step 3 to record them, then lapses by itself (a worker that died).
 UNPIN_BUDGET_S = 40.0
-_IDLE_MARGIN_S = 10.0
+CLAIM_MARGIN_S = 10.0
+# record_pin's polls while a claim covers its CID.
+_CLAIM_POLL_S = 0.2
+log = logging.getLogger(__name__)
 
 
-class UnpinFailed(Exception):
-    """An unpin inside release_pins failed: carried past the database's error handling."""
+@dataclass(frozen=True)
+class _Claim:
+    """What step 1 decided: the pins to unpin, claimed until ``until``."""
 
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
+    pins: list[Pin]
+    until: datetime | None
 
 
 class PinsMixin:
-    """MintStore's pin methods; the store supplies ``_db`` (its executor, which must pass
-    :class:`UnpinFailed` through)."""
+    """MintStore's pin methods; the store supplies ``_db`` (its executor)."""
 
     _db: Executor
 
     async def record_pin(self, mint_id: str, cid: str, provider: str) -> None:
         """Note that this mint holds ``cid`` at ``provider``; recording it twice is harmless.
 
-        Call it before pinning (register before you act). It takes the CID's pin lock, so it
-        waits while a :meth:`release_pins` holding that CID checks and unpins it: the pin made
-        after this call returns is never undone by a release that was already under way.
-        Raises PERMANENT ``UnknownMint``, or ``MintAlreadyFinished`` for a new pin on a
-        ROLLED_BACK mint (it would never be released).
+        Call it before pinning (register before you act). Under the CID's pin lock it first
+        looks for a release's live claim on the CID: while one exists (that release decided to
+        unpin it and may be unpinning now), it waits outside any transaction and asks again, so
+        the pin made after this call returns is never undone by a release already under way. A
+        claim lapses by itself (``UNPIN_BUDGET_S`` + ``CLAIM_MARGIN_S``), so the wait is bounded;
+        past it, TRANSIENT ``PinBeingReleased``. Raises PERMANENT ``UnknownMint``, or
+        ``MintAlreadyFinished`` for a new pin on a ROLLED_BACK mint (it would never be released).
         """
-
-        async def work(conn: asyncpg.Connection) -> None:
-            async with conn.transaction():
-                # Held until commit: a release of this CID either finished (and unpinned)
-                # before, or starts after and sees this pin as a live holder.
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1::int, hashtext($2::text))",
-                    _PIN_LOCK_CLASS,
-                    cid,
+        deadline = time.monotonic() + UNPIN_BUDGET_S + CLAIM_MARGIN_S + 5.0
+        while True:
+            claimed = await self._db.run(
+                functools.partial(self._record_pin, mint_id, cid, provider)
+            )
+            if not claimed:
+                return
+            if time.monotonic() >= deadline:
+                raise ServiceError(
+                    f"{cid} is being unpinned by another mint's compensation; its pin for mint"
+                    f" {mint_id} is recorded once that is done",
+                    service="ipfs",
+                    kind=ErrorKind.TRANSIENT,
+                    code="PinBeingReleased",
                 )
-                result = await conn.fetchrow(
-                    f"""WITH m AS (
-                            SELECT stage FROM mints WHERE mint_id = $1::text
-                        ), ins AS (
-                            INSERT INTO mint_pins (mint_id, cid, provider)
-                            SELECT $1::text, $2::text, $3::text FROM m
-                            WHERE m.stage <> '{MintStage.ROLLED_BACK.value}'
-                            ON CONFLICT (mint_id, cid, provider) DO NOTHING
-                            RETURNING 1
-                        )
-                        SELECT (SELECT stage FROM m) AS stage,
-                               EXISTS (SELECT 1 FROM ins) AS inserted,
-                               EXISTS (SELECT 1 FROM mint_pins WHERE mint_id = $1::text
-                                       AND cid = $2::text AND provider = $3::text) AS existed""",
-                    mint_id,
-                    cid,
-                    provider,
-                )
-                check_guarded_insert(result, mint_id, "pins", self._db.endpoint)
+            guard.installed().keep_alive()  # an activity waiting here still heartbeats
+            await asyncio.sleep(_CLAIM_POLL_S)
 
-        await self._db.run(work)
+    async def _record_pin(
+        self, mint_id: str, cid: str, provider: str, conn: asyncpg.Connection
+    ) -> bool:
+        """One try of :meth:`record_pin`: True when a live claim covers the CID (nothing done)."""
+        async with conn.transaction():
+            # Held until commit: a release of this CID either claimed it before (then this
+            # waits for its unpins) or starts after and sees this pin as a live holder.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1::int, hashtext($2::text))", _PIN_LOCK_CLASS, cid
+            )
+            if await conn.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM mint_pins WHERE cid = $1::text
+                                  AND unpin_claimed_until > clock_timestamp())""",
+                cid,
+            ):
+                return True
+            result = await conn.fetchrow(
+                f"""WITH m AS (
+                        SELECT stage FROM mints WHERE mint_id = $1::text
+                    ), ins AS (
+                        INSERT INTO mint_pins (mint_id, cid, provider)
+                        SELECT $1::text, $2::text, $3::text FROM m
+                        WHERE m.stage <> '{MintStage.ROLLED_BACK.value}'
+                        ON CONFLICT (mint_id, cid, provider) DO NOTHING
+                        RETURNING 1
+                    )
+                    SELECT (SELECT stage FROM m) AS stage,
+                           EXISTS (SELECT 1 FROM ins) AS inserted,
+                           EXISTS (SELECT 1 FROM mint_pins WHERE mint_id = $1::text
+                                   AND cid = $2::text AND provider = $3::text) AS existed""",
+                mint_id,
+                cid,
+                provider,
+            )
+            check_guarded_insert(result, mint_id, "pins", self._db.endpoint)
+        return False
 
     async def release_pins(
         self,
@@ -92,92 +134,129 @@ class PinsMixin:
         unpin_budget_s: float = UNPIN_BUDGET_S,
     ) -> list[Pin]:
         """Mark this mint's pins released and unpin, with ``unpin(cid, provider)``, those no
-        other live mint holds; return what was unpinned.
+        other live mint holds; return them.
 
         A live holder is another mint, not ROLLED_BACK, whose pin is not released: tier images
-        are shared, and unpinning one would break a mint that still needs it. The check and the
-        unpins happen in one transaction holding each CID's pin lock (taken in key order, so
-        two releases cannot deadlock), the lock :meth:`record_pin` takes too: another mint's
-        pin is either recorded before (so the CID is not unpinned) or after the unpin (so its
-        upload, which follows its record, pins the CID again). Pins recorded for this mint
-        after its locks were taken (a late upload) are left for a retry.
+        are shared, and unpinning one would break a mint that still needs it. Three steps, and
+        no connection, transaction or lock is held while ``unpin`` talks to a provider:
 
-        The unpins together get ``unpin_budget_s`` seconds (and the server ends the session if
-        the worker goes silent for longer), so a hung provider cannot hold the locks: past it,
-        TRANSIENT ``UnpinTimeout``. A failure of ``unpin`` rolls everything back and is raised
-        as is. A retry unpins the same CIDs again (``unpin`` must be idempotent: already
-        released pins of this mint that still have no live holder are included), so an attempt
-        that died between marking and unpinning loses no unpin. Rows are kept. Raises
-        PERMANENT ``MintAlreadyFinished`` for a MINTED mint: its NFT needs them.
+        1. One transaction takes each CID's pin lock (in key order, so two releases cannot
+           deadlock; :meth:`record_pin` takes the same lock), marks the pins released, and
+           claims the pins with no live holder until now + ``unpin_budget_s`` +
+           ``CLAIM_MARGIN_S``. Another mint's pin is therefore recorded either before (a live
+           holder: the CID is not claimed) or after the claim, and then :meth:`record_pin`
+           waits until the claim is given back, so its upload pins the CID again after our
+           unpin. Pins recorded for this mint after step 1 (a late upload) are left for a
+           retry.
+        2. The unpins, together within ``unpin_budget_s`` (past it, TRANSIENT
+           ``UnpinTimeout``); a failure of ``unpin`` is raised as is, after step 3.
+        3. One transaction records the pins unpinned (``unpinned_at``) and gives back the
+           claims this call made (those of the unpins that failed too, so nobody waits for a
+           lease).
+
+        Idempotent: a retry claims and unpins again every released pin that still has no live
+        holder (``unpin`` must be idempotent), so an attempt that died between the steps loses
+        no unpin; its claims lapse at their lease if no retry comes first. Rows are kept.
+        Raises PERMANENT ``MintAlreadyFinished`` for a MINTED mint: its NFT needs them.
         """
-
-        async def work(conn: asyncpg.Connection) -> list[Pin]:
-            async with conn.transaction():
-                # A worker that stops talking mid-unpin must not keep the CIDs locked.
-                await conn.execute(
-                    "SELECT set_config('idle_in_transaction_session_timeout', $1, true)",
-                    str(int((unpin_budget_s + _IDLE_MARGIN_S) * 1000)),
-                )
-                stage = await conn.fetchval(
-                    "SELECT stage FROM mints WHERE mint_id = $1 FOR UPDATE", mint_id
-                )
-                if stage == MintStage.MINTED:
-                    raise permanent(
-                        "MintAlreadyFinished",
-                        f"mint {mint_id} is MINTED; its pins are not released",
-                        self._db.endpoint,
-                    )
-                keyed = await conn.fetch(
-                    """SELECT DISTINCT cid, hashtext(cid) AS k FROM mint_pins
-                       WHERE mint_id = $1""",
-                    mint_id,
-                )
-                cids = sorted({r["cid"] for r in keyed})
-                # Locks in one order (by key) everywhere, so two releases cannot deadlock;
-                # record_pin holds one lock at a time.
-                for key in sorted({r["k"] for r in keyed}):
-                    await conn.execute(
-                        "SELECT pg_advisory_xact_lock($1::int, $2::int)", _PIN_LOCK_CLASS, key
-                    )
-                await conn.execute(
-                    "UPDATE mint_pins SET released_at = now()"
-                    " WHERE mint_id = $1 AND cid = ANY($2::text[]) AND released_at IS NULL",
-                    mint_id,
-                    cids,
-                )
-                rows = await conn.fetch(
-                    f"""SELECT DISTINCT p.cid, p.provider FROM mint_pins AS p
-                        WHERE p.mint_id = $1 AND p.cid = ANY($2::text[]) AND NOT EXISTS (
-                            SELECT 1 FROM mint_pins AS o
-                            LEFT JOIN mints AS m ON m.mint_id = o.mint_id
-                            WHERE o.cid = p.cid AND o.mint_id <> p.mint_id
-                              AND o.released_at IS NULL
-                              AND m.stage IS DISTINCT FROM '{MintStage.ROLLED_BACK.value}')
-                        ORDER BY p.cid, p.provider""",
-                    mint_id,
-                    cids,
-                )
-                pins = [Pin(r["cid"], r["provider"]) for r in rows]
-                # Still inside the transaction: the locks stay held until the unpins are done.
-                try:
-                    async with asyncio.timeout(unpin_budget_s):
-                        for pin in pins:
-                            await unpin(pin.cid, pin.provider)
-                except TimeoutError as exc:
-                    timeout = ServiceError(
-                        f"unpinning mint {mint_id}'s CIDs took over {unpin_budget_s:g} s;"
-                        " nothing was released, a retry unpins them again",
-                        service="ipfs",
-                        kind=ErrorKind.TRANSIENT,
-                        code="UnpinTimeout",
-                    )
-                    timeout.__cause__ = exc
-                    raise UnpinFailed(timeout) from exc
-                except Exception as exc:
-                    raise UnpinFailed(exc) from exc
-            return pins
-
+        claim = await self._db.run(
+            functools.partial(self._claim_release, mint_id, unpin_budget_s + CLAIM_MARGIN_S)
+        )
+        done: list[Pin] = []
+        failure: BaseException | None = None
         try:
-            return await self._db.run(work)
-        except UnpinFailed as failed:
-            raise failed.error from failed.error.__cause__
+            async with asyncio.timeout(unpin_budget_s):
+                for pin in claim.pins:
+                    await unpin(pin.cid, pin.provider)
+                    done.append(pin)
+        except TimeoutError as exc:
+            failure = ServiceError(
+                f"unpinning mint {mint_id}'s CIDs took over {unpin_budget_s:g} s;"
+                f" {len(done)} of {len(claim.pins)} unpinned, a retry unpins the rest again",
+                service="ipfs",
+                kind=ErrorKind.TRANSIENT,
+                code="UnpinTimeout",
+            )
+            failure.__cause__ = exc
+        except Exception as exc:
+            failure = exc
+        if claim.pins:
+            try:
+                await self._db.run(functools.partial(self._finish_release, mint_id, claim, done))
+            except ServiceError:
+                if failure is None:
+                    raise
+                # The unpin's failure is the one to report; the claims lapse at their lease.
+                log.warning("recording the unpins of %s failed", mint_id, exc_info=True)
+        if failure is not None:
+            raise failure
+        return claim.pins
+
+    async def _claim_release(
+        self, mint_id: str, lease_s: float, conn: asyncpg.Connection
+    ) -> _Claim:
+        """Step 1 of :meth:`release_pins`: mark released, claim what to unpin; commit."""
+        async with conn.transaction():
+            stage = await conn.fetchval(
+                "SELECT stage FROM mints WHERE mint_id = $1 FOR UPDATE", mint_id
+            )
+            if stage == MintStage.MINTED:
+                raise permanent(
+                    "MintAlreadyFinished",
+                    f"mint {mint_id} is MINTED; its pins are not released",
+                    self._db.endpoint,
+                )
+            keyed = await conn.fetch(
+                "SELECT DISTINCT cid, hashtext(cid) AS k FROM mint_pins WHERE mint_id = $1",
+                mint_id,
+            )
+            cids = sorted({r["cid"] for r in keyed})
+            # Locks in one order (by key) everywhere, so two releases cannot deadlock;
+            # record_pin holds one lock at a time. Released at commit, a few statements on.
+            for key in sorted({r["k"] for r in keyed}):
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1::int, $2::int)", _PIN_LOCK_CLASS, key
+                )
+            await conn.execute(
+                "UPDATE mint_pins SET released_at = now()"
+                " WHERE mint_id = $1 AND cid = ANY($2::text[]) AND released_at IS NULL",
+                mint_id,
+                cids,
+            )
+            rows = await conn.fetch(
+                f"""UPDATE mint_pins AS p
+                    SET unpin_claimed_until = now() + $3 * interval '1 second'
+                    WHERE p.mint_id = $1 AND p.cid = ANY($2::text[]) AND NOT EXISTS (
+                        SELECT 1 FROM mint_pins AS o
+                        LEFT JOIN mints AS m ON m.mint_id = o.mint_id
+                        WHERE o.cid = p.cid AND o.mint_id <> p.mint_id
+                          AND o.released_at IS NULL
+                          AND m.stage IS DISTINCT FROM '{MintStage.ROLLED_BACK.value}')
+                    RETURNING p.cid, p.provider, p.unpin_claimed_until""",
+                mint_id,
+                cids,
+                lease_s,
+            )
+        # now() is the transaction's time: every claim of this call has the same `until`,
+        # which step 3 compares to give back only its own claims.
+        pins = sorted(Pin(r["cid"], r["provider"]) for r in rows)
+        return _Claim(pins, rows[0]["unpin_claimed_until"] if rows else None)
+
+    async def _finish_release(
+        self, mint_id: str, claim: _Claim, done: list[Pin], conn: asyncpg.Connection
+    ) -> None:
+        """Step 3 of :meth:`release_pins`: record the unpins, give our claims back."""
+        unpinned = set(done)
+        await conn.execute(
+            """UPDATE mint_pins AS p
+               SET unpinned_at = CASE WHEN d.done THEN now() ELSE p.unpinned_at END,
+                   unpin_claimed_until = CASE WHEN p.unpin_claimed_until = $5
+                                              THEN NULL ELSE p.unpin_claimed_until END
+               FROM unnest($2::text[], $3::text[], $4::bool[]) AS d(cid, provider, done)
+               WHERE p.mint_id = $1 AND p.cid = d.cid AND p.provider = d.provider""",
+            mint_id,
+            [pin.cid for pin in claim.pins],
+            [pin.provider for pin in claim.pins],
+            [pin in unpinned for pin in claim.pins],
+            claim.until,
+        )

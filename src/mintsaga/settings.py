@@ -538,6 +538,8 @@ class Settings(BaseModel):
     mint_image_dir: Path | None
     image_max_bytes: int
     image_allow_private_urls: bool
+    # Image bytes a worker holds at once (images in flight, by their cap while fetching).
+    image_memory_budget_bytes: int
     metrics_port: int = 0  # the worker's Prometheus endpoint; 0: none
     tuning: WorkerTuning = WorkerTuning()  # WORKER_*, PINATA_ACTIVITIES_PER_SECOND
 
@@ -613,6 +615,9 @@ class Settings(BaseModel):
             mint_image_dir=Path(image_dir) if image_dir else None,
             image_max_bytes=_int(env, "MINT_IMAGE_MAX_BYTES", 10 * 2**20, minimum=1),
             image_allow_private_urls=_bool(env, "MINT_IMAGE_ALLOW_PRIVATE_URLS"),
+            image_memory_budget_bytes=_int(
+                env, "MINT_IMAGE_MEMORY_BUDGET_BYTES", 128 * 2**20, minimum=1
+            ),
             metrics_port=_int(env, "METRICS_PORT", 0, minimum=0, maximum=65535),
             tuning=WorkerTuning.from_env(env),
         )

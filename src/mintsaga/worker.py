@@ -55,7 +55,7 @@ from mintsaga.db.runtime_settings import RuntimeSettings, describe_changes, sola
 from mintsaga.db.runtime_watcher import RuntimeConfigWatcher
 from mintsaga.errors import redact_url
 from mintsaga.ipfs.gateways import GatewayReader
-from mintsaga.ipfs.images import ImageLoader
+from mintsaga.ipfs.images import ByteBudget, ImageLoader
 from mintsaga.ipfs.kubo import KuboClient
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.uploads import IpfsUploader
@@ -147,6 +147,7 @@ async def mint_activities(
                 http,
                 max_bytes=settings.image_max_bytes,
                 allow_private_hosts=settings.image_allow_private_urls,
+                budget=ByteBudget(settings.image_memory_budget_bytes),
             )
             ipfs = IpfsActivities(
                 pinata=pinata,

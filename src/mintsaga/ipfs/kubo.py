@@ -6,6 +6,7 @@ the two that mean "not pinned" are answers, not failures, and are read as such.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -66,12 +67,16 @@ class KuboClient:
 
         ``cid-version=1`` implies raw leaves in Kubo, matching ``mintsaga.ipfs.cid``.
         """
-        response = await self._call(
-            "add",
-            action="add a file",
-            params={"cid-version": str(cid_version), "pin": "true" if pin else "false"},
-            files={"file": (filename, data, "application/octet-stream")},
-        )
+        # From a stream, closed after the call: a response keeps its request (httpx's response
+        # and stream refer to each other, so until the cycle collector runs), and with it a
+        # bytes body, an image's size for every upload (docs/deploy.md, "Memory").
+        with io.BytesIO(data) as file:
+            response = await self._call(
+                "add",
+                action="add a file",
+                params={"cid-version": str(cid_version), "pin": "true" if pin else "false"},
+                files={"file": (filename, file, "application/octet-stream")},
+            )
         cid = None
         # Newline-delimited JSON, one object per added entry; the file is the last one.
         for line in response.text.splitlines():

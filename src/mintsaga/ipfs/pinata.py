@@ -7,6 +7,7 @@ error message (bodies are scrubbed of it), not in a log line.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -82,13 +83,17 @@ class PinataClient:
             "pinataMetadata": json.dumps({"name": name, "keyvalues": keyvalues}),
             "pinataOptions": json.dumps({"cidVersion": cid_version}),
         }
-        response = await self._call(
-            "POST",
-            "/pinning/pinFileToIPFS",
-            action="pin a file",
-            files={"file": (filename, data, "application/octet-stream")},
-            data=form,
-        )
+        # From a stream, closed after the call: a response keeps its request (httpx's response
+        # and stream refer to each other, so until the cycle collector runs), and with it a
+        # bytes body, an image's size for every upload (docs/deploy.md, "Memory").
+        with io.BytesIO(data) as file:
+            response = await self._call(
+                "POST",
+                "/pinning/pinFileToIPFS",
+                action="pin a file",
+                files={"file": (filename, file, "application/octet-stream")},
+                data=form,
+            )
         body = json_body(response, service=SERVICE, endpoint=self.api_url)
         cid = body.get("IpfsHash") if isinstance(body, dict) else None
         if not isinstance(cid, str):

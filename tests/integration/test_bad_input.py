@@ -34,7 +34,8 @@ import httpx
 import pytest
 from aiohttp import web
 from solders.keypair import Keypair
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 import mintsaga
@@ -369,6 +370,50 @@ async def test_the_python_api_refuses_a_bad_request_naming_the_field(
     assert_names(str(refused.value), case.names)
     assert "nothing started" in str(refused.value)
     assert not await workflow_exists(client, mint_id)
+    await assert_nothing_left(stack, mint_id, before)
+
+
+# The cases a starter that is not ours (the README's TypeScript one, any JSON client) can send
+# past our checks: the workflow itself refuses them.
+NOT_OURS = [
+    case
+    for case in STATIC
+    if case.id
+    in {
+        "missing-fields",
+        "wallet-not-base58",
+        "name-over-its-bytes",
+        "attribute-value-too-long",
+        "attribute-nan",
+        "name-bidi-override",
+        "symbol-zero-width",
+        "name-nul",
+        "description-nul",
+        "wallet-system-program",
+        "priority-fee-beyond-any-cap",
+    }
+]
+
+
+@pytest.mark.parametrize("case", NOT_OURS)
+async def test_a_bad_request_from_another_starter_fails_the_mint_naming_the_field(
+    stack: StackConfig, client: Client, worker: str, case: Static
+) -> None:
+    """Started with the raw JSON, as a client in another language does: the mint fails at once
+    (InvalidRequest, naming the field; it used to fail every workflow task on decode, for
+    ever), and nothing is written, pinned or sent."""
+    before = await Pins.now(stack)
+    fields = request_fields(stack, **case.changes)
+    mint_id = fields["mint_id"]
+    handle = await client.start_workflow(
+        "MintSaga", fields, id=f"mint-{mint_id}", task_queue=worker
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(handle.result(), 30)
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "InvalidRequest"
+    assert_names(cause.message, case.names)
+    assert "nothing started" in cause.message
     await assert_nothing_left(stack, mint_id, before)
 
 

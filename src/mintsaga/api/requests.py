@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -15,6 +14,7 @@ from mintsaga.api.image_urls import (
 from mintsaga.api.mints import check_priority_fee
 from mintsaga.workflows.models import (
     MintRequest,
+    request_problems,
 )
 
 
@@ -39,14 +39,4 @@ def request_from_json(text: str | bytes, *, source: str = "request") -> MintRequ
     try:
         return MintRequest.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(_named_problem(error) for error in exc.errors())
-        raise StarterError(f"invalid request, nothing started: {problems}") from exc
-
-
-def _named_problem(error: Any) -> str:
-    """`attributes[3].value: at most 256 characters`: the field first, as the request spells it."""
-    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
-    field = field.removeprefix(".") or "request"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    # The model's own messages already start with the field (`image.url: ...`).
-    return message if message.startswith(field) else f"{field}: {message}"
+        raise StarterError(f"invalid request, nothing started: {request_problems(exc)}") from exc

@@ -17,10 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     from mintsaga.stages import MintStage
     from mintsaga.workflows import activity_models as io
     from mintsaga.workflows.models import (
@@ -31,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         OperatorDecision,
         RetryOverrides,
         StatusView,
+        request_problems,
     )
     from mintsaga.workflows.policies import (
         AWAIT_CONFIRMATION,
@@ -60,6 +65,20 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["MINT_STAGE", "MINT_STATUS", "MintSaga"]
 
 
+def _checked(request: MintRequest | dict[str, Any]) -> MintRequest:
+    """The request, or a non-retryable failure (`InvalidRequest`) naming each bad field."""
+    if isinstance(request, MintRequest):
+        return request
+    try:
+        return MintRequest.model_validate(request)
+    except ValidationError as exc:
+        raise ApplicationError(
+            f"invalid request, nothing started: {request_problems(exc)}",
+            type="InvalidRequest",
+            non_retryable=True,
+        ) from None
+
+
 @workflow.defn(name="MintSaga")
 class MintSaga(Saga):
     def __init__(self) -> None:
@@ -78,8 +97,10 @@ class MintSaga(Saga):
     # ---------------------------------------------------------------- the saga, top to bottom
 
     @workflow.run
-    async def run(self, request: MintRequest) -> MintResult:
-        self._request = request
+    async def run(self, request: MintRequest | dict[str, Any]) -> MintResult:
+        # A dict is a request that did not validate (a starter that is not ours): it fails the
+        # mint at once, naming its fields, instead of failing every workflow task on decode.
+        self._request = request = _checked(request)
         self._start(operator_timeout_s=request.options.operator_timeout_s)
         try:
             await self._wait_out_maintenance()

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     StringConstraints,
+    ValidationError,
     WithJsonSchema,
     field_validator,
     model_serializer,
@@ -363,3 +364,17 @@ class OperatorDecision(_Frozen):
 
 if __name__ == "__main__":
     print(json.dumps(MintRequest.model_json_schema(), indent=2))
+
+
+def request_problems(exc: ValidationError) -> str:
+    """A request's validation errors as one line, each starting with the field as the request
+    spells it (`attributes[3].value: at most 256 characters`)."""
+    return "; ".join(_named_problem(error) for error in exc.errors())
+
+
+def _named_problem(error: Any) -> str:
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+    field = field.removeprefix(".") or "request"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    # The model's own messages already start with the field (`image.url: ...`).
+    return message if message.startswith(field) else f"{field}: {message}"

@@ -325,6 +325,15 @@ def status_error(
     )
 
 
+def bad_location(exc: httpx.RequestError) -> str | None:
+    """The reason when httpx refused a redirect's ``Location`` header (it reads it on every
+    3xx, followed or not): the server's fault, not the network's. None for any other error."""
+    text = str(exc)
+    if isinstance(exc, httpx.RemoteProtocolError) and "location header" in text.lower():
+        return text[:_MAX_DETAIL]
+    return None
+
+
 def transport_error(
     exc: httpx.RequestError,
     *,

@@ -25,6 +25,7 @@ from mintsaga.errors import ErrorKind, ServiceError, redact_url
 from mintsaga.http_errors import (
     ACCEPT_ENCODING,
     BodyRefused,
+    bad_location,
     capped_error_answer,
     read_bounded,
     status_error,
@@ -135,6 +136,11 @@ class GatewayReader:
                     url, f"{cid}: the gateway redirected more than {MAX_REDIRECTS} times"
                 )
         except httpx.RequestError as exc:
+            reason = bad_location(exc)
+            if reason is not None:
+                raise _misbehaving(
+                    url, f"the gateway redirected to an invalid URL: {reason}"
+                ) from exc
             raise transport_error(exc, service=SERVICE, endpoint=url, action=action) from exc
         actual = await compute_cid(data, version)
         if actual != cid:

@@ -45,6 +45,7 @@ from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.http_errors import (
     ACCEPT_ENCODING,
     BodyRefused,
+    bad_location,
     capped_error_answer,
     read_bounded,
     status_error,
@@ -394,6 +395,11 @@ class ImageLoader:
                         f"image.url's body {exc.reason}", "ImageEncodingRefused", endpoint
                     ) from None
         except httpx.RequestError as exc:
+            reason = bad_location(exc)
+            if reason is not None:
+                raise _refused(
+                    f"image.url redirected to an invalid URL: {reason}", "ImageUrlInvalid", endpoint
+                ) from exc
             raise transport_error(exc, service=SERVICE, endpoint=endpoint, action=action) from exc
         content_type = sniff_image_type(data)
         if content_type is None:

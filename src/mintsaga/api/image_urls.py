@@ -1,8 +1,9 @@
 """The static half of the worker's image checks, run before a mint starts.
 
-A URL a worker would refuse (not https, a loopback, private or link-local host) is refused here,
-before anything is started; `mintsaga.ipfs.images` does the rest, per redirect hop, with the
-addresses each host resolves to.
+A URL a worker would refuse (not https; a host the one address policy, `mintsaga.addresses`,
+refuses as written: any spelling of a loopback, private, reserved, link-local or metadata
+address, the IPv6 forms carrying one, `localhost`) is refused here, before anything is started;
+`mintsaga.ipfs.images` does the rest, per redirect hop, with the addresses each host resolves to.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ def allow_private_urls_here() -> bool:
 def check_image_url(request: MintRequest, *, allow_private_urls: bool | None = None) -> None:
     """Refuse an image URL no worker should fetch, before anything starts.
 
-    Only https, to a host that is not a loopback, private or link-local address literal (or
-    `localhost`). With `allow_private_urls` (the devstack: its servers are on loopback) http
-    and private hosts pass; link-local (169.254.169.254, cloud metadata) never does. Host
-    names are resolved by the worker, which checks every address of every hop again.
+    Only https, to a host `mintsaga.ipfs.images.url_problem` lets through (the address policy
+    on the host as written). With `allow_private_urls` (the devstack: its servers are on
+    loopback) http and loopback or private hosts pass; link-local and metadata addresses
+    (169.254.169.254, fd00:ec2::254) never do. Host names are resolved by the worker, which
+    checks every address of every hop again.
     """
     url = request.image.url
     if url is None:

@@ -7,8 +7,9 @@ Three tables, each case asserting both halves:
   (malformed JSON, missing fields, bad wallet, names and symbols over their byte limits,
   attributes too many or too long, image paths and URLs no worker may read);
 - found by the worker: a real hostile HTTP server on 127.0.0.1 (a redirect to 169.254.169.254,
-  an endless body, a body that is not an image) and paths escaping MINT_IMAGE_DIR; the mint ends
-  ROLLED_BACK before its row is claimed;
+  an endless body, a body that is not an image, a stacked-gzip bomb) and paths escaping
+  MINT_IMAGE_DIR; the mint ends ROLLED_BACK before its row is claimed (the bomb's with the
+  worker's RSS measured while it runs);
 - a duplicate `mint_id` with other content, refused and never merged (also when two starters
   race, and after the first mint finished).
 
@@ -20,10 +21,14 @@ Kubo's pin/ls), and the account at the mint address derived from `mint_id` (Sola
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import re
+import threading
+import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -450,6 +455,7 @@ class HostileServer:
         app.router.add_get("/page.html", self.page)
         app.router.add_get("/nul-error.png", self.nul_error)
         app.router.add_get("/huge-error.png", self.huge_error)
+        app.router.add_get("/stacked-gzip.png", self.stacked_gzip)
         return app
 
     @web.middleware
@@ -485,6 +491,25 @@ class HostileServer:
         # A NUL in the body: quoted into the rollback reason, Postgres would refuse it.
         return web.Response(status=404, body=b"no such image\x00here", content_type="text/plain")
 
+    # A PNG header and 256 MiB of zeros, gzipped twice: about 600 bytes on the wire. Built in
+    # 1 MiB steps, so the test process never holds the inflated bytes itself.
+    BOMB_INFLATES_TO = 256 * 2**20
+
+    @staticmethod
+    def stacked_gzip_bomb() -> bytes:
+        inner = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        layer = [inner.compress(PNG[:8])]
+        layer += [
+            inner.compress(bytes(2**20)) for _ in range(HostileServer.BOMB_INFLATES_TO // 2**20)
+        ]
+        layer.append(inner.flush())
+        return gzip.compress(b"".join(layer), 9)
+
+    async def stacked_gzip(self, request: web.Request) -> web.Response:
+        headers = {"Content-Type": "image/png", "Content-Encoding": "gzip, gzip"}
+        return web.Response(body=self.bomb, headers=headers)
+
+    bomb = b""
     HUGE_ERROR_BYTES = 100 * 1024 * 1024
     error_bytes_sent = 0
 
@@ -506,6 +531,7 @@ class HostileServer:
 @pytest.fixture(scope="module")
 async def hostile() -> AsyncIterator[HostileServer]:
     server = HostileServer()
+    server.bomb = HostileServer.stacked_gzip_bomb()
     runner = web.AppRunner(server.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -627,6 +653,83 @@ async def test_the_worker_refuses_a_bad_image_before_anything_is_written(
     assert (await finished(client, again)).status == MintStatus.MINTED
 
 
+class RssWatch:
+    """This process's resident memory while a block runs: sampled every millisecond by a thread
+    (the worker's event loop may be busy) and read from the kernel's high-water mark (VmHWM,
+    reset first where Linux allows it), so a peak between samples is not missed."""
+
+    def __init__(self) -> None:
+        self.before_kb = 0
+        self.peak_kb = 0
+        self.samples = 0
+        self.hwm_reset = False
+        self._running = False
+
+    @staticmethod
+    def read_kb(field: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise AssertionError(f"/proc/self/status has no {field}")
+
+    def _sample(self) -> None:
+        while self._running:
+            self.peak_kb = max(self.peak_kb, self.read_kb("VmRSS"))
+            self.samples += 1
+            time.sleep(0.001)
+
+    def __enter__(self) -> RssWatch:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+            self.hwm_reset = True
+        except OSError:
+            self.hwm_reset = False
+        self.before_kb = self.peak_kb = self.read_kb("VmRSS")
+        self._running = True
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._running = False
+        self._thread.join()
+        if self.hwm_reset:
+            self.peak_kb = max(self.peak_kb, self.read_kb("VmHWM"))
+
+    @property
+    def rise_mb(self) -> float:
+        return (self.peak_kb - self.before_kb) / 1024
+
+
+async def test_a_stacked_gzip_image_rolls_back_without_inflating(
+    stack: StackConfig, client: Client, worker: str, hostile: HostileServer
+) -> None:
+    """Under 1 KB of `Content-Encoding: gzip, gzip` that would inflate to 256 MiB: the mint ends
+    ROLLED_BACK naming image.url, and the worker (this process: the session's worker runs in
+    it) grows by less than 20 MB meanwhile."""
+    assert len(hostile.bomb) < 1024
+    assert HostileServer.BOMB_INFLATES_TO > 10 * DEFAULT_MAX_BYTES
+    before = await Pins.now(stack)
+    url = hostile.base + "/stacked-gzip.png"
+    request = MintRequest.model_validate(request_fields(stack, image={"url": url}))
+    hostile.hits.clear()
+    with RssWatch() as rss:
+        await mintsaga.start_mint(client, request, queue=worker, allow_private_urls=True)
+        result = await finished(client, request)
+    print(
+        f"stacked gzip ({len(hostile.bomb)} bytes, {HostileServer.BOMB_INFLATES_TO} inflated):"
+        f" worker RSS {rss.before_kb / 1024:.1f} MB -> peak {rss.peak_kb / 1024:.1f} MB"
+        f" (+{rss.rise_mb:.1f} MB; {rss.samples} samples, VmHWM reset: {rss.hwm_reset})"
+    )
+    assert result.status == MintStatus.ROLLED_BACK
+    assert result.reason is not None
+    assert_names(result.reason, ("compute_image_cid", "image.url", "gzip, gzip"))
+    assert hostile.hits == ["/stacked-gzip.png"]  # refused, not retried
+    await assert_nothing_left(stack, request.mint_id, before)
+    assert rss.samples > 0
+    assert rss.rise_mb < 20, f"the worker's RSS rose {rss.rise_mb:.1f} MB"
+
+
 async def test_an_error_body_is_not_read_past_its_cap(hostile: HostileServer) -> None:
     """100 MB of error body offered; the loader reads a few KB and hangs up."""
     hostile.error_bytes_sent = 0
@@ -651,12 +754,12 @@ async def test_the_redirect_target_is_never_contacted(hostile: HostileServer) ->
     hostile.hits.clear()
     async with httpx.AsyncClient(timeout=10) as http:
         loader = ImageLoader(None, http, allow_private_hosts=True, resolver=resolver)
-        expected = re.escape("image.url host '169.254.169.254'")
+        expected = re.escape("image.url host 169.254.169.254: 169.254.169.254 is link-local")
         with pytest.raises(ServiceError, match=expected) as refused:
             await loader.load({"url": hostile.base + "/to-metadata.png"})
     assert refused.value.code == "ImageUrlPrivateAddress" and not refused.value.retryable
     assert hostile.hits == ["/to-metadata.png"]
-    assert calls == ["127.0.0.1", "169.254.169.254"]
+    assert calls == ["127.0.0.1"]  # the link-local literal is refused before any lookup
 
 
 # ------------------------------------------------------------------------------- duplicates

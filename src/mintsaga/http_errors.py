@@ -125,6 +125,9 @@ ACCEPT_ENCODING = "gzip, deflate"
 DECODED = frozenset({"gzip", "x-gzip", "deflate"})
 # Decoded output is produced in steps of at most this many bytes.
 _INFLATE_STEP = 64 * 1024
+# Redirects untrusted fetches follow, by hand, each hop checked (images, gateways).
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 3
 
 
 class BodyRefused(Exception):
@@ -177,6 +180,10 @@ class _Inflater:
         self._gzip = coding in ("gzip", "x-gzip")
         self._raw_fallback = not self._gzip  # "deflate" is zlib-wrapped, or raw in the wild
         self._started = False
+        # A zlib header is 2 bytes: until that many arrived, a raw stream cannot be told from a
+        # wrapped one (a 1-byte first chunk decodes to nothing and raises nothing), so they
+        # are held back and given to the decoder together.
+        self._head = bytearray()
         self._decoder = self._new()
 
     def _new(self, raw: bool = False) -> zlib._Decompress:
@@ -185,6 +192,11 @@ class _Inflater:
 
     def feed(self, data: bytes, out: bytearray, limit: int) -> None:
         """Decode `data` onto `out`; BodyRefused once `out` would grow past `limit`."""
+        if self._raw_fallback and not self._started:
+            self._head += data
+            if len(self._head) < 2:
+                return
+            data, self._head = bytes(self._head), bytearray()
         while data:
             if self._decoder.eof:
                 if not self._gzip or not data.strip(b"\x00"):
@@ -205,6 +217,10 @@ class _Inflater:
 
     def finish(self, out: bytearray, limit: int) -> None:
         """What the decoder still holds; a body cut short of its stream's end is refused."""
+        if self._head:  # a body of one byte
+            head, self._head = bytes(self._head), bytearray()
+            self._raw_fallback = False
+            self.feed(head, out, limit)
         while not self._decoder.eof:
             piece = self._decoder.decompress(self._decoder.unconsumed_tail, self._room(out, limit))
             if not piece:

@@ -178,7 +178,8 @@ def _int(
     return value
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
+def bool_setting(env: Mapping[str, str], name: str) -> bool:
+    """A true/false setting: unset, 0, false or no is false; 1, true or yes is true."""
     raw = env.get(name, "").strip().lower()
     if raw in ("", "0", "false", "no"):
         return False
@@ -296,7 +297,7 @@ class TemporalSecurity(BaseModel):
             if value
         ]
         if env.get("TEMPORAL_TLS", "").strip():
-            tls = _bool(env, "TEMPORAL_TLS")
+            tls = bool_setting(env, "TEMPORAL_TLS")
             if not tls and tls_settings:
                 raise SettingsError(
                     f"TEMPORAL_TLS is false, but {', '.join(tls_settings)} need TLS: unset one"
@@ -614,7 +615,7 @@ class Settings(BaseModel):
             mint_authority_keypair=keypair,
             mint_image_dir=Path(image_dir) if image_dir else None,
             image_max_bytes=_int(env, "MINT_IMAGE_MAX_BYTES", 10 * 2**20, minimum=1),
-            image_allow_private_urls=_bool(env, "MINT_IMAGE_ALLOW_PRIVATE_URLS"),
+            image_allow_private_urls=bool_setting(env, "MINT_IMAGE_ALLOW_PRIVATE_URLS"),
             image_memory_budget_bytes=_int(
                 env, "MINT_IMAGE_MEMORY_BUDGET_BYTES", 128 * 2**20, minimum=1
             ),

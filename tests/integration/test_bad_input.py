@@ -422,6 +422,21 @@ async def test_a_bad_request_from_another_starter_fails_the_mint_naming_the_fiel
     await assert_nothing_left(stack, mint_id, before)
 
 
+@pytest.mark.parametrize("payload", [[1, 2], "a request", None, 42])
+async def test_a_request_that_is_not_an_object_fails_the_mint_too(
+    client: Client, worker: str, payload: Any
+) -> None:
+    mint_id = f"bad-{uuid.uuid4().hex[:10]}"
+    handle = await client.start_workflow(
+        "MintSaga", payload, id=f"mint-{mint_id}", task_queue=worker
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(handle.result(), 30)
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "InvalidRequest"
+    assert "nothing started" in cause.message
+
+
 def test_the_devstack_escape_lets_loopback_http_through_the_static_check(
     stack: StackConfig,
 ) -> None:

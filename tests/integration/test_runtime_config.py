@@ -217,6 +217,8 @@ def test_runtime_endpoints_are_names_never_keys_and_only_configured_ones_are_use
     assert solana_endpoints_for(elsewhere, (HELIUS, ALCHEMY)) == (HELIUS,)
     nowhere = RuntimeSettings(solana_endpoints=["https://evil.example"])
     assert solana_endpoints_for(nowhere, (HELIUS, ALCHEMY)) == (HELIUS, ALCHEMY)
+    in_emergency = RuntimeSettings(solana_endpoints=["https://evil.example"], emergency=True)
+    assert solana_endpoints_for(in_emergency, (HELIUS, ALCHEMY)) == (ALCHEMY,)
 
 
 def test_describe_changes_lists_each_difference() -> None:

@@ -403,13 +403,18 @@ async def test_priority_fee_follows_recent_fees_capped_and_raised_per_resign(
     assert compute_budget_of(await prepare(capped, fresh_mint_id(), owner, resign=3))[1][2] == (
         5_000
     )
-    # A fee given with the mint (an operator's retry) is clamped to the operator's cap, and the
-    # signed transaction fits the per-mint budget (the spend policy, issue 14).
+    # A fee given with the mint is clamped: an operator's retry's to the operator's cap, a
+    # request's (a starter that is not ours skips start_mint's check) to the cap; the signed
+    # transaction fits the per-mint budget (the spend policy, issue 14).
     bounded = SolanaMinter(
         minter.rpc, payer, os.urandom(32), priority_fee_cap=5_000, operator_fee_cap=20_000
     )
-    clamped = await prepare(bounded, fresh_mint_id(), owner, priority_fee_micro_lamports=10**7)
+    clamped = await prepare(
+        bounded, fresh_mint_id(), owner, priority_fee_micro_lamports=10**7, fee_from_operator=True
+    )
     assert clamped.priority_fee_micro_lamports == compute_budget_of(clamped)[1][2] == 20_000
+    requested = await prepare(bounded, fresh_mint_id(), owner, priority_fee_micro_lamports=10**7)
+    assert requested.priority_fee_micro_lamports == compute_budget_of(requested)[1][2] == 5_000
     quantile = SolanaMinter(minter.rpc, payer, os.urandom(32), priority_fee_percentile=25)
     assert compute_budget_of(await prepare(quantile, fresh_mint_id(), owner))[1][2] == 2_000
 

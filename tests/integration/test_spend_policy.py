@@ -217,11 +217,12 @@ async def test_no_transaction_over_its_budget_is_ever_signed(
         assert isinstance(airdrop, str)
         scenarios = itertools.product(
             (None, 0, cap, operator_cap, MAX_PRIORITY_FEE_MICRO_LAMPORTS),  # the fee given
+            (False, True),  # by an operator (else with the request)
             (None, 250_000, 1_400_000),  # units the node claims
             (None, 1.05),  # rent as the node says (5 % over the formula is believed)
             (None, 10**9),  # recent fees as the node says
         )
-        for given, units, rent_factor, recent_fee in scenarios:
+        for given, by_operator, units, rent_factor, recent_fee in scenarios:
             lies.units, lies.rent_factor, lies.recent_fee = units, rent_factor, recent_fee
             preparer = MintPreparer(
                 rpc,
@@ -236,7 +237,8 @@ async def test_no_transaction_over_its_budget_is_ever_signed(
                 reserved.append(cost)
 
             name, symbol, uri = "Budget", "BGT", f"ipfs://{'b' * 59}"
-            budget = mint_budget(nft_mint_account_size(name, symbol, uri), operator_cap)
+            size = nft_mint_account_size(name, symbol, uri)
+            budget = mint_budget(size, operator_cap if by_operator else cap)
             try:
                 signed = await preparer.prepare(
                     f"budget-{uuid.uuid4()}",
@@ -246,6 +248,7 @@ async def test_no_transaction_over_its_budget_is_ever_signed(
                     uri=uri,
                     priority_fee_micro_lamports=given,
                     reserve=reserve,
+                    fee_from_operator=by_operator,
                 )
             except ServiceError as exc:
                 assert exc.code == "SpendOverBudget", exc
@@ -253,11 +256,11 @@ async def test_no_transaction_over_its_budget_is_ever_signed(
                 outcomes["refused"] += 1
                 continue
             spend = most_it_can_spend(signed.tx_base64)
-            assert spend <= budget, (given, units, rent_factor, recent_fee)
+            assert spend <= budget, (given, by_operator, units, rent_factor, recent_fee)
             assert reserved == [spend]  # the breaker counts all it can take, not less
             outcomes["signed"] += 1
     # Both halves were exercised: a test where everything is refused proves nothing.
-    assert outcomes["signed"] >= 20 and outcomes["refused"] >= 5, outcomes
+    assert outcomes["signed"] >= 40 and outcomes["refused"] >= 10, outcomes
 
 
 async def until(read: Callable[[], Awaitable[object]], expected: object) -> None:

@@ -74,6 +74,7 @@ class SolanaActivities:
                 priority_fee_micro_lamports=arg.priority_fee_micro_lamports,
                 resign=arg.resign,
                 reserve=lambda cost: self._reserve_spend(arg.mint_id, cost),
+                fee_from_operator=arg.fee_from_operator,
             )
             activity.logger.info(
                 "signed %s: priority fee %d micro-lamports/CU, compute unit limit %d (%s)",

@@ -26,6 +26,7 @@ IMAGE_MAX_BYTES = 64 * 2**20
 # With one node answering, verify waits for it to show the NFT at finalized (Agave roots a
 # block ~32 slots after it is confirmed: ~13 s), polling, within the step's 30 s timeout.
 FINALIZED_WAIT_S = 20.0
+SECOND_OPINION_S = 5.0  # the first read, this and the finalized wait fit the step's 30 s
 FINALIZED_POLL_S = 1.0
 
 
@@ -92,9 +93,14 @@ class VerificationActivities:
         if not others:
             return None
         try:
-            index, state = await self._minter.nft_state_answered(
-                arg.mint_address, arg.owner, only=others
-            )
+            # Bounded: a backup that hangs must leave the attempt time to read at finalized.
+            async with asyncio.timeout(SECOND_OPINION_S):
+                index, state = await self._minter.nft_state_answered(
+                    arg.mint_address, arg.owner, only=others
+                )
+        except TimeoutError:
+            activity.logger.info("no second node answered in time: reading at finalized")
+            return None
         except ServiceError as exc:
             if not exc.retryable:
                 raise

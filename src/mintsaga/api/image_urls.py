@@ -12,6 +12,7 @@ import os
 
 from mintsaga.api.errors import StarterError
 from mintsaga.ipfs.images import PRIVATE_URLS_SETTING, url_problem
+from mintsaga.settings import SettingsError, bool_setting
 from mintsaga.workflows.models import (
     MintRequest,
 )
@@ -19,12 +20,10 @@ from mintsaga.workflows.models import (
 
 def allow_private_urls_here() -> bool:
     """MINT_IMAGE_ALLOW_PRIVATE_URLS where the starter runs (the devstack sets it)."""
-    raw = os.environ.get(PRIVATE_URLS_SETTING, "").strip().lower()
-    if raw in ("", "0", "false", "no"):
-        return False
-    if raw in ("1", "true", "yes"):
-        return True
-    raise StarterError(f"{PRIVATE_URLS_SETTING}: {raw!r} is not a boolean (use true or false)")
+    try:
+        return bool_setting(os.environ, PRIVATE_URLS_SETTING)
+    except SettingsError as exc:
+        raise StarterError(str(exc)) from None
 
 
 def check_image_url(request: MintRequest, *, allow_private_urls: bool | None = None) -> None:

@@ -45,7 +45,7 @@ from temporalio.converter import (
 )
 
 from mintsaga.observability.logging import add_secret
-from mintsaga.settings import SettingsError, secret_from_env
+from mintsaga.settings import SettingsError, bool_setting, secret_from_env
 
 KEYS_SETTING = "MINTSAGA_CODEC_KEYS"
 ALLOW_PLAINTEXT_SETTING = "MINTSAGA_CODEC_ALLOW_PLAINTEXT"
@@ -127,13 +127,7 @@ def parse_keys(raw: str) -> CodecKeys:
 def allow_plaintext_from_env(env: Mapping[str, str] | None = None) -> bool:
     """`MINTSAGA_CODEC_ALLOW_PLAINTEXT`: true lets unencrypted payloads through while keys are
     set (the migration to encryption); unset or false: they are refused."""
-    env = os.environ if env is None else env
-    raw = env.get(ALLOW_PLAINTEXT_SETTING, "").strip().lower()
-    if raw in ("", "0", "false", "no"):
-        return False
-    if raw in ("1", "true", "yes"):
-        return True
-    raise SettingsError(f"{ALLOW_PLAINTEXT_SETTING}: {raw!r} is not a boolean (use true or false)")
+    return bool_setting(os.environ if env is None else env, ALLOW_PLAINTEXT_SETTING)
 
 
 def keys_from_env(env: Mapping[str, str] | None = None) -> CodecKeys | None:

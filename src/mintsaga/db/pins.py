@@ -217,6 +217,11 @@ class PinsMixin:
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock($1::int, $2::int)", _PIN_LOCK_CLASS, key
                 )
+            # The lease starts now, after the locks were had (not at the transaction's start,
+            # which a wait for them would have eaten into); one value for every claim.
+            until = await conn.fetchval(
+                "SELECT clock_timestamp() + $1 * interval '1 second'", lease_s
+            )
             await conn.execute(
                 "UPDATE mint_pins SET released_at = now()"
                 " WHERE mint_id = $1 AND cid = ANY($2::text[]) AND released_at IS NULL",
@@ -225,7 +230,7 @@ class PinsMixin:
             )
             rows = await conn.fetch(
                 f"""UPDATE mint_pins AS p
-                    SET unpin_claimed_until = now() + $3 * interval '1 second'
+                    SET unpin_claimed_until = $3::timestamptz
                     WHERE p.mint_id = $1 AND p.cid = ANY($2::text[]) AND NOT EXISTS (
                         SELECT 1 FROM mint_pins AS o
                         LEFT JOIN mints AS m ON m.mint_id = o.mint_id
@@ -235,10 +240,10 @@ class PinsMixin:
                     RETURNING p.cid, p.provider, p.unpin_claimed_until""",
                 mint_id,
                 cids,
-                lease_s,
+                until,
             )
-        # now() is the transaction's time: every claim of this call has the same `until`,
-        # which step 3 compares to give back only its own claims.
+        # Every claim of this call has the same `until`, which step 3 compares to give back
+        # only its own claims.
         pins = sorted(Pin(r["cid"], r["provider"]) for r in rows)
         return _Claim(pins, rows[0]["unpin_claimed_until"] if rows else None)
 

@@ -160,7 +160,8 @@ def solana_endpoints_for(settings: RuntimeSettings, configured: Sequence[str]) -
     urls = tuple(by_name[name] for name in order if name in by_name)
     if not urls:
         log.error("no runtime solana_endpoints name is configured here: the configured order")
-        return tuple(configured)
+        fallback = endpoint_order(RuntimeSettings(emergency=settings.emergency), list(by_name))
+        return tuple(by_name[name] for name in fallback)
     return urls
 
 

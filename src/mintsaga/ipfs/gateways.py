@@ -24,6 +24,8 @@ from mintsaga.addresses import host_problem
 from mintsaga.errors import ErrorKind, ServiceError, redact_url
 from mintsaga.http_errors import (
     ACCEPT_ENCODING,
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
     BodyRefused,
     bad_location,
     capped_error_answer,
@@ -40,8 +42,6 @@ log = logging.getLogger(__name__)
 
 SERVICE = "gateway"
 DEFAULT_MAX_BYTES = 64 * 2**20
-MAX_REDIRECTS = 3
-_REDIRECTS = {301, 302, 303, 307, 308}
 
 
 class GatewayReader:
@@ -120,7 +120,7 @@ class GatewayReader:
                     headers={"Accept-Encoding": ACCEPT_ENCODING},
                     follow_redirects=False,
                 ) as response:
-                    if response.status_code in _REDIRECTS:
+                    if response.status_code in REDIRECT_STATUSES:
                         target = _same_origin_redirect(gateway, target, response, url)
                         continue
                     if not response.is_success:

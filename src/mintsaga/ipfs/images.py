@@ -44,6 +44,8 @@ from mintsaga.addresses import address_problem, host_problem
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.http_errors import (
     ACCEPT_ENCODING,
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
     BodyRefused,
     bad_location,
     capped_error_answer,
@@ -58,14 +60,12 @@ SERVICE = "image"
 DIR_SETTING = "MINT_IMAGE_DIR"
 DEFAULT_MAX_BYTES = 10 * 2**20
 DEFAULT_MEMORY_BUDGET_BYTES = 128 * 2**20
-MAX_REDIRECTS = 3
 CONTENT_TYPES = {
     "image/png": ".png",
     "image/jpeg": ".jpg",
     "image/gif": ".gif",
     "image/webp": ".webp",
 }
-_REDIRECTS = {301, 302, 303, 307, 308}
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -360,7 +360,7 @@ class ImageLoader:
             async with self._http.stream(
                 "GET", pinned, headers=headers, extensions=extensions, follow_redirects=False
             ) as response:
-                if response.status_code in _REDIRECTS:
+                if response.status_code in REDIRECT_STATUSES:
                     location = response.headers.get("Location")
                     if not location:
                         raise _refused("image.url redirected without a Location", "ImageUrlInvalid")

@@ -71,9 +71,10 @@ RENT_TTL_S = 600.0
 # A blockhash can be used for 150 blocks (Agave's MAX_PROCESSING_AGE; solana.com/docs/advanced/
 # confirmation: "the blockhash expires after 150 blocks"), so the latest one's
 # lastValidBlockHeight is the block height plus at most 150; the slack covers the node moving on
-# (or a backup lagging a little) between the two answers.
+# between the two answers, or the node asked for the height lagging (Agave calls a node more than
+# 150 slots behind unhealthy): a lie can at most double the wait before a re-sign.
 MAX_PROCESSING_AGE = 150
-BLOCK_HEIGHT_SLACK = 32
+BLOCK_HEIGHT_SLACK = 150
 
 
 def blockhash_window_is_plausible(last_valid_block_height: int, block_height: int) -> bool:
@@ -234,6 +235,7 @@ class MintPreparer:
         priority_fee_micro_lamports: int | None = None,
         resign: int = 0,
         reserve: Callable[[int], Awaitable[None]] | None = None,
+        fee_from_operator: bool = False,
     ) -> SignedMint:
         """Build and sign the NFT transaction for ``mint_id``; nothing is sent.
 
@@ -241,9 +243,10 @@ class MintPreparer:
         mints prepared within ``BLOCKHASH_REUSE_S``); the transaction can land until the
         chain passes ``last_valid_block_height``. ``resign`` counts the re-signs after an
         expired blockhash (each bids a higher fee and gets a fresh blockhash);
-        ``priority_fee_micro_lamports``, when given (an operator's override), is the price
-        used as is, instead of ``priority_fee()``. The rent per account size is kept for
-        ``RENT_TTL_S``.
+        ``priority_fee_micro_lamports``, when given (a request's, or an operator's override
+        with ``fee_from_operator``), is the price used instead of ``priority_fee()``, clamped to
+        its cap (``SOLANA_PRIORITY_FEE_CAP``, or the operator's). The rent per account size is
+        kept for ``RENT_TTL_S``.
 
         The transaction starts with SetComputeUnitLimit (a simulation's units plus a margin)
         and, for a non-zero fee, SetComputeUnitPrice. A simulation that shows the transaction
@@ -263,15 +266,21 @@ class MintPreparer:
         payer = self._payer.pubkey()
         mint = mint_keypair.pubkey()
         owner_key = Pubkey.from_string(str(owner))
+        # A given fee is clamped to its cap: an operator's to the operator's, a request's
+        # (checked by start_mint, not by a starter that is not ours) to SOLANA_PRIORITY_FEE_CAP.
+        cap = self.operator_fee_cap if fee_from_operator else self.priority_fee_cap
         fee = priority_fee_micro_lamports
-        if fee is not None and fee > self.operator_fee_cap:
+        if fee is not None and fee > cap:
             log.warning(
-                "priority fee %d for %s is above SOLANA_OPERATOR_PRIORITY_FEE_CAP=%d: clamped",
+                "priority fee %d for %s is above %s=%d: clamped",
                 fee,
                 mint_id,
-                self.operator_fee_cap,
+                "SOLANA_OPERATOR_PRIORITY_FEE_CAP"
+                if fee_from_operator
+                else "SOLANA_PRIORITY_FEE_CAP",
+                cap,
             )
-            fee = self.operator_fee_cap
+            fee = cap
         if fee is None:
             fee = await self.priority_fee(
                 percentile=self.priority_fee_percentile,
@@ -304,7 +313,7 @@ class MintPreparer:
         limit = FALLBACK_COMPUTE_UNIT_LIMIT if units is None else compute_unit_limit(units)
         # The spend policy, last thing before signing: nothing above the per-mint budget.
         cost = mint_cost(rent, fee, limit)
-        budget = mint_budget(size, self.operator_fee_cap)
+        budget = mint_budget(size, cap)
         if cost > budget:
             raise ServiceError(
                 f"mint {mint_id} would cost {cost} lamports (rent {rent}, price {fee}"
@@ -368,7 +377,8 @@ class MintPreparer:
     async def _fetch_blockhash(self) -> _LatestBlockhash:
         # From the node furthest ahead: its blockhash lives longest, and no lagging node's
         # stale one starts the transaction's clock early. Its lastValidBlockHeight is believed
-        # only against a block height (the same node's first): else the next node is asked.
+        # only against a block height (another node's when one answers): else the next node
+        # is asked.
         freshest = await self.rpc.highest_slot_index()
         order = list(range(len(self.rpc.urls))) if freshest is None else self.rpc.rotated(freshest)
         while True:
@@ -382,8 +392,9 @@ class MintPreparer:
                 only=order,
             )
             others = [i for i in order if i != index]
+            # Another node's height first: a liar consistent with itself is caught too.
             height: int = await self.rpc.call(
-                "getBlockHeight", [{"commitment": COMMITMENT}], parse=int, only=[index, *others]
+                "getBlockHeight", [{"commitment": COMMITMENT}], parse=int, only=[*others, index]
             )
             if blockhash_window_is_plausible(latest.last_valid_block_height, height):
                 answer: _LatestBlockhash = latest

@@ -8,9 +8,17 @@ in its `FailureDetails`. Which step takes which models is `workflows.policies`.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_serializer,
+)
 from temporalio.exceptions import ApplicationError
 
 from mintsaga.workflows.models import Attribute, ImageRef
@@ -123,6 +131,18 @@ class PrepareIn(_Model):
     uri: str
     priority_fee_micro_lamports: int | None = None  # None: from recent fees, capped
     resign: int = 0  # signatures made before this one; each raises the priority fee
+    # The fee is an operator's (a retry's override): capped by SOLANA_OPERATOR_PRIORITY_FEE_CAP;
+    # a request's is capped by SOLANA_PRIORITY_FEE_CAP.
+    fee_from_operator: bool = False
+
+    @model_serializer(mode="wrap")
+    def _without_default_flag(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Left out when false, so the payload a worker not yet upgraded (extra fields
+        # forbidden) receives during a rolling deploy is what it was before the field existed.
+        data = handler(self)
+        if isinstance(data, dict) and not self.fee_from_operator:
+            data.pop("fee_from_operator", None)
+        return data
 
 
 class OnChain(_Model):

@@ -65,7 +65,7 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["MINT_STAGE", "MINT_STATUS", "MintSaga"]
 
 
-def _checked(request: MintRequest | dict[str, Any]) -> MintRequest:
+def _checked(request: MintRequest | Any) -> MintRequest:
     """The request, or a non-retryable failure (`InvalidRequest`) naming each bad field."""
     if isinstance(request, MintRequest):
         return request
@@ -97,9 +97,10 @@ class MintSaga(Saga):
     # ---------------------------------------------------------------- the saga, top to bottom
 
     @workflow.run
-    async def run(self, request: MintRequest | dict[str, Any]) -> MintResult:
-        # A dict is a request that did not validate (a starter that is not ours): it fails the
-        # mint at once, naming its fields, instead of failing every workflow task on decode.
+    async def run(self, request: MintRequest | Any) -> MintResult:
+        # Anything else (a dict, a list, null) is a request that did not validate (a starter
+        # that is not ours): it fails the mint at once, naming its fields, instead of failing
+        # every workflow task on decode.
         self._request = request = _checked(request)
         self._start(operator_timeout_s=request.options.operator_timeout_s)
         try:
@@ -236,6 +237,8 @@ class MintSaga(Saga):
             if fee is None
             else fee,
             resign=self._resigns,
+            # Only the activity's input changes (no command does): no patch marker needed.
+            fee_from_operator=fee is not None,
         )
 
     def _send_input(self, prepared: io.PreparedTx) -> io.SendIn:

@@ -200,10 +200,18 @@ async def test_a_buffered_response_is_checked_against_the_limit() -> None:
             await read_bounded(response, LIMIT)
 
 
-async def test_tiny_chunks_decode_the_same() -> None:
-    raw = gzip.compress(PNG)
-    body = Chunks(raw, size=1)
-    headers = {"Content-Encoding": "gzip"}
+@pytest.mark.parametrize(
+    ("raw", "encoding"),
+    [
+        (gzip.compress(PNG), "gzip"),
+        (zlib.compress(PNG), "deflate"),
+        (deflate_raw(PNG), "deflate"),  # a 1-byte first chunk once hid the raw form
+    ],
+)
+@pytest.mark.parametrize("size", [1, 2, 3])
+async def test_tiny_chunks_decode_the_same(raw: bytes, encoding: str, size: int) -> None:
+    body = Chunks(raw, size=size)
+    headers = {"Content-Encoding": encoding}
 
     def handle(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers=headers, stream=body)

@@ -1,4 +1,5 @@
-"""python -m devstack up [--detach] [--codec] | down [--wipe] | env | status
+"""python -m devstack up [--detach] [--codec] [--solana-profiles SPEC] | down [--wipe] | env
+| status
 
 Every command takes ``--state-dir`` (default ``.devstack``, or ``DEVSTACK_DIR``).
 """
@@ -11,8 +12,10 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
-from devstack.config import StackConfig
+from devstack.config import SOLANA_ENDPOINTS, StackConfig
+from devstack.profiles import PROFILES, ProfileError, parse_profile_spec
 from devstack.supervisor import StackError, Supervisor
 
 
@@ -20,11 +23,12 @@ def _config(args: argparse.Namespace) -> StackConfig:
     """The stack's config: the saved one while it runs, else the arguments over the saved one."""
     state_dir = StackConfig.create(args.state_dir).state_dir
     saved = StackConfig.load(state_dir) if (state_dir / "stack.json").exists() else None
-    given = {
+    given: dict[str, Any] = {
         "port_offset": getattr(args, "port_offset", None),
         "slot_ms": getattr(args, "slot_ms", None),
         "pinata_requests_per_minute": getattr(args, "pinata_rpm", None),
         "codec": getattr(args, "codec", None),
+        "solana_profiles": _profiles_arg(getattr(args, "solana_profiles", None)),
     }
     if saved is not None:
         running = Supervisor(saved, progress=lambda _: None).pid("emulators") is not None
@@ -37,11 +41,28 @@ def _config(args: argparse.Namespace) -> StackConfig:
                 )
             return saved
         given = {k: v if v is not None else getattr(saved, k) for k, v in given.items()}
-    return StackConfig.create(state_dir, **given)
+    try:
+        return StackConfig.create(state_dir, **given)
+    except ProfileError as exc:
+        raise StackError(f"DEVSTACK_SOLANA_PROFILES: {exc}") from exc
+
+
+def _profiles_arg(spec: str | None) -> dict[str, str] | None:
+    if spec is None:
+        return None
+    try:
+        return parse_profile_spec(spec, SOLANA_ENDPOINTS)
+    except ProfileError as exc:
+        raise StackError(f"--solana-profiles: {exc}") from exc
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     config = _config(args)
+    if config.funding_endpoint is None:
+        raise StackError(
+            f"--solana-profiles: {config.solana_profiles} leaves no endpoint that serves reads;"
+            " `up` funds the system wallet through one (default, rate-limited or no-history)"
+        )
     supervisor = Supervisor(config, progress=lambda line: print(f"  {line}", file=sys.stderr))
     print(f"devstack: starting in {config.state_dir}", file=sys.stderr)
     seconds = supervisor.up()
@@ -127,6 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         help="encrypt payloads (dev key) and run the codec server for the Temporal UI"
         " (also DEVSTACK_CODEC=1; kept by later `up`s until `--no-codec`)",
     )
+    up.add_argument(
+        "--solana-profiles",
+        default=None,
+        metavar="SPEC",
+        help="provider profile per Solana endpoint, e.g. solana-1=rate-limited,solana-2=no-history"
+        f" (profiles: {', '.join(PROFILES)}; also DEVSTACK_SOLANA_PROFILES; kept by later `up`s;"
+        " '' for all default)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = command("down", "stop every service, leaving no process behind")
@@ -141,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except StackError as exc:
         print(f"devstack: {exc}", file=sys.stderr)
+        return 2
+    except ProfileError as exc:  # DEVSTACK_SOLANA_PROFILES, read with every command
+        print(f"devstack: DEVSTACK_SOLANA_PROFILES: {exc}", file=sys.stderr)
         return 2
 
 

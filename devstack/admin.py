@@ -6,10 +6,16 @@ POST   /faults                     add one (see devstack.faults); answers {"id":
 DELETE /faults/{id}                remove one
 DELETE /faults                     remove all
 POST   /solana/warp {"slots": N}   advance the chain N slots now (ages blockhashes)
+GET    /solana/profiles            every Solana endpoint's provider profile and its counters
+GET    /solana/{name}/profile      one endpoint's profile and counters
+PUT    /solana/{name}/profile {"profile": P[, "requests_per_second": N, "send_per_second": M]}
+                                   switch an endpoint's provider profile (devstack.profiles);
+                                   its counters start again from zero
 POST   /pinata/limits {"requests_per_minute": N}   change Pinata's rate limit (0: none)
 POST   /postgres/reset-connections cut every open database connection once
 GET    /stats                      requests per service per minute, faults fired by kind,
-                                   requests Pinata's rate limit refused (429)
+                                   requests Pinata's rate limit refused (429), and each Solana
+                                   endpoint's profile counters (calls accepted / refused)
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from aiohttp import web
 from devstack.config import StackConfig
 from devstack.faults import FaultRegistry, FaultSpecError
 from devstack.ipfs.limits import PinataLimits
+from devstack.profiles import ProfileError, SolanaProfiles
 
 if TYPE_CHECKING:
     from devstack.pg_proxy import PostgresFaultProxy
@@ -53,8 +60,14 @@ def build_admin_app(
     ledger: SolanaLedger,
     pinata_limits: PinataLimits,
     pg_proxy: PostgresFaultProxy | None,
+    profiles: SolanaProfiles | None = None,
 ) -> web.Application:
     routes = web.RouteTableDef()
+    if profiles is None:
+        from devstack.config import SOLANA_ENDPOINTS
+
+        profiles = SolanaProfiles(SOLANA_ENDPOINTS)
+    solana = profiles
 
     @routes.get("/services")
     async def services(_: web.Request) -> web.Response:
@@ -89,6 +102,41 @@ def build_admin_app(
             return _bad_request("slots: must be a positive integer")
         return web.json_response(ledger.warp(slots))
 
+    @routes.get("/solana/profiles")
+    async def list_profiles(_: web.Request) -> web.Response:
+        return web.json_response(solana.describe())
+
+    @routes.get("/solana/{name}/profile")
+    async def get_profile(request: web.Request) -> web.Response:
+        try:
+            profile = solana.get(request.match_info["name"])
+        except ProfileError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        return web.json_response(profile.describe())
+
+    @routes.put("/solana/{name}/profile")
+    async def set_profile(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        unknown = sorted(set(body) - {"profile", "requests_per_second", "send_per_second"})
+        if unknown:
+            return _bad_request(f"unknown fields: {', '.join(unknown)}")
+        name = request.match_info["name"]
+        if name not in solana.endpoints:
+            return web.json_response(
+                {"error": f"{name!r}: unknown endpoint; known: {', '.join(solana.endpoints)}"},
+                status=404,
+            )
+        try:
+            profile = solana.set(
+                name,
+                body.get("profile"),  # type: ignore[arg-type]  # checked by set()
+                requests_per_second=body.get("requests_per_second"),
+                send_per_second=body.get("send_per_second"),
+            )
+        except ProfileError as exc:
+            return _bad_request(str(exc))
+        return web.json_response(profile.describe())
+
     @routes.post("/pinata/limits")
     async def set_pinata_limits(request: web.Request) -> web.Response:
         rpm = (await _json_body(request)).get("requests_per_minute")
@@ -116,6 +164,10 @@ def build_admin_app(
                 # Pinata's sliding minute now: its limit and the requests it holds.
                 "pinata_window": pinata_limits.describe(),
                 "postgres_open_connections": pg_proxy.open_connections if pg_proxy else None,
+                "solana_profiles": {
+                    name: {"profile": d["profile"], **d["counters"]}
+                    for name, d in solana.describe().items()
+                },
             }
         )
 

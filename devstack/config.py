@@ -48,6 +48,9 @@ class StackConfig:
     external_database_url: str | None = None
     ports: dict[str, int] = field(default_factory=dict)
     codec: bool = False  # payload encryption and the codec server (`up --codec`)
+    # endpoint -> provider profile at start (devstack.profiles; `up --solana-profiles`);
+    # endpoints not named run "default". The admin API changes them while the stack runs.
+    solana_profiles: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -58,8 +61,14 @@ class StackConfig:
         slot_ms: int | None = None,
         pinata_requests_per_minute: int | None = None,
         codec: bool | None = None,
+        solana_profiles: dict[str, str] | None = None,
     ) -> StackConfig:
-        """Build a config from arguments, falling back to DEVSTACK_* variables, then defaults."""
+        """Build a config from arguments, falling back to DEVSTACK_* variables, then defaults.
+
+        Raises ``ValueError`` (``devstack.profiles.ProfileError``) for an unknown endpoint or
+        profile in ``DEVSTACK_SOLANA_PROFILES``."""
+        from devstack.profiles import parse_profile_spec
+
         env = os.environ
         offset = (
             port_offset if port_offset is not None else int(env.get("DEVSTACK_PORT_OFFSET", "0"))
@@ -79,6 +88,11 @@ class StackConfig:
                 codec
                 if codec is not None
                 else env.get("DEVSTACK_CODEC", "").strip().lower() in ("1", "true", "yes")
+            ),
+            solana_profiles=(
+                dict(solana_profiles)
+                if solana_profiles is not None
+                else parse_profile_spec(env.get("DEVSTACK_SOLANA_PROFILES", ""), SOLANA_ENDPOINTS)
             ),
         )
 
@@ -155,6 +169,16 @@ class StackConfig:
         """The codec endpoint the Temporal UI is given: the token as the path prefix, since the
         UI cannot send a header of its own (codec/server.py)."""
         return f"{self.url('codec')}/{self.codec_env()['MINTSAGA_CODEC_TOKEN']}/"
+
+    @property
+    def funding_endpoint(self) -> str | None:
+        """The first Solana endpoint whose start profile serves reads and airdrops, if any."""
+        from devstack.profiles import READ_PROFILES
+
+        for name in SOLANA_ENDPOINTS:
+            if self.solana_profiles.get(name, "default") in READ_PROFILES:
+                return name
+        return None
 
     def worker_env(self) -> dict[str, str]:
         """Every setting the worker needs, as environment variables (dev key material made

@@ -19,6 +19,7 @@ from devstack.config import GATEWAYS, LOOPBACK, SOLANA_ENDPOINTS, StackConfig
 from devstack.faults import FaultRegistry
 from devstack.ipfs import IpfsStore, build_gateway_app, build_kubo_app, build_pinata_app
 from devstack.pg_proxy import PostgresFaultProxy
+from devstack.profiles import SolanaProfiles
 from devstack.solana import SolanaLedger, build_rpc_app
 
 log = logging.getLogger("devstack.emulators")
@@ -76,7 +77,8 @@ class EmulatorHost:
 
 async def serve(config: StackConfig) -> None:
     targets = {*SOLANA_ENDPOINTS, "pinata", "kubo", *GATEWAYS, "postgres"}
-    registry = FaultRegistry(targets)
+    registry = FaultRegistry(targets, json_rpc_targets=set(SOLANA_ENDPOINTS))
+    profiles = SolanaProfiles(SOLANA_ENDPOINTS, config.solana_profiles)
     host = EmulatorHost(config, registry)
 
     ledger = SolanaLedger(config.state_dir / "solana", slot_ms=config.slot_ms)
@@ -93,7 +95,7 @@ async def serve(config: StackConfig) -> None:
         await pg_proxy.start()
 
     for name in SOLANA_ENDPOINTS:
-        await host.add(name, build_rpc_app(ledger, registry, name))
+        await host.add(name, build_rpc_app(ledger, registry, name, profiles))
     await host.add(
         "pinata",
         build_pinata_app(
@@ -107,7 +109,8 @@ async def serve(config: StackConfig) -> None:
     for name in GATEWAYS:
         await host.add(name, build_gateway_app(store, registry, name))
     await host.add(
-        "admin", build_admin_app(config, registry, ledger, store.pinata_limits, pg_proxy)
+        "admin",
+        build_admin_app(config, registry, ledger, store.pinata_limits, pg_proxy, profiles),
     )
 
     stop = asyncio.Event()

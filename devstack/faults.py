@@ -9,12 +9,24 @@ A fault is ``{"target", "kind", "rate", "status", "delay_ms", "match"}``:
               ``hang``          accept the request and never answer (until ``delay_ms``, if set)
               ``drop_response`` do the work, then close the connection without answering
               ``down``          refuse connections: the port stops listening while the fault lives
+              JSON-RPC endpoints (the Solana ones) only:
+              ``rpc_error``     a JSON-RPC error body with HTTP 200: ``code``, ``message`` and
+                                optional ``data`` (every call of a batch gets it)
+              ``behind``        a node ``slots`` slots behind the cluster (Agave's answers):
+                                getHealth and a preflighted sendTransaction answer -32005
+                                "Node is behind by N slots" with data {"numSlotsBehind": N};
+                                getSlot, getBlockHeight and getEpochInfo read N slots back;
+                                ``GET /health`` answers "behind"
+              ``drop_transaction`` sendTransaction answers the signature (after the usual
+                                preflight) but the transaction is never executed: a node that
+                                accepts transactions and drops them
 - ``rate``    probability (0..1) that a matching request is hit; ``down`` ignores it
 - ``match``   optional JSON-RPC method (exact) or path prefix the fault is limited to; for
               ``postgres``, ``statement``: only chunks that run a statement (not a connection's
               startup), so ``rate`` is the share of queries hit
 - ``duration_ms`` optional lifetime: the fault removes itself after it (an outage that ends)
 - ``retry_after_s`` the ``Retry-After`` a 429 carries (default 1)
+- ``code``, ``message``, ``data`` the JSON-RPC error of ``rpc_error``; ``slots`` for ``behind``
 
 For the Postgres proxy (a TCP byte pipe) ``error`` resets connections, ``latency`` delays
 each chunk, ``hang`` stalls them, and ``down`` closes the port and every open connection.
@@ -32,8 +44,33 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-FaultKind = Literal["error", "status", "latency", "hang", "drop_response", "down"]
-FAULT_KINDS: tuple[str, ...] = ("error", "status", "latency", "hang", "drop_response", "down")
+FaultKind = Literal[
+    "error",
+    "status",
+    "latency",
+    "hang",
+    "drop_response",
+    "down",
+    "rpc_error",
+    "behind",
+    "drop_transaction",
+]
+FAULT_KINDS: tuple[str, ...] = (
+    "error",
+    "status",
+    "latency",
+    "hang",
+    "drop_response",
+    "down",
+    "rpc_error",
+    "behind",
+    "drop_transaction",
+)
+# Kinds only a JSON-RPC endpoint can answer.
+JSON_RPC_KINDS: tuple[str, ...] = ("rpc_error", "behind", "drop_transaction")
+# Kinds applied to each call of a request by the RPC methods themselves (a batch's calls one by
+# one), not to the HTTP request: the HTTP layer passes them by.
+CALL_KINDS: tuple[str, ...] = ("behind", "drop_transaction")
 HANG_FOREVER_S = 3600.0
 
 
@@ -53,6 +90,10 @@ class Fault:
     seed: int | None = None
     duration_ms: int | None = None
     retry_after_s: int = 1
+    code: int | None = None
+    message: str | None = None
+    data: Any = None
+    slots: int | None = None
     hits: int = 0
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -77,8 +118,18 @@ class Fault:
             "match": self.match,
             "duration_ms": self.duration_ms,
             "retry_after_s": self.retry_after_s,
+            **({"code": self.code, "message": self.message} if self.kind == "rpc_error" else {}),
+            **({"data": self.data} if self.kind == "rpc_error" and self.data is not None else {}),
+            **({"slots": self.slots} if self.kind == "behind" else {}),
             "hits": self.hits,
         }
+
+    def rpc_error(self) -> dict[str, Any]:
+        """The JSON-RPC ``error`` member of an ``rpc_error`` fault."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
 
 
 DownListener = Callable[[str, bool], Awaitable[None]]
@@ -87,8 +138,9 @@ DownListener = Callable[[str, bool], Awaitable[None]]
 class FaultRegistry:
     """The live set of faults, shared by every server in the emulator process."""
 
-    def __init__(self, targets: set[str]) -> None:
+    def __init__(self, targets: set[str], *, json_rpc_targets: set[str] | None = None) -> None:
         self._targets = targets
+        self._json_rpc_targets = json_rpc_targets or set()
         self._faults: dict[str, Fault] = {}
         self._ids = itertools.count(1)
         self._down_listeners: list[DownListener] = []
@@ -128,6 +180,7 @@ class FaultRegistry:
         retry_after_s = spec.get("retry_after_s", 1)
         if not isinstance(retry_after_s, int) or retry_after_s < 0:
             raise FaultSpecError(f"retry_after_s: {retry_after_s!r} is not a whole number >= 0")
+        extra = self._json_rpc_fields(target, kind, spec)
         fault = Fault(
             id=str(next(self._ids)),
             target=target,
@@ -139,9 +192,32 @@ class FaultRegistry:
             seed=seed,
             duration_ms=duration_ms,
             retry_after_s=retry_after_s,
+            **extra,
         )
         fault._rng = random.Random(seed)
         return fault
+
+    def _json_rpc_fields(self, target: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+        if kind not in JSON_RPC_KINDS:
+            return {}
+        if target not in self._json_rpc_targets:
+            raise FaultSpecError(
+                f"kind: {kind!r} is for JSON-RPC endpoints ({sorted(self._json_rpc_targets)}), "
+                f"not {target!r}"
+            )
+        if kind == "rpc_error":
+            code, message = spec.get("code"), spec.get("message")
+            if isinstance(code, bool) or not isinstance(code, int):
+                raise FaultSpecError(f"code: {code!r} is not an integer (a JSON-RPC error code)")
+            if not isinstance(message, str):
+                raise FaultSpecError(f"message: {message!r} is not a string")
+            return {"code": code, "message": message, "data": spec.get("data")}
+        if kind == "behind":
+            slots = spec.get("slots")
+            if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+                raise FaultSpecError(f"slots: {slots!r} is not a positive integer")
+            return {"slots": slots}
+        return {}
 
     async def add(self, spec: dict[str, Any]) -> Fault:
         fault = self.parse(spec)
@@ -188,11 +264,18 @@ class FaultRegistry:
         per_minute[minute] = per_minute.get(minute, 0) + 1
 
     def pick(
-        self, target: str, key: str | None = None, *, skip_kinds: tuple[str, ...] = ()
+        self,
+        target: str,
+        key: str | None = None,
+        *,
+        skip_kinds: tuple[str, ...] = (),
+        only_kinds: tuple[str, ...] | None = None,
     ) -> Fault | None:
         """The fault that hits this request, if any (first match in insertion order)."""
         for fault in self._faults.values():
             if fault.kind in skip_kinds:
+                continue
+            if only_kinds is not None and fault.kind not in only_kinds:
                 continue
             if fault.target == target and fault.matches(key) and fault.fires():
                 fault.hits += 1
@@ -214,6 +297,7 @@ def drop_connection(request: web.Request) -> web.StreamResponse:
 
 
 ErrorResponder = Callable[[], web.StreamResponse]
+RpcErrorResponder = Callable[[Fault], web.StreamResponse]
 
 
 def plain_error() -> web.StreamResponse:
@@ -228,10 +312,15 @@ async def serve_with_faults(
     produce: Callable[[], Awaitable[web.StreamResponse]],
     *,
     error_response: ErrorResponder = plain_error,
+    rpc_error_response: RpcErrorResponder | None = None,
+    record: bool = True,
 ) -> web.StreamResponse:
-    """Answer ``request`` through ``produce``, unless a fault for (target, key) fires."""
-    registry.record_request(target)
-    fault = registry.pick(target, key)
+    """Answer ``request`` through ``produce``, unless a fault for (target, key) fires.
+
+    Call-level kinds (``behind``, ``drop_transaction``) are left to ``produce``."""
+    if record:
+        registry.record_request(target)
+    fault = registry.pick(target, key, skip_kinds=CALL_KINDS)
     if fault is None:
         return await produce()
     if fault.kind == "latency":
@@ -250,6 +339,10 @@ async def serve_with_faults(
     if fault.kind == "drop_response":
         await produce()
         return drop_connection(request)
+    if fault.kind == "rpc_error":
+        if rpc_error_response is None:  # parse() allows it on JSON-RPC endpoints only
+            return error_response()
+        return rpc_error_response(fault)
     # "down": the listener is closed; a request already on a kept-alive connection is cut too.
     return drop_connection(request)
 

@@ -247,7 +247,14 @@ class Supervisor:
     async def _fund_system_wallet(self) -> None:
         """Top the dev system wallet up to FUNDED_LAMPORTS on the local chain."""
         wallet = str(system_wallet(self.config.state_dir).pubkey())
-        url = self.config.url(SOLANA_ENDPOINTS[0])
+        endpoint = self.config.funding_endpoint  # one whose profile serves reads and airdrops
+        if endpoint is None:
+            raise StackError(
+                f"solana: every endpoint starts with a profile that serves no reads "
+                f"({self.config.solana_profiles}); give at least one of "
+                f"{', '.join(SOLANA_ENDPOINTS)} default, rate-limited or no-history at `up`"
+            )
+        url = self.config.url(endpoint)
 
         async def rpc(client: httpx.AsyncClient, method: str, params: list[object]) -> Any:
             body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}

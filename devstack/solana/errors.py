@@ -24,6 +24,8 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 SEND_TRANSACTION_PREFLIGHT_FAILURE = -32002
 TRANSACTION_SIGNATURE_VERIFICATION_FAILURE = -32003
+NODE_UNHEALTHY = -32005
+TRANSACTION_HISTORY_NOT_AVAILABLE = -32011
 MIN_CONTEXT_SLOT_NOT_REACHED = -32016
 
 
@@ -52,6 +54,15 @@ def min_context_slot_not_reached(context_slot: int) -> RpcError:
         MIN_CONTEXT_SLOT_NOT_REACHED,
         "Minimum context slot has not been reached",
         {"contextSlot": context_slot},
+    )
+
+
+def node_behind(num_slots_behind: int) -> RpcError:
+    """Agave's NodeUnhealthy with a known lag (custom_error.rs: the message names the lag)."""
+    return RpcError(
+        NODE_UNHEALTHY,
+        f"Node is behind by {num_slots_behind} slots",
+        {"numSlotsBehind": num_slots_behind},
     )
 
 

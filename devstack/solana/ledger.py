@@ -351,8 +351,12 @@ class SolanaLedger:
         *,
         skip_preflight: bool = False,
         preflight_commitment: Commitment | None = None,
+        execute: bool = True,
     ) -> str:
-        """``sendTransaction``: the signature, or the preflight failure a node would report."""
+        """``sendTransaction``: the signature, or the preflight failure a node would report.
+
+        ``execute=False`` is a node that accepts the transaction and drops it: the same checks
+        and answer, and nothing lands."""
         tx = decode_transaction(raw)
         signature = str(tx.signatures[0])
         message = tx.message
@@ -371,11 +375,13 @@ class SolanaLedger:
             simulated = self.svm.simulate_transaction(tx)
             if isinstance(simulated, FailedTransactionMetadata):
                 raise self._preflight_failure(simulated.err(), simulated.meta())
-            self._execute(tx, raw)
+            if execute:
+                self._execute(tx, raw)
             return signature
         # skipPreflight: the leader does what it does; the client only learns the signature.
         if (
-            signatures_verify(tx)
+            execute
+            and signatures_verify(tx)
             and self.blockhash_valid(message.recent_blockhash, "processed")
             and not self._known(signature)
         ):

@@ -3,7 +3,9 @@
 Shapes follow the real node closely enough for solders' ``from_json`` (what solana-py's
 ``AsyncClient`` parses with): results with a context are ``{"context": {"slot",
 "apiVersion"}, "value"}``, errors carry the node's codes and messages. Every call first
-passes fault injection, keyed by the JSON-RPC method (a batch by its first method).
+passes the endpoint's provider profile (devstack.profiles: a provider's 401/403/429 before
+the node, then the node's own refusals per call), then fault injection, keyed by the JSON-RPC
+method (a batch by its first method; ``behind`` and ``drop_transaction`` per call).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from devstack.faults import FaultRegistry, serve_with_faults
+from devstack.faults import Fault, FaultRegistry, serve_with_faults
+from devstack.profiles import SolanaProfiles
 from devstack.solana.codec import b58decode, b58encode
 from devstack.solana.errors import (
     INTERNAL_ERROR,
@@ -31,6 +34,7 @@ from devstack.solana.errors import (
     RpcError,
     invalid_params,
     min_context_slot_not_reached,
+    node_behind,
 )
 from devstack.solana.ledger import SolanaLedger, epoch_of
 from devstack.solana.parsed import NotParsable, parse_account, ui_token_amount
@@ -57,6 +61,10 @@ _COMMITMENTS = {
 }
 
 Params = list[Any]
+
+# The calls a node that is behind answers differently (Agave: getHealth and the preflight
+# health check of sendTransaction refuse; reads of the tip see its stale bank).
+_BEHIND_METHODS = ("getHealth", "sendTransaction", "getSlot", "getBlockHeight", "getEpochInfo")
 
 
 def _param(params: Params, index: int, name: str) -> Any:
@@ -124,8 +132,18 @@ def _decode_wire(data: Any, encoding: str) -> bytes:
 class RpcMethods:
     """The methods, each taking the JSON ``params`` array and returning the JSON result."""
 
-    def __init__(self, ledger: SolanaLedger) -> None:
+    def __init__(
+        self,
+        ledger: SolanaLedger,
+        *,
+        target: str | None = None,
+        registry: FaultRegistry | None = None,
+        profiles: SolanaProfiles | None = None,
+    ) -> None:
         self.ledger = ledger
+        self.target = target
+        self.registry = registry
+        self.profiles = profiles
         self.table: dict[str, Callable[[Params], Any]] = {
             "getHealth": self.get_health,
             "getVersion": self.get_version,
@@ -170,7 +188,7 @@ class RpcMethods:
         if not isinstance(params, list):
             return _error_body(request_id, invalid_params("params must be an array"))
         try:
-            result = handler(params)
+            result = self._answer(request["method"], params, handler)
         except RpcError as exc:
             return _error_body(request_id, exc)
         except (ValueError, TypeError, KeyError, IndexError) as exc:
@@ -179,6 +197,50 @@ class RpcMethods:
             log.exception("%s failed", request["method"])
             return _error_body(request_id, RpcError(INTERNAL_ERROR, "Internal error"))
         return {"jsonrpc": "2.0", "result": result, "id": request_id}
+
+    def _answer(self, method: str, params: Params, handler: Callable[[Params], Any]) -> Any:
+        """One call through the endpoint's profile and its call-level faults."""
+        if self.target is None:
+            return handler(params)
+        if self.profiles is not None:
+            refused = self.profiles.refusal(self.target, method, params)
+            if refused is not None:
+                raise RpcError(*refused)
+        fault = self._call_fault(method, params)
+        if fault is None:
+            return handler(params)
+        if fault.kind == "drop_transaction":
+            return self.send_transaction(params, execute=False)
+        # "behind"
+        lag = fault.slots or 0
+        if method in ("getHealth", "sendTransaction"):
+            raise node_behind(lag)
+        result = handler(params)
+        if method in ("getSlot", "getBlockHeight"):
+            return max(0, int(result) - lag)
+        if method == "getEpochInfo":
+            return {
+                **result,
+                "absoluteSlot": max(0, result["absoluteSlot"] - lag),
+                "blockHeight": max(0, result["blockHeight"] - lag),
+                "slotIndex": max(0, result["slotIndex"] - lag),
+            }
+        return result
+
+    def _call_fault(self, method: str, params: Params) -> Fault | None:
+        if self.registry is None or self.target is None:
+            return None
+        kinds: tuple[str, ...] = ()
+        if method == "sendTransaction":
+            config = params[1] if len(params) > 1 else None
+            preflight = not (isinstance(config, dict) and config.get("skipPreflight"))
+            # A node skips its health check with the preflight (Agave transaction_preflight).
+            kinds = ("behind", "drop_transaction") if preflight else ("drop_transaction",)
+        elif method in _BEHIND_METHODS:
+            kinds = ("behind",)
+        if not kinds:
+            return None
+        return self.registry.pick(self.target, method, only_kinds=kinds)
 
     def answer(self, body: Any) -> Any:
         if isinstance(body, list):
@@ -368,7 +430,7 @@ class RpcMethods:
         _config(params, 2)
         return self.ledger.airdrop(pubkey, lamports)
 
-    def send_transaction(self, params: Params) -> str:
+    def send_transaction(self, params: Params, *, execute: bool = True) -> str:
         config = _config(params, 1)
         raw = _decode_wire(_param(params, 0, "transaction"), config.get("encoding") or "base58")
         skip_preflight = bool(config.get("skipPreflight", False))
@@ -378,7 +440,9 @@ class RpcMethods:
         commitment = _commitment({"commitment": preflight})
         if not skip_preflight:
             self._bank({"commitment": preflight, "minContextSlot": config.get("minContextSlot")})
-        return self.ledger.send(raw, skip_preflight=skip_preflight, preflight_commitment=commitment)
+        return self.ledger.send(
+            raw, skip_preflight=skip_preflight, preflight_commitment=commitment, execute=execute
+        )
 
     def simulate_transaction(self, params: Params) -> dict[str, Any]:
         config = _config(params, 1)
@@ -478,9 +542,23 @@ def _first_id(body: Any) -> Any:
     return first.get("id") if isinstance(first, dict) else None
 
 
-def build_rpc_app(ledger: SolanaLedger, registry: FaultRegistry, target: str) -> web.Application:
-    """One RPC endpoint (``target``) over the shared ledger, with its faults applied."""
-    methods = RpcMethods(ledger)
+def _methods_of(body: Any) -> list[str]:
+    items = body if isinstance(body, list) else [body]
+    out = []
+    for item in items:
+        method = item.get("method") if isinstance(item, dict) else None
+        out.append(method if isinstance(method, str) else "")
+    return out
+
+
+def build_rpc_app(
+    ledger: SolanaLedger,
+    registry: FaultRegistry,
+    target: str,
+    profiles: SolanaProfiles | None = None,
+) -> web.Application:
+    """One RPC endpoint (``target``) over the shared ledger, with its profile and faults."""
+    methods = RpcMethods(ledger, target=target, registry=registry, profiles=profiles)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         text = await request.text()
@@ -492,9 +570,30 @@ def build_rpc_app(ledger: SolanaLedger, registry: FaultRegistry, target: str) ->
         else:
             parse_failed = False
 
+        if profiles is not None:
+            refused = profiles.gate(target, _methods_of(body), _first_id(body))
+            if refused is not None:
+                registry.record_request(target)
+                return refused
+
         def injected_error() -> web.StreamResponse:
             error = RpcError(INTERNAL_ERROR, "Internal error")
             return web.json_response(_error_body(_first_id(body), error), status=500)
+
+        def injected_rpc_error(fault: Fault) -> web.StreamResponse:
+            error = fault.rpc_error()
+            if isinstance(body, list) and body:
+                return web.json_response(
+                    [
+                        {
+                            "jsonrpc": "2.0",
+                            "error": error,
+                            "id": item.get("id") if isinstance(item, dict) else None,
+                        }
+                        for item in body
+                    ]
+                )
+            return web.json_response({"jsonrpc": "2.0", "error": error, "id": _first_id(body)})
 
         async def produce() -> web.StreamResponse:
             if parse_failed:
@@ -508,13 +607,27 @@ def build_rpc_app(ledger: SolanaLedger, registry: FaultRegistry, target: str) ->
             request,
             produce,
             error_response=injected_error,
+            rpc_error_response=injected_rpc_error,
         )
 
     async def health(request: web.Request) -> web.StreamResponse:
-        async def produce() -> web.StreamResponse:
-            return web.Response(text="ok")
+        """Agave's ``GET /health``: "ok", or "behind" (rpc_service.rs health_check), HTTP 200."""
+        if profiles is not None:
+            refused = profiles.gate(target, [], None)
+            if refused is not None:
+                registry.record_request(target)
+                return refused
 
-        return await serve_with_faults(registry, target, "/health", request, produce)
+        async def produce() -> web.StreamResponse:
+            behind = registry.pick(target, "/health", only_kinds=("behind",))
+            return web.Response(text="behind" if behind is not None else "ok")
+
+        def injected_rpc_error(fault: Fault) -> web.StreamResponse:
+            return web.json_response({"jsonrpc": "2.0", "error": fault.rpc_error(), "id": None})
+
+        return await serve_with_faults(
+            registry, target, "/health", request, produce, rpc_error_response=injected_rpc_error
+        )
 
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app.router.add_post("/", handle)

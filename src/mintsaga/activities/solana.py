@@ -2,9 +2,11 @@
 
 `prepare_transaction` first asks the chain whether the mint already exists (a derived mint
 address can hold one NFT only), and records the signature and `lastValidBlockHeight` in the
-database before the transaction can be sent. `await_confirmation` polls the signature and
-rebroadcasts the same signed bytes until the transaction confirms or its blockhash expires
-unseen; only then may the workflow sign again.
+database before the transaction can be sent. `send_transaction` sends the bytes to every
+endpoint at once; a send no endpoint answered is indeterminate, not failed (the node may have
+taken it), and goes on like a sent one. `await_confirmation` polls the signature and
+rebroadcasts the same signed bytes, to every endpoint, until the transaction confirms or its
+blockhash expires unseen; only then may the workflow sign again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from temporalio import activity
 
 from mintsaga.activities.failures import classified
+from mintsaga.activities.heartbeat import attempt_time_left
 from mintsaga.db.mint_store import MintStore
 from mintsaga.db.wallet_spend import spend_breaker_open
 from mintsaga.errors import ErrorKind, ServiceError
@@ -32,6 +35,10 @@ from mintsaga.workflows.policies import (
 
 POLL_S = 1.0
 REBROADCAST_S = 2.0
+# A rebroadcast waits at most this long for the endpoints' answers (its requests are out).
+REBROADCAST_WITHIN_S = 2.0
+# What a send attempt keeps of its time to record the outcome after the broadcast.
+SEND_RECORD_MARGIN_S = 5.0
 
 
 class SolanaActivities:
@@ -132,12 +139,40 @@ class SolanaActivities:
 
     @activity.defn(name=SEND_TRANSACTION.name)
     async def send_transaction(self, arg: io.SendIn) -> io.StepOut:
+        """The signed bytes to every endpoint at once (``SolanaMinter.broadcast``).
+
+        Sent (some endpoint took them) or indeterminate (some never answered, so it may have
+        them) both return: the workflow goes on to the confirmation wait, which polls and
+        rebroadcasts the same bytes, and re-signs only once their blockhash expired unseen.
+        A lost answer does not spend this step's attempts or wait for an operator. Only a
+        send every endpoint answered without taking the bytes fails the attempt.
+        """
         with classified():
-            await self._minter.send(arg.tx_base64, prefer=arg.preferred_endpoint)
+            left = attempt_time_left()
+            sent = await self._minter.broadcast(
+                arg.tx_base64,
+                prefer=arg.preferred_endpoint,
+                # Room left in the attempt to record the outcome (0: no attempt deadline).
+                within_s=max(1.0, left - SEND_RECORD_MARGIN_S) if left > 0 else None,
+            )
+            if sent.outcome == "failed":
+                raise sent.failure()
+            detail = sent.detail()
+            if sent.outcome == "indeterminate":
+                activity.logger.warning(
+                    "send of %s indeterminate: no answer from %s (%s); "
+                    "the confirmation wait decides",
+                    arg.signature,
+                    ", ".join(sent.unanswered),
+                    detail,
+                )
+            else:
+                activity.logger.info("sent %s: %s", arg.signature, detail)
             await self._store.set_stage(
                 arg.mint_id,
                 MintStage.BLOCKCHAIN_SUBMITTED,
                 event_key=f"submitted:{arg.signature}",
+                detail=detail,
                 signature=arg.signature,
             )
         return io.StepOut(attempt=activity.info().attempt)
@@ -172,11 +207,17 @@ class SolanaActivities:
                 await asyncio.sleep(POLL_S)
 
     async def _rebroadcast(self, tx_base64: str) -> None:
-        """The same signed bytes again; a failure here only means we poll on."""
+        """The same signed bytes again, to every endpoint; anything but "sent" only means we
+        poll on (bounded, so a hung endpoint does not hold up the polling)."""
         try:
-            await self._minter.send(tx_base64)
+            sent = await self._minter.broadcast(
+                tx_base64, within_s=REBROADCAST_WITHIN_S, queue=False
+            )
         except ServiceError as exc:
-            activity.logger.info("rebroadcast not accepted: %s", exc.code)
+            activity.logger.info("rebroadcast not sent: %s", exc.code)
+            return
+        if sent.outcome != "sent":
+            activity.logger.info("rebroadcast %s: %s", sent.outcome, sent.detail())
 
 
 def _outcome(status: SigStatus, attempt: int) -> io.ConfirmOut | None:

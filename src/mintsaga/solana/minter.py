@@ -13,10 +13,12 @@ exception, a repr or a log line.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
@@ -27,7 +29,15 @@ from mintsaga.solana.nft_state import NftState, nft_state_from_accounts
 from mintsaga.solana.prepare import COMMITMENT, MintPreparer
 from mintsaga.solana.rpc import SERVICE
 
-__all__ = ["SigStatus", "SolanaMinter"]
+__all__ = ["Broadcast", "SigStatus", "SolanaMinter"]
+
+ALREADY_PROCESSED = "AlreadyProcessed"
+# A send with no answer at all: the connection was cut after the request went out, or nothing
+# came back in time. The node may have taken (and forwarded) the transaction.
+NO_ANSWER_CODES = frozenset({"SolanaTimeout", "SolanaConnectionLost"})
+# Once a broadcast's outcome leads to the confirmation wait (one endpoint took the bytes, or one
+# never answered), the endpoints still sending get this long to finish.
+SEND_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,152 @@ class SigStatus:
     slot: int | None = None
     err: Any = None  # the transaction error as JSON, None when it succeeded
     confirmation_status: str | None = None  # "processed" | "confirmed" | "finalized"
+
+
+SendOutcome = Literal["sent", "indeterminate", "failed"]
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """What the endpoints made of one signed transaction sent to all of them at once.
+
+    When they disagree, the first of these wins:
+
+    1. ``sent``: some endpoint took the bytes (answered the signature, or "already processed":
+       an earlier send landed). A rejection elsewhere (a node behind or ahead simulating on
+       another bank) cannot undo a transaction that can land only once; the confirmation wait
+       reads what the chain made of it, a landed failure included.
+    2. ``indeterminate``: some endpoint never answered (connection cut after the request, or no
+       answer in time), so it may have the transaction; the saga goes on to the confirmation
+       wait, which polls and rebroadcasts these bytes until they confirm or their blockhash
+       expires unseen. A lost answer outranks another node's rejection: one node's preflight
+       can be wrong (a node behind sees no funds, or no blockhash), and the chain decides; a
+       transaction that really is bad expires unseen and its re-sign fails in simulation.
+    3. ``failed``: every endpoint answered without taking it. ``failure()`` is the first
+       answer about the transaction that no retry can change (a rejected transaction, an
+       underfunded system wallet), in priority order; else the last retryable one (a later
+       attempt may find an endpoint back: the sequential pool's rule, an open circuit last);
+       else an endpoint's own "cannot serve sends" (a refused key: an operator must act).
+    """
+
+    signature: str
+    accepted: tuple[str, ...] = ()  # endpoints that took the bytes
+    unanswered: tuple[str, ...] = ()  # endpoints that never answered: they may have them
+    refused: tuple[ServiceError, ...] = ()  # the others' answers, in priority order
+
+    @classmethod
+    def of(cls, signature: str, answers: Sequence[tuple[str, ServiceError | None]]) -> Broadcast:
+        """From each endpoint's answer, in priority order: None when it took the bytes."""
+        return cls(
+            signature=signature,
+            accepted=tuple(name for name, error in answers if error is None),
+            unanswered=tuple(
+                name
+                for name, error in answers
+                if error is not None and error.code in NO_ANSWER_CODES
+            ),
+            refused=tuple(
+                error
+                for _, error in answers
+                if error is not None and error.code not in NO_ANSWER_CODES
+            ),
+        )
+
+    @property
+    def outcome(self) -> SendOutcome:
+        if self.accepted:
+            return "sent"
+        if self.unanswered:
+            return "indeterminate"
+        return "failed"
+
+    @property
+    def all_circuits_open(self) -> bool:
+        """Every endpoint was skipped by its open breaker (none was asked)."""
+        return bool(self.refused) and all(e.code.endswith("CircuitOpen") for e in self.refused)
+
+    def failure(self) -> ServiceError:
+        """The error to raise for a broadcast that did not go out (``outcome`` != "sent")."""
+        if self.outcome == "sent":
+            raise ValueError(f"{self.signature} was sent: there is no failure")
+        if self.outcome == "indeterminate":
+            return ServiceError(
+                f"sendTransaction {self.signature}: no answer from "
+                f"{', '.join(self.unanswered)}; it may have been taken (the confirmation wait "
+                "decides)",
+                service=SERVICE,
+                kind=ErrorKind.TRANSIENT,
+                code="SendIndeterminate",
+            )
+        refused = self.refused
+        about_tx = [e for e in refused if not e.retryable and not _endpoints_own(e)]
+        if about_tx:
+            return about_tx[0]
+        retryable = [e for e in refused if e.retryable]
+        asked = [e for e in retryable if not e.code.endswith("CircuitOpen")]
+        return (asked or retryable or list(refused))[-1]
+
+    def detail(self) -> dict[str, Any]:
+        """For the mint's event and log line: who took it, who never answered, who refused."""
+        return {
+            "send": self.outcome,
+            "accepted_by": list(self.accepted),
+            "unanswered": list(self.unanswered),
+            "refused": {e.endpoint or "?": e.code for e in self.refused},
+        }
+
+
+def _endpoints_own(error: ServiceError) -> bool:
+    """A failure of the endpoint, not of the transaction: it cannot serve sends at all (a
+    refused key, a read-only node; ``ServiceError.unusable``)."""
+    return getattr(error, "unusable", None) is not None
+
+
+def _silent(endpoint: str) -> ServiceError:
+    """An endpoint still sending when the broadcast stopped waiting: a read timeout."""
+    return ServiceError(
+        "sendTransaction: no answer within the broadcast's time",
+        service=SERVICE,
+        kind=ErrorKind.TRANSIENT,
+        code="SolanaTimeout",
+        endpoint=endpoint,
+    )
+
+
+async def _gather_answers(
+    sends: Mapping[int, Awaitable[ServiceError | None]], within_s: float | None
+) -> dict[int, ServiceError | None]:
+    """Run the sends together; each finished one's answer by its key.
+
+    Stops waiting ``within_s`` after the start, or ``SEND_GRACE_S`` after the first answer
+    that sends the saga on to the confirmation wait (taken, or no answer); the sends still
+    running then are cancelled (their requests are out) and left out of the answers.
+    """
+    loop = asyncio.get_running_loop()
+    tasks = {asyncio.ensure_future(send): key for key, send in sends.items()}
+    deadline = None if within_s is None else loop.time() + max(0.0, within_s)
+    decided_at: float | None = None
+    answers: dict[int, ServiceError | None] = {}
+    pending = set(tasks)
+    try:
+        while pending:
+            limits = [t for t in (deadline, decided_at) if t is not None]
+            timeout = None if not limits else max(0.0, min(limits) - loop.time())
+            done, pending = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+            for task in done:
+                answer = answers[tasks[task]] = task.result()
+                if decided_at is None and (answer is None or answer.code in NO_ANSWER_CODES):
+                    decided_at = loop.time() + SEND_GRACE_S
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    return answers
 
 
 class SolanaMinter(MintPreparer):
@@ -155,10 +311,36 @@ class SolanaMinter(MintPreparer):
     # -- sending ---------------------------------------------------------------------------------
 
     async def send(self, tx_base64: str, *, prefer: str | None = None) -> str:
-        """Send the signed bytes (preflight at confirmed, no node retries); return the signature.
+        """Send the signed bytes to every endpoint at once (``broadcast``); return the signature
+        once one took them. Raises what the endpoints answered when none did, or a transient
+        ``SendIndeterminate`` when some never answered (the transaction may be on its way)."""
+        sent = await self.broadcast(tx_base64, prefer=prefer)
+        if sent.outcome == "sent":
+            return sent.signature
+        raise sent.failure()
 
-        The same bytes go to each endpoint in the pool's order until one takes them. An
-        "already processed" answer means an earlier send landed: it counts as sent.
+    async def broadcast(
+        self,
+        tx_base64: str,
+        *,
+        prefer: str | None = None,
+        within_s: float | None = None,
+        queue: bool = True,
+    ) -> Broadcast:
+        """Send the signed bytes (preflight at confirmed, no node retries) to every endpoint in
+        parallel and say what each made of them (see ``Broadcast`` for who wins when they
+        disagree).
+
+        The same bytes everywhere: one signature, one derived mint address, so however many
+        nodes take them the NFT is minted at most once. Endpoints whose breaker is open are
+        skipped (they answer ``SolanaCircuitOpen`` at once); ``prefer`` (an operator's
+        ``retry --endpoint``) is asked first and always. Once one endpoint took the bytes, or
+        one never answered (the saga goes on to the confirmation wait either way), the others
+        get ``SEND_GRACE_S`` more; ``within_s`` bounds the whole broadcast, and an endpoint
+        still silent then counts as unanswered (a read timeout: it may have the transaction).
+        ``queue``: when every circuit is open, send through the pool once, which waits for
+        the first to be probed if the activity attempt has the time (off for rebroadcasts,
+        which must not hold up the confirmation wait's polling).
         """
         try:
             tx = VersionedTransaction.from_bytes(base64.b64decode(tx_base64, validate=True))
@@ -166,33 +348,59 @@ class SolanaMinter(MintPreparer):
             raise ValueError("tx_base64 is not a base64 signed transaction") from exc
         signature = str(tx.signatures[0])
         fee_payer = str(tx.message.account_keys[0])
+        names = self.rpc.endpoints
+        order = self._preferred_first(prefer) or list(range(len(names)))
+        params = [
+            tx_base64,
+            {
+                "encoding": "base64",
+                "skipPreflight": False,
+                "preflightCommitment": COMMITMENT,
+                "maxRetries": 0,
+            },
+        ]
 
         def parse(result: Any) -> str:
             if result != signature:
                 raise ValueError(f"sendTransaction answered another signature: {result!r}")
             return signature
 
+        async def send_to(index: int) -> ServiceError | None:
+            """None when the endpoint took the bytes, else what it answered."""
+            try:
+                await self.rpc.call(
+                    "sendTransaction", params, parse=parse, fee_payer=fee_payer, only=[index]
+                )
+            except ServiceError as exc:
+                return None if exc.code == ALREADY_PROCESSED else exc
+            return None
+
+        answers = await _gather_answers({i: send_to(i) for i in order}, within_s)
+        sent = Broadcast.of(
+            signature,
+            [(names[i], answers[i] if i in answers else _silent(names[i])) for i in order],
+        )
+        if queue and sent.outcome == "failed" and sent.all_circuits_open:
+            # No endpoint may be called now: the pool's own call queues for a half-open one.
+            return await self._send_queued(signature, params, parse, fee_payer, order)
+        return sent
+
+    async def _send_queued(
+        self,
+        signature: str,
+        params: list[Any],
+        parse: Callable[[Any], str],
+        fee_payer: str,
+        order: list[int],
+    ) -> Broadcast:
         try:
-            sent: str = await self.rpc.call(
-                "sendTransaction",
-                [
-                    tx_base64,
-                    {
-                        "encoding": "base64",
-                        "skipPreflight": False,
-                        "preflightCommitment": COMMITMENT,
-                        "maxRetries": 0,
-                    },
-                ],
-                parse=parse,
-                fee_payer=fee_payer,
-                only=self._preferred_first(prefer),
+            index, _ = await self.rpc.call_answered(
+                "sendTransaction", params, parse=parse, fee_payer=fee_payer, only=order
             )
         except ServiceError as exc:
-            if exc.code == "AlreadyProcessed":
-                return signature
-            raise
-        return sent
+            answer: ServiceError | None = None if exc.code == ALREADY_PROCESSED else exc
+            return Broadcast.of(signature, [(exc.endpoint or "the pool", answer)])
+        return Broadcast.of(signature, [(self.rpc.endpoints[index], None)])
 
     def _preferred_first(self, prefer: str | None) -> list[int] | None:
         """The pool's order with the endpoint an operator named (as configured or as shown,

@@ -5,11 +5,12 @@ The same behaviour over real HTTP, on the test stack, is in test_solana_profiles
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
-from devstack.__main__ import main
+from devstack.__main__ import _config, main
 from devstack.config import SOLANA_ENDPOINTS, StackConfig
 from devstack.faults import FaultRegistry, FaultSpecError
 from devstack.profiles import (
@@ -64,6 +65,17 @@ def test_the_environment_sets_profiles_and_a_bad_one_is_refused(
     monkeypatch.setenv("DEVSTACK_SOLANA_PROFILES", "solana-1=nope")
     assert main(["--state-dir", str(tmp_path), "env"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_up_saves_the_profiles_given_and_later_ups_keep_them(tmp_path: Path) -> None:
+    def args(**given: object) -> argparse.Namespace:
+        return argparse.Namespace(command="up", state_dir=tmp_path, **given)
+
+    config = _config(args(solana_profiles="solana-1=rate-limited,solana-3=send-only"))
+    assert config.solana_profiles == {"solana-1": "rate-limited", "solana-3": "send-only"}
+    config.save()  # what `up` leaves in stack.json (the stack is not running)
+    assert _config(args()).solana_profiles == config.solana_profiles
+    assert _config(args(solana_profiles="")).solana_profiles == {}
 
 
 def test_up_refuses_profiles_that_leave_no_endpoint_to_read_from(

@@ -50,6 +50,13 @@ class ServiceError(Exception):
         endpoint_healthy: the endpoint answered as a healthy one does, about the request (an
             expired blockhash, a rejected transaction, an underfunded wallet): not the
             endpoint's fault, so its circuit breaker counts a success.
+        unusable: this endpoint cannot serve this call, whatever the request (a short reason:
+            "unauthorized", "no_history", ...): a pool moves on to its next endpoint although
+            the kind (NEEDS_OPERATOR, for when no endpoint can serve it) is not retryable.
+        whole_endpoint: with ``unusable``, the endpoint serves no call at all (a bad key, a
+            wrong URL), so its circuit breaker counts a failure; otherwise only this kind of
+            call is refused (a send-only node, a node without history) and the breaker is
+            left alone, since the endpoint serves the others.
     """
 
     def __init__(
@@ -63,6 +70,8 @@ class ServiceError(Exception):
         retry_after: float | None = None,
         connected: bool = False,
         endpoint_healthy: bool = False,
+        unusable: str | None = None,
+        whole_endpoint: bool = False,
     ) -> None:
         # A message may quote a remote answer: no NUL, so it can be stored anywhere.
         message = without_nul(message)
@@ -77,10 +86,18 @@ class ServiceError(Exception):
         self.retry_after = retry_after
         self.connected = connected
         self.endpoint_healthy = endpoint_healthy
+        self.unusable = unusable
+        self.whole_endpoint = whole_endpoint and unusable is not None
 
     @property
     def retryable(self) -> bool:
         return self.kind.retryable
+
+    @property
+    def endpoint_fault(self) -> bool:
+        """Whether the failure counts against the endpoint's circuit breaker: a retryable one,
+        or an endpoint that serves nothing (``whole_endpoint``)."""
+        return self.retryable or self.whole_endpoint
 
     def __str__(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""

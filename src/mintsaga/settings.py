@@ -578,7 +578,9 @@ class Settings(BaseModel):
             solana_rpc_endpoints=_named_urls(
                 env, "SOLANA_RPC_ENDPOINTS", "the Solana RPC endpoints, primary first"
             ),
-            solana_timeout_s=_int(env, "SOLANA_TIMEOUT_MS", 30_000, minimum=100) / 1000,
+            # The longest wait for one endpoint's answer (solana/rpc.py: inside an activity the
+            # attempt's time left, shared among the endpoints still to ask, may be shorter).
+            solana_timeout_s=_int(env, "SOLANA_TIMEOUT_MS", 5_000, minimum=100) / 1000,
             solana_priority_fee_cap=priority_fee_cap_from_env(env),
             solana_operator_priority_fee_cap=operator_fee_cap_from_env(env),
             solana_priority_fee_percentile=_int(

@@ -1,5 +1,9 @@
 """The health probes the `HealthCheck` workflow runs: one activity per check.
 
+A target only a person can make usable again (a refused key, a wrong URL, an RPC endpoint that
+cannot serve a call the mints make: no transaction history, a send-only node) fails with a
+detail that starts `NEEDS OPERATOR:`.
+
 Each activity returns rows `(check, target, ok, latency_s, detail)` and sets this worker's gauges
 (`mintsaga_health_up`, `mintsaga_health_latency_seconds`, `mintsaga_rpc_slot_lag`). A failing
 dependency is a row with `ok=False`, never a failed activity.
@@ -32,7 +36,7 @@ from temporalio import activity
 
 from mintsaga.db.errors import endpoint_and_secrets
 from mintsaga.db.mint_store import MintStore
-from mintsaga.errors import ServiceError, redact_url
+from mintsaga.errors import ErrorKind, ServiceError, redact_url
 from mintsaga.ipfs.cid import DEFAULT_CID_VERSION, compute_cid
 from mintsaga.ipfs.gateways import GatewayReader
 from mintsaga.ipfs.kubo import KuboClient
@@ -59,6 +63,12 @@ STALE_AFTER_S = 150.0  # 2.5 schedule intervals
 # ~60 s of slots, about a blockhash's lifetime).
 MAX_SLOT_LAG = 150
 PROBE_BYTES_MAX = 4096
+# How a row says that only a person can make the target usable again (a refused key, a wrong URL,
+# an endpoint that cannot serve a call the mints make).
+NEEDS_OPERATOR = "NEEDS OPERATOR:"
+# A signature no transaction has (64 zero bytes): asking for its status with history search is
+# the cheapest call that finds a node without transaction history (-32011, solana/rpc.py).
+PROBE_SIGNATURE = "1" * 64
 UPLOAD_TARGET = "ipfs"  # Pinata, or Kubo when Pinata is unavailable: the uploader decides
 
 Key = tuple[str, ...]
@@ -100,7 +110,10 @@ def forget(check: str, target: str) -> None:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ServiceError):
-        return f"{exc.code} ({exc.kind}): {exc.message}"[:300]
+        text = f"{exc.code} ({exc.kind}): {exc.message}"
+        if exc.kind is ErrorKind.NEEDS_OPERATOR:
+            text = f"{NEEDS_OPERATOR} {text}"
+        return text[:300]
     if isinstance(exc, TimeoutError):
         return f"no answer within {PROBE_TIMEOUT_S:.0f} s"
     return f"{type(exc).__name__}: {exc}"[:300]
@@ -169,27 +182,43 @@ class HealthActivities:
 
     @activity.defn(name=HEALTH_SOLANA.name)
     async def health_solana(self) -> ProbeOut:
-        """`getHealth` and the confirmed slot of every endpoint; lag = highest slot - its slot."""
+        """`getHealth` and the confirmed slot of every endpoint (lag = highest slot - its slot),
+        and whether it serves `getSignatureStatuses` with history search (its status; a node
+        without history fails, `NEEDS OPERATOR`, although its slot is reported)."""
         urls = list(dict.fromkeys(self._solana_urls()))
         names = [redact_url(url) for url in urls]
         async with SolanaRpc(urls, timeout=self._solana_timeout_s, guarded=False) as rpc:
 
-            async def one(index: int) -> tuple[int | None, BaseException | None, float]:
-                async def call() -> int:
+            async def one(
+                index: int,
+            ) -> tuple[tuple[int, str | None] | None, BaseException | None, float]:
+                async def call() -> tuple[int, str | None]:
                     health = await rpc.call("getHealth", only=[index])
                     if health != "ok":
                         raise ValueError(f"getHealth answered {str(health)[:50]!r}")
                     confirmed = [{"commitment": "confirmed"}]
-                    return int(await rpc.call("getSlot", confirmed, only=[index]))
+                    slot = int(await rpc.call("getSlot", confirmed, only=[index]))
+                    # The history search the expiry decision and the already-minted check make.
+                    try:
+                        await rpc.call(
+                            "getSignatureStatuses",
+                            [[PROBE_SIGNATURE], {"searchTransactionHistory": True}],
+                            only=[index],
+                        )
+                    except ServiceError as exc:
+                        if exc.unusable is None:
+                            raise
+                        return slot, _describe(exc)
+                    return slot, None
 
                 return await _timed(call)
 
             answers = await asyncio.gather(*(one(index) for index in range(len(urls))))
-        slots = [slot for slot, _, _ in answers if slot is not None]
+        slots = [answer[0] for answer, _, _ in answers if answer is not None]
         highest = max(slots, default=None)
         rows = []
-        for name, (slot, error, latency) in zip(names, answers, strict=True):
-            if slot is None or highest is None:
+        for name, (answer, error, latency) in zip(names, answers, strict=True):
+            if answer is None or highest is None:
                 detail = _describe(error) if error else "no answer"
                 rows.append(
                     HealthRow(
@@ -198,15 +227,22 @@ class HealthActivities:
                 )
                 _forget("slot_lag", RPC_SLOT_LAG, (name,))
                 continue
+            slot, cannot = answer
             lag = highest - slot
             _set("slot_lag", RPC_SLOT_LAG, (name,), float(lag))
             behind = lag > MAX_SLOT_LAG
             detail = f"slot {slot}, {lag} behind the highest" + (
                 f" (over {MAX_SLOT_LAG})" if behind else ""
             )
+            if cannot is not None:  # serves reads, but not every call a mint makes
+                detail = f"{cannot}; {detail}"
             rows.append(
                 HealthRow(
-                    check="solana_rpc", target=name, ok=not behind, latency_s=latency, detail=detail
+                    check="solana_rpc",
+                    target=name,
+                    ok=not behind and cannot is None,
+                    latency_s=latency,
+                    detail=detail,
                 )
             )
         publish(rows)

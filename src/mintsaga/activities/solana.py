@@ -132,7 +132,8 @@ class SolanaActivities:
         if state is None:
             return None
         for submission in reversed(await self._store.submissions(mint_id)):
-            status = await self._minter.signature_status(submission.signature)
+            # An old submission may be out of the status cache: the node's history decides.
+            status = await self._minter.signature_status(submission.signature, history=True)
             if status.found and status.err is None:
                 return io.OnChain(signature=submission.signature, slot=status.slot)
         return io.OnChain(signature=None, slot=state.slot)
@@ -191,8 +192,10 @@ class SolanaActivities:
                 if outcome is not None:
                     return outcome
                 if await self._minter.block_height() > arg.last_valid_block_height:
-                    # Expired: one last look, since it may have landed just before.
-                    outcome = _outcome(await self._minter.signature_status(arg.signature), attempt)
+                    # Expired: one last look, since it may have landed just before (in the
+                    # node's history too: the expiry decision may re-sign).
+                    last_look = await self._minter.signature_status(arg.signature, history=True)
+                    outcome = _outcome(last_look, attempt)
                     return outcome or io.ConfirmOut(attempt=attempt, outcome="expired")
                 if time.monotonic() >= deadline:
                     raise ServiceError(

@@ -102,7 +102,9 @@ class VerificationActivities:
             activity.logger.info("no second node answered in time: reading at finalized")
             return None
         except ServiceError as exc:
-            if not exc.retryable:
+            # No other node could serve the read (a refused key, a send-only node): as if none
+            # answered; an answer about the request is raised.
+            if not exc.retryable and exc.unusable is None:
                 raise
             activity.logger.info("no second node answered (%s): reading at finalized", exc.code)
             return None

@@ -17,6 +17,8 @@ to read. Label values never carry secrets: endpoints are `redact_url` forms or n
     mintsaga_system_wallet_lamports
     mintsaga_health_up{check,target}, mintsaga_health_latency_seconds{check,target}
     mintsaga_rpc_slot_lag{endpoint}                                    set by the health checks
+    mintsaga_rpc_endpoint_unusable_total{endpoint,reason,method}       an endpoint that cannot
+                                                                       serve a call (401, -32011...)
 
 `serve_metrics(port)` serves the registry over HTTP (a thread of the process); the Temporal
 SDK's own metrics join it through `observability.temporal_metrics`.
@@ -137,6 +139,12 @@ RPC_SLOT_LAG = Gauge(
     "Slots an RPC endpoint is behind the highest one",
     ["endpoint"],
 )
+RPC_ENDPOINT_UNUSABLE = Counter(
+    "mintsaga_rpc_endpoint_unusable_total",
+    "Calls an RPC endpoint could not serve whatever the request (reason: unauthorized, forbidden,"
+    " not_found, too_large, method_not_found, no_history); the call moved on to the next endpoint",
+    ["endpoint", "reason", "method"],
+)
 
 
 # -- recording ---------------------------------------------------------------------------------
@@ -165,6 +173,11 @@ def record_spend(
 def record_failover(service: str) -> None:
     """A call moved on from a failed endpoint (or provider) to the next one."""
     FAILOVERS.labels(service).inc()
+
+
+def record_endpoint_unusable(endpoint: str, reason: str, method: str) -> None:
+    """An endpoint answered that it cannot serve `method` (solana/rpc.py's pool moved on)."""
+    RPC_ENDPOINT_UNUSABLE.labels(endpoint, reason, method).inc()
 
 
 def record_activity_attempt(activity: str, service: str, attempt: int) -> None:

@@ -9,7 +9,9 @@ the time, the activity fails and its next attempt waits for that half-open time 
 hammering. Outcomes are recorded with their latency; a failure that says nothing about the
 endpoint (a permanent error: a bad request) is recorded as neutral, and an answer a healthy
 endpoint gives about the request (`ServiceError.endpoint_healthy`: an expired blockhash, a
-rejected transaction) as a success.
+rejected transaction) as a success. An endpoint that serves no call at all
+(`ServiceError.whole_endpoint`: a refused key, a wrong URL) counts as failing although its error
+is not retryable, so its breaker opens and calls stop asking it.
 
 Plain Python: what the guard needs from its surroundings arrives as `GuardHooks`, installed once
 by the composition root (`mintsaga.activities.call_hooks.install_call_hooks`): the time left in
@@ -132,6 +134,12 @@ def attempt_time_left() -> float:
     return _hooks.time_left()
 
 
+def keep_alive() -> None:
+    """Tell the current attempt's caller it is alive (`GuardHooks.keep_alive`: a heartbeat
+    inside an activity), e.g. before a pool moves on to its next endpoint."""
+    _hooks.keep_alive()
+
+
 async def wait_for_half_open(
     breakers: Sequence[CircuitBreaker], *, clock: Callable[[], float] = time.monotonic
 ) -> bool:
@@ -190,7 +198,7 @@ async def through(
             if exc.endpoint_healthy:
                 breaker.record_success(clock() - started)
             else:
-                breaker.record_failure(retriable=exc.retryable, streak=not exc.connected)
+                breaker.record_failure(retriable=exc.endpoint_fault, streak=not exc.connected)
             raise
         except BaseException:
             breaker.record_failure(retriable=False)  # cancelled, or a bug: not the endpoint's

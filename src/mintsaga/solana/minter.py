@@ -245,9 +245,13 @@ class SolanaMinter(MintPreparer):
         return index, nft_state_from_accounts(mint_address, owner, slot, mint_value, ata_value)
 
     async def signature_status(
-        self, signature: str, *, endpoint_index: int | None = None
+        self, signature: str, *, endpoint_index: int | None = None, history: bool = False
     ) -> SigStatus:
-        """Where ``signature`` stands, searching the node's whole history."""
+        """Where ``signature`` stands. Without ``history`` the node reads its recent status
+        cache only (every active slot and the last 300 rooted ones: enough while the
+        transaction's blockhash is valid, and what a node without history serves); with it,
+        the node's ledger too, on an endpoint that keeps it (one that answers -32011 is left
+        for the next: ``solana/rpc.py``), or the status cache when none does."""
 
         def parse(result: Any) -> SigStatus:
             (value,) = result["value"]
@@ -260,11 +264,25 @@ class SolanaMinter(MintPreparer):
                 confirmation_status=value.get("confirmationStatus"),
             )
 
+        only = None if endpoint_index is None else [endpoint_index]
+        if history:
+            try:
+                searched: SigStatus = await self.rpc.call(
+                    "getSignatureStatuses",
+                    [[signature], {"searchTransactionHistory": True}],
+                    parse=parse,
+                    only=only,
+                )
+                return searched
+            except ServiceError as exc:
+                if exc.unusable is None:
+                    raise
+                # No endpoint searches its history: the status cache still holds a transaction
+                # for 300 rooted slots, twice its blockhash's life, so the expiry decision stays
+                # sound; an older one reads as unknown, and a re-sign then finds the mint (its
+                # address is derived) before it signs.
         status: SigStatus = await self.rpc.call(
-            "getSignatureStatuses",
-            [[signature], {"searchTransactionHistory": True}],
-            parse=parse,
-            only=None if endpoint_index is None else [endpoint_index],
+            "getSignatureStatuses", [[signature]], parse=parse, only=only
         )
         return status
 

@@ -437,7 +437,8 @@ class MintPreparer:
                 fee_payer=fee_payer,
             )
         except ServiceError as exc:
-            if exc.retryable:
+            # Failed for now, or no endpoint serves the method (a send-only one): the fallback.
+            if exc.retryable or exc.unusable is not None:
                 log.warning("simulateTransaction failed (%s): fallback compute limit", exc.code)
                 return None
             raise

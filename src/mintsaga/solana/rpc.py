@@ -1,9 +1,23 @@
 """A pool of Solana JSON-RPC endpoints with failover inside one call, and error classification.
 
-Every call tries the endpoints in order (each at most once) and moves on only when the failure
-is retryable: a refused connection, a timeout, a 5xx, a 429, a node that is behind. A failure
-that another endpoint cannot fix (a rejected transaction, an empty system wallet) ends the call
-at once. If every endpoint fails, the last classified ``ServiceError`` is raised.
+Every call tries the endpoints in order (each at most once) and moves on when the failure is
+retryable (a refused connection, a timeout, a 5xx, a 429, a node that is behind) or belongs to
+the endpoint rather than the request (``ServiceError.unusable``: a refused key, a wrong URL, a
+send-only node, a node without transaction history). A failure that another endpoint cannot fix
+(a rejected transaction, an empty system wallet) ends the call at once. If every endpoint fails,
+the last retryable ``ServiceError`` is raised (a later attempt may find one back), else the last
+"unusable" one (NEEDS_OPERATOR: no endpoint can serve this call until an operator acts).
+
+An endpoint that could not serve a kind of call is counted
+(``mintsaga_rpc_endpoint_unusable_total{endpoint,reason,method}``) and asked last for that kind
+of call (every kind, when it serves nothing) for ``UNUSABLE_FOR_S``; one that serves nothing
+also counts against its circuit breaker (``ServiceError.whole_endpoint``).
+
+Each endpoint's answer is awaited at most ``call_timeout``: the current activity attempt's time
+left (``resilience.guard.attempt_time_left``), less a margin, shared among the endpoints still
+to ask, and never more than ``timeout`` (``SOLANA_TIMEOUT_MS``). So an endpoint that hangs is
+abandoned in time for the next one to answer inside the same attempt (a 10 s ``check_rpc``
+attempt gives each of three endpoints 3 s).
 
 Errors are classified once, here (``classify_error``), into the one ``ServiceError`` every
 client raises:
@@ -13,7 +27,9 @@ client raises:
     connection lost before the answer            TRANSIENT       SolanaConnectionLost
     HTTP 5xx, 408                                TRANSIENT       SolanaUnavailable
     HTTP 429 (Retry-After), JSON-RPC rate limit  RATE_LIMITED    SolanaRateLimited
-    HTTP 401/403                                 NEEDS_OPERATOR  SolanaUnauthorized
+    HTTP 401/403                                 NEEDS_OPERATOR  SolanaUnauthorized       unusable
+    HTTP 404                                     NEEDS_OPERATOR  SolanaEndpointNotFound   unusable
+    HTTP 413                                     NEEDS_OPERATOR  SolanaRequestTooLarge    unusable
     other HTTP 4xx                               PERMANENT       SolanaRejected
     -32005 node behind / unhealthy               TRANSIENT       NodeBehind
     -32004/-32014/-32016/-32019                  TRANSIENT       NodeNotReady
@@ -24,8 +40,31 @@ client raises:
     AccountInUse, block cost limits              TRANSIENT       <the error's name>
     any other simulation / instruction failure   PERMANENT       TransactionRejected
     -32003 bad signature                         PERMANENT       SignatureVerificationFailed
-    -32600/-32602/-32700, -32601                 PERMANENT       SolanaInvalidRequest, ...
+    -32601 method not found (send-only node)     NEEDS_OPERATOR  SolanaMethodNotFound     unusable
+    -32011 no transaction history                NEEDS_OPERATOR  TransactionHistoryNotAvailable
+                                                                                          unusable
+    -32600/-32602/-32700                         PERMANENT       SolanaInvalidRequest
     an answer of the wrong shape                 TRANSIENT       SolanaInvalidResponse
+
+"unusable" (the last column) means the endpoint cannot serve this call whatever the request, so
+the call moves on to the next endpoint. The sources, for each:
+
+- -32011 ``TransactionHistoryNotAvailable`` ("Transaction history is not available from this
+  node"): Agave's rpc-client-api/src/custom_error.rs; rpc/src/rpc.rs answers it to
+  ``getSignatureStatuses`` with ``searchTransactionHistory`` (and to the block and transaction
+  reads) on a node started without ``--enable-rpc-transaction-history``. Without that flag
+  ``getSignatureStatuses`` searches only the recent status cache (solana.com/docs/rpc/http/
+  getsignaturestatuses: "all active slots plus MAX_RECENT_BLOCKHASHES rooted slots"), which is
+  enough while a transaction's blockhash is valid, so polls do not ask for history.
+- -32601 method not found: JSON-RPC 2.0; what a send-only endpoint (a provider's transaction
+  sender, a node serving only ``sendTransaction``) answers to reads.
+- HTTP 401: QuickNode's Solana error reference (quicknode.com/docs/solana/error-references:
+  token auth, IP allowlist, JWT) and Helius' error codes FAQ (helius.dev/docs/api-reference/
+  common-error-codes: invalid, expired or revoked key, access control rules).
+- HTTP 403: QuickNode: "Endpoint Disabled (... a past due payment)".
+- HTTP 404: QuickNode: "Incorrect URL or Incorrect method".
+- HTTP 413: QuickNode: "Content Too Large: body of the request is too large" (the endpoint's own
+  limit: our largest body is one transaction).
 
 Endpoint URLs may carry API keys, so only their names (``endpoint_name``) appear in
 messages, the ``endpoint`` field and log lines; exceptions whose text may hold the raw URL (the
@@ -56,9 +95,21 @@ from solana.rpc.core import RPCException, RPCNoResultException
 from solana.rpc.jsonrpc import JsonRpcRequest, SolanaJsonRpcError
 
 from mintsaga.errors import ErrorKind, ServiceError, endpoint_name
-from mintsaga.observability.metrics import record_failover
-from mintsaga.resilience.breaker import SOLANA_BREAKER, BreakerRegistry, CircuitBreaker
-from mintsaga.resilience.guard import circuit_open, through, wait_for_half_open
+from mintsaga.observability.metrics import record_endpoint_unusable, record_failover
+from mintsaga.resilience.breaker import (
+    SOLANA_BREAKER,
+    BreakerRegistry,
+    BreakerState,
+    CircuitBreaker,
+)
+from mintsaga.resilience.guard import (
+    QUEUE_MARGIN_S,
+    attempt_time_left,
+    circuit_open,
+    keep_alive,
+    through,
+    wait_for_half_open,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +128,30 @@ BLOCK_NOT_AVAILABLE = -32004
 NODE_UNHEALTHY = -32005
 BLOCK_STATUS_NOT_AVAILABLE_YET = -32014
 MIN_CONTEXT_SLOT_NOT_REACHED = -32016
+TRANSACTION_HISTORY_NOT_AVAILABLE = -32011
 LONG_TERM_STORAGE_UNREACHABLE = -32019
 # What some providers answer inside a 200 when they rate-limit.
 RATE_LIMIT_CODES = frozenset({429, -32429})
+
+# Why an endpoint cannot serve a call (``ServiceError.unusable``, the metric's `reason`).
+UNAUTHORIZED = "unauthorized"  # HTTP 401
+FORBIDDEN = "forbidden"  # HTTP 403
+NOT_FOUND = "not_found"  # HTTP 404
+TOO_LARGE = "too_large"  # HTTP 413
+NO_METHOD = "method_not_found"  # -32601
+NO_HISTORY = "no_history"  # -32011
+# Those that mean the endpoint serves no call at all (``ServiceError.whole_endpoint``): a key it
+# refuses, a URL with nothing behind it. A 403 is left per call: QuickNode answers it for a
+# disabled endpoint but also for one method a plan does not allow.
+WHOLE_ENDPOINT = frozenset({UNAUTHORIZED, NOT_FOUND})
+# An endpoint that could not serve a kind of call is asked last for it this long (the Solana
+# breaker's open time), then first again: a fixed key or a restored plan is found by itself.
+UNUSABLE_FOR_S = 60.0
+# The per-endpoint wait when no attempt deadline is known (outside an activity) and the cap of
+# `SOLANA_TIMEOUT_MS`'s default; an answer takes well under a second on a healthy node.
+DEFAULT_TIMEOUT_S = 5.0
+# However little time the attempt has left, an endpoint is given at least this long.
+MIN_CALL_TIMEOUT_S = 0.5
 
 # solders' typed error objects (what ``RPCException`` carries) -> their JSON-RPC code.
 _SOLDERS_ERROR_CODES = {
@@ -150,6 +222,7 @@ def _error(
     retry_after: float | None = None,
     *,
     endpoint_healthy: bool = False,
+    unusable: str | None = None,
 ) -> ServiceError:
     return ServiceError(
         message,
@@ -159,7 +232,14 @@ def _error(
         endpoint=endpoint,
         retry_after=retry_after,
         endpoint_healthy=endpoint_healthy,
+        unusable=unusable,
+        whole_endpoint=unusable in WHOLE_ENDPOINT,
     )
+
+
+def _unusable(code: str, message: str, endpoint: str | None, reason: str) -> ServiceError:
+    """This endpoint cannot serve the call: the pool moves on; NEEDS_OPERATOR if none can."""
+    return _error(ErrorKind.NEEDS_OPERATOR, code, message, endpoint, unusable=reason)
 
 
 def _tx_error_name(err: Any) -> str | None:
@@ -262,7 +342,20 @@ def classify_rpc_error(
             ErrorKind.PERMANENT, "SignatureVerificationFailed", f"{where}{message}", endpoint
         )
     if code == METHOD_NOT_FOUND:
-        return _error(ErrorKind.PERMANENT, "SolanaMethodNotFound", f"{where}{message}", endpoint)
+        return _unusable(
+            "SolanaMethodNotFound",
+            f"{where}{message} (this endpoint does not serve the method: a send-only endpoint?)",
+            endpoint,
+            NO_METHOD,
+        )
+    if code == TRANSACTION_HISTORY_NOT_AVAILABLE:
+        return _unusable(
+            "TransactionHistoryNotAvailable",
+            f"{where}{message} (the node keeps no transaction history: searchTransactionHistory"
+            " needs an endpoint started with --enable-rpc-transaction-history)",
+            endpoint,
+            NO_HISTORY,
+        )
     if code in (INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR):
         return _error(ErrorKind.PERMANENT, "SolanaInvalidRequest", f"{where}{message}", endpoint)
     return _error(
@@ -302,12 +395,35 @@ def _http_status_error(
         return _error(
             ErrorKind.TRANSIENT, "SolanaUnavailable", f"{where}HTTP {status}", endpoint, retry_after
         )
-    if status in (401, 403):
-        return _error(
-            ErrorKind.NEEDS_OPERATOR,
+    if status == 401:
+        return _unusable(
             "SolanaUnauthorized",
-            f"{where}HTTP {status}: the endpoint refused our credentials (check its API key)",
+            f"{where}HTTP 401: the endpoint refused our credentials (an invalid, expired or"
+            " revoked API key, or an IP allowlist: check its key)",
             endpoint,
+            UNAUTHORIZED,
+        )
+    if status == 403:
+        return _unusable(
+            "SolanaUnauthorized",
+            f"{where}HTTP 403: the endpoint refused us (disabled, e.g. for a past due payment,"
+            " or the key lacks this plan's access)",
+            endpoint,
+            FORBIDDEN,
+        )
+    if status == 404:
+        return _unusable(
+            "SolanaEndpointNotFound",
+            f"{where}HTTP 404: no JSON-RPC endpoint at this URL (check SOLANA_RPC_ENDPOINTS)",
+            endpoint,
+            NOT_FOUND,
+        )
+    if status == 413:
+        return _unusable(
+            "SolanaRequestTooLarge",
+            f"{where}HTTP 413: the request is over this endpoint's size limit",
+            endpoint,
+            TOO_LARGE,
         )
     return _error(ErrorKind.PERMANENT, "SolanaRejected", f"{where}HTTP {status}", endpoint)
 
@@ -424,7 +540,9 @@ class _Endpoint:
 class SolanaRpc:
     """One ``AsyncClient`` per endpoint, tried in order within each call.
 
-    ``timeout`` caps one attempt at one endpoint, end to end. Use as an async context manager,
+    ``timeout`` caps one attempt at one endpoint, end to end (``SOLANA_TIMEOUT_MS``); inside
+    an activity attempt the wait is shorter when the attempt's time left, shared among the
+    endpoints still to ask, is (``call_timeout``). Use as an async context manager,
     or call ``close()``. ``guarded=False``: no circuit breakers at all (the health probes: an
     open breaker must not hide an endpoint's health, and a probe must not count towards
     opening one); calls are still classified and observed like any other.
@@ -434,12 +552,14 @@ class SolanaRpc:
         self,
         endpoints: Sequence[str],
         *,
-        timeout: float = 10,
+        timeout: float = DEFAULT_TIMEOUT_S,
         breakers: BreakerRegistry | None = None,
         guarded: bool = True,
     ) -> None:
         self._timeout = timeout
         self._guarded = guarded
+        # (endpoint name, call kind or ALL_CALLS) -> until when it is asked last
+        self._unable_until: dict[tuple[str, str], float] = {}
         self.breakers = breakers or BreakerRegistry()
         self._endpoints = self._connect(endpoints)
 
@@ -551,32 +671,47 @@ class SolanaRpc:
         """``call``, also saying which endpoint (its index) answered: to check an answer
         against another node's, or the same node's."""
         request = JsonRpcRequest(method=method, params=params)
-        order = self._order(only)
+        kind = call_kind(method, params)
+        order = self._usable_first(self._order(only), kind)
         # Only a call that may use every endpoint waits for one to reopen; one restricted to
         # some (a per-endpoint question, like `highest_slot_index`'s) fails at once.
         may_wait = len(order) == len(self._endpoints)
+        unable: dict[int, ServiceError] = {}  # endpoints that cannot serve this call
         while True:
             last: ServiceError | None = None
             skipped: list[CircuitBreaker] = []
-            for index in order:
+            for position, index in enumerate(order):
+                if index in unable:
+                    continue
                 endpoint = self._endpoints[index]
                 breaker = self.breaker(index) if self._guarded else None
                 if breaker is not None and not breaker.allow():
                     skipped.append(breaker)
                     continue
+                wait_s = self.call_timeout(
+                    self._left_to_ask([i for i in order[position:] if i not in unable])
+                )
 
-                async def attempt(endpoint: _Endpoint = endpoint) -> Any:
+                async def attempt(endpoint: _Endpoint = endpoint, wait_s: float = wait_s) -> Any:
                     try:
-                        async with asyncio.timeout(self._timeout):
+                        async with asyncio.timeout(wait_s):
                             result = await endpoint.client.send_rpc_request(request, object)
                         return parse(result) if parse is not None else result
+                    except TimeoutError:
+                        raise _error(
+                            ErrorKind.TRANSIENT,
+                            "SolanaTimeout",
+                            f"{method}: no answer within {wait_s:.1f} s",
+                            endpoint.name,
+                        ) from None
                     except CLASSIFIABLE as exc:
                         raise classify_error(
                             exc, endpoint=endpoint.name, method=method, fee_payer=fee_payer
                         ) from None
 
-                if last is not None:
-                    record_failover(SERVICE)  # the previous endpoint failed retryably
+                if last is not None or unable:
+                    record_failover(SERVICE)  # the previous endpoint failed or could not serve
+                    keep_alive()  # a heartbeat between endpoints, however long each took
                 try:
                     return index, await through(
                         breaker,
@@ -587,6 +722,10 @@ class SolanaRpc:
                         operation=method,
                     )
                 except ServiceError as error:
+                    if error.unusable is not None:
+                        self._cannot_serve(endpoint.name, kind, error)
+                        unable[index] = error
+                        continue
                     if not error.retryable:
                         raise
                     log.warning(
@@ -599,6 +738,71 @@ class SolanaRpc:
                     last = error
             if last is not None:
                 raise last
-            # Every endpoint's circuit is open: queued until the soonest may be probed.
-            if not (may_wait and await wait_for_half_open(skipped)):
+            # Every endpoint's circuit is open (but for those that cannot serve this call):
+            # queued until the soonest may be probed.
+            if skipped and may_wait and await wait_for_half_open(skipped):
+                continue
+            if skipped or not unable:
                 raise circuit_open(SERVICE, skipped)
+            # No endpoint can serve it: only an operator can change that.
+            raise list(unable.values())[-1]
+
+    # -- endpoints that cannot serve a kind of call ---------------------------------------------
+
+    def call_timeout(self, endpoints_left: int) -> float:
+        """How long one endpoint's answer is awaited: the attempt's time left (less the margin
+        a failing attempt needs to report) shared by the ``endpoints_left`` still to ask, at
+        least ``MIN_CALL_TIMEOUT_S`` and at most ``timeout``; ``timeout`` outside an attempt."""
+        left = attempt_time_left()
+        if left <= 0:
+            return self._timeout
+        share = (left - QUEUE_MARGIN_S) / max(1, endpoints_left)
+        return min(self._timeout, max(MIN_CALL_TIMEOUT_S, share))
+
+    def _left_to_ask(self, indices: Sequence[int]) -> int:
+        """How many of ``indices`` a call may still ask (an open circuit will refuse it)."""
+        if not self._guarded:
+            return len(indices)
+        return sum(1 for i in indices if self.breaker(i).state is not BreakerState.OPEN) or 1
+
+    def _cannot_serve(self, name: str, kind: str, error: ServiceError) -> None:
+        reason = error.unusable or ""
+        record_endpoint_unusable(name, reason, kind)
+        self._unable_until[(name, ALL_CALLS if error.whole_endpoint else kind)] = (
+            time.monotonic() + UNUSABLE_FOR_S
+        )
+        log.warning(
+            "solana %s: %s cannot serve it (%s: %s); trying the next endpoint",
+            kind,
+            name,
+            error.code,
+            error.message,
+        )
+
+    def cannot_serve(self, index: int, kind: str) -> bool:
+        """Whether endpoint ``index`` answered lately that it cannot serve ``kind`` calls (or
+        any call): such an endpoint is asked last, for ``UNUSABLE_FOR_S``."""
+        name = self._endpoints[index].name
+        now = time.monotonic()
+        return any(self._unable_until.get((name, key), 0.0) > now for key in (kind, ALL_CALLS))
+
+    def _usable_first(self, order: list[int], kind: str) -> list[int]:
+        """``order`` with the endpoints that lately could not serve ``kind`` moved last."""
+        if not self._unable_until:
+            return order
+        unable = [i for i in order if self.cannot_serve(i, kind)]
+        return [i for i in order if i not in unable] + unable
+
+
+ALL_CALLS = "*"
+
+
+def call_kind(method: str, params: Sequence[Any] | None) -> str:
+    """The kind of call an endpoint may be unable to serve: the method, and for
+    ``getSignatureStatuses`` whether it searches the transaction history (a node without
+    history serves the status cache all the same)."""
+    if method == "getSignatureStatuses" and params:
+        config = params[-1]
+        if isinstance(config, dict) and config.get("searchTransactionHistory"):
+            return f"{method}+history"
+    return method

@@ -126,7 +126,10 @@ async def failure(handler: Handler, method: str = "sendTransaction") -> ServiceE
         (http_status(502), ErrorKind.TRANSIENT, "SolanaUnavailable"),
         (http_status(503), ErrorKind.TRANSIENT, "SolanaUnavailable"),
         (http_status(401), ErrorKind.NEEDS_OPERATOR, "SolanaUnauthorized"),
-        (http_status(404), ErrorKind.PERMANENT, "SolanaRejected"),
+        (http_status(403), ErrorKind.NEEDS_OPERATOR, "SolanaUnauthorized"),
+        (http_status(404), ErrorKind.NEEDS_OPERATOR, "SolanaEndpointNotFound"),
+        (http_status(413), ErrorKind.NEEDS_OPERATOR, "SolanaRequestTooLarge"),
+        (http_status(400), ErrorKind.PERMANENT, "SolanaRejected"),
         (
             rpc_error(-32005, "Node is behind by 42 slots", {"numSlotsBehind": 42}),
             ErrorKind.TRANSIENT,
@@ -145,7 +148,12 @@ async def failure(handler: Handler, method: str = "sendTransaction") -> ServiceE
             "SolanaRateLimited",
         ),
         (rpc_error(-32602, "Invalid params: x"), ErrorKind.PERMANENT, "SolanaInvalidRequest"),
-        (rpc_error(-32601, "Method not found"), ErrorKind.PERMANENT, "SolanaMethodNotFound"),
+        (rpc_error(-32601, "Method not found"), ErrorKind.NEEDS_OPERATOR, "SolanaMethodNotFound"),
+        (
+            rpc_error(-32011, "Transaction history is not available from this node"),
+            ErrorKind.NEEDS_OPERATOR,
+            "TransactionHistoryNotAvailable",
+        ),
         (
             rpc_error(-32003, "Transaction signature verification failure"),
             ErrorKind.PERMANENT,

@@ -65,6 +65,7 @@ ANCHORS = (
     "emergency-mode",
     "database-outage",
     "rpc-endpoint-down",
+    "rpc-endpoint-unusable",
     "ipfs-provider-down",
 )
 

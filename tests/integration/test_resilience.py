@@ -171,7 +171,7 @@ async def test_lost_send_answers_everywhere_still_mint_once(
     ):
         result = await (await mintsaga.start_mint(client, request, queue=queue)).result()
     assert result.status == MintStatus.MINTED
-    assert result.retries["solana"] >= 1
+    assert result.retries.get("solana", 0) == 0  # indeterminate, not failed: no attempt spent
     info = rpc(
         stack,
         "getAccountInfo",

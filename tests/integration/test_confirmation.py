@@ -77,3 +77,18 @@ async def test_the_wait_rebroadcasts_the_same_bytes_until_they_land(
         activities["await_confirmation"], confirm_input(prepared, wait_s=10.0)
     )
     assert outcome.outcome == "confirmed" and outcome.slot is not None
+
+
+async def test_rebroadcasts_reach_the_backups_when_the_primary_swallows_them(
+    stack: StackConfig, activities: dict[str, Callable[..., Any]]
+) -> None:
+    """The primary answers every sendTransaction with the signature and never executes it: the
+    wait's rebroadcasts go to every endpoint at once, so the backups land it."""
+    prepared = await prepared_unsent(activities)
+    async with httpx.AsyncClient(timeout=10) as http:
+        swallow = {"target": "solana-1", "kind": "drop_transaction", "match": "sendTransaction"}
+        (await http.post(stack.url("admin") + "/faults", json=swallow)).raise_for_status()
+    outcome: io.ConfirmOut = await ActivityEnvironment().run(
+        activities["await_confirmation"], confirm_input(prepared, wait_s=10.0)
+    )
+    assert outcome.outcome == "confirmed" and outcome.slot is not None

@@ -40,7 +40,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from aiohttp import web
 
@@ -55,17 +55,7 @@ FaultKind = Literal[
     "behind",
     "drop_transaction",
 ]
-FAULT_KINDS: tuple[str, ...] = (
-    "error",
-    "status",
-    "latency",
-    "hang",
-    "drop_response",
-    "down",
-    "rpc_error",
-    "behind",
-    "drop_transaction",
-)
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 # Kinds only a JSON-RPC endpoint can answer.
 JSON_RPC_KINDS: tuple[str, ...] = ("rpc_error", "behind", "drop_transaction")
 # Kinds applied to each call of a request by the RPC methods themselves (a batch's calls one by

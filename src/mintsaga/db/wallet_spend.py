@@ -93,16 +93,3 @@ class SpendMixin:
                 return SpendWindow(spent + lamports, limit_lamports, granted=True)
 
         return await self._db.run(work)
-
-    async def spent_last_hour(self, payer: str) -> int:
-        """The payer's reservations of the last hour, in lamports."""
-
-        async def work(conn: asyncpg.Connection) -> int:
-            spent: int = await conn.fetchval(
-                f"""SELECT coalesce(sum(lamports), 0)::bigint FROM wallet_spend
-                    WHERE payer = $1 AND reserved_at > now() - interval '{WINDOW}'""",
-                payer,
-            )
-            return spent
-
-        return await self._db.run(work)

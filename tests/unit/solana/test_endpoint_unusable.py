@@ -75,6 +75,7 @@ class Node:
     behave: Behaviour
     url: str = ""
     seen: list[tuple[str, Params]] = dataclasses.field(default_factory=list)
+    arrived: list[float] = dataclasses.field(default_factory=list)  # time.monotonic() per call
 
     @property
     def name(self) -> str:
@@ -89,6 +90,7 @@ class Node:
             body = await request.json()
             method, params = body.get("method"), body.get("params") or []
             self.seen.append((method, params))
+            self.arrived.append(time.monotonic())
             answer = self.behave(method, params)
             if answer is None:
                 await asyncio.sleep(3600)  # hung: the client gives up first
@@ -424,9 +426,13 @@ async def test_every_endpoint_hung_fails_inside_the_attempt(
         took = time.monotonic() - started
         await rpc.close()
     assert raised.value.code == "SolanaTimeout" and raised.value.retryable
-    assert "no answer within 3.0 s" in raised.value.message
+    assert "getHealth: no answer within" in raised.value.message
     assert took < CHECK_RPC.timeout.total_seconds() - 0.5, took
     assert [len(node.seen) for node in ns.nodes] == [1, 1, 1]
+    # Each waited its share, (10 s - 1 s margin) / 3 = 3.0 s, measured between the calls'
+    # arrivals (the last one's share, in the message, is that less the overhead so far).
+    first, second, third = (node.arrived[0] for node in ns.nodes)
+    assert 2.95 <= second - first <= 3.3 and 2.95 <= third - second <= 3.3
 
 
 async def test_failing_over_heartbeats_between_endpoints(

@@ -1,5 +1,5 @@
-"""python -m devstack up [--detach] [--codec] [--solana-profiles SPEC] | down [--wipe] | env
-| status
+"""python -m devstack up [--detach] [--codec] [--solana-profiles SPEC] [--fee-market SPEC]
+| down [--wipe] | env | status
 
 Every command takes ``--state-dir`` (default ``.devstack``, or ``DEVSTACK_DIR``).
 """
@@ -16,6 +16,7 @@ from typing import Any
 
 from devstack.config import SOLANA_ENDPOINTS, StackConfig
 from devstack.profiles import PROFILES, ProfileError, parse_profile_spec
+from devstack.solana.fee_market import FeeMarketError, parse_fee_market_spec
 from devstack.supervisor import StackError, Supervisor
 
 
@@ -29,6 +30,7 @@ def _config(args: argparse.Namespace) -> StackConfig:
         "pinata_requests_per_minute": getattr(args, "pinata_rpm", None),
         "codec": getattr(args, "codec", None),
         "solana_profiles": _profiles_arg(getattr(args, "solana_profiles", None)),
+        "fee_market": _fee_market_arg(getattr(args, "fee_market", None)),
     }
     if saved is not None:
         running = Supervisor(saved, progress=lambda _: None).pid("emulators") is not None
@@ -43,8 +45,19 @@ def _config(args: argparse.Namespace) -> StackConfig:
         given = {k: v if v is not None else getattr(saved, k) for k, v in given.items()}
     try:
         return StackConfig.create(state_dir, **given)
+    except FeeMarketError as exc:
+        raise StackError(f"DEVSTACK_FEE_MARKET: {exc}") from exc
     except ProfileError as exc:
         raise StackError(f"DEVSTACK_SOLANA_PROFILES: {exc}") from exc
+
+
+def _fee_market_arg(spec: str | None) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    try:
+        return parse_fee_market_spec(spec)
+    except FeeMarketError as exc:
+        raise StackError(f"--fee-market: {exc}") from exc
 
 
 def _profiles_arg(spec: str | None) -> dict[str, str] | None:
@@ -155,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         help="provider profile per Solana endpoint, e.g. solana-1=rate-limited,solana-2=no-history"
         f" (profiles: {', '.join(PROFILES)}; also DEVSTACK_SOLANA_PROFILES; kept by later `up`s;"
         " '' for all default)",
+    )
+    up.add_argument(
+        "--fee-market",
+        default=None,
+        metavar="SPEC",
+        help="background fee-market load, e.g. 0.8 or busy_fraction=1,min_fee=2000,max_fee=20000"
+        " (devstack.solana.fee_market; also DEVSTACK_FEE_MARKET; kept by later `up`s; '' off)",
     )
     up.set_defaults(func=cmd_up)
 

@@ -11,6 +11,12 @@ GET    /solana/{name}/profile      one endpoint's profile and counters
 PUT    /solana/{name}/profile {"profile": P[, "requests_per_second": N, "send_per_second": M]}
                                    switch an endpoint's provider profile (devstack.profiles);
                                    its counters start again from zero
+GET    /solana/fee-market         the fee market's background load (devstack.solana.fee_market)
+PUT    /solana/fee-market {"busy_fraction": F[, "min_fee": N, "max_fee": M,
+        "transactions_per_slot": K, "zero_fee_landings": B, "hot_accounts": [...], "seed": S]}
+                                   switch the load (fields left out take their defaults; on,
+                                   the last 150 slots look as if it had run through them)
+DELETE /solana/fee-market          load off, and its samples dropped from the fee window
 POST   /pinata/limits {"requests_per_minute": N}   change Pinata's rate limit (0: none)
 POST   /postgres/reset-connections cut every open database connection once
 GET    /stats                      requests per service per minute, faults fired by kind,
@@ -29,6 +35,7 @@ from devstack.config import StackConfig
 from devstack.faults import FaultRegistry, FaultSpecError
 from devstack.ipfs.limits import PinataLimits
 from devstack.profiles import ProfileError, SolanaProfiles
+from devstack.solana.fee_market import FeeMarketError, FeeMarketLoad
 
 if TYPE_CHECKING:
     from devstack.pg_proxy import PostgresFaultProxy
@@ -52,6 +59,16 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 def _bad_request(message: str) -> web.Response:
     return web.json_response({"error": message}, status=400)
+
+
+def _fee_market(ledger: SolanaLedger) -> dict[str, Any]:
+    return {
+        **ledger.fee_market.describe(),
+        "on": ledger.fee_market.on,
+        "slot": ledger.slot,
+        "clearing_price": ledger.clearing_price(),
+        "waiting": len(ledger.waiting()),
+    }
 
 
 def build_admin_app(
@@ -101,6 +118,24 @@ def build_admin_app(
         if not isinstance(slots, int) or slots < 1:
             return _bad_request("slots: must be a positive integer")
         return web.json_response(ledger.warp(slots))
+
+    @routes.get("/solana/fee-market")
+    async def get_fee_market(_: web.Request) -> web.Response:
+        return web.json_response(_fee_market(ledger))
+
+    @routes.put("/solana/fee-market")
+    async def set_fee_market(request: web.Request) -> web.Response:
+        try:
+            load = FeeMarketLoad.from_json(await _json_body(request))
+        except FeeMarketError as exc:
+            return _bad_request(str(exc))
+        ledger.set_fee_market(load)
+        return web.json_response(_fee_market(ledger))
+
+    @routes.delete("/solana/fee-market")
+    async def clear_fee_market(_: web.Request) -> web.Response:
+        ledger.set_fee_market(FeeMarketLoad(), forget=True)
+        return web.json_response(_fee_market(ledger))
 
     @routes.get("/solana/profiles")
     async def list_profiles(_: web.Request) -> web.Response:

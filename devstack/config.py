@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 
@@ -51,6 +52,9 @@ class StackConfig:
     # endpoint -> provider profile at start (devstack.profiles; `up --solana-profiles`);
     # endpoints not named run "default". The admin API changes them while the stack runs.
     solana_profiles: dict[str, str] = field(default_factory=dict)
+    # The fee market's background load at start (devstack.solana.fee_market; `up --fee-market`,
+    # DEVSTACK_FEE_MARKET), as the admin API's JSON body; {} is off.
+    fee_market: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -62,12 +66,14 @@ class StackConfig:
         pinata_requests_per_minute: int | None = None,
         codec: bool | None = None,
         solana_profiles: dict[str, str] | None = None,
+        fee_market: dict[str, Any] | None = None,
     ) -> StackConfig:
         """Build a config from arguments, falling back to DEVSTACK_* variables, then defaults.
 
         Raises ``ValueError`` (``devstack.profiles.ProfileError``) for an unknown endpoint or
         profile in ``DEVSTACK_SOLANA_PROFILES``."""
         from devstack.profiles import parse_profile_spec
+        from devstack.solana.fee_market import parse_fee_market_spec
 
         env = os.environ
         offset = (
@@ -93,6 +99,11 @@ class StackConfig:
                 dict(solana_profiles)
                 if solana_profiles is not None
                 else parse_profile_spec(env.get("DEVSTACK_SOLANA_PROFILES", ""), SOLANA_ENDPOINTS)
+            ),
+            fee_market=(
+                dict(fee_market)
+                if fee_market is not None
+                else parse_fee_market_spec(env.get("DEVSTACK_FEE_MARKET", ""))
             ),
         )
 
@@ -180,6 +191,13 @@ class StackConfig:
                 return name
         return None
 
+    @property
+    def fee_market_hot_accounts(self) -> list[str]:
+        """The accounts the fee market's load write-locks (the start load's, else the default)."""
+        from devstack.solana.fee_market import FeeMarketLoad
+
+        return [str(a) for a in FeeMarketLoad.from_json(self.fee_market).hot_accounts]
+
     def worker_env(self) -> dict[str, str]:
         """Every setting the worker needs, as environment variables (dev key material made
         on first use, in the state folder)."""
@@ -203,5 +221,8 @@ class StackConfig:
             # The dev wallet's SOL is airdropped, and `make bench` signs thousands of mints an
             # hour: the spend breaker (10 SOL an hour by default) would stop it.
             "SOLANA_SPEND_LIMIT_SOL_PER_HOUR": "1000",
+            # The accounts the fee market's background load write-locks: the estimator samples
+            # them beside Token-2022 (devstack.solana.fee_market; an operator names mainnet's).
+            "SOLANA_PRIORITY_FEE_ACCOUNTS": ",".join(self.fee_market_hot_accounts),
             **self.codec_env(),
         }

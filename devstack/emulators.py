@@ -21,6 +21,7 @@ from devstack.ipfs import IpfsStore, build_gateway_app, build_kubo_app, build_pi
 from devstack.pg_proxy import PostgresFaultProxy
 from devstack.profiles import SolanaProfiles
 from devstack.solana import SolanaLedger, build_rpc_app
+from devstack.solana.fee_market import FeeMarketLoad
 
 log = logging.getLogger("devstack.emulators")
 
@@ -83,6 +84,8 @@ async def serve(config: StackConfig) -> None:
 
     ledger = SolanaLedger(config.state_dir / "solana", slot_ms=config.slot_ms)
     await ledger.start()
+    if config.fee_market:
+        ledger.set_fee_market(FeeMarketLoad.from_json(config.fee_market))
     store = IpfsStore(config.state_dir / "ipfs")
 
     pg_proxy = None

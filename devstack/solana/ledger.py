@@ -16,10 +16,11 @@ import contextlib
 import hashlib
 import logging
 import os
+import random
 import struct
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,15 @@ from devstack.solana.errors import (
     err_json,
     lands_on_chain,
     transaction_error_text,
+)
+from devstack.solana.fee_market import (
+    MAX_LOOKBACK_SLOTS,
+    BackgroundBlock,
+    FeeMarketLoad,
+    Landed,
+    background_block,
+    helius_estimate,
+    includes,
 )
 from devstack.solana.history import FINALITY_SLOTS, TxRecord, inner_instructions_json
 from devstack.solana.persistence import LedgerStore
@@ -154,6 +164,13 @@ class SlotFees:
     slot: int
     block_min: int
     account_min: dict[Pubkey, int]  # per write-locked account, the lowest price paid
+    landed: list[Landed] = field(default_factory=list)  # each transaction (for Helius' method)
+
+    def note(self, landed: Landed) -> None:
+        self.block_min = min(self.block_min, landed.price)
+        for key in landed.writable:
+            self.account_min[key] = min(self.account_min.get(key, landed.price), landed.price)
+        self.landed.append(landed)
 
 
 class SolanaLedger:
@@ -173,6 +190,14 @@ class SolanaLedger:
         self._records: OrderedDict[str, TxRecord] = OrderedDict()
         self._versions = AccountVersions()
         self._slot_fees: deque[SlotFees] = deque(maxlen=MAX_PROCESSING_AGE)
+        # The fee market's background load (devstack.solana.fee_market), per slot it made busy,
+        # kept apart from the real transactions so that an operator can take it away again.
+        self.fee_market = FeeMarketLoad()
+        self._fee_rng = random.Random()
+        self._load: dict[int, BackgroundBlock] = {}
+        # Transactions a busy slot did not include: signature -> (tx, wire bytes), in arrival
+        # order; each later slot offers them again until their blockhash expires.
+        self._waiting: OrderedDict[str, tuple[VersionedTransaction, bytes]] = OrderedDict()
         self._faucet = Keypair.from_seed(hashlib.sha256(b"mintsaga devstack faucet").digest())
         self._airdrops = 0
         self.transactions_landed = 0
@@ -248,6 +273,16 @@ class SolanaLedger:
         return {"slot": self.slot, "block_height": self.block_height}
 
     def _advance(self, slots: int) -> None:
+        if self.fee_market.on or self._waiting:
+            # Slot by slot: each new slot gets its load, then offers the waiting transactions.
+            for _ in range(slots):
+                self._advance_slots(1)
+                self._new_busy_slot()
+                self._offer_waiting()
+        else:
+            self._advance_slots(slots)
+
+    def _advance_slots(self, slots: int) -> None:
         first_new = self.block_height + 1
         self.slot += slots
         self.block_height += slots
@@ -376,7 +411,7 @@ class SolanaLedger:
             if isinstance(simulated, FailedTransactionMetadata):
                 raise self._preflight_failure(simulated.err(), simulated.meta())
             if execute:
-                self._execute(tx, raw)
+                self._offer(tx, raw)
             return signature
         # skipPreflight: the leader does what it does; the client only learns the signature.
         if (
@@ -385,7 +420,7 @@ class SolanaLedger:
             and self.blockhash_valid(message.recent_blockhash, "processed")
             and not self._known(signature)
         ):
-            self._execute(tx, raw)
+            self._offer(tx, raw)
         return signature
 
     def _preflight_failure(self, err: Any, meta: TransactionMetadata | None = None) -> RpcError:
@@ -557,20 +592,73 @@ class SolanaLedger:
         self._records[record.signature] = record
         if len(self._records) > _RECENT_RECORDS:
             self._records.popitem(last=False)
-        self._note_fee(slot, compute_budget(message)[0], writable)
+        self._note_fee(slot, compute_budget(message)[0], writable, keys)
         if self._store is not None:
             self._store.save_transaction(record, after)
         self.transactions_landed += 1
         return record
 
-    def _note_fee(self, slot: int, price: int, writable: list[Pubkey]) -> None:
+    def _note_fee(self, slot: int, price: int, writable: list[Pubkey], keys: list[Pubkey]) -> None:
         """Keep, per slot, the lowest price of its block and of each write-locked account."""
         if not self._slot_fees or self._slot_fees[-1].slot != slot:
             self._slot_fees.append(SlotFees(slot, price, {}))
-        fees = self._slot_fees[-1]
-        fees.block_min = min(fees.block_min, price)
-        for key in writable:
-            fees.account_min[key] = min(fees.account_min.get(key, price), price)
+        self._slot_fees[-1].note(Landed(price, frozenset(writable), frozenset(keys)))
+
+    # -- the fee market (devstack.solana.fee_market) -----------------------------------------
+
+    def set_fee_market(self, load: FeeMarketLoad, *, forget: bool = False) -> None:
+        """Switch the background load. Turned on, the last 150 slots look as if it had run
+        through them (an estimator has a full window at once); ``forget`` drops the samples an
+        earlier load left, so the window shows only real transactions again."""
+        self.fee_market = load
+        self._fee_rng = random.Random(load.seed)
+        if forget:
+            self._load.clear()
+        if load.on:
+            first = max(GENESIS_SLOT, self.slot - MAX_PROCESSING_AGE + 1)
+            for slot in range(first, self.slot + 1):
+                self._new_busy_slot(slot)
+
+    def _new_busy_slot(self, slot: int | None = None) -> None:
+        slot = self.slot if slot is None else slot
+        block = background_block(self.fee_market, self._fee_rng)
+        if block is None:
+            self._load.pop(slot, None)
+        else:
+            self._load[slot] = block
+        oldest = self.slot - MAX_PROCESSING_AGE
+        for old in [s for s in self._load if s <= oldest]:
+            del self._load[old]
+
+    def clearing_price(self, slot: int | None = None) -> int:
+        """The lowest price an ordinary transaction must bid to be included in ``slot`` (the
+        current one by default): the load's clearing price on a busy slot, else 0."""
+        block = self._load.get(self.slot if slot is None else slot)
+        return 0 if block is None else block.clearing_price
+
+    def waiting(self) -> list[str]:
+        """The signatures sent and not included yet (a busy slot's leader passed them over)."""
+        return list(self._waiting)
+
+    def _offer(self, tx: VersionedTransaction, raw: bytes) -> None:
+        """Hand ``tx`` to the current slot's leader: included when its price clears the slot,
+        else it waits for a later slot (a second send of the same signature changes nothing)."""
+        signature = str(tx.signatures[0])
+        if includes(compute_budget(tx.message)[0], self.clearing_price()):
+            self._waiting.pop(signature, None)
+            self._execute(tx, raw)
+        elif signature not in self._waiting:
+            self._waiting[signature] = (tx, raw)
+
+    def _offer_waiting(self) -> None:
+        for signature, (tx, raw) in list(self._waiting.items()):
+            if self._known(signature) or not self.blockhash_valid(
+                tx.message.recent_blockhash, "processed"
+            ):
+                del self._waiting[signature]  # landed another way, or expired: never lands
+            elif includes(compute_budget(tx.message)[0], self.clearing_price()):
+                del self._waiting[signature]
+                self._execute(tx, raw)
 
     def recent_prioritization_fees(
         self, accounts: list[Pubkey] | None = None
@@ -579,11 +667,9 @@ class SolanaLedger:
         (micro-lamports per CU) paid in the slot's block, raised to the highest of the lowest
         prices paid by the transactions that write-locked each of ``accounts``; 0 for a slot
         without transactions. So busy accounts show what it took to land next to them."""
-        by_slot = {fees.slot: fees for fees in self._slot_fees}
         first = max(GENESIS_SLOT, self.slot - MAX_PROCESSING_AGE + 1)
         answer = []
-        for slot in range(first, self.slot + 1):
-            fees = by_slot.get(slot)
+        for slot, fees in self._fees_by_slot(first).items():
             fee = 0
             if fees is not None:
                 fee = max(
@@ -592,3 +678,28 @@ class SolanaLedger:
                 )
             answer.append({"slot": slot, "prioritizationFee": fee})
         return answer
+
+    def _fees_by_slot(self, first: int) -> dict[int, SlotFees | None]:
+        """Slot -> its block's fees (real transactions and the load's together), oldest first,
+        from ``first`` to the current slot; None for a slot without transactions."""
+        real = {fees.slot: fees for fees in self._slot_fees}
+        out: dict[int, SlotFees | None] = {}
+        for slot in range(first, self.slot + 1):
+            own, load = real.get(slot), self._load.get(slot)
+            if load is None:
+                out[slot] = own
+                continue
+            merged = SlotFees(slot, load.transactions[0].price, {})
+            for landed in [*load.transactions, *(own.landed if own is not None else ())]:
+                merged.note(landed)
+            out[slot] = merged
+        return out
+
+    def priority_fee_estimate(self, accounts: list[Pubkey], options: dict[str, Any]) -> Any:
+        """Helius' ``getPriorityFeeEstimate`` over the recent blocks (fee_market's rules)."""
+        lookback = options.get("lookbackSlots", MAX_LOOKBACK_SLOTS)
+        if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 1:
+            raise ValueError("lookbackSlots must be a positive integer")
+        first = max(GENESIS_SLOT, self.slot - min(lookback, MAX_LOOKBACK_SLOTS) + 1)
+        blocks = [f.landed for f in self._fees_by_slot(first).values() if f is not None]
+        return helius_estimate(blocks, accounts, options)

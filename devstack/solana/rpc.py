@@ -36,7 +36,7 @@ from devstack.solana.errors import (
     min_context_slot_not_reached,
     node_behind,
 )
-from devstack.solana.ledger import SolanaLedger, epoch_of
+from devstack.solana.ledger import SolanaLedger, decode_transaction, epoch_of
 from devstack.solana.parsed import NotParsable, parse_account, ui_token_amount
 
 log = logging.getLogger("devstack.solana.rpc")
@@ -166,6 +166,8 @@ class RpcMethods:
             "getTransaction": self.get_transaction,
             "getRecentPrioritizationFees": self.get_recent_prioritization_fees,
             "getFeeForMessage": self.get_fee_for_message,
+            # Helius' method (not Agave's): devstack.solana.fee_market says what it answers.
+            "getPriorityFeeEstimate": self.get_priority_fee_estimate,
         }
 
     # -- dispatch ----------------------------------------------------------------------------
@@ -520,6 +522,24 @@ class RpcMethods:
                 raise invalid_params("expected at most 128 account addresses")
             accounts = [_pubkey(address) for address in addresses]
         return self.ledger.recent_prioritization_fees(accounts)
+
+    def get_priority_fee_estimate(self, params: Params) -> dict[str, Any]:
+        """Helius' ``getPriorityFeeEstimate``: ``[{"accountKeys": [...] | "transaction": "...",
+        "options": {...}}]`` (helius.dev/docs/priority-fee, the account-keys and serialized-
+        transaction methods)."""
+        request = _config(params, 0)
+        options = request.get("options") or {}
+        if not isinstance(options, dict):
+            raise invalid_params("options must be an object")
+        if "transaction" in request:
+            encoding = options.get("transactionEncoding", "base58")
+            raw = _decode_wire(request["transaction"], str(encoding).lower())
+            accounts = list(decode_transaction(raw).message.account_keys)
+        elif isinstance(request.get("accountKeys"), list):
+            accounts = [_pubkey(address) for address in request["accountKeys"]]
+        else:
+            raise invalid_params("either transaction or accountKeys must be provided")
+        return self.ledger.priority_fee_estimate(accounts, options)
 
     def get_fee_for_message(self, params: Params) -> dict[str, Any]:
         raw = _decode_wire(_param(params, 0, "message"), "base64")

@@ -70,6 +70,38 @@ def operator_fee_cap_from_env(env: Mapping[str, str] | None = None) -> int:
     return operator_cap
 
 
+PRIORITY_FEE_ESTIMATORS = ("rpc", "helius")
+_BASE58 = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
+
+
+def priority_fee_estimator_from_env(env: Mapping[str, str]) -> str:
+    """SOLANA_PRIORITY_FEE_ESTIMATOR: ``rpc`` (getRecentPrioritizationFees, the default) or
+    ``helius`` (getPriorityFeeEstimate on the same endpoints; mintsaga.solana.fees)."""
+    value = env.get("SOLANA_PRIORITY_FEE_ESTIMATOR", "").strip().lower() or "rpc"
+    if value not in PRIORITY_FEE_ESTIMATORS:
+        raise SettingsError(
+            f"SOLANA_PRIORITY_FEE_ESTIMATOR: {value!r} is not one of"
+            f" {', '.join(PRIORITY_FEE_ESTIMATORS)}"
+        )
+    return value
+
+
+def priority_fee_accounts_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
+    """SOLANA_PRIORITY_FEE_ACCOUNTS: busy accounts (base58, comma-separated, at most 100) whose
+    recent fees the estimator samples beside the Token-2022 program's."""
+    accounts = tuple(
+        a.strip() for a in env.get("SOLANA_PRIORITY_FEE_ACCOUNTS", "").split(",") if a.strip()
+    )
+    for account in accounts:
+        if not 32 <= len(account) <= 44 or not set(account) <= _BASE58:
+            raise SettingsError(
+                f"SOLANA_PRIORITY_FEE_ACCOUNTS: {account!r} is not a base58 address"
+            )
+    if len(accounts) > 100:
+        raise SettingsError("SOLANA_PRIORITY_FEE_ACCOUNTS: at most 100 accounts")
+    return accounts
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -543,6 +575,10 @@ class Settings(BaseModel):
     image_memory_budget_bytes: int
     metrics_port: int = 0  # the worker's Prometheus endpoint; 0: none
     tuning: WorkerTuning = WorkerTuning()  # WORKER_*, PINATA_ACTIVITIES_PER_SECOND
+    # How the priority fee is estimated (mintsaga.solana.fees): SOLANA_PRIORITY_FEE_ESTIMATOR
+    # and SOLANA_PRIORITY_FEE_ACCOUNTS.
+    solana_priority_fee_estimator: str = "rpc"
+    solana_priority_fee_accounts: tuple[str, ...] = ()
 
     @property
     def temporal_address(self) -> str:
@@ -623,4 +659,6 @@ class Settings(BaseModel):
             ),
             metrics_port=_int(env, "METRICS_PORT", 0, minimum=0, maximum=65535),
             tuning=WorkerTuning.from_env(env),
+            solana_priority_fee_estimator=priority_fee_estimator_from_env(env),
+            solana_priority_fee_accounts=priority_fee_accounts_from_env(env),
         )

@@ -141,6 +141,8 @@ async def mint_activities(
                 priority_fee_cap=settings.solana_priority_fee_cap,
                 priority_fee_percentile=settings.solana_priority_fee_percentile,
                 operator_fee_cap=settings.solana_operator_priority_fee_cap,
+                priority_fee_estimator=settings.solana_priority_fee_estimator,
+                priority_fee_accounts=settings.solana_priority_fee_accounts,
             )
             images = ImageLoader(
                 settings.mint_image_dir,

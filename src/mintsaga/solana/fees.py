@@ -1,11 +1,20 @@
 """Priority fee and compute-unit limit of the NFT transaction: the arithmetic, kept pure.
 
 The fee is a price per compute unit (micro-lamports/CU), read from what recently landed
-transactions paid (``getRecentPrioritizationFees`` for the accounts the mint transaction
-writes):
+transactions paid: ``getRecentPrioritizationFees`` for the accounts the mint transaction
+writes, the Token-2022 program and the busy accounts an operator names
+(``SOLANA_PRIORITY_FEE_ACCOUNTS``), one sample per recent slot; or a provider's estimate
+(Helius' ``getPriorityFeeEstimate``, ``SOLANA_PRIORITY_FEE_ESTIMATOR=helius``):
 
-    base = the ``percentile``-th (nearest rank) of the non-zero recent fees, 0 when none
+    base = the ``percentile``-th (nearest rank) of all the samples, zeros included
+           (or the provider's estimate at the level nearest above ``percentile``)
     fee  = min(cap, ceil(base * 1.5 ** resign))
+
+Zeros count: a slot whose sample is 0 is a slot where a zero bid landed next to those
+accounts, and dropping them would make one expensive slot on a quiet chain the estimate. Our
+own accounts alone are no estimate: they are new, or written only by us, so on mainnet the
+node answers the block's minimum for them, which is most often 0 (see
+devstack/solana/fee_market.py for what the documentation says).
 
 ``resign`` counts the re-signs after a blockhash expired unseen, so each re-sign bids higher.
 A re-sign on a chain that shows no fees at all starts from ``RESIGN_FLOOR_MICRO_LAMPORTS``, so
@@ -18,6 +27,7 @@ cannot be had, ``FALLBACK_COMPUTE_UNIT_LIMIT`` (several times what the NFT needs
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,10 +40,10 @@ CU_MARGIN_UNITS = 1_000
 
 
 def percentile_fee(fees: Iterable[int], percentile: int) -> int:
-    """The nearest-rank ``percentile`` (0-100) of the non-zero ``fees``; 0 when there are none."""
+    """The nearest-rank ``percentile`` (0-100) of all ``fees``, zeros included; 0 for none."""
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be within 0-100, not {percentile}")
-    paid = sorted(fee for fee in fees if fee > 0)
+    paid = sorted(fees)
     if not paid:
         return 0
     rank = -(-percentile * len(paid) // 100)  # ceil(p/100 * n), 1-based
@@ -62,6 +72,38 @@ def priority_fee_from_recent(
 ) -> int:
     """The fee to bid, from the recent per-slot fees (see the module's formula)."""
     return raised_fee(percentile_fee(recent, percentile), resign=resign, cap=cap)
+
+
+# Helius' priority levels and the percentile each one is (helius.dev/docs/priority-fee:
+# Min 0th, Low 25th, Medium 50th, High 75th, VeryHigh 95th, UnsafeMax 100th).
+HELIUS_LEVELS = (
+    ("Min", 0),
+    ("Low", 25),
+    ("Medium", 50),
+    ("High", 75),
+    ("VeryHigh", 95),
+    ("UnsafeMax", 100),
+)
+
+
+def helius_priority_level(percentile: int) -> str:
+    """The Helius ``priorityLevel`` for ``percentile``: the lowest level at or above it."""
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be within 0-100, not {percentile}")
+    return next(name for name, level in HELIUS_LEVELS if level >= percentile)
+
+
+def parse_priority_fee_estimate(result: Any) -> int:
+    """``getPriorityFeeEstimate``'s answer -> the estimate, rounded up (Helius answers a float;
+    raises on a wrong shape)."""
+    if not isinstance(result, dict):
+        raise TypeError("getPriorityFeeEstimate answered a non-object")
+    estimate = result.get("priorityFeeEstimate")
+    if isinstance(estimate, bool) or not isinstance(estimate, (int, float)) or estimate < 0:
+        raise ValueError(f"priorityFeeEstimate {estimate!r} is not a non-negative number")
+    if estimate != estimate or estimate == float("inf"):
+        raise ValueError(f"priorityFeeEstimate {estimate!r} is not finite")
+    return math.ceil(estimate)
 
 
 def compute_unit_limit(units_consumed: int) -> int:

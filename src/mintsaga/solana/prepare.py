@@ -36,15 +36,19 @@ from mintsaga.solana.fees import (
     FALLBACK_COMPUTE_UNIT_LIMIT,
     MAX_COMPUTE_UNIT_LIMIT,
     compute_unit_limit,
+    helius_priority_level,
     mint_budget,
     mint_cost,
+    parse_priority_fee_estimate,
     parse_recent_fees,
     priority_fee_from_recent,
+    raised_fee,
     rent_exempt_minimum,
     rent_is_plausible,
 )
 from mintsaga.solana.mint_keys import MIN_SEED_BYTES, SEED_SETTING, derive_mint_keypair
 from mintsaga.solana.nft import (
+    TOKEN_2022_PROGRAM_ID,
     associated_token_address,
     build_nft_instructions,
     nft_mint_account_size,
@@ -75,6 +79,8 @@ RENT_TTL_S = 600.0
 # 150 slots behind unhealthy): a lie can at most double the wait before a re-sign.
 MAX_PROCESSING_AGE = 150
 BLOCK_HEIGHT_SLACK = 150
+# getRecentPrioritizationFees takes at most 128 addresses (solana.com's method page).
+MAX_FEE_ACCOUNTS = 128
 
 
 def blockhash_window_is_plausible(last_valid_block_height: int, block_height: int) -> bool:
@@ -156,11 +162,16 @@ class MintPreparer:
         priority_fee_cap: int = DEFAULT_PRIORITY_FEE_CAP,
         priority_fee_percentile: int = DEFAULT_PRIORITY_FEE_PERCENTILE,
         operator_fee_cap: int | None = None,
+        priority_fee_estimator: str = "rpc",
+        priority_fee_accounts: Sequence[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``priority_fee_cap`` (micro-lamports per CU) and ``priority_fee_percentile`` are
-        ``SOLANA_PRIORITY_FEE_CAP`` and ``SOLANA_PRIORITY_FEE_PERCENTILE``; ``clock`` ages the
-        kept rent and blockhash (``time.monotonic``; a test's own to step past the windows)."""
+        ``SOLANA_PRIORITY_FEE_CAP`` and ``SOLANA_PRIORITY_FEE_PERCENTILE``;
+        ``priority_fee_estimator`` and ``priority_fee_accounts`` are
+        ``SOLANA_PRIORITY_FEE_ESTIMATOR`` ("rpc" or "helius") and
+        ``SOLANA_PRIORITY_FEE_ACCOUNTS`` (``priority_fee``); ``clock`` ages the kept rent and
+        blockhash (``time.monotonic``; a test's own to step past the windows)."""
         if len(mint_key_seed) < MIN_SEED_BYTES:
             raise ValueError(f"{SEED_SETTING} must hold at least {MIN_SEED_BYTES} bytes")
         if priority_fee_cap < 0:
@@ -174,6 +185,13 @@ class MintPreparer:
         # A fee given with the mint (an operator's retry, a request) is clamped to this.
         self.operator_fee_cap = max(priority_fee_cap, operator_fee_cap or 0)
         self.priority_fee_percentile = priority_fee_percentile
+        if priority_fee_estimator not in ("rpc", "helius"):
+            raise ValueError("SOLANA_PRIORITY_FEE_ESTIMATOR must be rpc or helius")
+        self.priority_fee_estimator = priority_fee_estimator
+        # Validated here too (a test or a caller may not come through the settings).
+        self.priority_fee_accounts = tuple(
+            str(Pubkey.from_string(a)) for a in priority_fee_accounts
+        )
         self._rent: SharedCache[int, int] = SharedCache(RENT_TTL_S, clock=clock)
         # Keyed by the pool's URLs: after ``SolanaRpc.set_endpoints`` none is reused.
         self._blockhash: SharedCache[tuple[str, ...], _LatestBlockhash] = SharedCache(
@@ -203,14 +221,40 @@ class MintPreparer:
         resign: int = 0,
         accounts: Sequence[str] | None = None,
     ) -> int:
-        """The price (micro-lamports per CU) to bid: mintsaga.solana.fees's formula over
-        ``getRecentPrioritizationFees`` for ``accounts`` (default: the system wallet; prepare
-        passes every account the mint transaction writes).
+        """The price (micro-lamports per CU) to bid: mintsaga.solana.fees's formula over the
+        recent fees of ``accounts`` (default: the system wallet; prepare passes every account
+        the mint transaction writes), the Token-2022 program and ``priority_fee_accounts``.
 
-        A node that cannot answer the method (a permanent error) leaves the fee to the
-        formula's empty case; a transient failure of every endpoint is raised, like any read.
+        With the ``helius`` estimator, Helius' ``getPriorityFeeEstimate`` for those accounts
+        at the level nearest above the percentile; when no endpoint answers it,
+        ``getRecentPrioritizationFees`` as with ``rpc``: one sample per recent slot (the node's
+        minimum to land next to all of them), the percentile over every sample. A node that
+        cannot answer that method either (a permanent error) leaves the fee to the formula's
+        empty case; a transient failure of every endpoint is raised, like any read. The cap
+        and the raise per re-sign apply to both.
         """
-        addresses = list(accounts) if accounts is not None else [self.payer]
+        own = list(accounts) if accounts is not None else [self.payer]
+        addresses = list(
+            dict.fromkeys([*own, str(TOKEN_2022_PROGRAM_ID), *self.priority_fee_accounts])
+        )[:MAX_FEE_ACCOUNTS]
+        if self.priority_fee_estimator == "helius":
+            try:
+                estimate = await self.rpc.call(
+                    "getPriorityFeeEstimate",
+                    [
+                        {
+                            "accountKeys": addresses,
+                            "options": {"priorityLevel": helius_priority_level(percentile)},
+                        }
+                    ],
+                    parse=parse_priority_fee_estimate,
+                )
+            except ServiceError as exc:
+                log.warning(
+                    "getPriorityFeeEstimate failed (%s): estimating from recent fees", exc.code
+                )
+            else:
+                return raised_fee(estimate, resign=resign, cap=cap_micro_lamports)
         try:
             recent = await self.rpc.call(
                 "getRecentPrioritizationFees", [addresses], parse=parse_recent_fees

@@ -21,8 +21,10 @@ from mintsaga.solana.fees import (
     MAX_COMPUTE_UNIT_LIMIT,
     RESIGN_FLOOR_MICRO_LAMPORTS,
     compute_unit_limit,
+    helius_priority_level,
     mint_budget,
     mint_cost,
+    parse_priority_fee_estimate,
     parse_recent_fees,
     percentile_fee,
     priority_fee_from_recent,
@@ -35,15 +37,20 @@ from mintsaga.solana.fees import (
 # -- percentile ------------------------------------------------------------------------------
 
 
-def test_percentile_is_nearest_rank_over_non_zero_fees() -> None:
-    fees = [0, 400, 0, 100, 300, 200, 0]  # the zeros are slots nobody bid in
-    assert percentile_fee(fees, 75) == 300  # rank ceil(0.75 * 4) = 3
-    assert percentile_fee(fees, 50) == 200
+def test_percentile_is_nearest_rank_over_all_samples_zeros_included() -> None:
+    # Issue 15: a 0 is a slot where a zero bid landed next to the accounts; it counts.
+    fees = [0, 400, 0, 100, 300, 200, 0]  # sorted: 0 0 0 100 200 300 400
+    assert percentile_fee(fees, 75) == 300  # rank ceil(0.75 * 7) = 6
+    assert percentile_fee(fees, 50) == 100  # rank 4
     assert percentile_fee(fees, 100) == 400
-    assert percentile_fee(fees, 1) == 100
-    assert percentile_fee(fees, 0) == 100  # the lowest, never an index of -1
+    assert percentile_fee(fees, 1) == 0
+    assert percentile_fee(fees, 0) == 0  # the lowest, never an index of -1
     assert percentile_fee(range(1, 101), 75) == 75
     assert percentile_fee([7], 75) == 7
+    # One expensive slot on a quiet chain is not the estimate (it was, over non-zero fees).
+    assert percentile_fee([0] * 149 + [90_000], 75) == 0
+    # A chain busy in 3 slots of 4 is.
+    assert percentile_fee([0, 5_000, 6_000, 7_000] * 30, 75) == 6_000
 
 
 def test_percentile_of_no_fees_is_zero() -> None:
@@ -92,11 +99,46 @@ def test_negative_inputs_are_refused() -> None:
 
 def test_fee_from_recent_combines_percentile_raise_and_cap() -> None:
     recent = [0, 1000, 2000, 3000, 4000, 0, 5000, 6000, 7000, 8000]
-    assert priority_fee_from_recent(recent, percentile=75, cap=10**6) == 6000
+    assert priority_fee_from_recent(recent, percentile=75, cap=10**6) == 6000  # rank 8 of 10
     assert priority_fee_from_recent(recent, percentile=75, cap=10**6, resign=1) == 9000
     assert priority_fee_from_recent(recent, percentile=75, cap=7000, resign=1) == 7000
-    assert priority_fee_from_recent(recent, percentile=50, cap=10**6) == 4000
+    assert priority_fee_from_recent(recent, percentile=50, cap=10**6) == 3000  # rank 5 of 10
     assert priority_fee_from_recent([0] * 150, percentile=75, cap=10**6) == 0
+
+
+@pytest.mark.parametrize(
+    ("percentile", "level"),
+    [
+        (0, "Min"),
+        (1, "Low"),
+        (25, "Low"),
+        (50, "Medium"),
+        (75, "High"),
+        (90, "VeryHigh"),
+        (95, "VeryHigh"),
+        (96, "UnsafeMax"),
+        (100, "UnsafeMax"),
+    ],
+)
+def test_helius_level_is_the_lowest_at_or_above_the_percentile(percentile: int, level: str) -> None:
+    assert helius_priority_level(percentile) == level
+
+
+def test_helius_estimates_are_parsed_strictly_and_rounded_up() -> None:
+    assert parse_priority_fee_estimate({"priorityFeeEstimate": 33549.0}) == 33549
+    assert parse_priority_fee_estimate({"priorityFeeEstimate": 120.2}) == 121
+    assert parse_priority_fee_estimate({"priorityFeeEstimate": 0}) == 0
+    for bad in (
+        [],
+        {},
+        {"priorityFeeEstimate": -1},
+        {"priorityFeeEstimate": "5"},
+        {"priorityFeeEstimate": True},
+        {"priorityFeeEstimate": float("nan")},
+        {"priorityFeeEstimate": float("inf")},
+    ):
+        with pytest.raises((TypeError, ValueError)):
+            parse_priority_fee_estimate(bad)
 
 
 def test_recent_fees_are_parsed_strictly() -> None:

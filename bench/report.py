@@ -188,8 +188,18 @@ def _batch_figures(batch: Batch) -> dict[str, Any]:
         },
         "statuses": statuses(batch),
         "retries": sum(f.retries for f in batch.flights),
+        "retries_by_step": retries_by_step(batch),
         "max_in_flight": max_in_flight(batch.flights),
     }
+
+
+def retries_by_step(batch: Batch) -> dict[str, int]:
+    """Attempts beyond the first, per step, over the batch's mints (where a fault costs)."""
+    counts: dict[str, int] = {}
+    for result in batch.results.values():
+        for step, retries in result.retries.items():
+            counts[step] = counts.get(step, 0) + retries
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
 def machine() -> dict[str, Any]:

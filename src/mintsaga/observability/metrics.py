@@ -145,6 +145,12 @@ RPC_ENDPOINT_UNUSABLE = Counter(
     " not_found, too_large, method_not_found, no_history); the call moved on to the next endpoint",
     ["endpoint", "reason", "method"],
 )
+RPC_PANIC_CALLS = Counter(
+    "mintsaga_rpc_panic_calls_total",
+    "Calls sent to an RPC endpoint whose circuit is open because fewer than half of the"
+    " endpoints were healthy (panic routing: the pool never stalls on its own breakers)",
+    ["endpoint"],
+)
 
 
 # -- recording ---------------------------------------------------------------------------------
@@ -178,6 +184,11 @@ def record_failover(service: str) -> None:
 def record_endpoint_unusable(endpoint: str, reason: str, method: str) -> None:
     """An endpoint answered that it cannot serve `method` (solana/rpc.py's pool moved on)."""
     RPC_ENDPOINT_UNUSABLE.labels(endpoint, reason, method).inc()
+
+
+def record_panic_call(endpoint: str) -> None:
+    """A call went to an open endpoint because too few were healthy (solana/rpc.py)."""
+    RPC_PANIC_CALLS.labels(endpoint).inc()
 
 
 def record_activity_attempt(activity: str, service: str, attempt: int) -> None:

@@ -176,6 +176,16 @@ class CircuitBreaker:
             return self._open_until
         return None
 
+    def success_rate(self) -> float | None:
+        """The share of successes over the current window (None: no call in it): how bad an
+        open endpoint is, for a pool that must pick among open ones."""
+        now = self._clock()
+        self._advance(now)
+        self._prune(now)
+        if not self._window:
+            return None
+        return sum(1 for _, ok, _ in self._window if ok) / len(self._window)
+
     def snapshot(self) -> dict[str, object]:
         """Metrics for dashboards and the operator commands, over the current window."""
         now = self._clock()

@@ -95,7 +95,11 @@ from solana.rpc.core import RPCException, RPCNoResultException
 from solana.rpc.jsonrpc import JsonRpcRequest, SolanaJsonRpcError
 
 from mintsaga.errors import ErrorKind, ServiceError, endpoint_name
-from mintsaga.observability.metrics import record_endpoint_unusable, record_failover
+from mintsaga.observability.metrics import (
+    record_endpoint_unusable,
+    record_failover,
+    record_panic_call,
+)
 from mintsaga.resilience.breaker import (
     SOLANA_BREAKER,
     BreakerRegistry,
@@ -669,7 +673,13 @@ class SolanaRpc:
         fee_payer: str | None = None,
     ) -> tuple[int, Any]:
         """``call``, also saying which endpoint (its index) answered: to check an answer
-        against another node's, or the same node's."""
+        against another node's, or the same node's.
+
+        Panic routing (Envoy's panic threshold): while fewer than half of the endpoints are
+        healthy (``panicking``), the endpoints whose breaker opened by itself are asked too,
+        after the others, the least bad first; an operator's force-open is always respected.
+        So automatic breakers can skip a failing endpoint, never stall the pool.
+        """
         request = JsonRpcRequest(method=method, params=params)
         kind = call_kind(method, params)
         order = self._usable_first(self._order(only), kind)
@@ -677,65 +687,89 @@ class SolanaRpc:
         # some (a per-endpoint question, like `highest_slot_index`'s) fails at once.
         may_wait = len(order) == len(self._endpoints)
         unable: dict[int, ServiceError] = {}  # endpoints that cannot serve this call
+        last: ServiceError | None = None
+
+        async def ask(index: int, left: int) -> tuple[bool, Any]:
+            """(True, result) when endpoint ``index`` answered; (False, None) when the call
+            should move on; raises when no other endpoint can change the answer."""
+            nonlocal last
+            endpoint = self._endpoints[index]
+            breaker = self.breaker(index) if self._guarded else None
+            wait_s = self.call_timeout(left)
+
+            async def attempt() -> Any:
+                try:
+                    async with asyncio.timeout(wait_s):
+                        result = await endpoint.client.send_rpc_request(request, object)
+                    return parse(result) if parse is not None else result
+                except TimeoutError:
+                    raise _error(
+                        ErrorKind.TRANSIENT,
+                        "SolanaTimeout",
+                        f"{method}: no answer within {wait_s:.1f} s",
+                        endpoint.name,
+                    ) from None
+                except CLASSIFIABLE as exc:
+                    raise classify_error(
+                        exc, endpoint=endpoint.name, method=method, fee_payer=fee_payer
+                    ) from None
+
+            if last is not None or unable:
+                record_failover(SERVICE)  # the previous endpoint failed or could not serve
+                keep_alive()  # a heartbeat between endpoints, however long each took
+            try:
+                return True, await through(
+                    breaker,
+                    SERVICE,
+                    attempt,
+                    admitted=True,
+                    endpoint=endpoint.name,
+                    operation=method,
+                )
+            except ServiceError as error:
+                if error.unusable is not None:
+                    self._cannot_serve(endpoint.name, kind, error)
+                    unable[index] = error
+                    return False, None
+                if not error.retryable:
+                    raise
+                log.warning(
+                    "solana %s failed at %s (%s, %s); trying the next endpoint",
+                    method,
+                    endpoint.name,
+                    error.code,
+                    error.kind,
+                )
+                last = error
+                return False, None
+
         while True:
-            last: ServiceError | None = None
+            last = None
             skipped: list[CircuitBreaker] = []
+            panic = self.panicking()
+            opened: list[int] = []  # open by their own breaker: asked last when panicking
             for position, index in enumerate(order):
                 if index in unable:
                     continue
-                endpoint = self._endpoints[index]
                 breaker = self.breaker(index) if self._guarded else None
                 if breaker is not None and not breaker.allow():
                     skipped.append(breaker)
+                    if panic and breaker.retry_at() is not None:  # not forced by an operator
+                        opened.append(index)
                     continue
-                wait_s = self.call_timeout(
-                    self._left_to_ask([i for i in order[position:] if i not in unable])
-                )
-
-                async def attempt(endpoint: _Endpoint = endpoint, wait_s: float = wait_s) -> Any:
-                    try:
-                        async with asyncio.timeout(wait_s):
-                            result = await endpoint.client.send_rpc_request(request, object)
-                        return parse(result) if parse is not None else result
-                    except TimeoutError:
-                        raise _error(
-                            ErrorKind.TRANSIENT,
-                            "SolanaTimeout",
-                            f"{method}: no answer within {wait_s:.1f} s",
-                            endpoint.name,
-                        ) from None
-                    except CLASSIFIABLE as exc:
-                        raise classify_error(
-                            exc, endpoint=endpoint.name, method=method, fee_payer=fee_payer
-                        ) from None
-
-                if last is not None or unable:
-                    record_failover(SERVICE)  # the previous endpoint failed or could not serve
-                    keep_alive()  # a heartbeat between endpoints, however long each took
-                try:
-                    return index, await through(
-                        breaker,
-                        SERVICE,
-                        attempt,
-                        admitted=True,
-                        endpoint=endpoint.name,
-                        operation=method,
-                    )
-                except ServiceError as error:
-                    if error.unusable is not None:
-                        self._cannot_serve(endpoint.name, kind, error)
-                        unable[index] = error
-                        continue
-                    if not error.retryable:
-                        raise
-                    log.warning(
-                        "solana %s failed at %s (%s, %s); trying the next endpoint",
-                        method,
-                        endpoint.name,
-                        error.code,
-                        error.kind,
-                    )
-                    last = error
+                rest = [i for i in order[position:] if i not in unable]
+                left = self._left_to_ask(rest, panic=panic, later=len(opened))
+                answered, result = await ask(index, left)
+                if answered:
+                    return index, result
+            opened = self._least_bad(opened)
+            for position, index in enumerate(opened):
+                if index in unable:
+                    continue
+                record_panic_call(self._endpoints[index].name)
+                answered, result = await ask(index, len(opened) - position)
+                if answered:
+                    return index, result
             if last is not None:
                 raise last
             # Every endpoint's circuit is open (but for those that cannot serve this call):
@@ -746,6 +780,28 @@ class SolanaRpc:
                 raise circuit_open(SERVICE, skipped)
             # No endpoint can serve it: only an operator can change that.
             raise list(unable.values())[-1]
+
+    # -- panic routing ---------------------------------------------------------------------
+
+    def panicking(self) -> bool:
+        """Whether fewer than half of the endpoints are healthy (their breaker closed, or
+        overridden to allow everything): the pool then asks the open ones too."""
+        if not self._guarded:
+            return False
+        healthy = sum(
+            1 for i in range(len(self._endpoints)) if self.breaker(i).state is BreakerState.CLOSED
+        )
+        return healthy * 2 < len(self._endpoints)
+
+    def _least_bad(self, indices: Sequence[int]) -> list[int]:
+        """``indices`` by their breaker's success rate over its window, best first (an
+        endpoint with no recent call counts as good; ties keep the priority order)."""
+
+        def rate(index: int) -> float:
+            found = self.breaker(index).success_rate()
+            return 1.0 if found is None else found
+
+        return sorted(indices, key=lambda i: -rate(i))
 
     # -- endpoints that cannot serve a kind of call ---------------------------------------------
 
@@ -759,11 +815,20 @@ class SolanaRpc:
         share = (left - QUEUE_MARGIN_S) / max(1, endpoints_left)
         return min(self._timeout, max(MIN_CALL_TIMEOUT_S, share))
 
-    def _left_to_ask(self, indices: Sequence[int]) -> int:
-        """How many of ``indices`` a call may still ask (an open circuit will refuse it)."""
+    def _left_to_ask(self, indices: Sequence[int], *, panic: bool = False, later: int = 0) -> int:
+        """How many of ``indices`` a call may still ask (an open circuit will refuse it, unless
+        the pool is ``panic``king and no operator forced it), plus ``later`` open ones that
+        panic routing will ask at the end."""
         if not self._guarded:
             return len(indices)
-        return sum(1 for i in indices if self.breaker(i).state is not BreakerState.OPEN) or 1
+
+        def askable(index: int) -> bool:
+            breaker = self.breaker(index)
+            if breaker.state is not BreakerState.OPEN:
+                return True
+            return panic and breaker.retry_at() is not None
+
+        return sum(1 for i in indices if askable(i)) + later or 1
 
     def _cannot_serve(self, name: str, kind: str, error: ServiceError) -> None:
         reason = error.unusable or ""

@@ -105,23 +105,24 @@ async def test_through_without_the_time_raises_the_open_circuit_error() -> None:
     assert caught.value.retry_after is not None and 29 < caught.value.retry_after <= 30
 
 
-async def test_a_solana_pool_queues_only_a_call_that_may_use_every_endpoint() -> None:
-    """`highest_slot_index` asks each endpoint on its own (`only=[i]`): an open one must answer
-    "no" at once, or every prepare waits out that endpoint's open minute (the benchmark's
-    failover run found it). A call free to use any endpoint waits for the soonest half-open."""
+async def test_a_solana_pool_never_queues_a_call_restricted_to_some_endpoints() -> None:
+    """`highest_slot_index` asks each endpoint on its own (`only=[i]`): a refused one must
+    answer "no" at once, or every prepare waits out that endpoint's open minute (the
+    benchmark's failover run found it). With every circuit forced open by an operator, a call
+    free to use any endpoint is refused at once too: there is no half-open time to wait for.
+    (Circuits that opened by themselves are asked anyway: panic routing,
+    tests/unit/solana/test_panic_routing.py.)"""
     urls = ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]  # discard port: nothing answers
     breakers = BreakerRegistry()
-    one_second = BreakerConfig(open_s=1.0, consecutive_failures=1)
     for url in urls:
-        breakers.get(redact_url(url), one_second).record_failure()  # both open for 1 s
-    reopens = min(breakers.get(redact_url(url), one_second).retry_at() or 0.0 for url in urls)
+        breakers.set_override(redact_url(url), Override.FORCE_OPEN)
     env, _ = environment(timeout_s=10)
     async with SolanaRpc(urls, timeout=1, breakers=breakers) as rpc:
+        began = time.monotonic()
         with pytest.raises(ServiceError) as restricted:
             await env.run(rpc.call, "getSlot", None, only=[0])
-        assert restricted.value.code == "SolanaCircuitOpen"  # refused, not waited and tried
-        assert time.monotonic() < reopens
-        with pytest.raises(ServiceError) as tried:
+        assert restricted.value.code == "SolanaCircuitOpen"
+        with pytest.raises(ServiceError) as forced:
             await env.run(rpc.call, "getSlot")
-        assert time.monotonic() >= reopens  # waited for the half-open time, then tried
-        assert tried.value.code != "SolanaCircuitOpen"
+        assert forced.value.code == "SolanaCircuitOpen"
+        assert time.monotonic() - began < 0.5

@@ -15,23 +15,20 @@ a hung endpoint is left in time for the next one to answer inside the same attem
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from solders.keypair import Keypair
 from temporalio.testing import ActivityEnvironment
 
 from mintsaga.activities.call_hooks import install_call_hooks
 from mintsaga.activities.solana import SolanaActivities
-from mintsaga.errors import ErrorKind, ServiceError, endpoint_name
+from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.observability.metrics import sample_value
 from mintsaga.resilience import guard
 from mintsaga.resilience.breaker import BreakerRegistry, BreakerState
@@ -40,103 +37,19 @@ from mintsaga.solana.minter import SolanaMinter
 from mintsaga.solana.rpc import DEFAULT_TIMEOUT_S, MIN_CALL_TIMEOUT_S, SolanaRpc
 from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.policies import CHECK_RPC, PREPARE_TRANSACTION
+from tests.unit.solana.rpc_nodes import (
+    Answer,
+    Behaviour,
+    Node,
+    Params,
+    hang,
+    http,
+    result,
+    rpc_error,
+    serving,
+)
 
-Params = list[Any]
-# What a node answers: an HTTP status and a JSON-RPC body (its id filled in) or a text body.
-Answer = tuple[int, dict[str, Any] | str]
-# (method, params) -> an answer, or None: never answer
-Behaviour = Callable[[str, Params], Answer | None]
 SIGNATURE = "5" * 88  # any base58 text: the nodes here do not parse it
-
-
-def result(value: Any) -> Behaviour:
-    return lambda method, params: (200, {"result": value})
-
-
-def rpc_error(code: int, message: str, data: Any = None) -> Behaviour:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return lambda method, params: (200, {"error": error})
-
-
-def http(status: int, text: str = "") -> Behaviour:
-    return lambda method, params: (status, text)
-
-
-def hang(method: str, params: Params) -> None:
-    return None
-
-
-@dataclasses.dataclass
-class Node:
-    """One JSON-RPC server on 127.0.0.1; ``behave`` may be swapped while it runs."""
-
-    behave: Behaviour
-    url: str = ""
-    seen: list[tuple[str, Params]] = dataclasses.field(default_factory=list)
-    arrived: list[float] = dataclasses.field(default_factory=list)  # time.monotonic() per call
-
-    @property
-    def name(self) -> str:
-        return endpoint_name(self.url)
-
-    @property
-    def methods(self) -> list[str]:
-        return [method for method, _ in self.seen]
-
-    async def start(self) -> web.AppRunner:
-        async def handle(request: web.Request) -> web.StreamResponse:
-            body = await request.json()
-            method, params = body.get("method"), body.get("params") or []
-            self.seen.append((method, params))
-            self.arrived.append(time.monotonic())
-            answer = self.behave(method, params)
-            if answer is None:
-                await asyncio.sleep(3600)  # hung: the client gives up first
-                raise AssertionError("unreachable")
-            status, payload = answer
-            if isinstance(payload, str):
-                return web.Response(status=status, text=payload)
-            return web.json_response(
-                {"jsonrpc": "2.0", "id": body.get("id"), **payload}, status=status
-            )
-
-        app = web.Application()
-        app.router.add_post("/", handle)
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        return runner
-
-
-@dataclasses.dataclass
-class Nodes:
-    nodes: list[Node]
-
-    def __getitem__(self, index: int) -> Node:
-        return self.nodes[index]
-
-    @property
-    def urls(self) -> list[str]:
-        return [node.url for node in self.nodes]
-
-
-@contextlib.asynccontextmanager
-async def serving(*behaviours: Behaviour) -> AsyncIterator[Nodes]:
-    """One server per behaviour, in that order (the pool's priority order)."""
-    started = Nodes([Node(b) for b in behaviours])
-    runners: list[web.AppRunner] = []
-    try:
-        for node in started.nodes:
-            runners.append(await node.start())
-        yield started
-    finally:
-        for runner in runners:
-            await runner.cleanup()
 
 
 def unusable_count(node: Node, reason: str, method: str) -> float:

@@ -252,3 +252,25 @@ def test_the_operator_cap_is_bounded_and_never_below_the_cap() -> None:
             {"SOLANA_PRIORITY_FEE_CAP": "5000", "SOLANA_OPERATOR_PRIORITY_FEE_CAP": "10"}
         )
     assert operator_fee_cap_from_env({}) == 10 * DEFAULT_PRIORITY_FEE_CAP
+
+
+def test_priority_fee_estimator_settings_default_and_parse(tmp_path: Path) -> None:
+    settings = Settings.from_env(_env(tmp_path))
+    assert settings.solana_priority_fee_estimator == "rpc"
+    assert settings.solana_priority_fee_accounts == ()
+    busy = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"
+    settings = Settings.from_env(
+        _env(
+            tmp_path,
+            SOLANA_PRIORITY_FEE_ESTIMATOR="Helius",
+            SOLANA_PRIORITY_FEE_ACCOUNTS=f" {busy}, ,{busy[:-1]}",
+        )
+    )
+    assert settings.solana_priority_fee_estimator == "helius"
+    assert settings.solana_priority_fee_accounts == (busy, busy[:-1])
+    for name, value in (
+        ("SOLANA_PRIORITY_FEE_ESTIMATOR", "quicknode"),
+        ("SOLANA_PRIORITY_FEE_ACCOUNTS", "not-base58-0OIl"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env(_env(tmp_path, **{name: value}))

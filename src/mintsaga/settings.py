@@ -102,6 +102,24 @@ def priority_fee_accounts_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
     return accounts
 
 
+# SOLANA_COMMITMENT: what the confirmation wait takes as landed and the verification before
+# MINTED reads at. ``processed`` is refused: a processed block can still be skipped.
+SOLANA_COMMITMENTS = ("confirmed", "finalized")
+DEFAULT_SOLANA_COMMITMENT = "confirmed"
+
+
+def commitment_from_env(env: Mapping[str, str]) -> str:
+    """SOLANA_COMMITMENT: ``confirmed`` (the default: ~13 s sooner under Tower BFT) or
+    ``finalized`` (the money-grade choice; docs/design.md, "The commitment")."""
+    value = env.get("SOLANA_COMMITMENT", "").strip().lower() or DEFAULT_SOLANA_COMMITMENT
+    if value not in SOLANA_COMMITMENTS:
+        why = " (a processed block can still be skipped)" if value == "processed" else ""
+        raise SettingsError(
+            f"SOLANA_COMMITMENT: {value!r} is not one of {', '.join(SOLANA_COMMITMENTS)}{why}"
+        )
+    return value
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -579,6 +597,8 @@ class Settings(BaseModel):
     # and SOLANA_PRIORITY_FEE_ACCOUNTS.
     solana_priority_fee_estimator: str = "rpc"
     solana_priority_fee_accounts: tuple[str, ...] = ()
+    # SOLANA_COMMITMENT: what the confirmation wait waits for and verify_nft reads at.
+    solana_commitment: str = DEFAULT_SOLANA_COMMITMENT
 
     @property
     def temporal_address(self) -> str:
@@ -661,4 +681,5 @@ class Settings(BaseModel):
             tuning=WorkerTuning.from_env(env),
             solana_priority_fee_estimator=priority_fee_estimator_from_env(env),
             solana_priority_fee_accounts=priority_fee_accounts_from_env(env),
+            solana_commitment=commitment_from_env(env),
         )

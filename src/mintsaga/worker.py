@@ -164,8 +164,14 @@ async def mint_activities(
                 minter=minter,
                 store=store,
                 spend_limit_lamports=settings.solana_spend_limit_lamports_per_hour,
+                commitment=settings.solana_commitment,
             )
-            verification = VerificationActivities(minter=minter, gateways=gateways, store=store)
+            verification = VerificationActivities(
+                minter=minter,
+                gateways=gateways,
+                store=store,
+                commitment=settings.solana_commitment,
+            )
             runtime_steps = RuntimeActivities(watcher=watcher)
             # Health probes: their own clients, around the breakers (activities/health.py).
             health = HealthActivities.build(

@@ -22,6 +22,7 @@ from mintsaga.db.mint_store import MintStore
 from mintsaga.db.wallet_spend import spend_breaker_open
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.observability.metrics import record_spend
+from mintsaga.settings import DEFAULT_SOLANA_COMMITMENT
 from mintsaga.solana.mint_keys import seed_mismatch
 from mintsaga.solana.minter import SigStatus, SolanaMinter
 from mintsaga.stages import MintStage
@@ -39,15 +40,27 @@ REBROADCAST_S = 2.0
 REBROADCAST_WITHIN_S = 2.0
 # What a send attempt keeps of its time to record the outcome after the broadcast.
 SEND_RECORD_MARGIN_S = 5.0
+# With SOLANA_COMMITMENT=finalized, a transaction seen `confirmed` is waited for until it is
+# `finalized`: under Tower BFT a block is rooted 31+ confirmed blocks later (~13 s on mainnet;
+# https://docs.anza.xyz/consensus/commitments). The wait is stretched to at least this long
+# after the first confirmed status, so one confirmed late in the wait is still finalized in
+# the same attempt: the longest wait (600 s) plus this fits AWAIT_CONFIRMATION's 660 s timeout.
+FINALIZATION_GRACE_S = 30.0
 
 
 class SolanaActivities:
     def __init__(
-        self, *, minter: SolanaMinter, store: MintStore, spend_limit_lamports: int
+        self,
+        *,
+        minter: SolanaMinter,
+        store: MintStore,
+        spend_limit_lamports: int,
+        commitment: str = DEFAULT_SOLANA_COMMITMENT,
     ) -> None:
         self._minter = minter
         self._store = store
         self._spend_limit = spend_limit_lamports  # SOLANA_SPEND_LIMIT_SOL_PER_HOUR
+        self._commitment = commitment  # SOLANA_COMMITMENT: what the confirmation wait waits for
 
     @activity.defn(name=CHECK_RPC.name)
     async def check_rpc(self, ref: io.MintRef) -> io.StepOut:
@@ -180,31 +193,49 @@ class SolanaActivities:
 
     @activity.defn(name=AWAIT_CONFIRMATION.name)
     async def await_confirmation(self, arg: io.ConfirmIn) -> io.ConfirmOut:
-        """Confirmed, failed, or expired unseen; a transient error if the wait runs out first."""
+        """Confirmed (at SOLANA_COMMITMENT: with ``finalized``, a ``confirmed`` status waits on
+        until ``finalized``), failed, or expired unseen; a transient error if the wait runs out
+        first."""
         attempt = activity.info().attempt
         deadline = time.monotonic() + arg.wait_s
         next_broadcast = time.monotonic() + REBROADCAST_S
+        confirmed_at: float | None = None  # first seen confirmed, not yet at the commitment
+        confirmed_slot: int | None = None
         with classified():
             while True:
                 activity.heartbeat()
                 status = await self._minter.signature_status(arg.signature)
-                outcome = _outcome(status, attempt)
+                outcome = _outcome(status, attempt, self._commitment)
                 if outcome is not None:
                     return outcome
-                if await self._minter.block_height() > arg.last_valid_block_height:
+                # Once seen confirmed, a node that has not seen it yet cannot call it expired.
+                if (
+                    confirmed_at is None
+                    and not _voted(status)
+                    and await self._minter.block_height() > arg.last_valid_block_height
+                ):
                     # Expired: one last look, since it may have landed just before (in the
                     # node's history too: the expiry decision may re-sign).
-                    last_look = await self._minter.signature_status(arg.signature, history=True)
-                    outcome = _outcome(last_look, attempt)
-                    return outcome or io.ConfirmOut(attempt=attempt, outcome="expired")
-                if time.monotonic() >= deadline:
-                    raise ServiceError(
-                        f"{arg.signature} neither confirmed nor expired within {arg.wait_s:.0f} s",
-                        service="solana",
-                        kind=ErrorKind.TRANSIENT,
-                        code="ConfirmationTimeout",
+                    status = await self._minter.signature_status(arg.signature, history=True)
+                    outcome = _outcome(status, attempt, self._commitment)
+                    if outcome is not None:
+                        return outcome
+                    if not _voted(status):
+                        return io.ConfirmOut(attempt=attempt, outcome="expired")
+                if confirmed_at is None and _voted(status):
+                    # Landed (a supermajority voted): its blockhash no longer matters, nor do
+                    # rebroadcasts; the wait goes on until the block is finalized.
+                    confirmed_at, confirmed_slot = time.monotonic(), status.slot
+                    deadline = max(deadline, confirmed_at + FINALIZATION_GRACE_S)
+                    activity.logger.info(
+                        "%s confirmed in slot %s: waiting for %s",
+                        arg.signature,
+                        status.slot,
+                        self._commitment,
                     )
-                if time.monotonic() >= next_broadcast:
+                if time.monotonic() >= deadline:
+                    raise _wait_ran_out(arg, self._commitment, confirmed_at, confirmed_slot)
+                if confirmed_at is None and time.monotonic() >= next_broadcast:
                     await self._rebroadcast(arg.tx_base64)
                     next_broadcast = time.monotonic() + REBROADCAST_S
                 await asyncio.sleep(POLL_S)
@@ -223,13 +254,49 @@ class SolanaActivities:
             activity.logger.info("rebroadcast %s: %s", sent.outcome, sent.detail())
 
 
-def _outcome(status: SigStatus, attempt: int) -> io.ConfirmOut | None:
+def _outcome(
+    status: SigStatus, attempt: int, commitment: str = DEFAULT_SOLANA_COMMITMENT
+) -> io.ConfirmOut | None:
+    """The wait's answer from one status: landed with an error, or landed at ``commitment``
+    (``confirmed`` takes a finalized status too); None while it is unseen or below it."""
     if not status.found:
         return None
     if status.err is not None:
         return io.ConfirmOut(
             attempt=attempt, outcome="failed", slot=status.slot, error=str(status.err)
         )
-    if status.confirmation_status in ("confirmed", "finalized"):
+    reached = ("finalized",) if commitment == "finalized" else ("confirmed", "finalized")
+    if status.confirmation_status in reached:
         return io.ConfirmOut(attempt=attempt, outcome="confirmed", slot=status.slot)
     return None
+
+
+def _voted(status: SigStatus) -> bool:
+    """Landed without an error in a block a supermajority voted on (``confirmed`` or more): it
+    can no longer expire, whatever its blockhash (``processed`` can: its block may be skipped)."""
+    return (
+        status.found
+        and status.err is None
+        and status.confirmation_status in ("confirmed", "finalized")
+    )
+
+
+def _wait_ran_out(
+    arg: io.ConfirmIn, commitment: str, confirmed_at: float | None, slot: int | None
+) -> ServiceError:
+    """The transient error of a wait that ran out: unseen (ConfirmationTimeout), or confirmed
+    and not yet finalized (FinalizationTimeout: the next attempt waits on, nothing re-signed)."""
+    if confirmed_at is None:
+        return ServiceError(
+            f"{arg.signature} neither confirmed nor expired within {arg.wait_s:.0f} s",
+            service="solana",
+            kind=ErrorKind.TRANSIENT,
+            code="ConfirmationTimeout",
+        )
+    waited = time.monotonic() - confirmed_at
+    return ServiceError(
+        f"{arg.signature} confirmed in slot {slot} but not {commitment} {waited:.0f} s later",
+        service="solana",
+        kind=ErrorKind.TRANSIENT,
+        code="FinalizationTimeout",
+    )

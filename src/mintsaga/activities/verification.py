@@ -15,6 +15,7 @@ from mintsaga.activities.failures import classified, permanent
 from mintsaga.db.mint_store import MintStore
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.settings import DEFAULT_SOLANA_COMMITMENT
 from mintsaga.solana.minter import SolanaMinter
 from mintsaga.solana.nft_state import NftState
 from mintsaga.stages import MintStage
@@ -57,27 +58,42 @@ def check_nft(state: NftState, *, owner: str, name: str, symbol: str, uri: str) 
 
 
 class VerificationActivities:
-    def __init__(self, *, minter: SolanaMinter, gateways: GatewayReader, store: MintStore) -> None:
+    def __init__(
+        self,
+        *,
+        minter: SolanaMinter,
+        gateways: GatewayReader,
+        store: MintStore,
+        commitment: str = DEFAULT_SOLANA_COMMITMENT,
+    ) -> None:
         self._minter = minter
         self._gateways = gateways
         self._store = store
+        # SOLANA_COMMITMENT: with ``finalized`` every read of verify_nft is at finalized.
+        self._commitment = commitment
 
     @activity.defn(name=VERIFY_NFT.name)
     async def verify_nft(self, arg: io.VerifyIn) -> io.StepOut:
         """The NFT as requested, seen by two nodes: the one this attempt starts at and another
         (or, when no other answers, the same one at ``finalized``). One node's word is not
-        enough before MINTED: a lying or forked node cannot get a mint recorded alone."""
+        enough before MINTED: a lying or forked node cannot get a mint recorded alone.
+        With SOLANA_COMMITMENT=finalized both reads are at ``finalized`` (the first node's
+        waited for, as when no other answers): only a rooted NFT is recorded."""
         attempt = activity.info().attempt
         first = (attempt - 1) % len(self._minter.rpc.endpoints)
+        finalized = self._commitment == "finalized"
         async with classified(heartbeat=True):
             order = self._minter.rpc.rotated(first)
             index, state = await self._minter.nft_state_answered(
-                arg.mint_address, arg.owner, only=order
+                arg.mint_address, arg.owner, only=order, commitment=self._commitment
             )
-            self._check(state, arg, "")
+            if state is None and finalized:  # confirmed, maybe not rooted on this node yet
+                await self._finalized(arg, index)
+            else:
+                self._check(state, arg, " at finalized" if finalized else "")
             others = [i for i in order if i != index]
             second = await self._second_opinion(arg, others)
-            if second is None:  # no other node answered: the same one, once finalized
+            if second is None and not finalized:  # none other answered: the same, finalized
                 await self._finalized(arg, index)
         return io.StepOut(attempt=attempt)
 
@@ -96,7 +112,7 @@ class VerificationActivities:
             # Bounded: a backup that hangs must leave the attempt time to read at finalized.
             async with asyncio.timeout(SECOND_OPINION_S):
                 index, state = await self._minter.nft_state_answered(
-                    arg.mint_address, arg.owner, only=others
+                    arg.mint_address, arg.owner, only=others, commitment=self._commitment
                 )
         except TimeoutError:
             activity.logger.info("no second node answered in time: reading at finalized")

@@ -155,6 +155,7 @@ def test_the_spec_levels_are_covered() -> None:
         "mintsaga_rpc_slot_lag": {"warning", "critical"},
         "mintsaga_failovers_total": {"info"},
         "mintsaga_rpc_endpoint_unusable_total": {"warning"},  # cannot serve a call (issue 15)
+        "mintsaga_solana_finalization_timeouts_total": {"warning"},  # SOLANA_COMMITMENT
     }
     for metric, severities in expected.items():
         assert severities <= by_metric.get(metric, set()), metric

@@ -66,6 +66,7 @@ ANCHORS = (
     "database-outage",
     "rpc-endpoint-down",
     "rpc-endpoint-unusable",
+    "finalization-stalled",
     "ipfs-provider-down",
 )
 

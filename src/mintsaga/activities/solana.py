@@ -21,7 +21,7 @@ from mintsaga.activities.heartbeat import attempt_time_left
 from mintsaga.db.mint_store import MintStore
 from mintsaga.db.wallet_spend import spend_breaker_open
 from mintsaga.errors import ErrorKind, ServiceError
-from mintsaga.observability.metrics import record_spend
+from mintsaga.observability.metrics import record_finalization_timeout, record_spend
 from mintsaga.settings import DEFAULT_SOLANA_COMMITMENT
 from mintsaga.solana.mint_keys import seed_mismatch
 from mintsaga.solana.minter import SigStatus, SolanaMinter
@@ -294,6 +294,7 @@ def _wait_ran_out(
             code="ConfirmationTimeout",
         )
     waited = time.monotonic() - confirmed_at
+    record_finalization_timeout()
     return ServiceError(
         f"{arg.signature} confirmed in slot {slot} but not {commitment} {waited:.0f} s later",
         service="solana",

@@ -124,6 +124,11 @@ WALLET_SPEND_LIMIT = Gauge(
     "mintsaga_wallet_spend_limit_lamports",
     "SOLANA_SPEND_LIMIT_SOL_PER_HOUR in lamports, as this worker applies it",
 )
+FINALIZATION_TIMEOUTS = Counter(
+    "mintsaga_solana_finalization_timeouts_total",
+    "Confirmation waits (SOLANA_COMMITMENT=finalized) that saw the transaction confirmed and"
+    " not finalized within their time (FinalizationTimeout: the next attempt waits on)",
+)
 HEALTH_UP = Gauge(
     "mintsaga_health_up",
     "Result of the last health check: 1 ok, 0 failing",
@@ -174,6 +179,11 @@ def record_spend(
         SPEND_BREAKER_REFUSALS.inc()
     WALLET_SPEND_WINDOW.set(window_lamports)
     WALLET_SPEND_LIMIT.set(limit_lamports)
+
+
+def record_finalization_timeout() -> None:
+    """A confirmation wait saw its transaction confirmed, never finalized (activities/solana.py)."""
+    FINALIZATION_TIMEOUTS.inc()
 
 
 def record_failover(service: str) -> None:

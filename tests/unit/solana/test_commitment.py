@@ -17,6 +17,7 @@ from temporalio.testing import ActivityEnvironment
 
 from mintsaga.activities import solana as solana_activities
 from mintsaga.activities.solana import SolanaActivities
+from mintsaga.observability.metrics import sample_value
 from mintsaga.settings import Settings, SettingsError, commitment_from_env
 from mintsaga.solana.minter import SigStatus
 from mintsaga.workflows import activity_models as io
@@ -165,9 +166,11 @@ async def test_confirmed_never_finalized_is_a_retryable_finalization_timeout(
     monkeypatch.setattr(solana_activities, "FINALIZATION_GRACE_S", 0.3)
     minter = ScriptedMinter([CONFIRMED], expired=True)
     short = WAIT.model_copy(update={"wait_s": 0.05})
+    timeouts = sample_value("mintsaga_solana_finalization_timeouts_total") or 0.0
     with pytest.raises(ApplicationError) as raised:
         await ActivityEnvironment().run(waiting(minter, "finalized").await_confirmation, short)
     assert raised.value.type == "FinalizationTimeout" and not raised.value.non_retryable
+    assert sample_value("mintsaga_solana_finalization_timeouts_total") == timeouts + 1
     assert "confirmed in slot 41 but not finalized" in str(raised.value)
     assert minter.status_calls > 5  # polled through the grace, not just the 0.05 s wait
 

@@ -37,6 +37,33 @@ SPEND_LIMIT_SETTING = "SOLANA_SPEND_LIMIT_SOL_PER_HOUR"
 LAMPORTS_PER_SOL = 1_000_000_000
 
 
+def rate_limits_from_env(
+    env: Mapping[str, str], name: str, endpoints: int
+) -> tuple[float | None, ...]:
+    """A plan's per-second limit per Solana endpoint (``SOLANA_RPC_REQUESTS_PER_S``,
+    ``SOLANA_RPC_SENDS_PER_S``): one number for every endpoint, or one per endpoint of
+    ``SOLANA_RPC_ENDPOINTS`` in order; 0 or unset: no limit. (None,) when unset."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return (None,)
+    parts = [part.strip() for part in raw.split(",")]
+    if len(parts) not in (1, endpoints):
+        raise SettingsError(
+            f"{name}: {len(parts)} limits for {endpoints} endpoints; give one for all, or one "
+            "per endpoint of SOLANA_RPC_ENDPOINTS in order"
+        )
+    limits: list[float | None] = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            raise SettingsError(f"{name}: {part!r} is not a number of calls per second") from None
+        if not 0 <= value < float("inf"):
+            raise SettingsError(f"{name}: {part} is not a finite number >= 0")
+        limits.append(value or None)
+    return tuple(limits)
+
+
 def priority_fee_cap_from_env(env: Mapping[str, str] | None = None) -> int:
     """SOLANA_PRIORITY_FEE_CAP, as the worker reads it (the starter checks requests with it)."""
     env = os.environ if env is None else env
@@ -575,6 +602,9 @@ class Settings(BaseModel):
     db_pool_max: int
     solana_rpc_endpoints: tuple[str, ...]
     solana_timeout_s: float
+    # SOLANA_RPC_REQUESTS_PER_S / SOLANA_RPC_SENDS_PER_S: each endpoint's plan (None: no limit).
+    solana_requests_per_s: tuple[float | None, ...] = (None,)
+    solana_sends_per_s: tuple[float | None, ...] = (None,)
     solana_priority_fee_cap: int  # micro-lamports per compute unit
     solana_operator_priority_fee_cap: int  # an operator's retry may bid up to this
     solana_priority_fee_percentile: int
@@ -625,18 +655,23 @@ class Settings(BaseModel):
         keypair = Path(_required(env, "MINT_AUTHORITY_KEYPAIR", "the system wallet's keypair file"))
         if not keypair.is_file():
             raise SettingsError(f"MINT_AUTHORITY_KEYPAIR: {keypair} is not a file")
+        endpoints = _named_urls(
+            env, "SOLANA_RPC_ENDPOINTS", "the Solana RPC endpoints, primary first"
+        )
         return cls(
             temporal=TemporalTarget.from_env(env),
             task_queue=env.get("TEMPORAL_TASK_QUEUE", "").strip() or "mint-saga",
             database_url=SecretStr(_required_secret(env, "DATABASE_URL", "the Postgres database")),
             db_pool_min=pool_min,
             db_pool_max=pool_max,
-            solana_rpc_endpoints=_named_urls(
-                env, "SOLANA_RPC_ENDPOINTS", "the Solana RPC endpoints, primary first"
-            ),
+            solana_rpc_endpoints=endpoints,
             # The longest wait for one endpoint's answer (solana/rpc.py: inside an activity the
             # attempt's time left, shared among the endpoints still to ask, may be shorter).
             solana_timeout_s=_int(env, "SOLANA_TIMEOUT_MS", 5_000, minimum=100) / 1000,
+            solana_requests_per_s=rate_limits_from_env(
+                env, "SOLANA_RPC_REQUESTS_PER_S", len(endpoints)
+            ),
+            solana_sends_per_s=rate_limits_from_env(env, "SOLANA_RPC_SENDS_PER_S", len(endpoints)),
             solana_priority_fee_cap=priority_fee_cap_from_env(env),
             solana_operator_priority_fee_cap=operator_fee_cap_from_env(env),
             solana_priority_fee_percentile=_int(

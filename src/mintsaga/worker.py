@@ -102,7 +102,11 @@ async def mint_activities(
     async with (
         httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http,
         SolanaRpc(
-            settings.solana_rpc_endpoints, timeout=settings.solana_timeout_s, breakers=breakers
+            settings.solana_rpc_endpoints,
+            timeout=settings.solana_timeout_s,
+            breakers=breakers,
+            requests_per_s=settings.solana_requests_per_s,
+            sends_per_s=settings.solana_sends_per_s,
         ) as rpc,
     ):
         store = (

@@ -11,7 +11,6 @@ blockhash expires unseen; only then may the workflow sign again.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from temporalio import activity
@@ -34,7 +33,6 @@ from mintsaga.workflows.policies import (
     SEND_TRANSACTION,
 )
 
-POLL_S = 1.0
 REBROADCAST_S = 2.0
 # A rebroadcast waits at most this long for the endpoints' answers (its requests are out).
 REBROADCAST_WITHIN_S = 2.0
@@ -204,7 +202,8 @@ class SolanaActivities:
         with classified():
             while True:
                 activity.heartbeat()
-                status = await self._minter.signature_status(arg.signature)
+                # One shared round a second for every pending mint of this worker.
+                status, height = await self._minter.poll_status(arg.signature)
                 outcome = _outcome(status, attempt, self._commitment)
                 if outcome is not None:
                     return outcome
@@ -212,7 +211,7 @@ class SolanaActivities:
                 if (
                     confirmed_at is None
                     and not _voted(status)
-                    and await self._minter.block_height() > arg.last_valid_block_height
+                    and height > arg.last_valid_block_height
                 ):
                     # Expired: one last look, since it may have landed just before (in the
                     # node's history too: the expiry decision may re-sign).
@@ -238,7 +237,6 @@ class SolanaActivities:
                 if confirmed_at is None and time.monotonic() >= next_broadcast:
                     await self._rebroadcast(arg.tx_base64)
                     next_broadcast = time.monotonic() + REBROADCAST_S
-                await asyncio.sleep(POLL_S)
 
     async def _rebroadcast(self, tx_base64: str) -> None:
         """The same signed bytes again, to every endpoint; anything but "sent" only means we

@@ -152,11 +152,24 @@ RPC_ENDPOINT_UNUSABLE = Counter(
 )
 RPC_PANIC_CALLS = Counter(
     "mintsaga_rpc_panic_calls_total",
-    "Calls sent to an RPC endpoint whose circuit is open because fewer than half of the"
-    " endpoints were healthy (panic routing: the pool never stalls on its own breakers)",
+    "Calls sent to an RPC endpoint whose circuit opened by itself: fewer than half of the"
+    " endpoints were healthy (panic routing), or every healthy one failed the call (last"
+    " resort); the pool never stalls on its own breakers",
     ["endpoint"],
 )
 
+RPC_BUDGET_WAITS = Counter(
+    "mintsaga_rpc_budget_waits_total",
+    "Calls that waited because no RPC endpoint had room in its request budget (the plan's"
+    " limit, SOLANA_RPC_REQUESTS_PER_S / SOLANA_RPC_SENDS_PER_S, or slowed by 429s); endpoint:"
+    " the one whose room came first",
+    ["endpoint", "method"],
+)
+RPC_THROTTLED = Counter(
+    "mintsaga_rpc_throttled_total",
+    "HTTP 429 / rate-limit answers from an RPC endpoint; each halves its request budget (AIMD)",
+    ["endpoint", "method"],
+)
 
 # -- recording ---------------------------------------------------------------------------------
 
@@ -199,6 +212,16 @@ def record_endpoint_unusable(endpoint: str, reason: str, method: str) -> None:
 def record_panic_call(endpoint: str) -> None:
     """A call went to an open endpoint because too few were healthy (solana/rpc.py)."""
     RPC_PANIC_CALLS.labels(endpoint).inc()
+
+
+def record_budget_wait(endpoint: str, method: str) -> None:
+    """A call waited for room in an endpoint's request budget (solana/rpc.py)."""
+    RPC_BUDGET_WAITS.labels(endpoint, method).inc()
+
+
+def record_throttled(endpoint: str, method: str) -> None:
+    """An endpoint answered a call with a rate limit (429): its budget halves."""
+    RPC_THROTTLED.labels(endpoint, method).inc()
 
 
 def record_activity_attempt(activity: str, service: str, attempt: int) -> None:

@@ -24,10 +24,12 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from mintsaga.errors import ErrorKind, ServiceError, endpoint_name, redact_url
+from mintsaga.resilience.guard import keep_alive
 from mintsaga.solana.nft import associated_token_address
 from mintsaga.solana.nft_state import NftState, nft_state_from_accounts
 from mintsaga.solana.prepare import COMMITMENT, MintPreparer
-from mintsaga.solana.rpc import SERVICE
+from mintsaga.solana.rpc import BUDGET_EXHAUSTED, SERVICE
+from mintsaga.solana.status_poller import StatusPoller
 
 __all__ = ["Broadcast", "SigStatus", "SolanaMinter"]
 
@@ -108,9 +110,12 @@ class Broadcast:
         return "failed"
 
     @property
-    def all_circuits_open(self) -> bool:
-        """Every endpoint was skipped by its open breaker (none was asked)."""
-        return bool(self.refused) and all(e.code.endswith("CircuitOpen") for e in self.refused)
+    def none_asked(self) -> bool:
+        """Every endpoint was skipped, by its open breaker or for want of room in its request
+        budget: none was asked."""
+        return bool(self.refused) and all(
+            e.code.endswith("CircuitOpen") or e.code == BUDGET_EXHAUSTED for e in self.refused
+        )
 
     def failure(self) -> ServiceError:
         """The error to raise for a broadcast that did not go out (``outcome`` != "sent")."""
@@ -141,6 +146,18 @@ class Broadcast:
             "unanswered": list(self.unanswered),
             "refused": {e.endpoint or "?": e.code for e in self.refused},
         }
+
+
+def _sig_status(value: Any) -> SigStatus:
+    """One entry of ``getSignatureStatuses``' answer (null: unknown)."""
+    if value is None:
+        return SigStatus(found=False)
+    return SigStatus(
+        found=True,
+        slot=int(value["slot"]),
+        err=value.get("err"),
+        confirmation_status=value.get("confirmationStatus"),
+    )
 
 
 def _endpoints_own(error: ServiceError) -> bool:
@@ -201,6 +218,8 @@ class SolanaMinter(MintPreparer):
     update authority: ``prepare`` (inherited) signs it, ``send`` sends it, the reads follow it on
     the chain."""
 
+    _poller: StatusPoller[SigStatus] | None = None
+
     # -- reads -------------------------------------------------------------------------------
 
     async def nft_state(
@@ -255,14 +274,7 @@ class SolanaMinter(MintPreparer):
 
         def parse(result: Any) -> SigStatus:
             (value,) = result["value"]
-            if value is None:
-                return SigStatus(found=False)
-            return SigStatus(
-                found=True,
-                slot=int(value["slot"]),
-                err=value.get("err"),
-                confirmation_status=value.get("confirmationStatus"),
-            )
+            return _sig_status(value)
 
         only = None if endpoint_index is None else [endpoint_index]
         if history:
@@ -285,6 +297,30 @@ class SolanaMinter(MintPreparer):
             "getSignatureStatuses", [[signature]], parse=parse, only=only
         )
         return status
+
+    async def signature_statuses(self, signatures: list[str]) -> list[SigStatus]:
+        """The status of each of ``signatures`` (at most 256), in one call, from the nodes'
+        status caches (no history search)."""
+
+        def parse(result: Any) -> list[SigStatus]:
+            values = result["value"]
+            if not isinstance(values, list) or len(values) != len(signatures):
+                raise ValueError("getSignatureStatuses answered the wrong number of statuses")
+            return [_sig_status(value) for value in values]
+
+        statuses: list[SigStatus] = await self.rpc.call(
+            "getSignatureStatuses", [signatures], parse=parse
+        )
+        return statuses
+
+    async def poll_status(self, signature: str) -> tuple[SigStatus, int]:
+        """``signature``'s status and the block height from the worker's next shared poll
+        round (solana/status_poller.py): one batched call serves every pending mint."""
+        if self._poller is None:
+            self._poller = StatusPoller(
+                self.signature_statuses, self.block_height, keep_alive=keep_alive
+            )
+        return await self._poller.poll(signature)
 
     async def block_height(self) -> int:
         height: int = await self.rpc.call("getBlockHeight", [{"commitment": COMMITMENT}], parse=int)
@@ -356,9 +392,11 @@ class SolanaMinter(MintPreparer):
         one never answered (the saga goes on to the confirmation wait either way), the others
         get ``SEND_GRACE_S`` more; ``within_s`` bounds the whole broadcast, and an endpoint
         still silent then counts as unanswered (a read timeout: it may have the transaction).
-        ``queue``: when every circuit is open, send through the pool once, which waits for
-        the first to be probed if the activity attempt has the time (off for rebroadcasts,
-        which must not hold up the confirmation wait's polling).
+        An endpoint without room in its request budget now (``solana/budget.py``) is skipped
+        like an open one. ``queue``: when every endpoint was skipped, send through the pool
+        once, which waits for the first to be probed, or for room in a budget, if the
+        activity attempt has the time (off for rebroadcasts, which must not hold up the
+        confirmation wait's polling, and go only where there is room now).
         """
         try:
             tx = VersionedTransaction.from_bytes(base64.b64decode(tx_base64, validate=True))
@@ -387,7 +425,12 @@ class SolanaMinter(MintPreparer):
             """None when the endpoint took the bytes, else what it answered."""
             try:
                 await self.rpc.call(
-                    "sendTransaction", params, parse=parse, fee_payer=fee_payer, only=[index]
+                    "sendTransaction",
+                    params,
+                    parse=parse,
+                    fee_payer=fee_payer,
+                    only=[index],
+                    wait_for_budget=False,
                 )
             except ServiceError as exc:
                 return None if exc.code == ALREADY_PROCESSED else exc
@@ -398,8 +441,9 @@ class SolanaMinter(MintPreparer):
             signature,
             [(names[i], answers[i] if i in answers else _silent(names[i])) for i in order],
         )
-        if queue and sent.outcome == "failed" and sent.all_circuits_open:
-            # No endpoint may be called now: the pool's own call queues for a half-open one.
+        if queue and sent.outcome == "failed" and sent.none_asked:
+            # No endpoint may be called now: the pool's own call queues for a half-open one,
+            # or for room in a request budget.
             return await self._send_queued(signature, params, parse, fee_payer, order)
         return sent
 

@@ -96,9 +96,11 @@ from solana.rpc.jsonrpc import JsonRpcRequest, SolanaJsonRpcError
 
 from mintsaga.errors import ErrorKind, ServiceError, endpoint_name
 from mintsaga.observability.metrics import (
+    record_budget_wait,
     record_endpoint_unusable,
     record_failover,
     record_panic_call,
+    record_throttled,
 )
 from mintsaga.resilience.breaker import (
     SOLANA_BREAKER,
@@ -107,6 +109,7 @@ from mintsaga.resilience.breaker import (
     CircuitBreaker,
 )
 from mintsaga.resilience.guard import (
+    HEARTBEAT_EVERY_S,
     QUEUE_MARGIN_S,
     attempt_time_left,
     circuit_open,
@@ -114,6 +117,7 @@ from mintsaga.resilience.guard import (
     through,
     wait_for_half_open,
 )
+from mintsaga.solana.budget import EndpointBudget
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +141,8 @@ LONG_TERM_STORAGE_UNREACHABLE = -32019
 # What some providers answer inside a 200 when they rate-limit.
 RATE_LIMIT_CODES = frozenset({429, -32429})
 
+# A call no endpoint's request budget had room for (solana/budget.py): nothing was sent.
+BUDGET_EXHAUSTED = "SolanaBudgetExhausted"
 # Why an endpoint cannot serve a call (``ServiceError.unusable``, the metric's `reason`).
 UNAUTHORIZED = "unauthorized"  # HTTP 401
 FORBIDDEN = "forbidden"  # HTTP 403
@@ -539,6 +545,12 @@ class _Endpoint:
     url: str  # may hold an API key: never logged or put in a message
     name: str  # redacted
     client: AsyncClient
+    budget: EndpointBudget
+
+
+# A plan's limit per endpoint: one value for every endpoint, or one per endpoint in order;
+# None: no limit configured.
+Limits = Sequence[float | None]
 
 
 class SolanaRpc:
@@ -559,9 +571,13 @@ class SolanaRpc:
         timeout: float = DEFAULT_TIMEOUT_S,
         breakers: BreakerRegistry | None = None,
         guarded: bool = True,
+        requests_per_s: Limits = (None,),
+        sends_per_s: Limits = (None,),
     ) -> None:
         self._timeout = timeout
         self._guarded = guarded
+        self._requests_per_s = list(requests_per_s) or [None]
+        self._sends_per_s = list(sends_per_s) or [None]
         # (endpoint name, call kind or ALL_CALLS) -> until when it is asked last
         self._unable_until: dict[tuple[str, str], float] = {}
         self.breakers = breakers or BreakerRegistry()
@@ -575,8 +591,11 @@ class SolanaRpc:
                 url=url,
                 name=endpoint_name(url),
                 client=AsyncClient(url, Confirmed, timeout=self._timeout, max_transport_retries=0),
+                budget=EndpointBudget.of(
+                    _limit_for(self._requests_per_s, index), _limit_for(self._sends_per_s, index)
+                ),
             )
-            for url in endpoints
+            for index, url in enumerate(endpoints)
         ]
 
     async def set_endpoints(self, endpoints: Sequence[str]) -> None:
@@ -651,15 +670,23 @@ class SolanaRpc:
         parse: Callable[[Any], T] | None = None,
         only: Sequence[int] | None = None,
         fee_payer: str | None = None,
+        wait_for_budget: bool = True,
     ) -> Any:
         """Call ``method`` on the first endpoint that answers; return its (parsed) result.
 
         ``parse`` runs per endpoint, so an answer of the wrong shape fails over like any other
         transient failure. ``only`` restricts the endpoints (by index), e.g. to verify against
-        a node other than the one that took the transaction.
+        a node other than the one that took the transaction. ``wait_for_budget=False``: when
+        no endpoint has room in its request budget now, fail at once (``SolanaBudgetExhausted``)
+        instead of waiting for some (a rebroadcast, which is worth nothing late).
         """
         _index, result = await self.call_answered(
-            method, params, parse=parse, only=only, fee_payer=fee_payer
+            method,
+            params,
+            parse=parse,
+            only=only,
+            fee_payer=fee_payer,
+            wait_for_budget=wait_for_budget,
         )
         return result
 
@@ -671,14 +698,21 @@ class SolanaRpc:
         parse: Callable[[Any], T] | None = None,
         only: Sequence[int] | None = None,
         fee_payer: str | None = None,
+        wait_for_budget: bool = True,
     ) -> tuple[int, Any]:
         """``call``, also saying which endpoint (its index) answered: to check an answer
         against another node's, or the same node's.
 
+        Each endpoint is asked at most once per call, in priority order, if its request budget
+        (``solana/budget.py``) has room now; when none that is left has, the call waits for the
+        soonest room (inside the attempt's time) rather than send a request the plan refuses.
+
         Panic routing (Envoy's panic threshold): while fewer than half of the endpoints are
         healthy (``panicking``), the endpoints whose breaker opened by itself are asked too,
-        after the others, the least bad first; an operator's force-open is always respected.
-        So automatic breakers can skip a failing endpoint, never stall the pool.
+        after the others, the least bad first; and so they are, as a last resort, when every
+        endpoint the breakers allowed failed this call. An operator's force-open is always
+        respected. So automatic breakers can skip a failing endpoint, never stall the pool
+        nor fail a call an open endpoint could still answer.
         """
         request = JsonRpcRequest(method=method, params=params)
         kind = call_kind(method, params)
@@ -687,6 +721,7 @@ class SolanaRpc:
         # some (a per-endpoint question, like `highest_slot_index`'s) fails at once.
         may_wait = len(order) == len(self._endpoints)
         unable: dict[int, ServiceError] = {}  # endpoints that cannot serve this call
+        asked: set[int] = set()
         last: ServiceError | None = None
 
         async def ask(index: int, left: int) -> tuple[bool, Any]:
@@ -717,8 +752,10 @@ class SolanaRpc:
             if last is not None or unable:
                 record_failover(SERVICE)  # the previous endpoint failed or could not serve
                 keep_alive()  # a heartbeat between endpoints, however long each took
+            asked.add(index)
+            endpoint.budget.take(method)
             try:
-                return True, await through(
+                answer = await through(
                     breaker,
                     SERVICE,
                     attempt,
@@ -727,6 +764,7 @@ class SolanaRpc:
                     operation=method,
                 )
             except ServiceError as error:
+                self._judge_budget(endpoint, method, error)
                 if error.unusable is not None:
                     self._cannot_serve(endpoint.name, kind, error)
                     unable[index] = error
@@ -742,36 +780,50 @@ class SolanaRpc:
                 )
                 last = error
                 return False, None
+            endpoint.budget.succeeded(method)
+            return True, answer
 
         while True:
-            last = None
             skipped: list[CircuitBreaker] = []
             panic = self.panicking()
             opened: list[int] = []  # open by their own breaker: asked last when panicking
+            blocked: list[int] = []  # no room in their budget now
             for position, index in enumerate(order):
-                if index in unable:
+                if index in unable or index in asked:
+                    continue
+                if self._endpoints[index].budget.wait_for(method) > 0:
+                    blocked.append(index)
                     continue
                 breaker = self.breaker(index) if self._guarded else None
                 if breaker is not None and not breaker.allow():
                     skipped.append(breaker)
-                    if panic and breaker.retry_at() is not None:  # not forced by an operator
+                    if breaker.retry_at() is not None:  # open by itself, not by an operator
                         opened.append(index)
                     continue
-                rest = [i for i in order[position:] if i not in unable]
-                left = self._left_to_ask(rest, panic=panic, later=len(opened))
+                rest = [i for i in order[position:] if i not in unable and i not in asked]
+                left = self._left_to_ask(rest, panic=panic, later=len(opened) if panic else 0)
                 answered, result = await ask(index, left)
                 if answered:
                     return index, result
-            opened = self._least_bad(opened)
+            # The open ones: when panicking, or as a last resort once every endpoint the
+            # breakers allowed has failed this call (a call that would fail anyway).
+            opened = self._least_bad(opened) if panic or last is not None else []
             for position, index in enumerate(opened):
-                if index in unable:
+                if index in unable or index in asked:
+                    continue
+                if self._endpoints[index].budget.wait_for(method) > 0:
+                    blocked.append(index)
                     continue
                 record_panic_call(self._endpoints[index].name)
                 answered, result = await ask(index, len(opened) - position)
                 if answered:
                     return index, result
+            if blocked and wait_for_budget and await self._wait_for_budget(blocked, method):
+                continue
             if last is not None:
                 raise last
+            if blocked:
+                raise self._budget_exhausted(blocked, method)
             # Every endpoint's circuit is open (but for those that cannot serve this call):
             # queued until the soonest may be probed.
             if skipped and may_wait and await wait_for_half_open(skipped):
@@ -780,6 +832,47 @@ class SolanaRpc:
                 raise circuit_open(SERVICE, skipped)
             # No endpoint can serve it: only an operator can change that.
             raise list(unable.values())[-1]
+
+    # -- the request budget ----------------------------------------------------------------
+
+    def _judge_budget(self, endpoint: _Endpoint, method: str, error: ServiceError) -> None:
+        """A 429 slows the endpoint's budget down (AIMD); any other answer lets it grow."""
+        if error.code == "SolanaRateLimited":
+            endpoint.budget.throttled(method, error.retry_after)
+            record_throttled(endpoint.name, method)
+        elif error.code not in ("SolanaTimeout", "SolanaUnreachable", "SolanaConnectionLost"):
+            endpoint.budget.succeeded(method)
+
+    async def _wait_for_budget(self, blocked: Sequence[int], method: str) -> bool:
+        """Wait (heartbeating) until the soonest of ``blocked`` has room for ``method``;
+        False, at once, when that would not fit in the attempt's time (outside an attempt:
+        in ``timeout``)."""
+        wait, soonest = min((self._endpoints[i].budget.wait_for(method), i) for i in blocked)
+        left = attempt_time_left()
+        room = (left - QUEUE_MARGIN_S - MIN_CALL_TIMEOUT_S) if left > 0 else self._timeout
+        if wait > room:
+            return False
+        record_budget_wait(self._endpoints[soonest].name, method)
+        while wait > 0:
+            keep_alive()
+            await asyncio.sleep(min(wait, HEARTBEAT_EVERY_S))
+            wait -= HEARTBEAT_EVERY_S
+        return True
+
+    def _budget_exhausted(self, blocked: Sequence[int], method: str) -> ServiceError:
+        wait = min(self._endpoints[i].budget.wait_for(method) for i in blocked)
+        names = ", ".join(self._endpoints[i].name for i in blocked)
+        return _error(
+            ErrorKind.RATE_LIMITED,
+            BUDGET_EXHAUSTED,
+            f"{method}: no room in the request budget of {names} for {wait:.1f} s "
+            "(SOLANA_RPC_REQUESTS_PER_S / SOLANA_RPC_SENDS_PER_S, slowed by 429s)",
+            self._endpoints[blocked[0]].name if len(blocked) == 1 else None,
+            retry_after=wait,
+        )
+
+    def budget(self, index: int) -> EndpointBudget:
+        return self._endpoints[index].budget
 
     # -- panic routing ---------------------------------------------------------------------
 
@@ -860,6 +953,13 @@ class SolanaRpc:
 
 
 ALL_CALLS = "*"
+
+
+def _limit_for(limits: Sequence[float | None], index: int) -> float | None:
+    """Endpoint ``index``'s limit: its own, or the one value given for all."""
+    if len(limits) == 1:
+        return limits[0]
+    return limits[index] if index < len(limits) else None
 
 
 def call_kind(method: str, params: Sequence[Any] | None) -> str:

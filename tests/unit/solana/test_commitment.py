@@ -1,8 +1,8 @@
 """SOLANA_COMMITMENT (issue 15): the setting, and the confirmation wait's success condition.
 
 Pure: the setting parsed from dictionaries; the wait run against a scripted minter (the
-statuses a node would answer), with its poll shortened. The devstack's own finalized notion
-is tested in tests/integration/test_commitment.py.
+statuses a node would answer; its poll rounds answer at once). The devstack's own finalized
+notion is tested in tests/integration/test_commitment.py.
 """
 
 from __future__ import annotations
@@ -89,6 +89,10 @@ class ScriptedMinter:
     async def block_height(self) -> int:
         return 10_000 if self.expired else 0
 
+    async def poll_status(self, signature: str) -> tuple[SigStatus, int]:
+        """What the worker's shared poll round answers: the status and the block height."""
+        return await self.signature_status(signature), await self.block_height()
+
     async def broadcast(self, tx_base64: str, **kw: Any) -> Any:
         self.broadcasts += 1
         raise AssertionError("a landed transaction is not rebroadcast")
@@ -102,11 +106,6 @@ PROCESSED = SigStatus(found=True, slot=41, confirmation_status="processed")
 WAIT = io.ConfirmIn(
     mint_id="m-1", signature="sig", tx_base64="AA==", last_valid_block_height=100, wait_s=5.0
 )
-
-
-@pytest.fixture(autouse=True)
-def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(solana_activities, "POLL_S", 0.01)
 
 
 def waiting(minter: ScriptedMinter, commitment: str | None = None) -> SolanaActivities:

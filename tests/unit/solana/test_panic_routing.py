@@ -5,7 +5,8 @@ opens each endpoint within seconds; before panic routing every call was then ref
 own breakers although each endpoint still answered 80 % of the time. Envoy's panic threshold:
 while fewer than half of the endpoints are healthy (breaker closed), the open ones are asked
 too, after the healthy ones, the least bad first; an operator's force-open is always kept.
-While at least half are healthy, an open endpoint is skipped as before.
+While at least half are healthy, an open endpoint is skipped as before, unless every healthy
+one failed the call (the last resort).
 
 Endpoints are small JSON-RPC servers on 127.0.0.1 (tests/unit/solana/rpc_nodes.py).
 """
@@ -75,17 +76,28 @@ async def test_healthy_endpoints_are_asked_before_open_ones_while_panicking() ->
 
 
 async def test_no_panic_while_half_the_endpoints_are_healthy() -> None:
-    """Two healthy of three: the open endpoint is skipped, even when both healthy ones fail
-    this call (the next attempt may find one back)."""
-    async with serving(result(7), http(503), http(503)) as nodes:
+    """Two healthy of three: the open endpoint is skipped while a healthy one answers."""
+    async with serving(result(7), http(503), result(9)) as nodes:
         breakers = BreakerRegistry()
         trip(breakers, nodes[0].name)
         async with SolanaRpc(nodes.urls, breakers=breakers) as rpc:
             assert not rpc.panicking()
-            with pytest.raises(ServiceError) as failed:
-                await rpc.call("getSlot")
-        assert failed.value.code == "SolanaUnavailable"
+            assert await rpc.call("getSlot") == 9
         assert nodes[0].methods == []
+
+
+async def test_an_open_endpoint_is_the_last_resort_when_every_healthy_one_failed() -> None:
+    """Two healthy of three both fail this call: rather than fail it, the open one is asked
+    (with 20 % of calls failing everywhere, two failures in a row are 4 % of calls)."""
+    async with serving(result(7), http(503), http(503)) as nodes:
+        breakers = BreakerRegistry()
+        trip(breakers, nodes[0].name)
+        before = panic_calls(nodes[0].name)
+        async with SolanaRpc(nodes.urls, breakers=breakers) as rpc:
+            assert not rpc.panicking()
+            assert await rpc.call("getSlot") == 7
+        assert (nodes[1].methods, nodes[2].methods, nodes[0].methods) == (["getSlot"],) * 3
+        assert panic_calls(nodes[0].name) == before + 1
 
 
 async def test_an_operators_force_open_is_respected_in_panic() -> None:

@@ -304,8 +304,10 @@ def test_the_rules_as_a_table() -> None:
                 sent.failure()
         else:
             assert sent.failure().code == raised
-    assert Broadcast.of("sig", [("a", error("SolanaCircuitOpen"))]).all_circuits_open
-    assert not Broadcast.of("sig", [("a", error("SolanaUnavailable"))]).all_circuits_open
+    assert Broadcast.of("sig", [("a", error("SolanaCircuitOpen"))]).none_asked
+    budget = error("SolanaBudgetExhausted")
+    assert Broadcast.of("sig", [("a", error("SolanaCircuitOpen")), ("b", budget)]).none_asked
+    assert not Broadcast.of("sig", [("a", error("SolanaUnavailable")), ("b", budget)]).none_asked
 
 
 # -- the send step ---------------------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""One status poll for every pending mint of a worker (issue 15).
+
+Each mint waiting for its transaction used to ask for its own signature status and the block
+height every second: two requests a second per pending mint, which a hosted plan's limit (10
+a second on Helius' free plan) caps at a handful of mints. Here the waits share rounds: each
+round is one ``getSignatureStatuses`` per 256 signatures (the method's documented maximum,
+solana.com/docs/rpc/http/getsignaturestatuses: "An array of transaction signatures to confirm,
+... up to a maximum of 256") and one ``getBlockHeight``, whatever the number of waits, and
+rounds start at most every ``interval_s``.
+
+A wait joins the next round that has not started, and gets its signature's status and the
+round's block height, or the round's error (every wait of a failed round sees it, as a wait
+asking alone would have). Rounds run in a task of their own, outside any activity's context
+(no heartbeat or deadline of one mint's attempt leaks into the others'); the waiting activity
+heartbeats while it waits (``keep_alive``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+S = TypeVar("S")
+
+MAX_SIGNATURES = 256
+KEEP_ALIVE_EVERY_S = 2.0
+
+
+class StatusPoller(Generic[S]):
+    """Shared rounds of ``fetch_statuses`` (a batch of signatures) and ``fetch_height``."""
+
+    def __init__(
+        self,
+        fetch_statuses: Callable[[list[str]], Awaitable[Sequence[S]]],
+        fetch_height: Callable[[], Awaitable[int]],
+        *,
+        interval_s: float = 1.0,
+        keep_alive: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._fetch_statuses = fetch_statuses
+        self._fetch_height = fetch_height
+        self._interval_s = interval_s
+        self._keep_alive = keep_alive
+        # The next round's waits: signature -> the futures of the waits for it.
+        self._waiting: dict[str, list[asyncio.Future[tuple[S, int]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._last_round = -float("inf")
+        self.rounds = 0  # rounds run (for tests and the benchmark)
+
+    async def poll(self, signature: str) -> tuple[S, int]:
+        """``signature``'s status and the block height, from the next round."""
+        future: asyncio.Future[tuple[S, int]] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(signature, []).append(future)
+        if self._task is None or self._task.done():
+            # A fresh context: the rounds belong to no activity.
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), context=contextvars.Context()
+            )
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=KEEP_ALIVE_EVERY_S)
+                if done:
+                    return future.result()
+                self._keep_alive()
+        finally:
+            if not future.done():  # the wait was cancelled: leave the round without it
+                waits = self._waiting.get(signature, [])
+                if future in waits:
+                    waits.remove(future)
+                    if not waits:
+                        del self._waiting[signature]
+
+    async def _run(self) -> None:
+        while self._waiting:
+            pause = self._last_round + self._interval_s - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            waiting, self._waiting = self._waiting, {}
+            if not waiting:
+                continue
+            self._last_round = time.monotonic()
+            self.rounds += 1
+            await self._round(waiting)
+
+    async def _round(self, waiting: dict[str, list[asyncio.Future[tuple[S, int]]]]) -> None:
+        signatures = list(waiting)
+        batches = [
+            signatures[i : i + MAX_SIGNATURES] for i in range(0, len(signatures), MAX_SIGNATURES)
+        ]
+        height_task = asyncio.ensure_future(self._fetch_height())
+        batch_tasks = [asyncio.ensure_future(self._fetch_statuses(batch)) for batch in batches]
+        await asyncio.wait([height_task, *batch_tasks])
+        height_error = height_task.exception()
+        for batch, task in zip(batches, batch_tasks, strict=True):
+            error = task.exception() or height_error
+            statuses = None if error is not None else task.result()
+            if statuses is not None and len(statuses) != len(batch):
+                error = ValueError(
+                    f"getSignatureStatuses answered {len(statuses)} statuses for {len(batch)}"
+                )
+            for index, signature in enumerate(batch):
+                for future in waiting[signature]:
+                    if future.done():
+                        continue
+                    if error is not None:
+                        future.set_exception(error)
+                    else:
+                        assert statuses is not None
+                        future.set_result((statuses[index], height_task.result()))

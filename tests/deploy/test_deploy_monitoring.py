@@ -156,6 +156,9 @@ def test_the_spec_levels_are_covered() -> None:
         "mintsaga_failovers_total": {"info"},
         "mintsaga_rpc_endpoint_unusable_total": {"warning"},  # cannot serve a call (issue 15)
         "mintsaga_solana_finalization_timeouts_total": {"warning"},  # SOLANA_COMMITMENT
+        "mintsaga_rpc_panic_calls_total": {"warning"},  # panic routing (issue 15)
+        "mintsaga_rpc_budget_waits_total": {"warning"},  # request budget (issue 15)
+        "mintsaga_rpc_throttled_total": {"warning"},
     }
     for metric, severities in expected.items():
         assert severities <= by_metric.get(metric, set()), metric

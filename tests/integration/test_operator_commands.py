@@ -66,6 +66,8 @@ ANCHORS = (
     "database-outage",
     "rpc-endpoint-down",
     "rpc-endpoint-unusable",
+    "rpc-panic-routing",
+    "rpc-budget-exhausted",
     "finalization-stalled",
     "ipfs-provider-down",
 )

@@ -1,10 +1,11 @@
-"""The request budget per endpoint and the shared status poll (issue 15): pure logic.
+"""The request budget per endpoint and the shared status poll (issue 15).
 
 solana/budget.py keeps a worker's calls within each endpoint's plan, counted the way providers
 count (a sliding second), and slows down on 429s (AIMD); solana/status_poller.py serves every
-pending mint's status from one batched call and one block height per round. The pool's use of
-the budget over real sockets is in tests/unit/solana/test_panic_routing.py's neighbour below;
-on the devstack's rate-limited profile in tests/integration/test_rate_limited.py.
+pending mint's status from one batched call and one block height per round. Both are pure logic
+with a clock; the pool's use of the budget runs over real sockets against small JSON-RPC servers
+(tests/unit/solana/rpc_nodes.py), and on the devstack's rate-limited profile in
+tests/integration/test_rate_limited.py.
 """
 
 from __future__ import annotations

@@ -132,8 +132,7 @@ class IpfsActivities:
         await self._uploader.unpin(cid, cast(Provider, provider))
 
     async def _record_pins(self, mint_id: str, cid: str) -> None:
-        for provider in PROVIDERS:
-            await self._store.record_pin(mint_id, cid, provider)
+        await self._store.record_pins(mint_id, cid, PROVIDERS)
 
     @activity.defn(name=CHECK_GATEWAYS.name)
     async def check_gateways(self, arg: io.GatewayCheckIn) -> io.StepOut:

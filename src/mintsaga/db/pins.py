@@ -11,7 +11,7 @@ A release runs in three steps, none holding a connection across a network call
 2. the unpins, with no connection held;
 3. one short transaction recording them (``unpinned_at``) and giving the claims back.
 
-:meth:`PinsMixin.record_pin` takes the same lock and waits while a live claim covers its CID,
+:meth:`PinsMixin.record_pins` takes the same lock and waits while a live claim covers its CID,
 so a pin recorded during a release is recorded, and uploaded, only after that release's unpins.
 """
 
@@ -21,7 +21,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,7 +29,7 @@ import asyncpg
 
 from mintsaga.db.errors import permanent
 from mintsaga.db.executor import Executor
-from mintsaga.db.rows import Pin, check_guarded_insert
+from mintsaga.db.rows import Pin
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.resilience import guard
 from mintsaga.stages import MintStage
@@ -61,7 +61,12 @@ class PinsMixin:
     _db: Executor
 
     async def record_pin(self, mint_id: str, cid: str, provider: str) -> None:
-        """Note that this mint holds ``cid`` at ``provider``; recording it twice is harmless.
+        """:meth:`record_pins` for one provider."""
+        await self.record_pins(mint_id, cid, (provider,))
+
+    async def record_pins(self, mint_id: str, cid: str, providers: Sequence[str]) -> None:
+        """Note that this mint holds ``cid`` at each of ``providers``; recording twice is
+        harmless.
 
         Call it before pinning (register before you act). Under the CID's pin lock it first
         looks for a release's live claim on the CID: while one exists (that release decided to
@@ -70,11 +75,13 @@ class PinsMixin:
         claim lapses by itself (``UNPIN_BUDGET_S`` + ``CLAIM_MARGIN_S``), so the wait is bounded;
         past it, TRANSIENT ``PinBeingReleased``. Raises PERMANENT ``UnknownMint``, or
         ``MintAlreadyFinished`` for a new pin on a ROLLED_BACK mint (it would never be released).
+        One statement per try (``mintsaga_record_pins``, migration 006), so a flaky network
+        cuts few of them.
         """
         deadline = time.monotonic() + UNPIN_BUDGET_S + CLAIM_MARGIN_S + 5.0
         while True:
             claimed = await self._db.run(
-                functools.partial(self._record_pin, mint_id, cid, provider)
+                functools.partial(self._record_pins, mint_id, cid, list(providers))
             )
             if not claimed:
                 return
@@ -89,41 +96,28 @@ class PinsMixin:
             guard.installed().keep_alive()  # an activity waiting here still heartbeats
             await asyncio.sleep(_CLAIM_POLL_S)
 
-    async def _record_pin(
-        self, mint_id: str, cid: str, provider: str, conn: asyncpg.Connection
+    async def _record_pins(
+        self, mint_id: str, cid: str, providers: list[str], conn: asyncpg.Connection
     ) -> bool:
-        """One try of :meth:`record_pin`: True when a live claim covers the CID (nothing done)."""
-        async with conn.transaction():
-            # Held until commit: a release of this CID either claimed it before (then this
-            # waits for its unpins) or starts after and sees this pin as a live holder.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1::int, hashtext($2::text))", _PIN_LOCK_CLASS, cid
+        """One try of :meth:`record_pins`: True when a live claim covers the CID (nothing
+        done). The function takes the same pin lock as release_pins (``_PIN_LOCK_CLASS``)."""
+        row = await conn.fetchrow(
+            "SELECT * FROM mintsaga_record_pins($1::text, $2::text, $3::text[])",
+            mint_id,
+            cid,
+            providers,
+        )
+        assert row is not None
+        if row["out_claimed"]:
+            return True
+        if row["out_stage"] is None:
+            raise permanent("UnknownMint", f"mint {mint_id} was never claimed", self._db.endpoint)
+        if not row["out_all_present"]:
+            raise permanent(
+                "MintAlreadyFinished",
+                f"mint {mint_id} is {row['out_stage']}; it takes no new pins",
+                self._db.endpoint,
             )
-            if await conn.fetchval(
-                """SELECT EXISTS (SELECT 1 FROM mint_pins WHERE cid = $1::text
-                                  AND unpin_claimed_until > clock_timestamp())""",
-                cid,
-            ):
-                return True
-            result = await conn.fetchrow(
-                f"""WITH m AS (
-                        SELECT stage FROM mints WHERE mint_id = $1::text
-                    ), ins AS (
-                        INSERT INTO mint_pins (mint_id, cid, provider)
-                        SELECT $1::text, $2::text, $3::text FROM m
-                        WHERE m.stage <> '{MintStage.ROLLED_BACK.value}'
-                        ON CONFLICT (mint_id, cid, provider) DO NOTHING
-                        RETURNING 1
-                    )
-                    SELECT (SELECT stage FROM m) AS stage,
-                           EXISTS (SELECT 1 FROM ins) AS inserted,
-                           EXISTS (SELECT 1 FROM mint_pins WHERE mint_id = $1::text
-                                   AND cid = $2::text AND provider = $3::text) AS existed""",
-                mint_id,
-                cid,
-                provider,
-            )
-            check_guarded_insert(result, mint_id, "pins", self._db.endpoint)
         return False
 
     async def release_pins(

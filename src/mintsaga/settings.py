@@ -9,7 +9,7 @@ Every error names the variable at fault and never echoes a secret's value. Secre
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -133,6 +133,9 @@ def priority_fee_accounts_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
 # MINTED reads at. ``processed`` is refused: a processed block can still be skipped.
 SOLANA_COMMITMENTS = ("confirmed", "finalized")
 DEFAULT_SOLANA_COMMITMENT = "confirmed"
+# SOLANA_MAX_SLOT_LAG's default: an endpoint more `confirmed` slots than this behind the best
+# is asked last (solana/rpc.py); the health check's MAX_SLOT_LAG, and a blockhash's 150 slots.
+DEFAULT_MAX_SLOT_LAG = 150
 
 
 def commitment_from_env(env: Mapping[str, str]) -> str:
@@ -229,6 +232,26 @@ def _named_urls(env: Mapping[str, str], name: str, what: str) -> tuple[str, ...]
         raise SettingsError(
             f"{name}: {', '.join(twice)} is listed twice (the same URL, or the same one with"
             " another key): each endpoint must be told apart without its key"
+        )
+    return urls
+
+
+def emergency_endpoints_from_env(
+    env: Mapping[str, str], endpoints: Sequence[str]
+) -> tuple[str, ...]:
+    """SOLANA_EMERGENCY_ENDPOINTS (or its _FILE): the spec's last-resort tier, asked only when
+    no endpoint of SOLANA_RPC_ENDPOINTS can answer; comma-separated URLs, each named apart from
+    the others and from the normal ones. () when unset."""
+    name = "SOLANA_EMERGENCY_ENDPOINTS"
+    if secret_from_env(env, name, required=False) is None:
+        return ()
+    urls = _named_urls(env, name, "the emergency Solana RPC endpoints (the last resort)")
+    normal = {endpoint_name(url) for url in endpoints}
+    both = sorted({endpoint_name(url) for url in urls} & normal)
+    if both:
+        raise SettingsError(
+            f"{name}: {', '.join(both)} is also in SOLANA_RPC_ENDPOINTS: an endpoint is normal"
+            " or emergency, not both"
         )
     return urls
 
@@ -605,6 +628,10 @@ class Settings(BaseModel):
     # SOLANA_RPC_REQUESTS_PER_S / SOLANA_RPC_SENDS_PER_S: each endpoint's plan (None: no limit).
     solana_requests_per_s: tuple[float | None, ...] = (None,)
     solana_sends_per_s: tuple[float | None, ...] = (None,)
+    # SOLANA_EMERGENCY_ENDPOINTS: the last-resort tier (solana/rpc.py); () when unset.
+    solana_emergency_endpoints: tuple[str, ...] = ()
+    # SOLANA_MAX_SLOT_LAG: an endpoint further behind the best is asked last; None: 0, off.
+    solana_max_slot_lag: int | None = DEFAULT_MAX_SLOT_LAG
     solana_priority_fee_cap: int  # micro-lamports per compute unit
     solana_operator_priority_fee_cap: int  # an operator's retry may bid up to this
     solana_priority_fee_percentile: int
@@ -672,6 +699,9 @@ class Settings(BaseModel):
                 env, "SOLANA_RPC_REQUESTS_PER_S", len(endpoints)
             ),
             solana_sends_per_s=rate_limits_from_env(env, "SOLANA_RPC_SENDS_PER_S", len(endpoints)),
+            solana_emergency_endpoints=emergency_endpoints_from_env(env, endpoints),
+            solana_max_slot_lag=_int(env, "SOLANA_MAX_SLOT_LAG", DEFAULT_MAX_SLOT_LAG, minimum=0)
+            or None,
             solana_priority_fee_cap=priority_fee_cap_from_env(env),
             solana_operator_priority_fee_cap=operator_fee_cap_from_env(env),
             solana_priority_fee_percentile=_int(

@@ -107,6 +107,8 @@ async def mint_activities(
             breakers=breakers,
             requests_per_s=settings.solana_requests_per_s,
             sends_per_s=settings.solana_sends_per_s,
+            emergency=settings.solana_emergency_endpoints,
+            max_slot_lag=settings.solana_max_slot_lag,
         ) as rpc,
     ):
         store = (
@@ -182,7 +184,11 @@ async def mint_activities(
                 settings,
                 http=http,
                 pool=store.pool,
-                solana_urls=lambda: [*settings.solana_rpc_endpoints, *rpc.urls],
+                solana_urls=lambda: [
+                    *settings.solana_rpc_endpoints,
+                    *rpc.urls,
+                    *settings.solana_emergency_endpoints,
+                ],
             )
             if serving():
                 wallet = str(payer.pubkey())
@@ -205,7 +211,7 @@ def breaker_report(breakers: BreakerRegistry, rpc: SolanaRpc) -> list[dict[str, 
     the Solana endpoints it uses now carrying their `solana_position` (1: the primary), so
     `starter.py endpoints list` shows what each worker uses."""
     positions = {name: place for place, name in enumerate(rpc.endpoints, start=1)}
-    for index in range(len(positions)):
+    for index in [*range(len(positions)), *rpc.emergency_indices]:
         rpc.breaker(index)  # created now, so an endpoint not called yet is reported too
     return [
         breaker.snapshot()

@@ -157,6 +157,7 @@ def test_the_spec_levels_are_covered() -> None:
         "mintsaga_rpc_endpoint_unusable_total": {"warning"},  # cannot serve a call (issue 15)
         "mintsaga_solana_finalization_timeouts_total": {"warning"},  # SOLANA_COMMITMENT
         "mintsaga_rpc_panic_calls_total": {"warning"},  # panic routing (issue 15)
+        "mintsaga_rpc_emergency_calls_total": {"critical"},  # the emergency tier (issue 15)
         "mintsaga_rpc_budget_waits_total": {"warning"},  # request budget (issue 15)
         "mintsaga_rpc_throttled_total": {"warning"},
     }

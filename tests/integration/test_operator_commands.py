@@ -67,6 +67,7 @@ ANCHORS = (
     "rpc-endpoint-down",
     "rpc-endpoint-unusable",
     "rpc-panic-routing",
+    "rpc-emergency-endpoint",
     "rpc-budget-exhausted",
     "finalization-stalled",
     "ipfs-provider-down",

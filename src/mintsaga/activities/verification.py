@@ -92,7 +92,7 @@ class VerificationActivities:
             else:
                 self._check(state, arg, " at finalized" if finalized else "")
             others = [i for i in order if i != index]
-            second = await self._second_opinion(arg, others)
+            second = await self._second_opinion(arg, others, first=index)
             if second is None and not finalized:  # none other answered: the same, finalized
                 await self._finalized(arg, index)
         return io.StepOut(attempt=attempt)
@@ -104,8 +104,11 @@ class VerificationActivities:
         if problems:
             raise permanent("; ".join(problems) + seen_by, "NftMismatch", "solana")
 
-    async def _second_opinion(self, arg: io.VerifyIn, others: list[int]) -> NftState | None:
-        """The NFT as another node sees it (checked); None when no other node answered."""
+    async def _second_opinion(
+        self, arg: io.VerifyIn, others: list[int], *, first: int
+    ) -> NftState | None:
+        """The NFT as another node sees it (checked); None when no other node answered (the
+        node that answered first, an emergency endpoint, is no second opinion)."""
         if not others:
             return None
         try:
@@ -124,7 +127,10 @@ class VerificationActivities:
                 raise
             activity.logger.info("no second node answered (%s): reading at finalized", exc.code)
             return None
-        self._check(state, arg, f" (second opinion: {self._minter.rpc.endpoints[index]})")
+        if index == first:  # every other failed: the emergency tier's same node answered
+            activity.logger.info("no second node answered: reading at finalized")
+            return None
+        self._check(state, arg, f" (second opinion: {self._minter.rpc.name(index)})")
         return state
 
     async def _finalized(self, arg: io.VerifyIn, index: int) -> None:

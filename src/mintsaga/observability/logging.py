@@ -49,7 +49,13 @@ SECRET_SETTINGS = (
 DSN_SETTINGS = ("DATABASE_URL",)
 # Settings holding endpoint URLs (comma-separated lists too), whose keys (in the query, userinfo,
 # path or a host label: `errors.url_secrets`) a library may quote in its own words.
-URL_SETTINGS = ("SOLANA_RPC_ENDPOINTS", "IPFS_GATEWAYS", "KUBO_API_URL", "PINATA_API_URL")
+URL_SETTINGS = (
+    "SOLANA_RPC_ENDPOINTS",
+    "SOLANA_EMERGENCY_ENDPOINTS",
+    "IPFS_GATEWAYS",
+    "KUBO_API_URL",
+    "PINATA_API_URL",
+)
 MIN_SECRET_LENGTH = 4  # shorter values would blank out ordinary words (URL passwords are
 # removed by pattern whatever their length)
 CHATTY_LOGGERS = ("httpx", "httpx2")  # one INFO line per request: our own logs say more

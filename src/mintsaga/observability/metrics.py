@@ -157,6 +157,13 @@ RPC_PANIC_CALLS = Counter(
     " resort); the pool never stalls on its own breakers",
     ["endpoint"],
 )
+RPC_EMERGENCY_CALLS = Counter(
+    "mintsaga_rpc_emergency_calls_total",
+    "Calls sent to an emergency RPC endpoint (SOLANA_EMERGENCY_ENDPOINTS, the spec's Emergency"
+    " Local Node): every normal endpoint was open, forced open, unable to serve the call or"
+    " failed it",
+    ["endpoint"],
+)
 
 RPC_BUDGET_WAITS = Counter(
     "mintsaga_rpc_budget_waits_total",
@@ -212,6 +219,11 @@ def record_endpoint_unusable(endpoint: str, reason: str, method: str) -> None:
 def record_panic_call(endpoint: str) -> None:
     """A call went to an open endpoint because too few were healthy (solana/rpc.py)."""
     RPC_PANIC_CALLS.labels(endpoint).inc()
+
+
+def record_emergency_call(endpoint: str) -> None:
+    """A call went to an emergency endpoint: no normal one could answer it (solana/rpc.py)."""
+    RPC_EMERGENCY_CALLS.labels(endpoint).inc()
 
 
 def record_budget_wait(endpoint: str, method: str) -> None:

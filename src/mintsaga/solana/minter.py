@@ -462,7 +462,7 @@ class SolanaMinter(MintPreparer):
         except ServiceError as exc:
             answer: ServiceError | None = None if exc.code == ALREADY_PROCESSED else exc
             return Broadcast.of(signature, [(exc.endpoint or "the pool", answer)])
-        return Broadcast.of(signature, [(self.rpc.endpoints[index], None)])
+        return Broadcast.of(signature, [(self.rpc.name(index), None)])
 
     def _preferred_first(self, prefer: str | None) -> list[int] | None:
         """The pool's order with the endpoint an operator named (as configured or as shown,

@@ -445,7 +445,7 @@ class MintPreparer:
                 return answer
             log.warning(
                 "endpoint %s answered lastValidBlockHeight %d at block height %d: not believed",
-                self.rpc.endpoints[index],
+                self.rpc.name(index),
                 latest.last_valid_block_height,
                 height,
             )
@@ -456,7 +456,7 @@ class MintPreparer:
                     service=SERVICE,
                     kind=ErrorKind.TRANSIENT,
                     code="ImplausibleBlockhash",
-                    endpoint=self.rpc.endpoints[index],
+                    endpoint=self.rpc.name(index),
                 )
             order = others
 

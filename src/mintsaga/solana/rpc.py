@@ -97,6 +97,7 @@ from solana.rpc.jsonrpc import JsonRpcRequest, SolanaJsonRpcError
 from mintsaga.errors import ErrorKind, ServiceError, endpoint_name
 from mintsaga.observability.metrics import (
     record_budget_wait,
+    record_emergency_call,
     record_endpoint_unusable,
     record_failover,
     record_panic_call,
@@ -117,6 +118,7 @@ from mintsaga.resilience.guard import (
     through,
     wait_for_half_open,
 )
+from mintsaga.settings import DEFAULT_MAX_SLOT_LAG
 from mintsaga.solana.budget import EndpointBudget
 
 log = logging.getLogger(__name__)
@@ -162,6 +164,13 @@ UNUSABLE_FOR_S = 60.0
 DEFAULT_TIMEOUT_S = 5.0
 # However little time the attempt has left, an endpoint is given at least this long.
 MIN_CALL_TIMEOUT_S = 0.5
+# DEFAULT_MAX_SLOT_LAG (SOLANA_MAX_SLOT_LAG's default, from settings): an endpoint more
+# `confirmed` slots than that behind the best is asked last (the health check's MAX_SLOT_LAG;
+# 150 slots, ~60 s, is also how long a blockhash lives, so a node further behind may not know
+# a fresh blockhash yet).
+# A slot-lag measurement (a round of `highest_slot_index`) is believed this long: while mints
+# are prepared a round comes every couple of seconds; an old one no longer steers calls.
+SLOT_LAG_FRESH_S = 30.0
 
 # solders' typed error objects (what ``RPCException`` carries) -> their JSON-RPC code.
 _SOLDERS_ERROR_CODES = {
@@ -562,6 +571,21 @@ class SolanaRpc:
     or call ``close()``. ``guarded=False``: no circuit breakers at all (the health probes: an
     open breaker must not hide an endpoint's health, and a probe must not count towards
     opening one); calls are still classified and observed like any other.
+
+    Two tiers (the spec's endpoint strategy): the normal ``endpoints`` (primary, backups) and
+    the ``emergency`` ones (SOLANA_EMERGENCY_ENDPOINTS, "Emergency Local Node (Last resort)"),
+    asked only by a call that may use every normal endpoint, once each normal one is open,
+    forced open, cannot serve the call or failed it. Emergency endpoints have indices after the
+    normal ones (``emergency_indices``; ``name(index)`` names any index) but are left out of
+    ``endpoints``, ``urls``, ``rotated`` and the default order, so callers that iterate over
+    the endpoints (broadcasts, second opinions) never reach them by themselves. They have no
+    request budget (a local node has no plan) and keep their breakers (an operator's
+    force-open is respected; one open by itself is still asked: it is the last resort).
+
+    Slot lag: each ``highest_slot_index`` round (prepare asks one per blockhash fetch) records
+    how far each normal endpoint's ``confirmed`` slot is behind the best; for
+    ``SLOT_LAG_FRESH_S`` after, an endpoint more than ``max_slot_lag`` slots behind is asked
+    after the others (``None``: never).
     """
 
     def __init__(
@@ -573,6 +597,8 @@ class SolanaRpc:
         guarded: bool = True,
         requests_per_s: Limits = (None,),
         sends_per_s: Limits = (None,),
+        emergency: Sequence[str] = (),
+        max_slot_lag: int | None = DEFAULT_MAX_SLOT_LAG,
     ) -> None:
         self._timeout = timeout
         self._guarded = guarded
@@ -581,17 +607,32 @@ class SolanaRpc:
         # (endpoint name, call kind or ALL_CALLS) -> until when it is asked last
         self._unable_until: dict[tuple[str, str], float] = {}
         self.breakers = breakers or BreakerRegistry()
-        self._endpoints = self._connect(endpoints)
+        self._max_slot_lag = max_slot_lag
+        # endpoint name -> (slots behind the best, when measured)
+        self._behind: dict[str, tuple[int, float]] = {}
+        normal = self._connect(endpoints)
+        names = {endpoint.name for endpoint in normal}
+        clash = sorted(endpoint_name(url) for url in emergency if endpoint_name(url) in names)
+        if clash:
+            raise ValueError(
+                f"{', '.join(clash)}: both a normal and an emergency Solana endpoint"
+                " (SOLANA_RPC_ENDPOINTS, SOLANA_EMERGENCY_ENDPOINTS)"
+            )
+        # The normal endpoints (indices 0 .. count-1), then the emergency ones.
+        self._count = len(normal)
+        self._endpoints = normal + self._connect(emergency, emergency=True)
 
-    def _connect(self, endpoints: Sequence[str]) -> list[_Endpoint]:
-        if not endpoints:
+    def _connect(self, endpoints: Sequence[str], *, emergency: bool = False) -> list[_Endpoint]:
+        if not endpoints and not emergency:
             raise ValueError("SolanaRpc needs at least one endpoint (SOLANA_RPC_ENDPOINTS)")
         return [
             _Endpoint(
                 url=url,
                 name=endpoint_name(url),
                 client=AsyncClient(url, Confirmed, timeout=self._timeout, max_transport_retries=0),
-                budget=EndpointBudget.of(
+                budget=EndpointBudget.of(None, None)
+                if emergency
+                else EndpointBudget.of(
                     _limit_for(self._requests_per_s, index), _limit_for(self._sends_per_s, index)
                 ),
             )
@@ -599,23 +640,41 @@ class SolanaRpc:
         ]
 
     async def set_endpoints(self, endpoints: Sequence[str]) -> None:
-        """Switch to another ordered list at run time (a call under way finishes on the old)."""
-        old, self._endpoints = self._endpoints, self._connect(endpoints)
+        """Switch to another ordered list of normal endpoints at run time (a call under way
+        finishes on the old); the emergency tier is kept."""
+        new = self._connect(endpoints)
+        old, tier = self._endpoints[: self._count], self._endpoints[self._count :]
+        self._endpoints, self._count = new + tier, len(new)
         for endpoint in old:
             await endpoint.client.close()
 
     @property
     def urls(self) -> list[str]:
-        """The configured URLs (unredacted: for comparing with configuration, never logging)."""
-        return [endpoint.url for endpoint in self._endpoints]
+        """The configured URLs of the normal endpoints (unredacted: for comparing with
+        configuration, never logging)."""
+        return [endpoint.url for endpoint in self._endpoints[: self._count]]
+
+    @property
+    def emergency_endpoints(self) -> list[str]:
+        """The emergency tier, redacted, in configured order."""
+        return [endpoint.name for endpoint in self._endpoints[self._count :]]
+
+    @property
+    def emergency_indices(self) -> list[int]:
+        return list(range(self._count, len(self._endpoints)))
+
+    def name(self, index: int) -> str:
+        """Endpoint ``index``'s name (redacted), normal or emergency: for an index a call
+        answered from, which may be an emergency endpoint's."""
+        return self._endpoints[index].name
 
     def __repr__(self) -> str:
         return f"SolanaRpc(endpoints={self.endpoints!r}, timeout={self._timeout})"
 
     @property
     def endpoints(self) -> list[str]:
-        """The endpoints, redacted, in configured order (indices for ``only=``)."""
-        return [endpoint.name for endpoint in self._endpoints]
+        """The normal endpoints, redacted, in configured order (indices for ``only=``)."""
+        return [endpoint.name for endpoint in self._endpoints[: self._count]]
 
     async def close(self) -> None:
         for endpoint in self._endpoints:
@@ -628,9 +687,10 @@ class SolanaRpc:
         await self.close()
 
     def _order(self, only: Sequence[int] | None = None) -> list[int]:
-        """Indices of the endpoints to try, in priority order (breakers are checked per call)."""
+        """Indices of the endpoints to try, in priority order (breakers are checked per call):
+        the normal ones, unless ``only`` names others (an emergency one that answered)."""
         if only is None:
-            return list(range(len(self._endpoints)))
+            return list(range(self._count))
         for index in only:
             if not 0 <= index < len(self._endpoints):
                 raise IndexError(f"no Solana endpoint #{index} (have {len(self._endpoints)})")
@@ -651,12 +711,15 @@ class SolanaRpc:
 
         answers = await asyncio.gather(*(slot_of(i) for i in self._order()))
         best = max((a for a in answers if a is not None), default=None)
+        if best is not None:
+            self._record_slots(best[0], [a for a in answers if a is not None])
         return None if best is None else -best[1]
 
     def rotated(self, start: int) -> list[int]:
-        """Every endpoint, starting from `start` (mod their number): a retry that should ask
-        another node first, while open circuits are still skipped and failover still works."""
-        count = len(self._endpoints)
+        """Every normal endpoint, starting from `start` (mod their number): a retry that should
+        ask another node first, while open circuits are still skipped and failover still
+        works."""
+        count = self._count
         return [(start + offset) % count for offset in range(count)]
 
     def breaker(self, index: int) -> CircuitBreaker:
@@ -713,13 +776,21 @@ class SolanaRpc:
         endpoint the breakers allowed failed this call. An operator's force-open is always
         respected. So automatic breakers can skip a failing endpoint, never stall the pool
         nor fail a call an open endpoint could still answer.
+
+        The emergency tier (``emergency``) comes after all that, for a call that may use every
+        normal endpoint: each emergency endpoint in order (``mintsaga_rpc_emergency_calls_total``),
+        the answering index being one of ``emergency_indices``. Endpoints lagging the best by
+        more than ``max_slot_lag`` slots are asked after the others (``lagging``).
         """
         request = JsonRpcRequest(method=method, params=params)
         kind = call_kind(method, params)
-        order = self._usable_first(self._order(only), kind)
-        # Only a call that may use every endpoint waits for one to reopen; one restricted to
-        # some (a per-endpoint question, like `highest_slot_index`'s) fails at once.
-        may_wait = len(order) == len(self._endpoints)
+        order = self._usable_first(self._in_sync_first(self._order(only)), kind)
+        # Only a call that may use every endpoint waits for one to reopen, or enters the
+        # emergency tier; one restricted to some (a per-endpoint question, like
+        # `highest_slot_index`'s or a broadcast's) fails at once.
+        may_wait = set(range(self._count)) <= set(order)
+        tier = self._emergency_tier(order) if may_wait else []
+        tier_tried = False
         unable: dict[int, ServiceError] = {}  # endpoints that cannot serve this call
         asked: set[int] = set()
         last: ServiceError | None = None
@@ -801,7 +872,8 @@ class SolanaRpc:
                         opened.append(index)
                     continue
                 rest = [i for i in order[position:] if i not in unable and i not in asked]
-                left = self._left_to_ask(rest, panic=panic, later=len(opened) if panic else 0)
+                later = (len(opened) if panic else 0) + len(tier)
+                left = self._left_to_ask(rest, panic=panic, later=later)
                 answered, result = await ask(index, left)
                 if answered:
                     return index, result
@@ -815,11 +887,23 @@ class SolanaRpc:
                     blocked.append(index)
                     continue
                 record_panic_call(self._endpoints[index].name)
-                answered, result = await ask(index, len(opened) - position)
+                answered, result = await ask(index, len(opened) - position + len(tier))
                 if answered:
                     return index, result
             if blocked and wait_for_budget and await self._wait_for_budget(blocked, method):
                 continue
+            # The emergency tier: every normal endpoint is open (by itself or an operator),
+            # cannot serve this call or failed it; one with room in its budget is not.
+            if tier and not blocked and not tier_tried:
+                tier_tried = True
+                for position, index in enumerate(tier):
+                    breaker = self.breaker(index) if self._guarded else None
+                    if breaker is not None and not breaker.allow() and breaker.retry_at() is None:
+                        continue  # forced open by an operator
+                    record_emergency_call(self._endpoints[index].name)
+                    answered, result = await ask(index, len(tier) - position)
+                    if answered:
+                        return index, result
             if last is not None:
                 raise last
             if blocked:
@@ -877,14 +961,63 @@ class SolanaRpc:
     # -- panic routing ---------------------------------------------------------------------
 
     def panicking(self) -> bool:
-        """Whether fewer than half of the endpoints are healthy (their breaker closed, or
-        overridden to allow everything): the pool then asks the open ones too."""
+        """Whether fewer than half of the normal endpoints are healthy (their breaker closed,
+        or overridden to allow everything): the pool then asks the open ones too."""
         if not self._guarded:
             return False
-        healthy = sum(
-            1 for i in range(len(self._endpoints)) if self.breaker(i).state is BreakerState.CLOSED
-        )
-        return healthy * 2 < len(self._endpoints)
+        healthy = sum(1 for i in range(self._count) if self.breaker(i).state is BreakerState.CLOSED)
+        return healthy * 2 < self._count
+
+    # -- the emergency tier and slot lag ---------------------------------------------------
+
+    def _emergency_tier(self, order: Sequence[int]) -> list[int]:
+        """The emergency endpoints a call over ``order`` may fall back to: those not in it
+        already, nor also configured as a normal endpoint (after ``set_endpoints``)."""
+        normal = {endpoint.name for endpoint in self._endpoints[: self._count]}
+        return [
+            i
+            for i in self.emergency_indices
+            if i not in order and self._endpoints[i].name not in normal
+        ]
+
+    def _record_slots(self, best: int, answers: Sequence[tuple[int, int]]) -> None:
+        """One round of `confirmed` slots (slot, -index): how far each is behind the best."""
+        now = time.monotonic()
+        for slot, negative_index in answers:
+            index = -negative_index
+            endpoint = self._endpoints[index]
+            lag = best - slot
+            was = self.slot_lag(index)
+            self._behind[endpoint.name] = (lag, now)
+            limit = self._max_slot_lag
+            if limit is not None and lag > limit and (was is None or was <= limit):
+                log.warning(
+                    "solana endpoint %s is %d slots behind the best (over %d): asked last",
+                    endpoint.name,
+                    lag,
+                    limit,
+                )
+
+    def slot_lag(self, index: int) -> int | None:
+        """Slots endpoint ``index`` was behind the best at the last round, if recent."""
+        found = self._behind.get(self._endpoints[index].name)
+        if found is None or time.monotonic() - found[1] > SLOT_LAG_FRESH_S:
+            return None
+        return found[0]
+
+    def lagging(self, index: int) -> bool:
+        """Whether endpoint ``index`` lags the best by more than ``max_slot_lag`` slots."""
+        if self._max_slot_lag is None:
+            return False
+        lag = self.slot_lag(index)
+        return lag is not None and lag > self._max_slot_lag
+
+    def _in_sync_first(self, order: list[int]) -> list[int]:
+        """``order`` with the endpoints that lag the best by too many slots moved last."""
+        if not self._behind or self._max_slot_lag is None:
+            return order
+        behind = [i for i in order if self.lagging(i)]
+        return [i for i in order if i not in behind] + behind
 
     def _least_bad(self, indices: Sequence[int]) -> list[int]:
         """``indices`` by their breaker's success rate over its window, best first (an

@@ -898,8 +898,12 @@ class SolanaRpc:
                 tier_tried = True
                 for position, index in enumerate(tier):
                     breaker = self.breaker(index) if self._guarded else None
-                    if breaker is not None and not breaker.allow() and breaker.retry_at() is None:
-                        continue  # forced open by an operator
+                    if (
+                        breaker is not None
+                        and not breaker.allow()
+                        and breaker.override == "force_open"  # Override.FORCE_OPEN
+                    ):
+                        continue  # forced open by an operator (half-open: still asked)
                     record_emergency_call(self._endpoints[index].name)
                     answered, result = await ask(index, len(tier) - position)
                     if answered:

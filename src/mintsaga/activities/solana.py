@@ -202,8 +202,15 @@ class SolanaActivities:
         with classified():
             while True:
                 activity.heartbeat()
-                # One shared round a second for every pending mint of this worker.
-                status, height = await self._minter.poll_status(arg.signature)
+                # One shared round a second for every pending mint of this worker. A round that
+                # failed (every endpoint, this once) is polled again until the wait's end.
+                try:
+                    status, height = await self._minter.poll_status(arg.signature)
+                except ServiceError as exc:
+                    if not exc.retryable or time.monotonic() >= deadline:
+                        raise
+                    activity.logger.info("status poll failed (%s): polling on", exc.code)
+                    continue
                 outcome = _outcome(status, attempt, self._commitment)
                 if outcome is not None:
                     return outcome

@@ -138,12 +138,21 @@ class VerificationActivities:
         ~32 slots, 13 s on mainnet; a transient failure when the attempt's time runs short."""
         deadline = time.monotonic() + FINALIZED_WAIT_S
         while True:
-            _, state = await self._minter.nft_state_answered(
-                arg.mint_address, arg.owner, only=[index], commitment="finalized"
-            )
-            if state is not None or time.monotonic() >= deadline:
-                self._check(state, arg, " at finalized")
-                return
+            try:
+                _, state = await self._minter.nft_state_answered(
+                    arg.mint_address, arg.owner, only=[index], commitment="finalized"
+                )
+            except ServiceError as exc:
+                # One node, polled: a read that failed is asked again (a flaky node must not
+                # cost the attempt), until the wait's end.
+                if not exc.retryable or time.monotonic() >= deadline:
+                    raise
+                activity.logger.info("finalized read failed (%s): polling on", exc.code)
+                state = None
+            else:
+                if state is not None or time.monotonic() >= deadline:
+                    self._check(state, arg, " at finalized")
+                    return
             await asyncio.sleep(FINALIZED_POLL_S)
 
     @activity.defn(name=CHECK_PARTNER_VIEW.name)

@@ -4,7 +4,8 @@ Before a worker signs a mint transaction it reserves the most that transaction c
 the fee payer (rent + base fee + priority fee at its compute limit). A reservation is refused
 when the payer's reservations of the last hour plus this one would pass the limit
 (``SOLANA_SPEND_LIMIT_SOL_PER_HOUR``): every worker of the fleet sees the same sum, because the
-check and the insert run in one transaction under one advisory lock per payer.
+check and the insert run in one statement's transaction under one advisory lock per payer
+(``mintsaga_reserve_spend``, migration 007).
 
 Counting is conservative on purpose: a reservation stays counted whether or not its transaction
 lands, and a re-sign (or a retried prepare whose answer was lost) reserves again. The breaker
@@ -14,6 +15,7 @@ may stop signing a little early; it never lets the wallet be drained.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import asyncpg
 
@@ -23,8 +25,8 @@ from mintsaga.settings import SPEND_LIMIT_SETTING
 
 __all__ = ["SpendMixin", "SpendWindow", "spend_breaker_open"]
 
-WINDOW = "1 hour"
-KEEP = "1 day"  # reservations older than this are pruned
+WINDOW_DELTA = timedelta(hours=1)
+KEEP_DELTA = timedelta(days=1)  # reservations older than this are pruned
 
 
 @dataclass(frozen=True)
@@ -68,28 +70,18 @@ class SpendMixin:
             raise ValueError("lamports and limit_lamports must not be negative")
 
         async def work(conn: asyncpg.Connection) -> SpendWindow:
-            async with conn.transaction():
-                # One signer at a time per payer, fleet-wide, for the length of this transaction.
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtextextended('wallet_spend:' || $1, 0))",
-                    payer,
-                )
-                spent: int = await conn.fetchval(
-                    f"""SELECT coalesce(sum(lamports), 0)::bigint FROM wallet_spend
-                        WHERE payer = $1 AND reserved_at > now() - interval '{WINDOW}'""",
-                    payer,
-                )
-                if spent + lamports > limit_lamports:
-                    return SpendWindow(spent, limit_lamports, granted=False)
-                await conn.execute(
-                    "INSERT INTO wallet_spend (payer, mint_id, lamports) VALUES ($1, $2, $3)",
-                    payer,
-                    mint_id,
-                    lamports,
-                )
-                await conn.execute(
-                    f"DELETE FROM wallet_spend WHERE reserved_at < now() - interval '{KEEP}'"
-                )
-                return SpendWindow(spent + lamports, limit_lamports, granted=True)
+            # One statement (migration 007): the payer's lock, the sum, the reservation.
+            row = await conn.fetchrow(
+                "SELECT * FROM mintsaga_reserve_spend($1::text, $2::text, $3::bigint,"
+                " $4::bigint, $5::interval, $6::interval)",
+                payer,
+                mint_id,
+                lamports,
+                limit_lamports,
+                WINDOW_DELTA,
+                KEEP_DELTA,
+            )
+            assert row is not None
+            return SpendWindow(row["out_reserved"], limit_lamports, granted=row["out_granted"])
 
         return await self._db.run(work)

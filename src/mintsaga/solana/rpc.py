@@ -108,6 +108,7 @@ from mintsaga.resilience.breaker import (
     BreakerRegistry,
     BreakerState,
     CircuitBreaker,
+    Override,
 )
 from mintsaga.resilience.guard import (
     HEARTBEAT_EVERY_S,
@@ -868,7 +869,8 @@ class SolanaRpc:
                 breaker = self.breaker(index) if self._guarded else None
                 if breaker is not None and not breaker.allow():
                     skipped.append(breaker)
-                    if breaker.retry_at() is not None:  # open by itself, not by an operator
+                    # Open by itself (or half-open with its probes out), not by an operator.
+                    if breaker.override is not Override.FORCE_OPEN:
                         opened.append(index)
                     continue
                 rest = [i for i in order[position:] if i not in unable and i not in asked]

@@ -224,6 +224,13 @@ def test_the_dashboard_has_the_three_views_in_order() -> None:
         "mintsaga_requests_total",
         "mintsaga_request_duration_seconds_bucket",
         "mintsaga_db_pool_connections",
+        # The Solana pool's conditions (issue 15), by endpoint.
+        "mintsaga_rpc_panic_calls_total",
+        "mintsaga_rpc_emergency_calls_total",
+        "mintsaga_rpc_endpoint_unusable_total",
+        "mintsaga_rpc_budget_waits_total",
+        "mintsaga_rpc_throttled_total",
+        "mintsaga_solana_finalization_timeouts_total",
     } <= reads["Service performance"]
 
 

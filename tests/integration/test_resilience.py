@@ -32,7 +32,7 @@ from devstack.dev_identity import images_dir, system_wallet
 from devstack.requests import mint_request
 from mintsaga.db.runtime_config import RuntimeConfigStore
 from mintsaga.ipfs.cid import compute_cid
-from mintsaga.resilience.breaker import SOLANA_BREAKER, BreakerRegistry
+from mintsaga.resilience.breaker import SOLANA_BREAKER, BreakerRegistry, Override
 from mintsaga.solana.rpc import SolanaRpc
 from mintsaga.worker import apply_runtime, mint_activities
 from mintsaga.workflows import activity_models as io
@@ -40,6 +40,7 @@ from mintsaga.workflows.models import MintStatus
 from tests.saga_support import (
     activity_name,
     add_fault,
+    clear_faults,
     fault_first,
     faults_fired,
     rpc,
@@ -90,9 +91,13 @@ async def test_rate_limited_endpoints_are_retried_no_sooner_than_retry_after(
     assert delay is not None and delay.total_seconds() >= 5  # the 2 s backoff would be sooner
 
 
-async def test_every_circuit_open_waits_for_the_soonest_half_open_time(
+async def test_every_solana_circuit_open_by_itself_is_asked_anyway(
     stack: StackConfig, wired: tuple[BreakerRegistry, dict[str, Any]]
 ) -> None:
+    """Panic routing (issue 15): with every endpoint's breaker open by the spec's rule, the
+    pool asks them anyway rather than refuse the call itself (before: SolanaCircuitOpen and a
+    retry paced to the half-open time, a minute away, for every mint); only an operator's
+    force-open keeps it from an endpoint."""
     breakers, activities = wired
     for endpoint in SOLANA_ENDPOINTS:
         add_fault(stack, target=endpoint, kind="status", status=503, match="getHealth")
@@ -102,12 +107,21 @@ async def test_every_circuit_open_waits_for_the_soonest_half_open_time(
     solana = {stack.url(name) for name in SOLANA_ENDPOINTS}
     assert [b.state for b in breakers.all() if b.name in solana] == ["open"] * 3
     hits_before = _fault_hits(stack)
-    with pytest.raises(ApplicationError) as waiting:
+    with pytest.raises(ApplicationError) as asked:
         await ActivityEnvironment().run(activities["check_rpc"], io.MintRef(mint_id="x"))
-    assert waiting.value.type == "SolanaCircuitOpen"
-    delay = waiting.value.next_retry_delay
-    assert delay is not None and 50 <= delay.total_seconds() <= 61  # open for 60 s
-    assert _fault_hits(stack) == hits_before  # nobody was called: no hammering
+    assert asked.value.type == "SolanaUnavailable"  # the endpoints' own answer
+    assert _fault_hits(stack) == hits_before + 3  # each asked once
+    clear_faults(stack)
+    assert await ActivityEnvironment().run(activities["check_rpc"], io.MintRef(mint_id="x"))
+    for name in solana:
+        breakers.set_override(name, Override.FORCE_OPEN)
+    try:
+        with pytest.raises(ApplicationError) as refused:
+            await ActivityEnvironment().run(activities["check_rpc"], io.MintRef(mint_id="x"))
+        assert refused.value.type == "SolanaCircuitOpen"
+    finally:
+        for name in solana:
+            breakers.set_override(name, Override.NONE)
 
 
 def _fault_hits(stack: StackConfig) -> int:

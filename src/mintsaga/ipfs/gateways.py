@@ -35,13 +35,18 @@ from mintsaga.http_errors import (
 )
 from mintsaga.ipfs.cid import compute_cid, require_cid
 from mintsaga.observability.metrics import record_failover
-from mintsaga.resilience.breaker import IPFS_BREAKER, BreakerRegistry
-from mintsaga.resilience.guard import through
+from mintsaga.resilience.breaker import IPFS_BREAKER, BreakerRegistry, Override
+from mintsaga.resilience.guard import circuit_open, through
 
 log = logging.getLogger(__name__)
 
 SERVICE = "gateway"
 DEFAULT_MAX_BYTES = 64 * 2**20
+# A read goes over the gateways at most twice, this long apart (fetch_verified), when every
+# failure was about availability (a refused redirect or wrong bytes would come back the same).
+PASSES = 2
+PASS_PAUSE_S = 0.5
+_AVAILABILITY = ("Unavailable", "Unreachable", "RateLimited", "CircuitOpen")
 
 
 class GatewayReader:
@@ -62,23 +67,44 @@ class GatewayReader:
     async def fetch_verified(self, cid: str, *, max_bytes: int) -> tuple[bytes, str]:
         """The content of ``cid`` and the gateway URL that served it.
 
+        The gateways are asked in order, each skipped while its breaker is open; when none
+        served the content and every failure was about availability (an error status, no
+        answer, a rate limit, an open circuit), they are asked once more after
+        ``PASS_PAUSE_S``, an open gateway too unless an operator forced it open (the Solana
+        pool's last resort: our own breakers must not fail a read a gateway could serve).
+
         Raises:
             ServiceError: the last gateway's classified failure when none served the content
                 (``GatewayContentMismatch`` when the bytes did not hash to ``cid``).
         """
         version = require_cid(cid, service=SERVICE)
         last: ServiceError | None = None
-        for url in self.urls:
-            if last is not None:
-                record_failover(SERVICE)  # the previous gateway failed
-            try:
-                return await self._fetch_one(url, cid, version, max_bytes), url
-            except ServiceError as exc:
-                log.warning(
-                    "gateway failed",
-                    extra={"endpoint": url, "cid": cid, "code": exc.code, "kind": str(exc.kind)},
-                )
-                last = exc
+        for round_ in range(PASSES):
+            if round_:
+                await asyncio.sleep(PASS_PAUSE_S)
+            retryable = True
+            for url in self.urls:
+                if last is not None:
+                    record_failover(SERVICE)  # the previous gateway failed
+                try:
+                    fetched = await self._fetch_one(
+                        url, cid, version, max_bytes, last_resort=round_ > 0
+                    )
+                    return fetched, url
+                except ServiceError as exc:
+                    log.warning(
+                        "gateway failed",
+                        extra={
+                            "endpoint": url,
+                            "cid": cid,
+                            "code": exc.code,
+                            "kind": str(exc.kind),
+                        },
+                    )
+                    last = exc
+                    retryable = retryable and exc.code.endswith(_AVAILABILITY)
+            if not retryable:
+                break
         assert last is not None  # urls is never empty
         raise last
 
@@ -97,13 +123,24 @@ class GatewayReader:
         results = await asyncio.gather(*(one(url) for url in self.urls))
         return dict(zip(self.urls, results, strict=True))
 
-    async def _fetch_one(self, url: str, cid: str, version: int, max_bytes: int) -> bytes:
-        """One gateway's verified answer, through that gateway's breaker."""
+    async def _fetch_one(
+        self, url: str, cid: str, version: int, max_bytes: int, *, last_resort: bool = False
+    ) -> bytes:
+        """One gateway's verified answer, through that gateway's breaker: refused at once
+        while it is open (the next gateway is asked), unless ``last_resort`` and no operator
+        forced it open."""
         breaker = self._breakers.get(redact_url(url), IPFS_BREAKER) if self._breakers else None
+        if (
+            breaker is not None
+            and not breaker.allow()
+            and (not last_resort or breaker.override is Override.FORCE_OPEN)
+        ):
+            raise circuit_open(SERVICE, [breaker])
         return await through(
             breaker,
             SERVICE,
             lambda: self._fetch(url, cid, version, max_bytes),
+            admitted=True,
             endpoint=redact_url(url),
             operation="fetch",
         )

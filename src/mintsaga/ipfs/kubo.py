@@ -62,10 +62,12 @@ class KuboClient:
         filename: str,
         cid_version: int = DEFAULT_CID_VERSION,
         pin: bool = True,
+        last_resort: bool = False,
     ) -> str:
         """Add (and by default pin) ``data`` as one file; returns Kubo's CID for it.
 
         ``cid-version=1`` implies raw leaves in Kubo, matching ``mintsaga.ipfs.cid``.
+        ``last_resort``: asked although its breaker opened by itself (Pinata failed).
         """
         # From a stream, closed after the call: a response keeps its request (httpx's response
         # and stream refer to each other, so until the cycle collector runs), and with it a
@@ -76,6 +78,7 @@ class KuboClient:
                 action="add a file",
                 params={"cid-version": str(cid_version), "pin": "true" if pin else "false"},
                 files={"file": (filename, file, "application/octet-stream")},
+                last_resort=last_resort,
             )
         cid = None
         # Newline-delimited JSON, one object per added entry; the file is the last one.
@@ -120,8 +123,10 @@ class KuboClient:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def _send(self, command: str, *, action: str, **kwargs: Any) -> httpx.Response:
-        admit(self.breaker, SERVICE)
+    async def _send(
+        self, command: str, *, action: str, last_resort: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        admit(self.breaker, SERVICE, last_resort=last_resort)
         started = time.monotonic()
         try:
             response = await self._http.post(f"{self.api_url}/api/v0/{command}", **kwargs)

@@ -77,8 +77,10 @@ class PinataClient:
         name: str,
         keyvalues: dict[str, str],
         cid_version: int = DEFAULT_CID_VERSION,
+        last_resort: bool = False,
     ) -> str:
-        """Upload and pin ``data``; returns the CID Pinata reports (the caller checks it)."""
+        """Upload and pin ``data``; returns the CID Pinata reports (the caller checks it).
+        ``last_resort``: asked although its breaker opened by itself (the backup failed)."""
         form = {
             "pinataMetadata": json.dumps({"name": name, "keyvalues": keyvalues}),
             "pinataOptions": json.dumps({"cidVersion": cid_version}),
@@ -93,6 +95,7 @@ class PinataClient:
                 action="pin a file",
                 files={"file": (filename, file, "application/octet-stream")},
                 data=form,
+                last_resort=last_resort,
             )
         body = json_body(response, service=SERVICE, endpoint=self.api_url)
         cid = body.get("IpfsHash") if isinstance(body, dict) else None
@@ -137,8 +140,10 @@ class PinataClient:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def _send(self, method: str, path: str, *, action: str, **kwargs: Any) -> httpx.Response:
-        admit(self.breaker, SERVICE)
+    async def _send(
+        self, method: str, path: str, *, action: str, last_resort: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        admit(self.breaker, SERVICE, last_resort=last_resort)
         started = time.monotonic()
         try:
             response = await self._http.request(

@@ -67,7 +67,11 @@ class IpfsUploader:
     async def upload(
         self, data: bytes, *, filename: str, name: str, keyvalues: dict[str, str]
     ) -> Upload:
-        """Pin ``data`` on Pinata, or on Kubo when Pinata is unavailable."""
+        """Pin ``data`` on Pinata, or on Kubo when Pinata is unavailable.
+
+        When both failed and one was refused by its own breaker (opened by itself, not by an
+        operator), that one is asked anyway as the last resort: our breakers pick the order,
+        they must not fail an upload a provider could still take (as the Solana pool's)."""
         cid = await compute_cid(data, DEFAULT_CID_VERSION)
         try:
             got = await self._pinata.pin_file(
@@ -84,12 +88,57 @@ class IpfsUploader:
             try:
                 got = await self._kubo.add(data, filename=filename)
             except ServiceError as backup:
+                if backup.retryable:
+                    upload = await self._last_resort(
+                        data,
+                        cid,
+                        primary,
+                        backup,
+                        filename=filename,
+                        name=name,
+                        keyvalues=keyvalues,
+                    )
+                    if upload is not None:
+                        return upload
                 primary.add_note(f"backup provider failed too: {backup}")
                 raise primary from primary.__cause__  # keep Pinata's own cause
             _check_cid(cid, got, "kubo", self._kubo.api_url)
             return Upload(cid, "kubo")
         _check_cid(cid, got, "pinata", self._pinata.api_url)
         return Upload(cid, "pinata")
+
+    async def _last_resort(
+        self,
+        data: bytes,
+        cid: str,
+        primary: ServiceError,
+        backup: ServiceError,
+        *,
+        filename: str,
+        name: str,
+        keyvalues: dict[str, str],
+    ) -> Upload | None:
+        """The providers our own breakers refused, asked anyway; None when none was (or
+        each failed again)."""
+        if primary.code.endswith("CircuitOpen"):
+            try:
+                got = await self._pinata.pin_file(
+                    data, filename=filename, name=name, keyvalues=keyvalues, last_resort=True
+                )
+            except ServiceError as again:
+                log.warning("pinata failed as the last resort", extra={"code": again.code})
+            else:
+                _check_cid(cid, got, "pinata", self._pinata.api_url)
+                return Upload(cid, "pinata")
+        if backup.code.endswith("CircuitOpen"):
+            try:
+                got = await self._kubo.add(data, filename=filename, last_resort=True)
+            except ServiceError as again:
+                log.warning("kubo failed as the last resort", extra={"code": again.code})
+            else:
+                _check_cid(cid, got, "kubo", self._kubo.api_url)
+                return Upload(cid, "kubo")
+        return None
 
     async def unpin(self, cid: str, provider: Provider) -> bool:
         """Unpin from one provider; False when it held no pin (safe to repeat)."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from mintsaga.errors import ErrorKind, ServiceError
-from mintsaga.resilience.breaker import BreakerState, CircuitBreaker
+from mintsaga.resilience.breaker import BreakerState, CircuitBreaker, Override
 
 T = TypeVar("T")
 
@@ -209,10 +209,15 @@ async def through(
         _hooks.observe_breaker(breaker.name, breaker.state)
 
 
-def admit(breaker: CircuitBreaker | None, service: str) -> None:
-    """Raise the open-circuit error when `breaker` refuses a call now."""
-    if breaker is not None and not breaker.allow():
-        raise circuit_open(service, [breaker])
+def admit(breaker: CircuitBreaker | None, service: str, *, last_resort: bool = False) -> None:
+    """Raise the open-circuit error when `breaker` refuses a call now. `last_resort`: the
+    caller's other endpoints failed this call, so only an operator's force-open refuses it
+    (our own breakers must not fail a call the endpoint could still serve)."""
+    if breaker is None or breaker.allow():
+        return
+    if last_resort and breaker.override is not Override.FORCE_OPEN:
+        return
+    raise circuit_open(service, [breaker])
 
 
 def record_http(

@@ -19,6 +19,7 @@ from mintsaga.ipfs.gateways import GatewayReader
 from mintsaga.ipfs.kubo import KuboClient
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.uploads import IpfsUploader, Upload
+from mintsaga.resilience.breaker import IPFS_BREAKER, BreakerRegistry, BreakerState, Override
 
 DATA = b"\x89PNG\r\n\x1a\nfailover-test"
 OTHER_CID = cid_sync(b"something else")
@@ -285,3 +286,73 @@ async def test_a_gateway_body_over_the_limit_or_stacked_is_refused() -> None:
             with pytest.raises(ServiceError) as caught:
                 await GatewayReader([gateway], http).fetch_verified(cid, max_bytes=1000)
             assert caught.value.code == "GatewayContentMismatch" and said in caught.value.message
+
+
+# -- our own breakers never fail a call a provider could serve (issue 15) ---------------------
+
+
+def opened(breakers: BreakerRegistry, name: str) -> None:
+    """Open `name`'s breaker by the spec's IPFS rule (5 failures in a row)."""
+    breaker = breakers.get(name, IPFS_BREAKER)
+    for _ in range(5):
+        breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN
+
+
+async def test_an_upload_asks_pinata_as_the_last_resort_when_its_breaker_opened_by_itself() -> None:
+    """Pinata's breaker is open and Kubo fails: before, the upload failed with
+    PinataCircuitOpen and its retry waited for Pinata's half-open time (~30 s)."""
+    fakes = Fakes(pinata_ok, status(500))
+    breakers = BreakerRegistry()
+    opened(breakers, "http://pinata")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fakes.handle)) as http:
+        uploader = IpfsUploader(
+            PinataClient("http://pinata", "jwt", http, breakers=breakers),
+            KuboClient("http://kubo", http, breakers=breakers),
+        )
+        upload = await uploader.upload(DATA, filename="a.png", name="a", keyvalues={})
+        assert upload == Upload(cid_sync(DATA), "pinata")
+        assert fakes.calls == ["kubo", "pinata"]
+        breakers.set_override("http://pinata", Override.FORCE_OPEN)
+        with pytest.raises(ServiceError) as refused:
+            await uploader.upload(DATA, filename="a.png", name="a", keyvalues={})
+    assert refused.value.code == "PinataCircuitOpen"  # an operator's force-open holds
+    assert fakes.calls == ["kubo", "pinata", "kubo"]
+
+
+async def test_a_read_skips_an_open_gateway_then_asks_it_when_the_others_failed() -> None:
+    cid = cid_sync(DATA)
+    calls: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.host)
+        if request.url.host == "g2":
+            return httpx.Response(500, text="fault")
+        return httpx.Response(200, content=DATA)
+
+    breakers = BreakerRegistry()
+    opened(breakers, "http://g1")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
+        reader = GatewayReader(["http://g1", "http://g2"], http, breakers=breakers)
+        assert await reader.fetch_verified(cid, max_bytes=1000) == (DATA, "http://g1")
+        assert calls == ["g2", "g1"]  # g1 skipped first, g2 failed, then g1 anyway
+        assert await reader.check_all(cid) == {"http://g1": False, "http://g2": False}
+        breakers.set_override("http://g1", Override.FORCE_OPEN)
+        calls.clear()
+        with pytest.raises(ServiceError):
+            await reader.fetch_verified(cid, max_bytes=1000)
+    assert calls == ["g2", "g2"]  # forced open: never asked, in either pass
+
+
+async def test_a_refusal_that_is_not_about_availability_gets_no_second_pass() -> None:
+    """Wrong bytes (or a refused redirect) come back the same when asked again."""
+    calls: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.host)
+        return httpx.Response(200, content=b"wrong")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
+        with pytest.raises(ServiceError) as caught:
+            await GatewayReader(["http://g1"], http).fetch_verified(cid_sync(DATA), max_bytes=99)
+    assert caught.value.code == "GatewayContentMismatch" and calls == ["g1"]

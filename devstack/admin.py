@@ -19,7 +19,8 @@ PUT    /solana/fee-market {"busy_fraction": F[, "min_fee": N, "max_fee": M,
 DELETE /solana/fee-market          load off, and its samples dropped from the fee window
 POST   /pinata/limits {"requests_per_minute": N}   change Pinata's rate limit (0: none)
 POST   /postgres/reset-connections cut every open database connection once
-GET    /stats                      requests per service per minute, faults fired by kind,
+GET    /stats                      requests per service per minute (and per JSON-RPC method
+                                   for the Solana endpoints), faults fired by kind,
                                    requests Pinata's rate limit refused (429), and each Solana
                                    endpoint's profile counters (calls accepted / refused)
 """
@@ -195,6 +196,7 @@ def build_admin_app(
                     for target, per_minute in registry.requests_per_minute.items()
                 },
                 "faults_fired": registry.injected,
+                "requests_by_method": registry.requests_by_method,
                 "rate_limited": {"pinata": pinata_limits.rejected},
                 # Pinata's sliding minute now: its limit and the requests it holds.
                 "pinata_window": pinata_limits.describe(),

@@ -138,6 +138,8 @@ class FaultRegistry:
         self.injected: dict[str, int] = {}  # "target:kind" -> times a fault fired
         # target -> {unix minute -> requests seen}, so rate limits can be checked from outside
         self.requests_per_minute: dict[str, dict[int, int]] = {}
+        # target -> {JSON-RPC method -> calls}: what each request asked (the Solana endpoints)
+        self.requests_by_method: dict[str, dict[str, int]] = {}
 
     def on_down_change(self, listener: DownListener) -> None:
         """Call ``listener(target, is_down)`` whenever a target goes down or comes back."""
@@ -247,6 +249,11 @@ class FaultRegistry:
 
     def is_down(self, target: str) -> bool:
         return any(f.target == target and f.kind == "down" for f in self._faults.values())
+
+    def record_methods(self, target: str, methods: list[str]) -> None:
+        per_method = self.requests_by_method.setdefault(target, {})
+        for method in methods:
+            per_method[method] = per_method.get(method, 0) + 1
 
     def record_request(self, target: str) -> None:
         minute = int(time.time() // 60)

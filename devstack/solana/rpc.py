@@ -589,6 +589,7 @@ def build_rpc_app(
             parse_failed = True
         else:
             parse_failed = False
+        registry.record_methods(target, _methods_of(body))
 
         if profiles is not None:
             refused = profiles.gate(target, _methods_of(body), _first_id(body))

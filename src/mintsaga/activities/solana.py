@@ -218,6 +218,7 @@ class SolanaActivities:
                 if (
                     confirmed_at is None
                     and not _voted(status)
+                    and height is not None
                     and height > arg.last_valid_block_height
                 ):
                     # Expired: one last look, since it may have landed just before (in the

@@ -148,6 +148,11 @@ class Broadcast:
         }
 
 
+def _not_landed(status: SigStatus) -> bool:
+    """Not seen, or seen only at ``processed``: its blockhash may still expire."""
+    return status.confirmation_status not in ("confirmed", "finalized")
+
+
 def _sig_status(value: Any) -> SigStatus:
     """One entry of ``getSignatureStatuses``' answer (null: unknown)."""
     if value is None:
@@ -313,12 +318,16 @@ class SolanaMinter(MintPreparer):
         )
         return statuses
 
-    async def poll_status(self, signature: str) -> tuple[SigStatus, int]:
+    async def poll_status(self, signature: str) -> tuple[SigStatus, int | None]:
         """``signature``'s status and the block height from the worker's next shared poll
-        round (solana/status_poller.py): one batched call serves every pending mint."""
+        round (solana/status_poller.py): one batched call serves every pending mint. The
+        height is asked, and given, only while the transaction has not landed (voted)."""
         if self._poller is None:
             self._poller = StatusPoller(
-                self.signature_statuses, self.block_height, keep_alive=keep_alive
+                self.signature_statuses,
+                self.block_height,
+                keep_alive=keep_alive,
+                needs_height=_not_landed,
             )
         return await self._poller.poll(signature)
 

@@ -5,8 +5,9 @@ height every second: two requests a second per pending mint, which a hosted plan
 a second on Helius' free plan) caps at a handful of mints. Here the waits share rounds: each
 round is one ``getSignatureStatuses`` per 256 signatures (the method's documented maximum,
 solana.com/docs/rpc/http/getsignaturestatuses: "An array of transaction signatures to confirm,
-... up to a maximum of 256") and one ``getBlockHeight``, whatever the number of waits, and
-rounds start at most every ``interval_s``.
+... up to a maximum of 256") and, when some status needs it (``needs_height``: a transaction not
+landed yet, for the expiry decision), one ``getBlockHeight``, whatever the number of waits, and
+rounds start at most every ``interval_s``. A wait whose status needs no height gets None.
 
 A wait joins the next round that has not started, and gets its signature's status and the
 round's block height, or the round's error (every wait of a failed round sees it, as a wait
@@ -39,20 +40,22 @@ class StatusPoller(Generic[S]):
         *,
         interval_s: float = 1.0,
         keep_alive: Callable[[], None] = lambda: None,
+        needs_height: Callable[[S], bool] = lambda status: True,
     ) -> None:
         self._fetch_statuses = fetch_statuses
         self._fetch_height = fetch_height
+        self._needs_height = needs_height
         self._interval_s = interval_s
         self._keep_alive = keep_alive
         # The next round's waits: signature -> the futures of the waits for it.
-        self._waiting: dict[str, list[asyncio.Future[tuple[S, int]]]] = {}
+        self._waiting: dict[str, list[asyncio.Future[tuple[S, int | None]]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._last_round = -float("inf")
         self.rounds = 0  # rounds run (for tests and the benchmark)
 
-    async def poll(self, signature: str) -> tuple[S, int]:
+    async def poll(self, signature: str) -> tuple[S, int | None]:
         """``signature``'s status and the block height, from the next round."""
-        future: asyncio.Future[tuple[S, int]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[S, int | None]] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(signature, []).append(future)
         if self._task is None or self._task.done():
             # A fresh context: the rounds belong to no activity.
@@ -85,28 +88,45 @@ class StatusPoller(Generic[S]):
             self.rounds += 1
             await self._round(waiting)
 
-    async def _round(self, waiting: dict[str, list[asyncio.Future[tuple[S, int]]]]) -> None:
+    async def _round(self, waiting: dict[str, list[asyncio.Future[tuple[S, int | None]]]]) -> None:
         signatures = list(waiting)
         batches = [
             signatures[i : i + MAX_SIGNATURES] for i in range(0, len(signatures), MAX_SIGNATURES)
         ]
-        height_task = asyncio.ensure_future(self._fetch_height())
         batch_tasks = [asyncio.ensure_future(self._fetch_statuses(batch)) for batch in batches]
-        await asyncio.wait([height_task, *batch_tasks])
-        height_error = height_task.exception()
+        await asyncio.wait(batch_tasks)
+        answers: list[tuple[list[str], Sequence[S] | None, BaseException | None]] = []
         for batch, task in zip(batches, batch_tasks, strict=True):
-            error = task.exception() or height_error
+            error = task.exception()
             statuses = None if error is not None else task.result()
             if statuses is not None and len(statuses) != len(batch):
                 error = ValueError(
                     f"getSignatureStatuses answered {len(statuses)} statuses for {len(batch)}"
                 )
+                statuses = None
+            answers.append((batch, statuses, error))
+        # The block height only when some status needs it (the expiry decision).
+        height: int | None = None
+        height_error: BaseException | None = None
+        if any(
+            statuses is not None and any(self._needs_height(s) for s in statuses)
+            for _, statuses, _ in answers
+        ):
+            try:
+                height = await self._fetch_height()
+            except Exception as exc:  # every wait that needed it sees it, as when asking alone
+                height_error = exc
+        for batch, statuses, error in answers:
             for index, signature in enumerate(batch):
+                status = None if statuses is None else statuses[index]
+                failure = error
+                if failure is None and status is not None and self._needs_height(status):
+                    failure = height_error
                 for future in waiting[signature]:
                     if future.done():
                         continue
-                    if error is not None:
-                        future.set_exception(error)
+                    if failure is not None:
+                        future.set_exception(failure)
                     else:
-                        assert statuses is not None
-                        future.set_result((statuses[index], height_task.result()))
+                        assert status is not None
+                        future.set_result((status, height))

@@ -198,3 +198,22 @@ async def test_a_failed_round_fails_its_waits_and_the_next_round_runs() -> None:
     with pytest.raises(ValueError, match="every endpoint failed"):
         await poller.poll("a")
     assert await poller.poll("a") == ("ok", 5)
+
+
+async def test_the_block_height_is_asked_only_when_a_status_needs_it() -> None:
+    """Landed transactions need no expiry decision: a round of them asks no block height."""
+    heights = 0
+
+    async def statuses(signatures: list[str]) -> list[str]:
+        return ["confirmed" if s.startswith("landed") else "unseen" for s in signatures]
+
+    async def height() -> int:
+        nonlocal heights
+        heights += 1
+        return 9
+
+    poller = StatusPoller(statuses, height, interval_s=0.01, needs_height=lambda s: s == "unseen")
+    assert await poller.poll("landed-1") == ("confirmed", None)
+    assert heights == 0
+    both = await asyncio.gather(poller.poll("landed-2"), poller.poll("pending"))
+    assert both == [("confirmed", 9), ("unseen", 9)] and heights == 1

@@ -9,6 +9,7 @@ held, then records the unpins (`MintStore.release_pins`).
 
 from __future__ import annotations
 
+import contextlib
 from typing import cast
 
 from temporalio import activity
@@ -57,14 +58,27 @@ class IpfsActivities:
 
     @activity.defn(name=CHECK_IPFS.name)
     async def check_ipfs(self, ref: io.MintRef) -> io.StepOut:
-        """Some provider can take the upload: Pinata, or Kubo when Pinata is unavailable."""
+        """Some provider can take the upload: Pinata, or Kubo when Pinata is unavailable; when
+        both failed, the one our own breaker refused (opened by itself) is asked anyway, as
+        the upload would (ipfs/uploads.py)."""
         with classified():
             try:
                 await self._pinata.test_authentication()
-            except ServiceError as exc:
-                if not exc.retryable:
+            except ServiceError as primary:
+                if not primary.retryable:
                     raise  # a bad PINATA_JWT is for a person to fix, not for failover to hide
-                await self._kubo.version()
+                try:
+                    await self._kubo.version()
+                except ServiceError as backup:
+                    if not backup.retryable:
+                        raise
+                    if primary.code.endswith("CircuitOpen"):
+                        with contextlib.suppress(ServiceError):
+                            await self._pinata.test_authentication(last_resort=True)
+                            return io.StepOut(attempt=activity.info().attempt)
+                    if not backup.code.endswith("CircuitOpen"):
+                        raise
+                    await self._kubo.version(last_resort=True)
         return io.StepOut(attempt=activity.info().attempt)
 
     @activity.defn(name=COMPUTE_IMAGE_CID.name)

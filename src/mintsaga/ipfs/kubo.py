@@ -44,9 +44,10 @@ class KuboClient:
     def __repr__(self) -> str:
         return f"KuboClient(api_url={self.api_url!r})"
 
-    async def version(self) -> str:
-        """Kubo's version string (the pre-mint health check)."""
-        response = await self._call("version", action="read the version")
+    async def version(self, *, last_resort: bool = False) -> str:
+        """Kubo's version string (the pre-mint health check). ``last_resort``: asked although
+        its breaker opened by itself (Pinata failed)."""
+        response = await self._call("version", action="read the version", last_resort=last_resort)
         body = json_body(response, service=SERVICE, endpoint=self.api_url)
         version = body.get("Version") if isinstance(body, dict) else None
         if not isinstance(version, str):

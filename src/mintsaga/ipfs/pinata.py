@@ -65,9 +65,15 @@ class PinataClient:
     def __repr__(self) -> str:
         return f"PinataClient(api_url={self.api_url!r})"
 
-    async def test_authentication(self) -> None:
-        """Raise unless Pinata answers and accepts our JWT (the pre-mint health check)."""
-        await self._call("GET", "/data/testAuthentication", action="test authentication")
+    async def test_authentication(self, *, last_resort: bool = False) -> None:
+        """Raise unless Pinata answers and accepts our JWT (the pre-mint health check).
+        ``last_resort``: asked although its breaker opened by itself (Kubo failed)."""
+        await self._call(
+            "GET",
+            "/data/testAuthentication",
+            action="test authentication",
+            last_resort=last_resort,
+        )
 
     async def pin_file(
         self,

@@ -12,7 +12,10 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+from mintsaga.activities.ipfs import IpfsActivities
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.ipfs.cid import cid_sync, compute_cid
 from mintsaga.ipfs.gateways import GatewayReader
@@ -20,6 +23,7 @@ from mintsaga.ipfs.kubo import KuboClient
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.uploads import IpfsUploader, Upload
 from mintsaga.resilience.breaker import IPFS_BREAKER, BreakerRegistry, BreakerState, Override
+from mintsaga.workflows import activity_models as io
 
 DATA = b"\x89PNG\r\n\x1a\nfailover-test"
 OTHER_CID = cid_sync(b"something else")
@@ -356,3 +360,30 @@ async def test_a_refusal_that_is_not_about_availability_gets_no_second_pass() ->
         with pytest.raises(ServiceError) as caught:
             await GatewayReader(["http://g1"], http).fetch_verified(cid_sync(DATA), max_bytes=99)
     assert caught.value.code == "GatewayContentMismatch" and calls == ["g1"]
+
+
+async def test_the_pre_mint_check_asks_kubo_as_the_last_resort_when_its_breaker_opened() -> None:
+    """Pinata fails and Kubo's breaker opened by itself: before, check_ipfs failed with
+    KuboCircuitOpen and its three attempts could all meet the open circuit (the benchmark's
+    one mint of 200 waiting for an operator under 20 % faults)."""
+    fakes = Fakes(status(500), lambda request: httpx.Response(200, json={"Version": "0.40.0"}))
+    breakers = BreakerRegistry()
+    opened(breakers, "http://kubo")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fakes.handle)) as http:
+        pinata = PinataClient("http://pinata", "jwt", http, breakers=breakers)
+        kubo = KuboClient("http://kubo", http, breakers=breakers)
+        activities = IpfsActivities(
+            pinata=pinata,
+            kubo=kubo,
+            uploader=IpfsUploader(pinata, kubo),
+            gateways=GatewayReader(["http://g"], http),
+            images=None,  # type: ignore[arg-type]
+            store=None,  # type: ignore[arg-type]
+        )
+        out = await ActivityEnvironment().run(activities.check_ipfs, io.MintRef(mint_id="m"))
+        assert out.attempt == 1 and fakes.calls == ["pinata", "kubo"]
+        breakers.set_override("http://kubo", Override.FORCE_OPEN)
+        with pytest.raises(ApplicationError) as refused:
+            await ActivityEnvironment().run(activities.check_ipfs, io.MintRef(mint_id="m"))
+    assert refused.value.type == "KuboCircuitOpen"
+    assert fakes.calls == ["pinata", "kubo", "pinata"]

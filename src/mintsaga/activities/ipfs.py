@@ -9,7 +9,6 @@ held, then records the unpins (`MintStore.release_pins`).
 
 from __future__ import annotations
 
-import contextlib
 from typing import cast
 
 from temporalio import activity
@@ -73,8 +72,12 @@ class IpfsActivities:
                     if not backup.retryable:
                         raise
                     if primary.code.endswith("CircuitOpen"):
-                        with contextlib.suppress(ServiceError):
+                        try:
                             await self._pinata.test_authentication(last_resort=True)
+                        except ServiceError as again:
+                            if not again.retryable:
+                                raise  # a bad PINATA_JWT, found at last
+                        else:
                             return io.StepOut(attempt=activity.info().attempt)
                     if not backup.code.endswith("CircuitOpen"):
                         raise

@@ -207,8 +207,12 @@ class SolanaActivities:
                 try:
                     status, height = await self._minter.poll_status(arg.signature)
                 except ServiceError as exc:
-                    if not exc.retryable or time.monotonic() >= deadline:
+                    if not exc.retryable:
                         raise
+                    if time.monotonic() >= deadline:  # the wait's own verdict, not the poll's
+                        raise _wait_ran_out(
+                            arg, self._commitment, confirmed_at, confirmed_slot
+                        ) from exc
                     activity.logger.info("status poll failed (%s): polling on", exc.code)
                     continue
                 outcome = _outcome(status, attempt, self._commitment)

@@ -126,6 +126,8 @@ class IpfsUploader:
                     data, filename=filename, name=name, keyvalues=keyvalues, last_resort=True
                 )
             except ServiceError as again:
+                if not again.retryable:
+                    raise  # an answer about us (a refused key): not for retries to hide
                 log.warning("pinata failed as the last resort", extra={"code": again.code})
             else:
                 _check_cid(cid, got, "pinata", self._pinata.api_url)
@@ -134,6 +136,8 @@ class IpfsUploader:
             try:
                 got = await self._kubo.add(data, filename=filename, last_resort=True)
             except ServiceError as again:
+                if not again.retryable:
+                    raise
                 log.warning("kubo failed as the last resort", extra={"code": again.code})
             else:
                 _check_cid(cid, got, "kubo", self._kubo.api_url)

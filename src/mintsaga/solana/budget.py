@@ -62,7 +62,8 @@ class RateWindow:
         return 1.0 / self.limit, 1
 
     def _expire(self, now: float) -> None:
-        horizon = now - max(WINDOW_S, 1.0 / MIN_RATE) - JITTER_S
+        slowest = min(MIN_RATE, self.configured or MIN_RATE)  # the longest span a limit needs
+        horizon = now - max(WINDOW_S, 1.0 / slowest) - JITTER_S
         while self._admitted and self._admitted[0] <= horizon:
             self._admitted.popleft()
 
@@ -81,7 +82,9 @@ class RateWindow:
         return max(hold, recent[len(recent) - fits] + span - now)
 
     def take(self) -> None:
-        self._admitted.append(self._clock())
+        now = self._clock()
+        self._expire(now)  # also when nobody asks wait_for (an unlimited window)
+        self._admitted.append(now)
 
     def sent_last_second(self) -> int:
         now = self._clock()
@@ -93,7 +96,8 @@ class RateWindow:
         current = self.limit if self.limit is not None else float(max(1, self.sent_last_second()))
         if self.configured is None and self._refused_at_rate is None:
             self._refused_at_rate = current
-        self.limit = max(MIN_RATE, current / 2)
+        floor = MIN_RATE if self.configured is None else min(MIN_RATE, self.configured)
+        self.limit = max(floor, current / 2)
         hold = DEFAULT_HOLD_S if retry_after is None else min(retry_after, 60.0)
         self._held_until = max(self._held_until, now + hold)
         self._last_increase = now

@@ -135,7 +135,11 @@ class Broadcast:
         if about_tx:
             return about_tx[0]
         retryable = [e for e in refused if e.retryable]
-        asked = [e for e in retryable if not e.code.endswith("CircuitOpen")]
+        asked = [
+            e
+            for e in retryable
+            if not e.code.endswith("CircuitOpen") and e.code != BUDGET_EXHAUSTED
+        ]
         return (asked or retryable or list(refused))[-1]
 
     def detail(self) -> dict[str, Any]:

@@ -796,12 +796,17 @@ class SolanaRpc:
         asked: set[int] = set()
         last: ServiceError | None = None
 
-        async def ask(index: int, left: int) -> tuple[bool, Any]:
+        async def ask(index: int, left: int, *, bypass: bool = False) -> tuple[bool, Any]:
             """(True, result) when endpoint ``index`` answered; (False, None) when the call
-            should move on; raises when no other endpoint can change the answer."""
+            should move on; raises when no other endpoint can change the answer. ``bypass``:
+            its breaker refused the call (panic, last resort, emergency tier); a half-open one
+            then does not hear the outcome, which would hand back a probe permit this call
+            never took."""
             nonlocal last
             endpoint = self._endpoints[index]
             breaker = self.breaker(index) if self._guarded else None
+            if bypass and breaker is not None and breaker.state is BreakerState.HALF_OPEN:
+                breaker = None
             wait_s = self.call_timeout(left)
 
             async def attempt() -> Any:
@@ -889,25 +894,23 @@ class SolanaRpc:
                     blocked.append(index)
                     continue
                 record_panic_call(self._endpoints[index].name)
-                answered, result = await ask(index, len(opened) - position + len(tier))
+                answered, result = await ask(index, len(opened) - position + len(tier), bypass=True)
                 if answered:
                     return index, result
             if blocked and wait_for_budget and await self._wait_for_budget(blocked, method):
                 continue
             # The emergency tier: every normal endpoint is open (by itself or an operator),
-            # cannot serve this call or failed it; one with room in its budget is not.
-            if tier and not blocked and not tier_tried:
+            # cannot serve this call or failed it, or has no room in its budget within the
+            # time the call has (the wait above did not fit).
+            if tier and not tier_tried:
                 tier_tried = True
                 for position, index in enumerate(tier):
                     breaker = self.breaker(index) if self._guarded else None
-                    if (
-                        breaker is not None
-                        and not breaker.allow()
-                        and breaker.override == "force_open"  # Override.FORCE_OPEN
-                    ):
+                    refused = breaker is not None and not breaker.allow()
+                    if refused and breaker is not None and breaker.override is Override.FORCE_OPEN:
                         continue  # forced open by an operator (half-open: still asked)
                     record_emergency_call(self._endpoints[index].name)
-                    answered, result = await ask(index, len(tier) - position)
+                    answered, result = await ask(index, len(tier) - position, bypass=refused)
                     if answered:
                         return index, result
             if last is not None:

@@ -70,6 +70,7 @@ class StatusPoller(Generic[S]):
                 self._keep_alive()
         finally:
             if not future.done():  # the wait was cancelled: leave the round without it
+                future.cancel()  # a round under way skips it (nobody would read its answer)
                 waits = self._waiting.get(signature, [])
                 if future in waits:
                     waits.remove(future)
@@ -86,7 +87,18 @@ class StatusPoller(Generic[S]):
                 continue
             self._last_round = time.monotonic()
             self.rounds += 1
-            await self._round(waiting)
+            try:
+                await self._round(waiting)
+            except BaseException as exc:
+                # A round that broke (or was cancelled) must not strand its waits: each gets
+                # the error, as a failed call would have given it.
+                failure = exc if isinstance(exc, Exception) else RuntimeError("round cancelled")
+                for futures in waiting.values():
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(failure)
+                if not isinstance(exc, Exception):
+                    raise
 
     async def _round(self, waiting: dict[str, list[asyncio.Future[tuple[S, int | None]]]]) -> None:
         signatures = list(waiting)

@@ -217,3 +217,22 @@ async def test_the_block_height_is_asked_only_when_a_status_needs_it() -> None:
     assert heights == 0
     both = await asyncio.gather(poller.poll("landed-2"), poller.poll("pending"))
     assert both == [("confirmed", 9), ("unseen", 9)] and heights == 1
+
+
+def test_a_plan_slower_than_one_call_in_two_seconds_is_kept_too() -> None:
+    clock = Clock()
+    window = RateWindow(0.2, clock=clock)
+    taken = admit_all(window, clock, 21.0, 0.1)
+    assert len(taken) == 5 and min(b - a for a, b in itertools.pairwise(taken)) >= 5.0 - 1e-9
+    window.throttled(retry_after=0)
+    assert window.limit == 0.2  # a 429 never raises the rate above the plan
+
+
+def test_an_unlimited_window_forgets_old_calls_as_it_goes() -> None:
+    clock = Clock()
+    window = RateWindow(None, clock=clock)
+    for _ in range(10_000):
+        window.take()
+        clock.now += 0.01
+    assert window.sent_last_second() <= 101
+    assert len(window._admitted) < 400  # not one entry per call for the worker's life

@@ -6,8 +6,10 @@ a second on Helius' free plan) caps at a handful of mints. Here the waits share 
 round is one ``getSignatureStatuses`` per 256 signatures (the method's documented maximum,
 solana.com/docs/rpc/http/getsignaturestatuses: "An array of transaction signatures to confirm,
 ... up to a maximum of 256") and, when some status needs it (``needs_height``: a transaction not
-landed yet, for the expiry decision), one ``getBlockHeight``, whatever the number of waits, and
-rounds start at most every ``interval_s``. A wait whose status needs no height gets None.
+landed yet, for the expiry decision), one ``getBlockHeight``, whatever the number of waits. A
+signature is asked at most every ``interval_s``; one not asked lately is asked at once, so a
+fresh transaction is not held up by the others' pace. A wait whose status needs no height gets
+None.
 
 A wait joins the next round that has not started, and gets its signature's status and the
 round's block height, or the round's error (every wait of a failed round sees it, as a wait
@@ -19,6 +21,7 @@ heartbeats while it waits (``keep_alive``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +30,7 @@ from typing import Generic, TypeVar
 S = TypeVar("S")
 
 MAX_SIGNATURES = 256
+FORGET_AFTER_S = 60.0  # a signature not asked for this long counts as never asked
 KEEP_ALIVE_EVERY_S = 2.0
 
 
@@ -50,13 +54,17 @@ class StatusPoller(Generic[S]):
         # The next round's waits: signature -> the futures of the waits for it.
         self._waiting: dict[str, list[asyncio.Future[tuple[S, int | None]]]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._last_round = -float("inf")
+        # When each signature was last asked: a wait for it joins a round no sooner than
+        # interval_s after that; a signature not asked lately is asked at once.
+        self._asked_at: dict[str, float] = {}
+        self._joined = asyncio.Event()  # a wait joined: the next round may be due sooner
         self.rounds = 0  # rounds run (for tests and the benchmark)
 
     async def poll(self, signature: str) -> tuple[S, int | None]:
         """``signature``'s status and the block height, from the next round."""
         future: asyncio.Future[tuple[S, int | None]] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(signature, []).append(future)
+        self._joined.set()
         if self._task is None or self._task.done():
             # A fresh context: the rounds belong to no activity.
             self._task = asyncio.get_running_loop().create_task(
@@ -77,15 +85,29 @@ class StatusPoller(Generic[S]):
                     if not waits:
                         del self._waiting[signature]
 
+    def _due(self) -> float:
+        """When the next round is due: as soon as some waiting signature was last asked
+        ``interval_s`` ago (at once for one not asked lately)."""
+        never = -float("inf")
+        return min(self._asked_at.get(sig, never) for sig in self._waiting) + self._interval_s
+
     async def _run(self) -> None:
         while self._waiting:
-            pause = self._last_round + self._interval_s - time.monotonic()
+            self._joined.clear()
+            pause = self._due() - time.monotonic()
             if pause > 0:
-                await asyncio.sleep(pause)
+                # A wait for a signature not asked lately wakes the loop early.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._joined.wait(), pause)
+                continue
             waiting, self._waiting = self._waiting, {}
             if not waiting:
                 continue
-            self._last_round = time.monotonic()
+            now = time.monotonic()
+            for signature in waiting:
+                self._asked_at[signature] = now
+            for old in [sig for sig, at in self._asked_at.items() if at < now - FORGET_AFTER_S]:
+                del self._asked_at[old]
             self.rounds += 1
             try:
                 await self._round(waiting)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import pytest
 
@@ -236,3 +237,25 @@ def test_an_unlimited_window_forgets_old_calls_as_it_goes() -> None:
         clock.now += 0.01
     assert window.sent_last_second() <= 101
     assert len(window._admitted) < 400  # not one entry per call for the worker's life
+
+
+async def test_a_fresh_signature_is_asked_at_once_and_a_repeated_one_paced() -> None:
+    """A one-at-a-time mint's first poll must not wait for the last mint's pace (the
+    benchmark's lone mint spent 0.2 s there), while one signature is asked once a second."""
+    asked: list[tuple[float, list[str]]] = []
+
+    async def statuses(signatures: list[str]) -> list[str]:
+        asked.append((time.monotonic(), list(signatures)))
+        return ["unseen" for _ in signatures]
+
+    async def height() -> int:
+        return 1
+
+    poller = StatusPoller(statuses, height, interval_s=1.0)
+    began = time.monotonic()
+    await poller.poll("a")
+    await poller.poll("b")  # fresh: at once, though "a" was asked a moment ago
+    assert time.monotonic() - began < 0.5
+    await poller.poll("b")  # repeated: a second after its last ask
+    assert asked[-1][0] - asked[-2][0] >= 1.0 - 0.01
+    assert [names for _, names in asked] == [["a"], ["b"], ["b"]]

@@ -129,13 +129,17 @@ class BenchRun:
         self.progress(f"latency: {opts.latency_samples} baseline workflows, one at a time")
         shape_latency, _ = await self._one_at_a_time(self._start_shape)
         self.progress(f"latency: {opts.latency_samples} mints, one at a time")
+        before = await self._solana_requests()
         mint_latency, mint_stages = await self._one_at_a_time(self._start_mint)
+        lone_requests = await self._solana_requests() - before
         self._note_rss("one at a time")
 
         self.progress(f"throughput: {opts.batch} baseline workflows at once")
         shape_batch = await self._batch(self._start_shape, worker=self.shape_worker)
         self.progress(f"throughput: {opts.batch} mints at once")
+        before = await self._solana_requests()
         mint_batch = await self._batch(self._start_mint)
+        batch_requests = await self._solana_requests() - before
         self._note_rss("batch")
 
         self.progress(
@@ -167,6 +171,11 @@ class BenchRun:
             "mint_batch": mint_batch,
             "faulted_batch": faulted,
             "faulted_completed_in_time": completed_in_time,
+            # Requests the Solana endpoints received, a mint (the devstack counts every one).
+            "rpc_requests_per_mint": {
+                "one_at_a_time": lone_requests / len(mint_latency),
+                "batch": batch_requests / len(mint_batch.flights),
+            },
             "failover_batch": failover,
             "failover_at": fault_at,
             "failover_wall": fault_wall,
@@ -374,6 +383,12 @@ class BenchRun:
                 return await self._client.get_workflow_handle(workflow_id).fetch_history()
 
         return await asyncio.gather(*(fetch(w) for w in workflow_ids))
+
+    async def _solana_requests(self) -> int:
+        """Every request the Solana endpoints received so far (the devstack's own count)."""
+        stats = await self._admin("get", "/stats")
+        per_target = stats["requests_per_minute"]
+        return sum(sum(per_target.get(name, {}).values()) for name in SOLANA_ENDPOINTS)
 
     async def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         async with httpx.AsyncClient(timeout=10) as http:

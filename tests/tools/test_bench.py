@@ -148,6 +148,7 @@ def well_formed() -> dict[str, Any]:
         "failover_recovery_s": 0.0,
         "rss_growth_mb": 4.2,
         "max_in_flight": 200,
+        "rpc_requests_per_mint": 14.8,
         "raw": {section: {} for section in ("baseline", "mints", "faulted", "failover", "memory")},
         "machine": {"cpus": 2},
     }
@@ -174,6 +175,7 @@ def test_well_formed_results_have_no_problems() -> None:
         ({"faulted_completion": 1.5}, "faulted_completion"),
         ({"rss_growth_mb": "4 MB"}, "rss_growth_mb"),
         ({"max_in_flight": -1}, "max_in_flight"),
+        ({"rpc_requests_per_mint": None}, "rpc_requests_per_mint"),
         ({"faulted_throughput_ratio": -0.1}, "faulted_throughput_ratio"),
         ({"machine": {}}, "machine.cpus"),
     ],

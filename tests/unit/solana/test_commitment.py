@@ -21,29 +21,14 @@ from mintsaga.observability.metrics import sample_value
 from mintsaga.settings import Settings, SettingsError, commitment_from_env
 from mintsaga.solana.minter import SigStatus
 from mintsaga.workflows import activity_models as io
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    keypair = tmp_path / "payer.json"
-    keypair.write_text("[]")
-    return {
-        "DATABASE_URL": "postgresql://x@localhost/db",
-        "SOLANA_RPC_ENDPOINTS": "http://127.0.0.1:8899",
-        "PINATA_JWT": "jwt",
-        "KUBO_API_URL": "http://127.0.0.1:5001",
-        "IPFS_GATEWAYS": "http://127.0.0.1:8080",
-        "MINT_KEY_SEED": "00" * 32,
-        "MINT_AUTHORITY_KEYPAIR": str(keypair),
-        **extra,
-    }
-
+from tests.unit.solana.settings_env import settings_env
 
 # -- the setting ---------------------------------------------------------------------------------
 
 
 def test_the_commitment_defaults_to_confirmed_and_takes_finalized(tmp_path: Path) -> None:
-    assert Settings.from_env(_env(tmp_path)).solana_commitment == "confirmed"
-    finalized = Settings.from_env(_env(tmp_path, SOLANA_COMMITMENT=" Finalized\n"))
+    assert Settings.from_env(settings_env(tmp_path)).solana_commitment == "confirmed"
+    finalized = Settings.from_env(settings_env(tmp_path, SOLANA_COMMITMENT=" Finalized\n"))
     assert finalized.solana_commitment == "finalized"
     assert commitment_from_env({"SOLANA_COMMITMENT": ""}) == "confirmed"
     assert commitment_from_env({"SOLANA_COMMITMENT": "confirmed"}) == "confirmed"
@@ -63,7 +48,7 @@ def test_any_other_commitment_is_refused_naming_the_variable(
     tmp_path: Path, value: str, says: str
 ) -> None:
     with pytest.raises(SettingsError) as raised:
-        Settings.from_env(_env(tmp_path, SOLANA_COMMITMENT=value))
+        Settings.from_env(settings_env(tmp_path, SOLANA_COMMITMENT=value))
     assert str(raised.value).startswith("SOLANA_COMMITMENT: ")
     assert says in str(raised.value)
 

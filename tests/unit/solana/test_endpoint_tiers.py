@@ -28,6 +28,7 @@ from mintsaga.settings import DEFAULT_MAX_SLOT_LAG, Settings, SettingsError
 from mintsaga.solana import rpc as rpc_module
 from mintsaga.solana.rpc import SolanaRpc
 from tests.unit.solana.rpc_nodes import Answer, Behaviour, Params, http, result, serving
+from tests.unit.solana.settings_env import settings_env
 
 
 def emergency_calls(endpoint: str) -> float:
@@ -235,18 +236,9 @@ async def test_no_request_is_added_per_call() -> None:
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    keypair = tmp_path / "payer.json"
-    keypair.write_text("[]")
-    return {
-        "DATABASE_URL": "postgresql://x@localhost/db",
-        "SOLANA_RPC_ENDPOINTS": "http://127.0.0.1:8899,https://rpc.example/?api-key=a",
-        "PINATA_JWT": "jwt",
-        "KUBO_API_URL": "http://127.0.0.1:5001",
-        "IPFS_GATEWAYS": "http://127.0.0.1:8080",
-        "MINT_KEY_SEED": "00" * 32,
-        "MINT_AUTHORITY_KEYPAIR": str(keypair),
-        **extra,
-    }
+    """Two normal endpoints, the second with a key in its URL."""
+    endpoints = "http://127.0.0.1:8899,https://rpc.example/?api-key=a"
+    return settings_env(tmp_path, **{"SOLANA_RPC_ENDPOINTS": endpoints, **extra})
 
 
 def test_the_settings_default_to_no_emergency_tier_and_a_150_slot_limit(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ from tests.unit.solana.rpc_nodes import (
     rpc_error,
     serving,
 )
+from tests.unit.solana.settings_env import settings_env
 
 SIGNATURE = "5" * 88  # any base58 text: the nodes here do not parse it
 
@@ -59,19 +60,7 @@ def unusable_count(node: Node, reason: str, method: str) -> float:
 
 def default_settings(tmp_path: Path) -> Settings:
     """The worker's defaults: nothing Solana-specific set, only what `from_env` requires."""
-    keypair = tmp_path / "payer.json"
-    keypair.write_text("[]")
-    return Settings.from_env(
-        {
-            "DATABASE_URL": "postgresql://x@localhost/db",
-            "SOLANA_RPC_ENDPOINTS": "http://127.0.0.1:8899",
-            "PINATA_JWT": "jwt",
-            "KUBO_API_URL": "http://127.0.0.1:5001",
-            "IPFS_GATEWAYS": "http://127.0.0.1:8080",
-            "MINT_KEY_SEED": "00" * 32,
-            "MINT_AUTHORITY_KEYPAIR": str(keypair),
-        }
-    )
+    return Settings.from_env(settings_env(tmp_path))
 
 
 # -- one endpoint cannot serve the call: the next one does -----------------------------------

@@ -33,6 +33,7 @@ from mintsaga.solana.fees import (
     rent_exempt_minimum,
     rent_is_plausible,
 )
+from tests.unit.solana.settings_env import settings_env
 
 # -- percentile ------------------------------------------------------------------------------
 
@@ -165,27 +166,12 @@ def test_compute_unit_limit_is_simulation_plus_margin() -> None:
 # -- settings --------------------------------------------------------------------------------
 
 
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    keypair = tmp_path / "payer.json"
-    keypair.write_text("[]")
-    return {
-        "DATABASE_URL": "postgresql://x@localhost/db",
-        "SOLANA_RPC_ENDPOINTS": "http://127.0.0.1:8899",
-        "PINATA_JWT": "jwt",
-        "KUBO_API_URL": "http://127.0.0.1:5001",
-        "IPFS_GATEWAYS": "http://127.0.0.1:8080",
-        "MINT_KEY_SEED": "00" * 32,
-        "MINT_AUTHORITY_KEYPAIR": str(keypair),
-        **extra,
-    }
-
-
 def test_priority_fee_settings_default_and_parse(tmp_path: Path) -> None:
-    settings = Settings.from_env(_env(tmp_path))
+    settings = Settings.from_env(settings_env(tmp_path))
     assert settings.solana_priority_fee_cap == 100_000
     assert settings.solana_priority_fee_percentile == 75
     settings = Settings.from_env(
-        _env(tmp_path, SOLANA_PRIORITY_FEE_CAP="5000", SOLANA_PRIORITY_FEE_PERCENTILE="90")
+        settings_env(tmp_path, SOLANA_PRIORITY_FEE_CAP="5000", SOLANA_PRIORITY_FEE_PERCENTILE="90")
     )
     assert (settings.solana_priority_fee_cap, settings.solana_priority_fee_percentile) == (
         5000,
@@ -207,7 +193,7 @@ def test_bad_priority_fee_settings_name_the_variable(
     tmp_path: Path, name: str, value: str, says: str
 ) -> None:
     with pytest.raises(SettingsError) as raised:
-        Settings.from_env(_env(tmp_path, **{name: value}))
+        Settings.from_env(settings_env(tmp_path, **{name: value}))
     assert str(raised.value).startswith(f"{name}: ")
     assert says in str(raised.value)
 
@@ -255,12 +241,12 @@ def test_the_operator_cap_is_bounded_and_never_below_the_cap() -> None:
 
 
 def test_priority_fee_estimator_settings_default_and_parse(tmp_path: Path) -> None:
-    settings = Settings.from_env(_env(tmp_path))
+    settings = Settings.from_env(settings_env(tmp_path))
     assert settings.solana_priority_fee_estimator == "rpc"
     assert settings.solana_priority_fee_accounts == ()
     busy = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"
     settings = Settings.from_env(
-        _env(
+        settings_env(
             tmp_path,
             SOLANA_PRIORITY_FEE_ESTIMATOR="Helius",
             SOLANA_PRIORITY_FEE_ACCOUNTS=f" {busy}, ,{busy[:-1]}",
@@ -273,4 +259,4 @@ def test_priority_fee_estimator_settings_default_and_parse(tmp_path: Path) -> No
         ("SOLANA_PRIORITY_FEE_ACCOUNTS", "not-base58-0OIl"),
     ):
         with pytest.raises(SettingsError, match=name):
-            Settings.from_env(_env(tmp_path, **{name: value}))
+            Settings.from_env(settings_env(tmp_path, **{name: value}))

@@ -35,8 +35,8 @@ from mintsaga.http_errors import (
 )
 from mintsaga.ipfs.cid import compute_cid, require_cid
 from mintsaga.observability.metrics import record_failover
-from mintsaga.resilience.breaker import IPFS_BREAKER, BreakerRegistry, Override
-from mintsaga.resilience.guard import circuit_open, through
+from mintsaga.resilience.breaker import IPFS_BREAKER, BreakerRegistry
+from mintsaga.resilience.guard import admit, through
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +130,7 @@ class GatewayReader:
         while it is open (the next gateway is asked), unless ``last_resort`` and no operator
         forced it open."""
         breaker = self._breakers.get(redact_url(url), IPFS_BREAKER) if self._breakers else None
-        if (
-            breaker is not None
-            and not breaker.allow()
-            and (not last_resort or breaker.override is Override.FORCE_OPEN)
-        ):
-            raise circuit_open(SERVICE, [breaker])
+        admit(breaker, SERVICE, last_resort=last_resort)
         return await through(
             breaker,
             SERVICE,

@@ -510,10 +510,22 @@ def _token_metadata(info: Row) -> Row | None:
 def _chain_metadata_cid(seen: Observations, mint_id: str) -> str | None:
     _, info = _parsed(seen.accounts.get(seen.derived[mint_id]))
     metadata = _token_metadata(info) or {}
-    uri = metadata.get("uri")
-    return (
-        uri.removeprefix("ipfs://") if isinstance(uri, str) and uri.startswith("ipfs://") else None
-    )
+    return cid_of_link(metadata.get("uri"))
+
+
+def cid_of_link(link: object) -> str | None:
+    """The CID an NFT's link names: ``ipfs://<cid>`` or a path gateway's
+    ``http(s)://<host>/ipfs/<cid>`` (METADATA_URI_STYLE=gateway, the default); None for
+    anything else."""
+    if not isinstance(link, str):
+        return None
+    if link.startswith("ipfs://"):
+        return link.removeprefix("ipfs://") or None
+    scheme, _, rest = link.partition("://")
+    host, _, path = rest.partition("/ipfs/")
+    if scheme in ("http", "https") and host and "/" not in host and path and "/" not in path:
+        return path
+    return None
 
 
 # -- IPFS
@@ -599,8 +611,7 @@ def _metadata_document(seen: Observations, cid: str | None) -> Row | None:
 
 
 def _image_cid_of(document: Row | None) -> str | None:
-    image = (document or {}).get("image")
-    return image.removeprefix("ipfs://") if isinstance(image, str) else None
+    return cid_of_link((document or {}).get("image"))
 
 
 def _minted(seen: Observations) -> list[str]:
@@ -741,10 +752,11 @@ def minted_nft(seen: Observations) -> list[Violation]:
             if metadata is None:
                 wrong.append("no token metadata on the mint")
             else:
-                asked = (request.name, request.symbol, f"ipfs://{outcome.metadata_cid}")
-                have = (metadata.get("name"), metadata.get("symbol"), metadata.get("uri"))
+                asked = (request.name, request.symbol, outcome.metadata_cid)
+                uri = metadata.get("uri")
+                have = (metadata.get("name"), metadata.get("symbol"), cid_of_link(uri))
                 if have != asked:
-                    wrong.append(f"metadata name/symbol/uri {have}, expected {asked}")
+                    wrong.append(f"metadata name/symbol/uri {have} ({uri!r}), expected {asked}")
             ata = _ata_of(seen, mint_id)
             kind, held = _parsed(seen.accounts.get(ata or ""))
             amount = held.get("tokenAmount", {}).get("amount")
@@ -851,7 +863,7 @@ def pins_held(seen: Observations) -> list[Violation]:
                 if _image_cid_of(document) != outcome.image_cid:
                     problems.append(
                         f"the metadata's image is {document.get('image')},"
-                        f" the mint's image is ipfs://{outcome.image_cid}"
+                        f" the mint's image is {outcome.image_cid}"
                     )
                 if (document.get("name"), document.get("symbol")) != (request.name, request.symbol):
                     problems.append(f"the metadata names {document.get('name')!r}")

@@ -8,6 +8,7 @@ Every error names the variable at fault and never echoes a secret's value. Secre
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -148,6 +149,50 @@ def commitment_from_env(env: Mapping[str, str]) -> str:
             f"SOLANA_COMMITMENT: {value!r} is not one of {', '.join(SOLANA_COMMITMENTS)}{why}"
         )
     return value
+
+
+METADATA_URI_STYLES = ("gateway", "ipfs")
+METADATA_GATEWAY_URL_MAX = 200  # a longest name and symbol with this still fit a transaction
+
+
+def metadata_links_from_env(env: Mapping[str, str], gateways: Sequence[str]) -> tuple[str, str]:
+    """(METADATA_URI_STYLE, METADATA_GATEWAY_URL): how the NFT links its metadata and image
+    (mintsaga.ipfs.metadata.ContentLinks). ``gateway`` (the default): https URLs under
+    METADATA_GATEWAY_URL, by default the first of IPFS_GATEWAYS; it must be a public https
+    gateway wallets can reach (plain http only on a loopback host: the devstack). ``ipfs``:
+    ``ipfs://`` links (the gateway URL is then unused)."""
+    style = env.get("METADATA_URI_STYLE", "").strip().lower() or "gateway"
+    if style not in METADATA_URI_STYLES:
+        raise SettingsError(
+            f"METADATA_URI_STYLE: {style!r} is not one of {', '.join(METADATA_URI_STYLES)}"
+        )
+    given = env.get("METADATA_GATEWAY_URL", "").strip()
+    name = "METADATA_GATEWAY_URL" if given else "IPFS_GATEWAYS (its first gateway)"
+    url = _url(name, given) if given else (gateways[0] if gateways else "")
+    if style == "ipfs":
+        return style, url
+    if not url:
+        raise SettingsError("METADATA_GATEWAY_URL is not set: it names the gateway NFTs link to")
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise SettingsError(f"{name}: a gateway URL for NFTs has no query, fragment or user")
+    if len(url) > METADATA_GATEWAY_URL_MAX:
+        raise SettingsError(f"{name}: longer than {METADATA_GATEWAY_URL_MAX} characters")
+    if parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
+        raise SettingsError(
+            f"{name}: {url} is not https; NFTs link to a public https gateway "
+            "(set METADATA_GATEWAY_URL, or METADATA_URI_STYLE=ipfs)"
+        )
+    return style, url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(ValueError):
@@ -656,6 +701,9 @@ class Settings(BaseModel):
     solana_priority_fee_accounts: tuple[str, ...] = ()
     # SOLANA_COMMITMENT: what the confirmation wait waits for and verify_nft reads at.
     solana_commitment: str = DEFAULT_SOLANA_COMMITMENT
+    # METADATA_URI_STYLE and METADATA_GATEWAY_URL (metadata_links_from_env).
+    metadata_uri_style: str = "ipfs"
+    metadata_gateway_url: str = ""
 
     @property
     def temporal_address(self) -> str:
@@ -685,6 +733,8 @@ class Settings(BaseModel):
         endpoints = _named_urls(
             env, "SOLANA_RPC_ENDPOINTS", "the Solana RPC endpoints, primary first"
         )
+        gateways = _url_list(env, "IPFS_GATEWAYS", "the IPFS gateways to read through")
+        uri_style, metadata_gateway = metadata_links_from_env(env, gateways)
         return cls(
             temporal=TemporalTarget.from_env(env),
             task_queue=env.get("TEMPORAL_TASK_QUEUE", "").strip() or "mint-saga",
@@ -729,7 +779,9 @@ class Settings(BaseModel):
                 "KUBO_API_URL",
                 _required(env, "KUBO_API_URL", "the backup IPFS provider (Kubo RPC)"),
             ),
-            ipfs_gateways=_url_list(env, "IPFS_GATEWAYS", "the IPFS gateways to read through"),
+            ipfs_gateways=gateways,
+            metadata_uri_style=uri_style,
+            metadata_gateway_url=metadata_gateway,
             mint_key_seed=SecretStr(
                 _required_secret(
                     env, "MINT_KEY_SEED", "the secret that derives each mint's keypair"

@@ -26,7 +26,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from temporalio import activity
@@ -57,6 +57,7 @@ from mintsaga.errors import redact_url
 from mintsaga.ipfs.gateways import GatewayReader
 from mintsaga.ipfs.images import ByteBudget, ImageLoader
 from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.metadata import ContentLinks, UriStyle
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.uploads import IpfsUploader
 from mintsaga.observability.logging import configure_logging
@@ -164,6 +165,9 @@ async def mint_activities(
                 gateways=gateways,
                 images=images,
                 store=store,
+                links=ContentLinks(
+                    cast(UriStyle, settings.metadata_uri_style), settings.metadata_gateway_url
+                ),
             )
             database = DatabaseActivities(store=store, minter=minter)
             solana = SolanaActivities(

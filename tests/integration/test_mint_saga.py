@@ -68,7 +68,9 @@ def assert_one_nft(stack: StackConfig, result: MintResult, name: str, symbol: st
     assert info["supply"] == "1" and info["decimals"] == 0 and info["mintAuthority"] is None
     metadata = token_metadata(info)
     assert (metadata["name"], metadata["symbol"]) == (name, symbol)
-    assert metadata["uri"] == f"ipfs://{result.metadata_cid}" == result.metadata_uri
+    # METADATA_URI_STYLE's default: the first gateway's URL (test_metadata_links.py)
+    link = f"{stack.url(GATEWAYS[0])}/ipfs/{result.metadata_cid}"
+    assert metadata["uri"] == link == result.metadata_uri
     assert owner_balance(stack, result.owner, result.mint_address) == 1
 
 

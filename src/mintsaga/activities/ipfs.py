@@ -20,7 +20,7 @@ from mintsaga.ipfs.cid import compute_cid
 from mintsaga.ipfs.gateways import GatewayReader
 from mintsaga.ipfs.images import ImageLoader
 from mintsaga.ipfs.kubo import KuboClient
-from mintsaga.ipfs.metadata import metaplex_metadata
+from mintsaga.ipfs.metadata import ContentLinks, metaplex_metadata
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.uploads import IpfsUploader, Provider
 from mintsaga.workflows import activity_models as io
@@ -47,7 +47,9 @@ class IpfsActivities:
         gateways: GatewayReader,
         images: ImageLoader,
         store: MintStore,
+        links: ContentLinks | None = None,
     ) -> None:
+        self._links = links or ContentLinks()  # METADATA_URI_STYLE, METADATA_GATEWAY_URL
         self._pinata = pinata
         self._kubo = kubo
         self._uploader = uploader
@@ -128,6 +130,7 @@ class IpfsActivities:
                 image_cid=arg.image_cid,
                 attributes=[(a.trait_type, a.value) for a in arg.attributes],
                 image_content_type=arg.image_content_type,
+                links=self._links,
             )
             await self._record_pins(arg.mint_id, await compute_cid(document))
             upload = await self._uploader.upload(
@@ -137,7 +140,10 @@ class IpfsActivities:
                 keyvalues={"mint_id": arg.mint_id, "kind": "metadata"},
             )
         return io.UploadOut(
-            attempt=activity.info().attempt, cid=upload.cid, provider=upload.provider
+            attempt=activity.info().attempt,
+            cid=upload.cid,
+            provider=upload.provider,
+            uri=self._links.uri(upload.cid),
         )
 
     async def _unpin(self, cid: str, provider: str) -> None:

@@ -15,6 +15,7 @@ from mintsaga.activities.failures import classified, permanent
 from mintsaga.db.mint_store import MintStore
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.ipfs.metadata import ipfs_uri, links_of
 from mintsaga.settings import DEFAULT_SOLANA_COMMITMENT
 from mintsaga.solana.minter import SolanaMinter
 from mintsaga.solana.nft_state import NftState
@@ -162,14 +163,16 @@ class VerificationActivities:
             state = await self._minter.nft_state(arg.mint_address, arg.owner)
             if state is None:
                 raise _not_visible(arg.mint_address)
-            if state.uri != f"ipfs://{arg.metadata_cid}":
+            expected_uri = arg.uri or ipfs_uri(arg.metadata_cid)
+            links = links_of(expected_uri, arg.metadata_cid)
+            if state.uri != expected_uri or links is None:
                 raise permanent(f"uri is {state.uri!r}", "PartnerViewMismatch", "solana")
             document, _ = await self._gateways.fetch_verified(
                 arg.metadata_cid, max_bytes=METADATA_MAX_BYTES
             )
             metadata = json.loads(document)
             if (
-                metadata.get("image") != f"ipfs://{arg.image_cid}"
+                metadata.get("image") != links.uri(arg.image_cid)
                 or metadata.get("name") != state.name
             ):
                 raise permanent(

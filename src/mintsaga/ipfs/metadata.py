@@ -3,6 +3,12 @@
 The bytes are deterministic: the same request always serialises to the same bytes, so to the
 same CID, and a retried upload pins what the first attempt pinned. Keys keep a fixed order
 (the standard's), separators are compact, text is UTF-8 (``ensure_ascii=False``).
+
+Links (`ContentLinks`, ``METADATA_URI_STYLE``): by default the on-chain ``uri`` and the
+metadata's ``image`` are https gateway URLs (``<METADATA_GATEWAY_URL>/ipfs/<cid>``), what most
+mints in the wild use, because several wallets and explorers resolved ``ipfs://`` poorly;
+``properties.files`` keeps the ``ipfs://`` link, the gateway-independent name of the content.
+``METADATA_URI_STYLE=ipfs`` puts ``ipfs://`` everywhere (the behaviour before issue 16).
 """
 
 from __future__ import annotations
@@ -10,13 +16,53 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.ipfs.cid import cid_version_of
 
 SERVICE = "metadata"
 AttributeValue = str | int | float
+UriStyle = Literal["gateway", "ipfs"]
+URI_STYLES: tuple[UriStyle, ...] = ("gateway", "ipfs")
+
+
+@dataclass(frozen=True)
+class ContentLinks:
+    """How the NFT links to its content: ``gateway`` (``<gateway_url>/ipfs/<cid>``, a path
+    gateway) or ``ipfs`` (``ipfs://<cid>``)."""
+
+    style: UriStyle = "ipfs"
+    gateway_url: str = ""  # without a trailing slash; needed for ``gateway``
+
+    def __post_init__(self) -> None:
+        if self.style not in URI_STYLES:
+            raise ValueError(f"unknown metadata uri style {self.style!r}")
+        if self.style == "gateway" and not self.gateway_url:
+            raise ValueError("the gateway uri style needs a gateway URL")
+
+    def uri(self, cid: str) -> str:
+        """The link to ``cid`` in this style."""
+        if self.style == "gateway":
+            return f"{self.gateway_url.rstrip('/')}/ipfs/{cid}"
+        return ipfs_uri(cid)
+
+
+def ipfs_uri(cid: str) -> str:
+    return f"ipfs://{cid}"
+
+
+def links_of(uri: str, cid: str) -> ContentLinks | None:
+    """The links that name ``cid`` as ``uri`` (so the image's link can be checked against the
+    same style and gateway), or None when ``uri`` is not a link to ``cid``."""
+    if uri == ipfs_uri(cid):
+        return ContentLinks()
+    suffix = f"/ipfs/{cid}"
+    base = uri.removesuffix(suffix)
+    if base != uri and base.startswith(("https://", "http://")) and "?" not in base:
+        return ContentLinks("gateway", base)
+    return None
 
 
 def _invalid(message: str) -> ServiceError:
@@ -32,8 +78,10 @@ def metaplex_metadata(
     image_cid: str,
     attributes: Sequence[tuple[str, AttributeValue]],
     image_content_type: str,
+    links: ContentLinks | None = None,
 ) -> bytes:
-    """The metadata JSON naming the image as ``ipfs://<image_cid>``, as UTF-8 bytes."""
+    """The metadata JSON, as UTF-8 bytes, naming the image by ``links`` (``ipfs://<image_cid>``
+    by default) and as ``ipfs://<image_cid>`` in ``properties.files``."""
     for field, value in (
         ("name", name),
         ("symbol", symbol),
@@ -46,15 +94,14 @@ def metaplex_metadata(
         raise _invalid(f"metadata.image_cid {image_cid!r} is not a CID")
     if not image_content_type.startswith("image/"):
         raise _invalid(f"metadata.image_content_type {image_content_type!r} is not an image type")
-    image_uri = f"ipfs://{image_cid}"
     document: dict[str, Any] = {
         "name": name,
         "symbol": symbol,
         "description": description,
-        "image": image_uri,
+        "image": (links or ContentLinks()).uri(image_cid),
         "attributes": [_attribute(i, pair) for i, pair in enumerate(attributes)],
         "properties": {
-            "files": [{"uri": image_uri, "type": image_content_type}],
+            "files": [{"uri": ipfs_uri(image_cid), "type": image_content_type}],
             "category": "image",
         },
     }

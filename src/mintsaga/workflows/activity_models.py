@@ -115,6 +115,9 @@ class UploadMetadataIn(_Model):
 class UploadOut(StepOut):
     cid: str
     provider: str
+    # The link to ``cid`` the NFT uses (METADATA_URI_STYLE), for the metadata upload; None from
+    # workers before issue 16 (and for the image): ``ipfs://<cid>``.
+    uri: str | None = None
 
 
 class RecordUploadsIn(_Model):
@@ -208,6 +211,7 @@ class PartnerViewIn(_Model):
     owner: str
     metadata_cid: str
     image_cid: str
+    uri: str | None = None  # the on-chain uri expected; None: ``ipfs://<metadata_cid>``
 
 
 class ConsistencyIn(_Model):

@@ -89,6 +89,7 @@ class MintSaga(Saga):
         self._image_cid: str | None = None
         self._image_type = "application/octet-stream"
         self._metadata_cid: str | None = None
+        self._metadata_link: str | None = None  # the upload's uri; None: ipfs://<cid>
         self._prepared: io.PreparedTx | None = None
         self._resigns = 0
         self._signature: str | None = None
@@ -203,6 +204,10 @@ class MintSaga(Saga):
             ),
         )
         self._metadata_cid = metadata.cid
+        # The worker chooses how the NFT links its metadata (METADATA_URI_STYLE); mints that
+        # uploaded before this change link it as ipfs://<cid>, and replay that way.
+        if workflow.patched("metadata-uri-from-upload"):
+            self._metadata_link = metadata.uri
         self._enter(MintStage.IPFS_UPLOADED, f"image and metadata pinned; metadata {metadata.cid}")
 
     # ---------------------------------------------------------------- 3. database record
@@ -360,6 +365,7 @@ class MintSaga(Saga):
                     owner=req.wallet,
                     metadata_cid=metadata_cid,
                     image_cid=image_cid,
+                    uri=self._metadata_uri,
                 ),
             ),
             self._step(
@@ -444,6 +450,8 @@ class MintSaga(Saga):
 
     @property
     def _metadata_uri(self) -> str | None:
+        if self._metadata_link is not None:
+            return self._metadata_link
         return f"ipfs://{self._metadata_cid}" if self._metadata_cid else None
 
     def _result(self, status: MintStatus) -> MintResult:

@@ -1,8 +1,29 @@
-"""A read-only IPFS HTTP gateway: ``GET``/``HEAD /ipfs/{cid}``.
+"""A read-only IPFS HTTP gateway: ``GET``/``HEAD /ipfs/{cid}``, deserialized or trustless.
 
 It serves content only while some provider pins it: once every pin is gone the content is
 as good as garbage-collected for readers (404), even though the bytes may still be on disk.
 That is what lets post-mint checks and compensation tests see an unpin.
+
+Response formats (Trustless Gateway spec, https://specs.ipfs.tech/http-gateways/trustless-gateway/,
+read 2026-12-03):
+
+- ``?format=raw`` or ``Accept: application/vnd.ipld.raw``: the one block the CID names (the
+  root or any block under it), ``Content-Type: application/vnd.ipld.raw``. "The Body hash
+  MUST match the Multihash from the requested CID."
+- ``?format=car`` or ``Accept: application/vnd.ipld.car``: a CARv1 stream of the DAG, blocks
+  depth-first, ``Content-Type: application/vnd.ipld.car; version=1; order=dfs; dups=n``
+  ("A Gateway MUST always return `dups` in `Content-Type` response header when the duplicate
+  status is known"; "a Gateway should respond with `dups=n` if it has control over the
+  duplicate status" when the request does not say; ``dups=y`` is honoured when asked for in
+  ``Accept`` or ``car-dups``). ``dag-scope=block|entity|all``, default ``all`` (for a file
+  ``entity`` is the whole file, like ``all``). ``entity-bytes`` is not modelled: 400.
+- "When both `Accept` HTTP header and `format` query parameter are present, `format` SHOULD
+  take precedence."; ``Content-Disposition: attachment`` with ``<cid>.bin`` / ``<cid>.car``;
+  ``Content-Location`` when ``format`` was missing (the spec's SHOULD); an ``Etag`` per format
+  and scope.
+- ``/ipfs/bafkqaaa`` (the empty identity CID) answers 200 as the spec's probe path requires:
+  an empty block, or a CAR whose header names it and holds no block.
+- Anything else (no format asked): the file's bytes, as before.
 """
 
 from __future__ import annotations
@@ -12,11 +33,17 @@ import json
 from aiohttp import web
 
 from devstack.faults import FaultRegistry, fault_middleware
-from devstack.ipfs.cid import InvalidCid, parse_cid
+from devstack.ipfs.car import car_stream, header
+from devstack.ipfs.cid import InvalidCid, ParsedCid, parse_cid
 from devstack.ipfs.store import IpfsStore
+from devstack.ipfs.unixfs import varint
 
 STORE_KEY = web.AppKey("gateway_store", IpfsStore)
 IMMUTABLE = "public, max-age=29030400, immutable"
+RAW = "application/vnd.ipld.raw"
+CAR = "application/vnd.ipld.car"
+IDENTITY = 0x00
+DAG_SCOPES = ("block", "entity", "all")
 
 
 def build_gateway_app(store: IpfsStore, registry: FaultRegistry, target: str) -> web.Application:
@@ -26,26 +53,155 @@ def build_gateway_app(store: IpfsStore, registry: FaultRegistry, target: str) ->
     return app
 
 
+class _BadRequest(Exception):
+    pass
+
+
+def _media_types(accept: str) -> list[tuple[str, dict[str, str]]]:
+    """``Accept``'s media types in the order given, each with its parameters."""
+    out = []
+    for item in accept.split(","):
+        kind, *params = (part.strip() for part in item.split(";"))
+        values = {}
+        for param in params:
+            name, _, value = param.partition("=")
+            values[name.strip().lower()] = value.strip().strip('"')
+        if kind:
+            out.append((kind.lower(), values))
+    return out
+
+
+def _negotiate(request: web.Request) -> tuple[str | None, dict[str, str]]:
+    """(``raw`` | ``car`` | None for the file's bytes, the CAR parameters asked for)."""
+    fmt = request.query.get("format")
+    accepted = _media_types(request.headers.get("Accept", ""))
+    car_params = next((params for kind, params in accepted if kind == CAR), {})
+    if fmt is None:
+        for kind, _ in accepted:
+            if kind == RAW:
+                fmt = "raw"
+                break
+            if kind == CAR:
+                fmt = "car"
+                break
+    elif fmt not in ("raw", "car"):
+        raise _BadRequest(f"unsupported format {fmt!r}: this gateway serves raw and car")
+    for query, param in (("car-version", "version"), ("car-order", "order"), ("car-dups", "dups")):
+        if query in request.query:
+            car_params[param] = request.query[query]  # the query parameter takes precedence
+    return fmt, car_params
+
+
+def _binary(parsed: ParsedCid) -> bytes:
+    if parsed.version == 0:
+        return parsed.multihash
+    return varint(1) + varint(parsed.codec) + parsed.multihash
+
+
 async def _serve(request: web.Request) -> web.Response:
     cid = request.match_info["cid"]
     try:
-        parse_cid(cid)
+        parsed = parse_cid(cid)
+        fmt, car_params = _negotiate(request)
+        scope = request.query.get("dag-scope", "all")
+        if fmt == "car":
+            _check_car_request(request, car_params, scope)
     except InvalidCid as exc:
         return web.Response(status=400, text=f"invalid CID {cid!r}: {exc}\n")
-    store = request.app[STORE_KEY]
-    data = await store.read(cid) if store.is_held(cid) else None
-    if data is None:
-        return web.Response(status=404, text=f"ipfs resolve -r /ipfs/{cid}: not found\n")
-    etag = f'"{cid}"'
+    except _BadRequest as exc:
+        return web.Response(status=400, text=f"{exc}\n")
+
     headers = {
-        "Etag": etag,
         "Cache-Control": IMMUTABLE,
         "X-Ipfs-Path": f"/ipfs/{cid}",
         "X-Ipfs-Roots": cid,
+        "Vary": "Accept",
+    }
+    if fmt is not None and "format" not in request.query:
+        headers["Content-Location"] = f"/ipfs/{cid}?format={fmt}"
+
+    if parsed.multihash[:1] == bytes([IDENTITY]):
+        digest = parsed.multihash[2:]  # the identity "hash" is the data itself
+        if fmt == "car":
+            return _car_response(request, cid, headers, [header(_binary(parsed))], scope, False)
+        return _block_response(request, cid, headers, digest, fmt)
+
+    store = request.app[STORE_KEY]
+    found = await store.dag(cid) if store.is_held(cid) else None
+    if found is None:
+        return web.Response(status=404, text=f"ipfs resolve -r /ipfs/{cid}: not found\n")
+    dag, node = found
+    if fmt == "car":
+        dups = car_params.get("dups", "n") == "y"
+        # The DAG under the block, the header naming the CID as asked (a CIDv1 spelling of a
+        # CIDv0 block is the same block).
+        chunks = list(car_stream(node, scope=scope, dups=dups, root=_binary(parsed)))
+        return _car_response(request, cid, headers, chunks, scope, dups)
+    if fmt == "raw":
+        return _block_response(request, cid, headers, node.block, fmt)
+    data = await store.read(dag.cid)
+    if data is None:
+        return web.Response(status=404, text=f"ipfs resolve -r /ipfs/{cid}: not found\n")
+    body = data[node.offset : node.offset + node.length]
+    return _block_response(request, cid, headers, body, None)
+
+
+def _check_car_request(request: web.Request, params: dict[str, str], scope: str) -> None:
+    if params.get("version", "1") != "1":
+        raise _BadRequest(f"unsupported CAR version {params['version']!r}: only 1")
+    if params.get("order", "dfs") not in ("dfs", "unk", ""):
+        raise _BadRequest(f"unsupported CAR order {params['order']!r}: dfs or unk")
+    if params.get("dups", "n") not in ("y", "n"):
+        raise _BadRequest(f"invalid CAR dups {params['dups']!r}: y or n")
+    if scope not in DAG_SCOPES:
+        raise _BadRequest(f"invalid dag-scope {scope!r}: one of {', '.join(DAG_SCOPES)}")
+    if "entity-bytes" in request.query:
+        # Not modelled by the devstack (the spec's optional trustless Range equivalent).
+        raise _BadRequest("entity-bytes is not supported by this gateway")
+
+
+def _car_response(
+    request: web.Request,
+    cid: str,
+    headers: dict[str, str],
+    chunks: list[bytes],
+    scope: str,
+    dups: bool,
+) -> web.Response:
+    dups_flag = "y" if dups else "n"
+    etag = f'W/"{cid}.car.{scope}.dfs.{dups_flag}"'
+    headers = {
+        **headers,
+        "Etag": etag,
+        "Content-Disposition": f'attachment; filename="{cid}.car"',
+        "X-Content-Type-Options": "nosniff",
+        "Accept-Ranges": "none",
     }
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
-    return web.Response(body=data, content_type=sniff_content_type(data), headers=headers)
+    response = web.Response(body=b"".join(chunks), headers=headers)
+    # Set after construction: aiohttp's content_type= argument drops the parameters.
+    response.headers["Content-Type"] = f"{CAR}; version=1; order=dfs; dups={dups_flag}"
+    return response
+
+
+def _block_response(
+    request: web.Request, cid: str, headers: dict[str, str], body: bytes, fmt: str | None
+) -> web.Response:
+    if fmt == "raw":
+        headers = {
+            **headers,
+            "Etag": f'"{cid}.raw"',
+            "Content-Disposition": f'attachment; filename="{cid}.bin"',
+            "X-Content-Type-Options": "nosniff",
+        }
+        content_type = RAW
+    else:
+        headers = {**headers, "Etag": f'"{cid}"'}
+        content_type = sniff_content_type(body)
+    if headers["Etag"] in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type=content_type, headers=headers)
 
 
 def sniff_content_type(data: bytes) -> str:

@@ -13,6 +13,7 @@ from typing import Any, TypeGuard
 from aiohttp import BodyPartReader, web
 
 from devstack.faults import FaultRegistry, fault_middleware
+from devstack.ipfs.car import car_stream
 from devstack.ipfs.cid import InvalidCid, cid_of_async, dag_size, parse_cid
 from devstack.ipfs.store import IpfsStore
 
@@ -47,6 +48,7 @@ def build_kubo_app(store: IpfsStore, registry: FaultRegistry) -> web.Application
     for path, handler in {
         "add": _add,
         "cat": _cat,
+        "dag/export": _dag_export,
         "pin/add": _pin_add,
         "pin/rm": _pin_rm,
         "pin/ls": _pin_ls,
@@ -185,6 +187,22 @@ async def _cat(request: web.Request) -> web.Response:
     length = request.query.get("length")
     end = None if length in (None, "") else offset + int(length)
     return web.Response(body=data[offset:end], content_type="text/plain")
+
+
+async def _dag_export(request: web.Request) -> web.Response:
+    """``ipfs dag export <root>``: the DAG as a CARv1 stream (Kubo's docs: "Streams the
+    selected DAG as a .car stream on stdout"), blocks depth-first, each once. The devstack
+    holds whole DAGs only, so a root it lacks is Kubo's offline "not found" error."""
+    cid = _parse(_args(request, required=True)[0])
+    found = await request.app[STORE_KEY].dag(cid)
+    if found is None:
+        raise KuboError(f"block was not found locally (offline): ipld: could not find {cid}")
+    _, node = found
+    return web.Response(
+        body=b"".join(car_stream(node)),
+        content_type="application/vnd.ipld.car",
+        headers={"X-Stream-Output": "1"},
+    )
 
 
 async def _pin_add(request: web.Request) -> web.Response:

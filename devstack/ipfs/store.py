@@ -4,6 +4,10 @@ Pinata and Kubo are separate pin sets over the same bytes, so "unpinned from Pin
 pinned on Kubo" can be modelled; gateways serve only what some pin holds. Content is keyed by
 multihash (like Kubo's blockstore), so ``Qm…`` and its ``bafybei…`` spelling resolve alike.
 Everything survives a restart of the emulator process.
+
+Each root remembers the layout it was added with (devstack.ipfs.unixfs.Layout), and every
+block of its DAG is indexed to it, so a gateway can serve any block (``format=raw``) or the
+whole DAG (``format=car``) by rebuilding it from the file's bytes.
 """
 
 from __future__ import annotations
@@ -18,19 +22,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devstack.ipfs.cid import cid_of_async, dag_size, parse_cid
+from devstack.ipfs.cid import THREAD_THRESHOLD, parse_cid
+from devstack.ipfs.unixfs import FileDag, Layout, Node, build_file, default_layout
 
 if TYPE_CHECKING:
     from devstack.ipfs.limits import PinataLimits
 
 PROVIDERS = ("pinata", "kubo")
+DAG_CACHE = 16  # DAGs kept built in memory
+DAG_CACHE_BYTES = 128 * 1024 * 1024  # ... holding at most this many file bytes (but one)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS content (
     key TEXT PRIMARY KEY,          -- multihash hex
     cid TEXT NOT NULL,             -- the CID it was added under first
     length INTEGER NOT NULL,
-    dag_size INTEGER NOT NULL
+    dag_size INTEGER NOT NULL,
+    layout TEXT                    -- JSON (Layout.describe()); NULL: Kubo's default for the CID
+);
+CREATE TABLE IF NOT EXISTS blocks (
+    key TEXT NOT NULL,             -- a block's multihash hex (not the root's)
+    root_key TEXT NOT NULL,        -- the root it belongs to (content.key)
+    PRIMARY KEY (key, root_key)
 );
 CREATE TABLE IF NOT EXISTS pins (
     id TEXT PRIMARY KEY,
@@ -86,6 +99,10 @@ class IpfsStore:
         self._db = sqlite3.connect(self.state_dir / "pins.sqlite3", isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.executescript(_SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(content)")}
+        if "layout" not in columns:  # a state folder from before layouts were kept
+            self._db.execute("ALTER TABLE content ADD COLUMN layout TEXT")
+        self._dags: dict[str, FileDag] = {}  # root key -> DAG, a few recent ones
         # Set by build_pinata_app, so the admin API (which is handed the store) can reach it.
         self.pinata_limits: PinataLimits | None = None
 
@@ -94,19 +111,83 @@ class IpfsStore:
 
     # -- content -------------------------------------------------------------------------
 
-    async def add(self, data: bytes, *, cid_version: int) -> Added:
-        """Hash ``data`` as Kubo would and keep the bytes (idempotent)."""
-        cid = await cid_of_async(data, cid_version)
-        key = parse_cid(cid).key
+    async def add(
+        self, data: bytes, *, cid_version: int | None = None, layout: Layout | None = None
+    ) -> Added:
+        """Build ``data``'s DAG as Kubo would (``layout``, else Kubo's default for
+        ``cid_version``) and keep the bytes (idempotent)."""
+        if layout is None:
+            layout = default_layout(0 if cid_version is None else cid_version)
+        dag = await build_dag(data, layout)
+        key = parse_cid(dag.cid).key
         path = self._blobs / key
         if not path.exists():
             await asyncio.to_thread(_write_atomically, path, data)
-        size = dag_size(len(data), cid_version)
         self._db.execute(
-            "INSERT OR IGNORE INTO content (key, cid, length, dag_size) VALUES (?, ?, ?, ?)",
-            (key, cid, len(data), size),
+            "INSERT OR IGNORE INTO content (key, cid, length, dag_size, layout)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (key, dag.cid, len(data), dag.dag_size, json.dumps(layout.describe())),
         )
-        return Added(cid, len(data), size)
+        self._db.executemany(
+            "INSERT OR IGNORE INTO blocks (key, root_key) VALUES (?, ?)",
+            [(parse_cid(node.cid_str).key, key) for node in dag.walk() if node is not dag.root],
+        )
+        self._remember(key, dag)
+        return Added(dag.cid, len(data), dag.dag_size)
+
+    def layout_of(self, cid: str) -> Layout | None:
+        """The layout the root ``cid`` was added with (None: not a root we hold)."""
+        row = self._db.execute(
+            "SELECT cid, layout FROM content WHERE key = ?", (parse_cid(cid).key,)
+        ).fetchone()
+        if row is None:
+            return None
+        if row["layout"] is None:
+            return default_layout(parse_cid(row["cid"]).version)
+        return Layout.from_json(json.loads(row["layout"]))
+
+    async def dag(self, cid: str) -> tuple[FileDag, Node] | None:
+        """The DAG holding block ``cid`` (a root or any block under one) and that block's
+        node; None when no root we hold has it."""
+        key = parse_cid(cid).key
+        roots = [key] if self.layout_of(cid) is not None else []
+        roots += [
+            row["root_key"]
+            for row in self._db.execute("SELECT root_key FROM blocks WHERE key = ?", (key,))
+        ]
+        for root_key in roots:
+            dag = await self._dag_of_root(root_key)
+            if dag is None:
+                continue
+            node = dag.root if root_key == key else dag.find(bytes.fromhex(key))
+            if node is not None:
+                return dag, node
+        return None
+
+    async def _dag_of_root(self, root_key: str) -> FileDag | None:
+        cached = self._dags.get(root_key)
+        if cached is not None:
+            return cached
+        row = self._db.execute("SELECT cid FROM content WHERE key = ?", (root_key,)).fetchone()
+        if row is None:
+            return None
+        layout = self.layout_of(row["cid"])
+        data = await self.read(row["cid"])
+        if layout is None or data is None:
+            return None
+        dag = await build_dag(data, layout)
+        self._remember(root_key, dag)
+        return dag
+
+    def _remember(self, key: str, dag: FileDag) -> None:
+        """Keep the last few DAGs (a reader walking a DAG block by block asks for each)."""
+        self._dags.pop(key, None)
+        self._dags[key] = dag
+        while len(self._dags) > DAG_CACHE or (
+            len(self._dags) > 1
+            and sum(d.root.length for d in self._dags.values()) > DAG_CACHE_BYTES
+        ):
+            del self._dags[next(iter(self._dags))]
 
     def has_content(self, cid: str) -> bool:
         return (self._blobs / parse_cid(cid).key).exists()
@@ -176,10 +257,13 @@ class IpfsStore:
         return [_pin(row) for row in rows]
 
     def is_held(self, cid: str) -> bool:
-        """Does any provider currently pin this content?"""
+        """Does any provider currently pin this content (or, for a block under a root,
+        the root: Kubo's and Pinata's pins are recursive)?"""
+        key = parse_cid(cid).key
         row = self._db.execute(
-            "SELECT 1 FROM pins WHERE key = ? AND date_unpinned IS NULL LIMIT 1",
-            (parse_cid(cid).key,),
+            "SELECT 1 FROM pins WHERE date_unpinned IS NULL AND (key = ? OR key IN"
+            " (SELECT root_key FROM blocks WHERE key = ?)) LIMIT 1",
+            (key, key),
         ).fetchone()
         return row is not None
 
@@ -196,6 +280,13 @@ def _pin(row: sqlite3.Row) -> Pin:
         row["date_pinned"],
         row["date_unpinned"],
     )
+
+
+async def build_dag(data: bytes, layout: Layout) -> FileDag:
+    """``build_file`` off the event loop for big bodies (hashlib releases the GIL)."""
+    if len(data) < THREAD_THRESHOLD:
+        return build_file(data, layout)
+    return await asyncio.to_thread(build_file, data, layout)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

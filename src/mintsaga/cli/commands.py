@@ -17,6 +17,7 @@ from mintsaga.api.errors import StarterError
 from mintsaga.api.history import (
     failure_text,
 )
+from mintsaga.api.livecheck import run_livecheck, write_report
 from mintsaga.api.mints import (
     compensate,
     get_status,
@@ -52,6 +53,7 @@ from mintsaga.cli.render import (
 from mintsaga.db.runtime_config import (
     RuntimeConfigStore,
 )
+from mintsaga.settings import Settings, SettingsError
 from mintsaga.workflows.models import (
     MintStatus,
     RetryOverrides,
@@ -307,3 +309,33 @@ async def cmd_health(client: Client, args: argparse.Namespace) -> int:
         verdict = f"{len(failing)} of {len(rows)} checks failing" if failing else "all ok"
         print(f"{verdict} ({workflow_id})")
     return 1 if failing or not rows else 0
+
+
+async def cmd_livecheck(client: Client | None, args: argparse.Namespace) -> int:
+    """Probe the configured providers, write the report, name every way they differ from the
+    devstack's assumptions; 1 when any does."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise StarterError(f"livecheck needs a worker's settings: {exc}") from exc
+    request = load_request(args.request) if args.request else None
+
+    def progress(line: str) -> None:
+        print(f"livecheck: {line}", file=sys.stderr, flush=True)
+
+    report = await run_livecheck(
+        settings,
+        client=client if request is not None else None,
+        request=request,
+        progress=progress,
+        mint_timeout_s=args.mint_timeout,
+    )
+    write_report(args.report, report)
+    found = report["differences"]
+    if args.json:
+        _print_json({"report": str(args.report), "differences": found})
+    else:
+        for line in found:
+            print(f"difference: {line}")
+        print(f"{len(found)} difference(s) from the devstack's assumptions; report: {args.report}")
+    return 1 if found else 0

@@ -12,6 +12,7 @@
     mintsaga breaker list [--max-age SECONDS]
     mintsaga breaker open|close|disable|reset NAME|URL [--force]
     mintsaga health [--json] [--latest [--schedule ID]] [--timeout SECONDS]
+    mintsaga livecheck --report FILE.json [--request FILE.json] [--mint-timeout S] [--json]
 
 Reads TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and TEMPORAL_TASK_QUEUE (defaults: 127.0.0.1:7233,
 default, mint-saga), and MINTSAGA_CODEC_KEYS: payloads encrypted as the worker's (mintsaga.codec).
@@ -56,6 +57,7 @@ from mintsaga.cli.commands import (
     cmd_endpoints,
     cmd_health,
     cmd_list,
+    cmd_livecheck,
     cmd_maintenance,
     cmd_mint,
     cmd_retry,
@@ -199,6 +201,21 @@ def parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=120.0, metavar="SECONDS", help="give up after this"
     )
     health.set_defaults(func=cmd_health)
+
+    live = commands.add_parser(
+        "livecheck",
+        help="probe the configured providers (a worker's settings) and compare them with the"
+        " devstack's assumptions (exit 1 on a difference)",
+    )
+    live.add_argument("--report", type=Path, required=True, help="write the JSON report here")
+    live.add_argument(
+        "--request", type=Path, help="also mint this request end to end (needs a running worker)"
+    )
+    live.add_argument(
+        "--mint-timeout", type=float, default=600.0, metavar="SECONDS", help="wait this long"
+    )
+    live.add_argument("--json", action="store_true", help="end with one JSON object")
+    live.set_defaults(func=cmd_livecheck)
     return top
 
 
@@ -207,8 +224,10 @@ async def _main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "settings", False):
             return await _run_settings_command(args)
-        if args.command == "mint":
+        if args.command in ("mint", "livecheck") and args.request:
             load_request(args.request)  # refuse a bad request before connecting anywhere
+        if args.command == "livecheck" and not args.request:
+            return int(await args.func(None, args))  # no mint: Temporal is not needed
         client = await connect()
         return int(await args.func(client, args))
     except StarterError as exc:

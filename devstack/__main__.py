@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from devstack.config import SOLANA_ENDPOINTS, StackConfig
+from devstack.config import GATEWAYS, SOLANA_ENDPOINTS, StackConfig
+from devstack.ipfs.recursive import GatewayBehaviourError, parse_gateway_spec
 from devstack.profiles import PROFILES, ProfileError, parse_profile_spec
 from devstack.solana.fee_market import FeeMarketError, parse_fee_market_spec
 from devstack.supervisor import StackError, Supervisor
@@ -31,6 +32,7 @@ def _config(args: argparse.Namespace) -> StackConfig:
         "codec": getattr(args, "codec", None),
         "solana_profiles": _profiles_arg(getattr(args, "solana_profiles", None)),
         "fee_market": _fee_market_arg(getattr(args, "fee_market", None)),
+        "gateways": _gateways_arg(getattr(args, "gateways", None)),
     }
     if saved is not None:
         running = Supervisor(saved, progress=lambda _: None).pid("emulators") is not None
@@ -49,6 +51,8 @@ def _config(args: argparse.Namespace) -> StackConfig:
         raise StackError(f"DEVSTACK_FEE_MARKET: {exc}") from exc
     except ProfileError as exc:
         raise StackError(f"DEVSTACK_SOLANA_PROFILES: {exc}") from exc
+    except GatewayBehaviourError as exc:
+        raise StackError(f"DEVSTACK_GATEWAYS: {exc}") from exc
 
 
 def _fee_market_arg(spec: str | None) -> dict[str, Any] | None:
@@ -58,6 +62,15 @@ def _fee_market_arg(spec: str | None) -> dict[str, Any] | None:
         return parse_fee_market_spec(spec)
     except FeeMarketError as exc:
         raise StackError(f"--fee-market: {exc}") from exc
+
+
+def _gateways_arg(spec: str | None) -> dict[str, dict[str, Any]] | None:
+    if spec is None:
+        return None
+    try:
+        return parse_gateway_spec(spec, GATEWAYS)
+    except GatewayBehaviourError as exc:
+        raise StackError(f"--gateways: {exc}") from exc
 
 
 def _profiles_arg(spec: str | None) -> dict[str, str] | None:
@@ -176,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         help="background fee-market load, e.g. 0.8 or busy_fraction=1,min_fee=2000,max_fee=20000"
         " (devstack.solana.fee_market; also DEVSTACK_FEE_MARKET; kept by later `up`s; '' off)",
     )
+    up.add_argument(
+        "--gateways",
+        default=None,
+        metavar="SPEC",
+        help="gateway behaviour, e.g."
+        " 'gateway-1:recursive,appear_after_s=20,cache_after_unpin_s=600' (devstack.ipfs.recursive;"
+        " ';' between gateways; also DEVSTACK_GATEWAYS; kept by later `up`s; '' for the plain"
+        " local gateways)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = command("down", "stop every service, leaving no process behind")
@@ -193,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ProfileError as exc:  # DEVSTACK_SOLANA_PROFILES, read with every command
         print(f"devstack: DEVSTACK_SOLANA_PROFILES: {exc}", file=sys.stderr)
+        return 2
+    except GatewayBehaviourError as exc:  # DEVSTACK_GATEWAYS, read with every command
+        print(f"devstack: DEVSTACK_GATEWAYS: {exc}", file=sys.stderr)
         return 2
 
 

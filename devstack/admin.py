@@ -18,6 +18,13 @@ PUT    /solana/fee-market {"busy_fraction": F[, "min_fee": N, "max_fee": M,
                                    the last 150 slots look as if it had run through them)
 DELETE /solana/fee-market          load off, and its samples dropped from the fee window
 POST   /pinata/limits {"requests_per_minute": N}   change Pinata's rate limit (0: none)
+GET    /gateways                   every gateway's behaviour (devstack.ipfs.recursive):
+                                   {name: {"appear_after_s", "retrieval_timeout_s",
+                                   "missing_status", "cache_after_unpin_s", "retry_after_s"}}
+GET    /gateways/{name}            one gateway's behaviour
+PUT    /gateways/{name} {fields}   set it; fields left out take the plain gateway's defaults,
+                                   or a recursive gateway's with "recursive": true
+PATCH  /gateways/{name} {fields}   change only the fields given
 POST   /postgres/reset-connections cut every open database connection once
 GET    /stats                      requests per service per minute (and per JSON-RPC method
                                    for the Solana endpoints), faults fired by kind,
@@ -35,6 +42,7 @@ from aiohttp import web
 from devstack.config import StackConfig
 from devstack.faults import FaultRegistry, FaultSpecError
 from devstack.ipfs.limits import PinataLimits
+from devstack.ipfs.recursive import GatewayBehaviourError, GatewayBehaviours
 from devstack.profiles import ProfileError, SolanaProfiles
 from devstack.solana.fee_market import FeeMarketError, FeeMarketLoad
 
@@ -79,6 +87,8 @@ def build_admin_app(
     pinata_limits: PinataLimits,
     pg_proxy: PostgresFaultProxy | None,
     profiles: SolanaProfiles | None = None,
+    *,
+    gateways: GatewayBehaviours | None = None,
 ) -> web.Application:
     routes = web.RouteTableDef()
     if profiles is None:
@@ -86,6 +96,11 @@ def build_admin_app(
 
         profiles = SolanaProfiles(SOLANA_ENDPOINTS)
     solana = profiles
+    if gateways is None:
+        from devstack.config import GATEWAYS
+
+        gateways = GatewayBehaviours(GATEWAYS, config.gateways)
+    behaviours = gateways
 
     @routes.get("/services")
     async def services(_: web.Request) -> web.Response:
@@ -180,6 +195,32 @@ def build_admin_app(
             return _bad_request("requests_per_minute: must be an integer >= 0 (0 means no limit)")
         pinata_limits.set(rpm)
         return web.json_response({"requests_per_minute": rpm})
+
+    @routes.get("/gateways")
+    async def list_gateways(_: web.Request) -> web.Response:
+        return web.json_response(behaviours.describe())
+
+    @routes.get("/gateways/{name}")
+    async def get_gateway(request: web.Request) -> web.Response:
+        try:
+            return web.json_response(behaviours.get(request.match_info["name"]).describe())
+        except GatewayBehaviourError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+
+    @routes.put("/gateways/{name}")
+    @routes.patch("/gateways/{name}")
+    async def set_gateway(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        name = request.match_info["name"]
+        try:
+            behaviours.get(name)
+        except GatewayBehaviourError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        try:
+            behaviour = behaviours.set(name, body, replace_all=request.method == "PUT")
+        except GatewayBehaviourError as exc:
+            return _bad_request(str(exc))
+        return web.json_response(behaviour.describe())
 
     @routes.post("/postgres/reset-connections")
     async def reset_pg(_: web.Request) -> web.Response:

@@ -55,6 +55,9 @@ class StackConfig:
     # The fee market's background load at start (devstack.solana.fee_market; `up --fee-market`,
     # DEVSTACK_FEE_MARKET), as the admin API's JSON body; {} is off.
     fee_market: dict[str, Any] = field(default_factory=dict)
+    # gateway -> behaviour at start, as the admin API's JSON body (devstack.ipfs.recursive;
+    # `up --gateways`, DEVSTACK_GATEWAYS); gateways not named are the plain local gateway.
+    gateways: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -67,11 +70,13 @@ class StackConfig:
         codec: bool | None = None,
         solana_profiles: dict[str, str] | None = None,
         fee_market: dict[str, Any] | None = None,
+        gateways: dict[str, dict[str, Any]] | None = None,
     ) -> StackConfig:
         """Build a config from arguments, falling back to DEVSTACK_* variables, then defaults.
 
         Raises ``ValueError`` (``devstack.profiles.ProfileError``) for an unknown endpoint or
         profile in ``DEVSTACK_SOLANA_PROFILES``."""
+        from devstack.ipfs.recursive import parse_gateway_spec
         from devstack.profiles import parse_profile_spec
         from devstack.solana.fee_market import parse_fee_market_spec
 
@@ -104,6 +109,11 @@ class StackConfig:
                 dict(fee_market)
                 if fee_market is not None
                 else parse_fee_market_spec(env.get("DEVSTACK_FEE_MARKET", ""))
+            ),
+            gateways=(
+                dict(gateways)
+                if gateways is not None
+                else parse_gateway_spec(env.get("DEVSTACK_GATEWAYS", ""), GATEWAYS)
             ),
         )
 

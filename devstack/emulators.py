@@ -18,6 +18,7 @@ from devstack.admin import build_admin_app
 from devstack.config import GATEWAYS, LOOPBACK, SOLANA_ENDPOINTS, StackConfig
 from devstack.faults import FaultRegistry
 from devstack.ipfs import IpfsStore, build_gateway_app, build_kubo_app, build_pinata_app
+from devstack.ipfs.recursive import GatewayBehaviours
 from devstack.pg_proxy import PostgresFaultProxy
 from devstack.profiles import SolanaProfiles
 from devstack.solana import SolanaLedger, build_rpc_app
@@ -109,11 +110,14 @@ async def serve(config: StackConfig) -> None:
         ),
     )
     await host.add("kubo", build_kubo_app(store, registry))
+    gateways = GatewayBehaviours(GATEWAYS, config.gateways)
     for name in GATEWAYS:
-        await host.add(name, build_gateway_app(store, registry, name))
+        await host.add(name, build_gateway_app(store, registry, name, gateways))
     await host.add(
         "admin",
-        build_admin_app(config, registry, ledger, store.pinata_limits, pg_proxy, profiles),
+        build_admin_app(
+            config, registry, ledger, store.pinata_limits, pg_proxy, profiles, gateways=gateways
+        ),
     )
 
     stop = asyncio.Event()

@@ -1,8 +1,11 @@
 """A read-only IPFS HTTP gateway: ``GET``/``HEAD /ipfs/{cid}``, deserialized or trustless.
 
-It serves content only while some provider pins it: once every pin is gone the content is
-as good as garbage-collected for readers (404), even though the bytes may still be on disk.
-That is what lets post-mint checks and compensation tests see an unpin.
+By default it serves content only while some provider pins it: once every pin is gone the
+content is as good as garbage-collected for readers (404), even though the bytes may still be
+on disk. That is what lets post-mint checks and compensation tests see an unpin. Each gateway
+can instead behave like a recursive gateway (devstack.ipfs.recursive: content found only N s
+after its first pin, 504 with Retry-After meanwhile, served from cache N s after an unpin),
+set at ``up --gateways`` or through the admin API (``PUT /gateways/{name}``).
 
 Response formats (Trustless Gateway spec, https://specs.ipfs.tech/http-gateways/trustless-gateway/,
 read 2026-12-03):
@@ -28,17 +31,24 @@ read 2026-12-03):
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 from aiohttp import web
 
 from devstack.faults import FaultRegistry, fault_middleware
 from devstack.ipfs.car import car_stream, header
 from devstack.ipfs.cid import InvalidCid, ParsedCid, parse_cid
+from devstack.ipfs.recursive import GatewayBehaviours
 from devstack.ipfs.store import IpfsStore
-from devstack.ipfs.unixfs import varint
+from devstack.ipfs.unixfs import FileDag, Node, varint
 
 STORE_KEY = web.AppKey("gateway_store", IpfsStore)
+BEHAVIOURS_KEY = web.AppKey("gateway_behaviours", GatewayBehaviours)
+TARGET_KEY = web.AppKey("gateway_target", str)
+SERVED_KEY = web.AppKey("gateway_served", set[str])  # root keys this gateway served: its cache
+POLL_S = 0.1  # how often a held request looks again (retrieval_timeout_s)
 IMMUTABLE = "public, max-age=29030400, immutable"
 RAW = "application/vnd.ipld.raw"
 CAR = "application/vnd.ipld.car"
@@ -46,9 +56,19 @@ IDENTITY = 0x00
 DAG_SCOPES = ("block", "entity", "all")
 
 
-def build_gateway_app(store: IpfsStore, registry: FaultRegistry, target: str) -> web.Application:
+def build_gateway_app(
+    store: IpfsStore,
+    registry: FaultRegistry,
+    target: str,
+    behaviours: GatewayBehaviours | None = None,
+) -> web.Application:
+    """``behaviours``: the live behaviour of every gateway (devstack.ipfs.recursive; the admin
+    API changes it); this one reads ``target``'s. None: the plain gateway."""
     app = web.Application(middlewares=[fault_middleware(registry, target)])
     app[STORE_KEY] = store
+    app[BEHAVIOURS_KEY] = behaviours or GatewayBehaviours((target,), {})
+    app[TARGET_KEY] = target
+    app[SERVED_KEY] = set()
     app.router.add_get("/ipfs/{cid}", _serve)  # aiohttp adds HEAD for GET routes
     return app
 
@@ -127,9 +147,9 @@ async def _serve(request: web.Request) -> web.Response:
         return _block_response(request, cid, headers, digest, fmt)
 
     store = request.app[STORE_KEY]
-    found = await store.dag(cid) if store.is_held(cid) else None
-    if found is None:
-        return web.Response(status=404, text=f"ipfs resolve -r /ipfs/{cid}: not found\n")
+    found = await _retrieve(request, cid)
+    if isinstance(found, web.Response):
+        return found
     dag, node = found
     if fmt == "car":
         dups = car_params.get("dups", "n") == "y"
@@ -144,6 +164,46 @@ async def _serve(request: web.Request) -> web.Response:
         return web.Response(status=404, text=f"ipfs resolve -r /ipfs/{cid}: not found\n")
     body = data[node.offset : node.offset + node.length]
     return _block_response(request, cid, headers, body, None)
+
+
+async def _retrieve(request: web.Request, cid: str) -> tuple[FileDag, Node] | web.Response:
+    """The block's DAG as this gateway finds it (devstack.ipfs.recursive), or its answer when
+    it cannot: 404, or 504 with Retry-After (after holding the request up to
+    ``retrieval_timeout_s`` while the content may appear)."""
+    store = request.app[STORE_KEY]
+    behaviour = request.app[BEHAVIOURS_KEY].get(request.app[TARGET_KEY])
+    served = request.app[SERVED_KEY]
+    deadline = time.monotonic() + behaviour.retrieval_timeout_s
+    while True:
+        history = store.pin_history(cid)
+        now = time.time()
+        found = None
+        if history.held:
+            assert history.first_pinned is not None
+            if now >= history.first_pinned + behaviour.appear_after_s:
+                found = await store.dag(cid)
+            missing = False  # pinned, not announced yet: still being found
+        else:
+            if history.last_unpinned is not None and now < (
+                history.last_unpinned + behaviour.cache_after_unpin_s
+            ):
+                cached = await store.dag(cid)
+                if cached is not None and parse_cid(cached[0].cid).key in served:
+                    found = cached
+            missing = True
+        if found is not None:
+            served.add(parse_cid(found[0].cid).key)
+            return found
+        if missing and behaviour.missing_status == 404:
+            return web.Response(status=404, text=f"ipfs resolve -r /ipfs/{cid}: not found\n")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return web.Response(
+                status=504,
+                text=f"retrieval timeout: /ipfs/{cid}: no providers found in time\n",
+                headers={"Retry-After": str(behaviour.retry_after_s)},
+            )
+        await asyncio.sleep(min(POLL_S, remaining))
 
 
 def _check_car_request(request: web.Request, params: dict[str, str], scope: str) -> None:

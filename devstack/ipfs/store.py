@@ -267,6 +267,34 @@ class IpfsStore:
         ).fetchone()
         return row is not None
 
+    def pin_history(self, cid: str) -> PinHistory:
+        """Every provider's pins of ``cid`` or of a root it is a block of."""
+        key = parse_cid(cid).key
+        rows = self._db.execute(
+            "SELECT date_pinned, date_unpinned FROM pins WHERE key = ? OR key IN"
+            " (SELECT root_key FROM blocks WHERE key = ?)",
+            (key, key),
+        ).fetchall()
+        if not rows:
+            return PinHistory(False, None, None)
+        held = any(row["date_unpinned"] is None for row in rows)
+        first = min(_epoch(row["date_pinned"]) for row in rows)
+        last = None if held else max(_epoch(row["date_unpinned"]) for row in rows)
+        return PinHistory(held, first, last)
+
+
+@dataclass(frozen=True)
+class PinHistory:
+    """When the pins holding a block (its own, or its roots') came and went, in epoch seconds."""
+
+    held: bool  # some provider pins it now
+    first_pinned: float | None  # the earliest pin ever, by any provider
+    last_unpinned: float | None  # the latest unpin, when none holds it now
+
+
+def _epoch(iso: str) -> float:
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
 
 def _pin(row: sqlite3.Row) -> Pin:
     keyvalues = json.loads(row["keyvalues"]) if row["keyvalues"] is not None else None

@@ -195,6 +195,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def dedicated_gateway_from_env(env: Mapping[str, str]) -> str | None:
+    """IPFS_DEDICATED_GATEWAY: the team's own gateway (a Pinata dedicated gateway, a private
+    Kubo gateway), read first and the post-mint check's blocking one; None when unset."""
+    value = env.get("IPFS_DEDICATED_GATEWAY", "").strip()
+    return _url("IPFS_DEDICATED_GATEWAY", value) if value else None
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -686,6 +693,8 @@ class Settings(BaseModel):
     pinata_jwt: SecretStr
     kubo_api_url: str
     ipfs_gateways: tuple[str, ...]
+    # IPFS_DEDICATED_GATEWAY: read first; the post-mint check's blocking gateway (ipfs/gateways.py).
+    ipfs_dedicated_gateway: str | None = None
     mint_key_seed: SecretStr
     mint_authority_keypair: Path
     mint_image_dir: Path | None
@@ -780,6 +789,7 @@ class Settings(BaseModel):
                 _required(env, "KUBO_API_URL", "the backup IPFS provider (Kubo RPC)"),
             ),
             ipfs_gateways=gateways,
+            ipfs_dedicated_gateway=dedicated_gateway_from_env(env),
             metadata_uri_style=uri_style,
             metadata_gateway_url=metadata_gateway,
             mint_key_seed=SecretStr(

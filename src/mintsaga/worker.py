@@ -140,7 +140,12 @@ async def mint_activities(
                 breakers=breakers,
             )
             kubo = KuboClient(settings.kubo_api_url, http, breakers=breakers)
-            gateways = GatewayReader(list(settings.ipfs_gateways), http, breakers=breakers)
+            gateways = GatewayReader(
+                list(settings.ipfs_gateways),
+                http,
+                breakers=breakers,
+                dedicated=settings.ipfs_dedicated_gateway,
+            )
             minter = SolanaMinter(
                 rpc,
                 payer,

@@ -194,6 +194,8 @@ def test_secrets_are_mounted_files_named_by_file_settings(tmp_path: Path) -> Non
     settings = settings_with_files(config, mounts, tmp_path)
     assert settings.metrics_port == int(config["METRICS_PORT"])
     assert settings.temporal_security.tls  # mTLS: test_deploy_security.py
+    # The cluster's Kubo gateway is read first and blocks the post-mint check (issue 16).
+    assert settings.ipfs_dedicated_gateway == "http://kubo.ipfs.svc.cluster.local:8080"
 
 
 def test_hpa_pdb_and_service_select_the_workers() -> None:
@@ -378,6 +380,8 @@ def test_compose_secrets_are_files_and_never_values(tmp_path: Path) -> None:
     settings = settings_with_files(worker_env, {SECRETS_DIR: tmp_path}, tmp_path)
     assert settings.temporal_address == "temporal:7233"
     assert settings.kubo_api_url == "http://kubo:5001"
+    # The private Kubo gateway is read first and blocks the post-mint check (issue 16).
+    assert settings.ipfs_dedicated_gateway == "http://kubo:8080"
 
 
 def test_compose_monitoring_mounts_the_deploy_files() -> None:

@@ -6,6 +6,7 @@ run against a kept state folder) can make it pass.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from devstack.config import StackConfig
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.ipfs.cid import compute_cid
-from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.ipfs.gateways import NOT_FOUND_GRACE_S, GatewayReader
 from mintsaga.ipfs.kubo import KuboClient
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.uploads import IpfsUploader, Upload
@@ -209,9 +210,15 @@ async def test_pinata_unpin_is_idempotent_and_the_gateways_stop_serving(
     assert await ipfs.unpin(cid, "pinata") is True
     assert await ipfs.unpin(cid, "pinata") is False
     assert not await pinata(stack, http).is_pinned(cid)
+    # A 404 is transient while the content is young (a recursive gateway may not have found
+    # a provider yet), permanent once it was pinned longer ago than the grace (ipfs/gateways.py).
     with pytest.raises(ServiceError) as caught:
-        await gateways(stack, http).fetch_verified(cid, max_bytes=MAX)
-    assert (caught.value.kind, caught.value.code) == (ErrorKind.PERMANENT, "GatewayRejected")
+        await gateways(stack, http).fetch_verified(cid, max_bytes=MAX, pinned_at=time.time())
+    assert (caught.value.kind, caught.value.code) == (ErrorKind.TRANSIENT, "GatewayNotFound")
+    long_ago = time.time() - NOT_FOUND_GRACE_S - 1
+    with pytest.raises(ServiceError) as caught:
+        await gateways(stack, http).fetch_verified(cid, max_bytes=MAX, pinned_at=long_ago)
+    assert (caught.value.kind, caught.value.code) == (ErrorKind.PERMANENT, "GatewayNotFound")
 
 
 async def test_kubo_pin_rm_is_idempotent(

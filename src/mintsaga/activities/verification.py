@@ -167,8 +167,10 @@ class VerificationActivities:
             links = links_of(expected_uri, arg.metadata_cid)
             if state.uri != expected_uri or links is None:
                 raise permanent(f"uri is {state.uri!r}", "PartnerViewMismatch", "solana")
+            # Pinned before this step was scheduled: a 404 until then is young (transient).
+            pinned_by = activity.info().scheduled_time.timestamp()
             document, _ = await self._gateways.fetch_verified(
-                arg.metadata_cid, max_bytes=METADATA_MAX_BYTES
+                arg.metadata_cid, max_bytes=METADATA_MAX_BYTES, pinned_at=pinned_by
             )
             metadata = json.loads(document)
             if (
@@ -178,7 +180,9 @@ class VerificationActivities:
                 raise permanent(
                     "metadata names another image or name", "PartnerViewMismatch", "ipfs"
                 )
-            await self._gateways.fetch_verified(arg.image_cid, max_bytes=IMAGE_MAX_BYTES)
+            await self._gateways.read(  # checked block by block, never held whole
+                arg.image_cid, max_bytes=IMAGE_MAX_BYTES, keep=False, pinned_at=pinned_by
+            )
         return io.StepOut(attempt=activity.info().attempt)
 
     @activity.defn(name=CHECK_DB_CONSISTENCY.name)

@@ -8,6 +8,7 @@ to read. Label values never carry secrets: endpoints are `redact_url` forms or n
     mintsaga_request_duration_seconds{service,endpoint}                its latency (histogram)
     mintsaga_activity_retries_total{activity,service}                  an activity attempt > 1
     mintsaga_failovers_total{service}                                  moved on to a backup
+    mintsaga_gateway_checks_total{gateway,result}                      public gateways, post-mint
     mintsaga_breaker_state{breaker}                                    0 closed, 1 half-open, 2 open
     mintsaga_breaker_transitions_total{breaker,from_state,to_state}
     mintsaga_db_pool_connections{state}                                in_use | idle | max
@@ -76,6 +77,12 @@ FAILOVERS = Counter(
     "mintsaga_failovers_total",
     "Calls moved on to the next endpoint or provider after a retryable failure",
     ["service"],
+)
+GATEWAY_CHECKS = Counter(
+    "mintsaga_gateway_checks_total",
+    "Post-mint reads of a CID through a public IPFS gateway (reported, never blocking a mint):"
+    " served (its verified content) or not_served",
+    ["gateway", "result"],
 )
 BREAKER_STATE = Gauge(
     "mintsaga_breaker_state",
@@ -209,6 +216,11 @@ def record_finalization_timeout() -> None:
 def record_failover(service: str) -> None:
     """A call moved on from a failed endpoint (or provider) to the next one."""
     FAILOVERS.labels(service).inc()
+
+
+def record_gateway_check(gateway: str, *, served: bool) -> None:
+    """A public gateway's post-mint read of a CID (ipfs/gateways.py `report_public`)."""
+    GATEWAY_CHECKS.labels(gateway, "served" if served else "not_served").inc()
 
 
 def record_endpoint_unusable(endpoint: str, reason: str, method: str) -> None:

@@ -18,7 +18,7 @@ from temporalio.testing import ActivityEnvironment
 from mintsaga.activities.ipfs import IpfsActivities
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.ipfs.cid import cid_sync, compute_cid
-from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.ipfs.gateways import RAW_TYPE, GatewayReader
 from mintsaga.ipfs.kubo import KuboClient
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.uploads import IpfsUploader, Upload
@@ -217,13 +217,17 @@ async def test_a_gateway_redirect_on_its_own_host_is_followed() -> None:
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(str(request.url))
         if request.url.path == f"/ipfs/{cid}":
-            return httpx.Response(301, headers={"Location": f"/ipfs/{cid}/"})
-        return httpx.Response(200, content=DATA)
+            query = request.url.query.decode()
+            return httpx.Response(301, headers={"Location": f"/ipfs/{cid}/?{query}"})
+        return httpx.Response(200, content=DATA, headers={"Content-Type": RAW_TYPE})
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
         reader = GatewayReader(["http://g1:8080"], http)
         assert await reader.fetch_verified(cid, max_bytes=1000) == (DATA, "http://g1:8080")
-    assert seen == [f"http://g1:8080/ipfs/{cid}", f"http://g1:8080/ipfs/{cid}/"]
+    assert seen == [
+        f"http://g1:8080/ipfs/{cid}?format=raw",
+        f"http://g1:8080/ipfs/{cid}/?format=raw",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -247,7 +251,7 @@ async def test_a_gateway_redirect_off_its_host_is_refused_and_the_next_one_tried
         seen.append(f"{request.url.scheme}://{request.url.netloc.decode()}")
         if request.url.host == "g1":
             return httpx.Response(302, headers={"Location": location.format(cid=cid)})
-        return httpx.Response(200, content=DATA)
+        return httpx.Response(200, content=DATA, headers={"Content-Type": RAW_TYPE})
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
         reader = GatewayReader(["http://g1:8080", "http://g3"], http)
@@ -332,7 +336,7 @@ async def test_a_read_skips_an_open_gateway_then_asks_it_when_the_others_failed(
         calls.append(request.url.host)
         if request.url.host == "g2":
             return httpx.Response(500, text="fault")
-        return httpx.Response(200, content=DATA)
+        return httpx.Response(200, content=DATA, headers={"Content-Type": RAW_TYPE})
 
     breakers = BreakerRegistry()
     opened(breakers, "http://g1")
@@ -354,7 +358,7 @@ async def test_a_refusal_that_is_not_about_availability_gets_no_second_pass() ->
 
     def handle(request: httpx.Request) -> httpx.Response:
         calls.append(request.url.host)
-        return httpx.Response(200, content=b"wrong")
+        return httpx.Response(200, content=b"wrong", headers={"Content-Type": RAW_TYPE})
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
         with pytest.raises(ServiceError) as caught:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.config import GATEWAYS, SOLANA_ENDPOINTS, StackConfig
+from devstack.ipfs.kubo_config import KuboConfigError
 from devstack.ipfs.recursive import GatewayBehaviourError, parse_gateway_spec
 from devstack.profiles import PROFILES, ProfileError, parse_profile_spec
 from devstack.solana.fee_market import FeeMarketError, parse_fee_market_spec
@@ -33,6 +34,7 @@ def _config(args: argparse.Namespace) -> StackConfig:
         "solana_profiles": _profiles_arg(getattr(args, "solana_profiles", None)),
         "fee_market": _fee_market_arg(getattr(args, "fee_market", None)),
         "gateways": _gateways_arg(getattr(args, "gateways", None)),
+        "kubo_profile": getattr(args, "kubo_profile", None),
     }
     if saved is not None:
         running = Supervisor(saved, progress=lambda _: None).pid("emulators") is not None
@@ -53,6 +55,8 @@ def _config(args: argparse.Namespace) -> StackConfig:
         raise StackError(f"DEVSTACK_SOLANA_PROFILES: {exc}") from exc
     except GatewayBehaviourError as exc:
         raise StackError(f"DEVSTACK_GATEWAYS: {exc}") from exc
+    except KuboConfigError as exc:
+        raise StackError(f"--kubo-profile / DEVSTACK_KUBO_PROFILE: {exc}") from exc
 
 
 def _fee_market_arg(spec: str | None) -> dict[str, Any] | None:
@@ -198,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         " ';' between gateways; also DEVSTACK_GATEWAYS; kept by later `up`s; '' for the plain"
         " local gateways)",
     )
+    up.add_argument(
+        "--kubo-profile",
+        default=None,
+        metavar="NAME",
+        help="the Kubo node's Import profile (unixfs-v1-2025, unixfs-v0-2015, legacy-cid-v0 or"
+        " default; also DEVSTACK_KUBO_PROFILE; kept by later `up`s)",
+    )
     up.set_defaults(func=cmd_up)
 
     down = command("down", "stop every service, leaving no process behind")
@@ -218,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except GatewayBehaviourError as exc:  # DEVSTACK_GATEWAYS, read with every command
         print(f"devstack: DEVSTACK_GATEWAYS: {exc}", file=sys.stderr)
+        return 2
+    except KuboConfigError as exc:  # DEVSTACK_KUBO_PROFILE, read with every command
+        print(f"devstack: DEVSTACK_KUBO_PROFILE: {exc}", file=sys.stderr)
         return 2
 
 

@@ -25,6 +25,11 @@ GET    /gateways/{name}            one gateway's behaviour
 PUT    /gateways/{name} {fields}   set it; fields left out take the plain gateway's defaults,
                                    or a recursive gateway's with "recursive": true
 PATCH  /gateways/{name} {fields}   change only the fields given
+GET    /kubo/import                the Kubo node's Import config and what a bare `add` builds:
+                                   {"profile": P, "Import": {...}, "add_layout": {"cid_version",
+                                   "raw_leaves", "chunk_size", "max_links", "hash", "layout"}}
+PUT    /kubo/import {"profile": P[, "Import": {key: value}]}   apply a profile (unixfs-v1-2025,
+                                   unixfs-v0-2015, legacy-cid-v0, default) then the keys given
 POST   /postgres/reset-connections cut every open database connection once
 GET    /stats                      requests per service per minute (and per JSON-RPC method
                                    for the Solana endpoints), faults fired by kind,
@@ -41,6 +46,7 @@ from aiohttp import web
 
 from devstack.config import StackConfig
 from devstack.faults import FaultRegistry, FaultSpecError
+from devstack.ipfs.kubo_config import AddFlags, KuboConfig, KuboConfigError
 from devstack.ipfs.limits import PinataLimits
 from devstack.ipfs.recursive import GatewayBehaviourError, GatewayBehaviours
 from devstack.profiles import ProfileError, SolanaProfiles
@@ -89,6 +95,7 @@ def build_admin_app(
     profiles: SolanaProfiles | None = None,
     *,
     gateways: GatewayBehaviours | None = None,
+    kubo_config: KuboConfig | None = None,
 ) -> web.Application:
     routes = web.RouteTableDef()
     if profiles is None:
@@ -101,6 +108,7 @@ def build_admin_app(
 
         gateways = GatewayBehaviours(GATEWAYS, config.gateways)
     behaviours = gateways
+    kubo = kubo_config or KuboConfig(config.kubo_profile)
 
     @routes.get("/services")
     async def services(_: web.Request) -> web.Response:
@@ -221,6 +229,35 @@ def build_admin_app(
         except GatewayBehaviourError as exc:
             return _bad_request(str(exc))
         return web.json_response(behaviour.describe())
+
+    def kubo_import() -> dict[str, Any]:
+        try:
+            layout: dict[str, Any] | str = kubo.layout_for(AddFlags()).describe()
+        except ValueError as exc:  # a config `add` would refuse
+            layout = str(exc)
+        return {"profile": kubo.profile, "Import": kubo.show()["Import"], "add_layout": layout}
+
+    @routes.get("/kubo/import")
+    async def get_kubo_import(_: web.Request) -> web.Response:
+        return web.json_response(kubo_import())
+
+    @routes.put("/kubo/import")
+    async def set_kubo_import(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        unknown = sorted(set(body) - {"profile", "Import"})
+        if unknown:
+            return _bad_request(f"unknown fields: {', '.join(unknown)}")
+        keys = body.get("Import", {})
+        if not isinstance(keys, dict):
+            return _bad_request("Import: an object of Import keys")
+        try:
+            if "profile" in body:
+                kubo.apply_profile(str(body["profile"]))
+            for key, value in keys.items():
+                kubo.set(f"Import.{key}", value)
+        except KuboConfigError as exc:
+            return _bad_request(str(exc))
+        return web.json_response(kubo_import())
 
     @routes.post("/postgres/reset-connections")
     async def reset_pg(_: web.Request) -> web.Response:

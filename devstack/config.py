@@ -58,6 +58,9 @@ class StackConfig:
     # gateway -> behaviour at start, as the admin API's JSON body (devstack.ipfs.recursive;
     # `up --gateways`, DEVSTACK_GATEWAYS); gateways not named are the plain local gateway.
     gateways: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The Kubo node's Import profile at start (devstack.ipfs.kubo_config.PROFILES, or
+    # "default": every Import key unset; `up --kubo-profile`, DEVSTACK_KUBO_PROFILE).
+    kubo_profile: str = "default"
 
     @classmethod
     def create(
@@ -71,11 +74,13 @@ class StackConfig:
         solana_profiles: dict[str, str] | None = None,
         fee_market: dict[str, Any] | None = None,
         gateways: dict[str, dict[str, Any]] | None = None,
+        kubo_profile: str | None = None,
     ) -> StackConfig:
         """Build a config from arguments, falling back to DEVSTACK_* variables, then defaults.
 
         Raises ``ValueError`` (``devstack.profiles.ProfileError``) for an unknown endpoint or
         profile in ``DEVSTACK_SOLANA_PROFILES``."""
+        from devstack.ipfs.kubo_config import check_kubo_profile
         from devstack.ipfs.recursive import parse_gateway_spec
         from devstack.profiles import parse_profile_spec
         from devstack.solana.fee_market import parse_fee_market_spec
@@ -114,6 +119,9 @@ class StackConfig:
                 dict(gateways)
                 if gateways is not None
                 else parse_gateway_spec(env.get("DEVSTACK_GATEWAYS", ""), GATEWAYS)
+            ),
+            kubo_profile=check_kubo_profile(
+                kubo_profile or env.get("DEVSTACK_KUBO_PROFILE", "") or "default"
             ),
         )
 

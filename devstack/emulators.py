@@ -18,6 +18,7 @@ from devstack.admin import build_admin_app
 from devstack.config import GATEWAYS, LOOPBACK, SOLANA_ENDPOINTS, StackConfig
 from devstack.faults import FaultRegistry
 from devstack.ipfs import IpfsStore, build_gateway_app, build_kubo_app, build_pinata_app
+from devstack.ipfs.kubo_config import KuboConfig
 from devstack.ipfs.recursive import GatewayBehaviours
 from devstack.pg_proxy import PostgresFaultProxy
 from devstack.profiles import SolanaProfiles
@@ -109,14 +110,22 @@ async def serve(config: StackConfig) -> None:
             requests_per_minute=config.pinata_requests_per_minute,
         ),
     )
-    await host.add("kubo", build_kubo_app(store, registry))
+    kubo_config = KuboConfig(config.kubo_profile)
+    await host.add("kubo", build_kubo_app(store, registry, kubo_config))
     gateways = GatewayBehaviours(GATEWAYS, config.gateways)
     for name in GATEWAYS:
         await host.add(name, build_gateway_app(store, registry, name, gateways))
     await host.add(
         "admin",
         build_admin_app(
-            config, registry, ledger, store.pinata_limits, pg_proxy, profiles, gateways=gateways
+            config,
+            registry,
+            ledger,
+            store.pinata_limits,
+            pg_proxy,
+            profiles,
+            gateways=gateways,
+            kubo_config=kubo_config,
         ),
     )
 

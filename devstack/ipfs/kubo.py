@@ -14,13 +14,15 @@ from aiohttp import BodyPartReader, web
 
 from devstack.faults import FaultRegistry, fault_middleware
 from devstack.ipfs.car import car_stream
-from devstack.ipfs.cid import InvalidCid, cid_of_async, dag_size, parse_cid
-from devstack.ipfs.store import IpfsStore
+from devstack.ipfs.cid import InvalidCid, parse_cid
+from devstack.ipfs.kubo_config import AddFlags, KuboConfig, KuboConfigError, UnsupportedImport
+from devstack.ipfs.store import IpfsStore, build_dag
 
 TARGET = "kubo"
 VERSION = "0.39.0-devstack"
 MAX_BODY = 512 * 1024 * 1024
 STORE_KEY = web.AppKey("kubo_store", IpfsStore)
+CONFIG_KEY = web.AppKey("kubo_config", KuboConfig)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -39,15 +41,23 @@ class KuboError(Exception):
         )
 
 
-def build_kubo_app(store: IpfsStore, registry: FaultRegistry) -> web.Application:
+def build_kubo_app(
+    store: IpfsStore, registry: FaultRegistry, config: KuboConfig | None = None
+) -> web.Application:
+    """``config``: the node's Import configuration (the admin API shares it; default: a
+    fresh ``ipfs init``, every Import key unset)."""
     app = web.Application(
         client_max_size=MAX_BODY,
         middlewares=[fault_middleware(registry, TARGET), _post_only, _kubo_errors],
     )
     app[STORE_KEY] = store
+    app[CONFIG_KEY] = config or KuboConfig()
     for path, handler in {
         "add": _add,
         "cat": _cat,
+        "config": _config,
+        "config/show": _config_show,
+        "config/profile/apply": _config_profile_apply,
         "dag/export": _dag_export,
         "pin/add": _pin_add,
         "pin/rm": _pin_rm,
@@ -112,15 +122,23 @@ def _parse(arg: str) -> str:
 
 
 async def _add(request: web.Request) -> web.Response:
-    cid_version = _cid_version(request)
-    raw_leaves = _bool(request, "raw-leaves", cid_version == 1)
-    if raw_leaves != (cid_version == 1):
-        raise KuboError(
-            "devstack supports only Kubo's defaults: cid-version=0 with dag-pb leaves, "
-            "or cid-version=1 with raw leaves",
-            client=True,
-        )
+    """``ipfs add``: each flag that changes the CID overrides the node's Import config
+    (devstack.ipfs.kubo_config); options the devstack does not model are refused."""
     _reject_unsupported(request)
+    flags = AddFlags(
+        cid_version=_int(request, "cid-version"),
+        raw_leaves=_opt_bool(request, "raw-leaves"),
+        chunker=request.query.get("chunker") or None,
+        hash=request.query.get("hash") or None,
+        max_file_links=_int(request, "max-file-links"),
+        trickle=_opt_bool(request, "trickle"),
+    )
+    try:
+        layout = request.app[CONFIG_KEY].layout_for(flags)
+    except UnsupportedImport as exc:
+        raise KuboError(f"devstack does not model {exc}", client=True) from None
+    except KuboConfigError as exc:
+        raise KuboError(str(exc)) from None
     pin = _bool(request, "pin", True)
     only_hash = _bool(request, "only-hash", False)
     if not request.content_type.startswith("multipart/"):
@@ -133,9 +151,10 @@ async def _add(request: web.Request) -> web.Response:
             continue  # directories and nested parts are not supported
         data = bytes(await part.read())
         if only_hash:
-            cid, size = await cid_of_async(data, cid_version), dag_size(len(data), cid_version)
+            dag = await build_dag(data, layout)
+            cid, size = dag.cid, dag.dag_size
         else:
-            added = await store.add(data, cid_version=cid_version)
+            added = await store.add(data, layout=layout)
             cid, size = added.cid, added.dag_size
             if pin:
                 store.pin(TARGET, cid, size=size, name=part.filename)
@@ -156,26 +175,85 @@ def _is_file(part: object) -> TypeGuard[BodyPartReader]:
     return not part.headers.get("Content-Type", "").startswith("application/x-directory")
 
 
-def _cid_version(request: web.Request) -> int:
-    text = request.query.get("cid-version", "0")
-    if text not in ("0", "1"):
-        raise KuboError(f"unknown CID version: {text}", client=True)
-    return int(text)
+def _int(request: web.Request, name: str) -> int | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise KuboError(
+            f'Could not convert value "{text}" to type "int" (for option "-{name}")', client=True
+        ) from None
+
+
+def _opt_bool(request: web.Request, name: str) -> bool | None:
+    return None if name not in request.query else _bool(request, name, False)
 
 
 def _reject_unsupported(request: web.Request) -> None:
-    """Options that would change the CID in ways the devstack does not model."""
+    """Options Kubo takes that would change the CID in ways the devstack does not model."""
     checks = {
-        "chunker": lambda v: v in ("", "size-262144"),
-        "hash": lambda v: v in ("", "sha2-256"),
-        "trickle": lambda v: v.lower() in ("0", "f", "false"),
         "wrap-with-directory": lambda v: v.lower() in ("0", "f", "false"),
         "inline": lambda v: v.lower() in ("0", "f", "false"),
+        "nocopy": lambda v: v.lower() in ("0", "f", "false"),
+        "preserve-mode": lambda v: v.lower() in ("0", "f", "false"),
+        "preserve-mtime": lambda v: v.lower() in ("0", "f", "false"),
+        "mode": lambda v: False,
+        "mtime": lambda v: False,
     }
     for name, ok in checks.items():
         value = request.query.get(name)
         if value is not None and not ok(value):
-            raise KuboError(f"devstack does not support {name}={value}", client=True)
+            raise KuboError(f"devstack does not model {name}={value}", client=True)
+
+
+# -- config ------------------------------------------------------------------------------
+
+
+async def _config_show(request: web.Request) -> web.Response:
+    return web.json_response(request.app[CONFIG_KEY].show())
+
+
+async def _config(request: web.Request) -> web.Response:
+    """``ipfs config <key> [<value>]`` (``--json``, ``--bool``): answers {"Key", "Value"}."""
+    args = request.query.getall("arg", [])
+    if not args:
+        raise KuboError('argument "key" is required', client=True)
+    config = request.app[CONFIG_KEY]
+    key = args[0]
+    try:
+        if len(args) > 1:
+            value: Any = args[1]
+            if _bool(request, "json", False):
+                try:
+                    value = json.loads(args[1])
+                except ValueError as exc:
+                    raise KuboError(f"failed to unmarshal json. {exc}") from None
+            elif _bool(request, "bool", False):
+                value = args[1] == "true"
+            config.set(key, value)
+        return web.json_response({"Key": key, "Value": config.get(key)})
+    except KuboConfigError as exc:
+        raise KuboError(str(exc)) from None
+
+
+async def _config_profile_apply(request: web.Request) -> web.Response:
+    """``ipfs config profile apply <name>`` ([--dry-run]): answers {"OldCfg", "NewCfg"}."""
+    args = request.query.getall("arg", [])
+    if not args:
+        raise KuboError('argument "profile" is required', client=True)
+    config = request.app[CONFIG_KEY]
+    try:
+        if _bool(request, "dry-run", False):
+            trial = KuboConfig()
+            trial.imports = dict(config.imports)
+            old, new = trial.apply_profile(args[0])
+        else:
+            old, new = config.apply_profile(args[0])
+    except KuboConfigError as exc:
+        raise KuboError(str(exc)) from None
+    return web.json_response({"OldCfg": old, "NewCfg": new})
 
 
 async def _cat(request: web.Request) -> web.Response:
@@ -212,9 +290,8 @@ async def _pin_add(request: web.Request) -> web.Response:
         if not store.has_content(cid):
             raise KuboError(f"block was not found locally (offline): ipld: could not find {cid}")
     for cid in cids:
-        size = len(await store.read(cid) or b"")
-        version = parse_cid(cid).version
-        store.pin(TARGET, cid, size=dag_size(size, version))
+        found = await store.dag(cid)
+        store.pin(TARGET, cid, size=found[1].tsize if found else 0)
     return web.json_response({"Pins": cids})
 
 

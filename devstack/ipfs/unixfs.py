@@ -30,6 +30,7 @@ from typing import Any
 
 CIDV0_CHUNK = 262_144
 MIB = 1_048_576
+MAX_CHUNK = 2_096_896  # Kubo docs/config.md, Import.UnixFSChunker: "2MiB - 256 bytes"
 
 DAG_PB = 0x70
 RAW = 0x55
@@ -58,10 +59,11 @@ class Layout:
     def __post_init__(self) -> None:
         if self.cid_version not in (0, 1):
             raise LayoutError(f"cid_version: {self.cid_version!r} is not 0 or 1")
-        if not 1 <= self.chunk_size <= MIB:
-            # boxo's chunker refuses chunks over 1 MiB (ChunkSizeLimit, chunker/parse.go).
-            raise LayoutError(f"chunk_size: {self.chunk_size!r} is not within 1..1048576")
+        if not 1 <= self.chunk_size <= MAX_CHUNK:
+            raise LayoutError(f"chunk_size: {self.chunk_size!r} is not within 1..{MAX_CHUNK}")
         if self.max_links < 2:
+            # Kubo only says "Must be positive (> 0)"; one link a node never ends a balanced
+            # tree, so the devstack refuses it.
             raise LayoutError(f"max_links: {self.max_links!r} is below 2")
 
     def describe(self) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def test_ipip_499_v1_2025_at_and_over_max_links() -> None:
 
 def test_layout_rejects_what_kubo_rejects() -> None:
     with pytest.raises(LayoutError, match="chunk_size"):
-        Layout(chunk_size=MIB + 1)
+        Layout(chunk_size=2 * MIB)
     with pytest.raises(LayoutError, match="cid_version"):
         Layout(cid_version=2)
 

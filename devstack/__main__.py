@@ -1,5 +1,5 @@
 """python -m devstack up [--detach] [--codec] [--solana-profiles SPEC] [--fee-market SPEC]
-| down [--wipe] | env | status
+[--pinata-plan NAME] | down [--wipe] | env | status
 
 Every command takes ``--state-dir`` (default ``.devstack``, or ``DEVSTACK_DIR``).
 """
@@ -16,6 +16,7 @@ from typing import Any
 
 from devstack.config import GATEWAYS, SOLANA_ENDPOINTS, StackConfig
 from devstack.ipfs.kubo_config import KuboConfigError
+from devstack.ipfs.limits import PLANS, PlanError
 from devstack.ipfs.recursive import GatewayBehaviourError, parse_gateway_spec
 from devstack.profiles import PROFILES, ProfileError, parse_profile_spec
 from devstack.solana.fee_market import FeeMarketError, parse_fee_market_spec
@@ -30,6 +31,7 @@ def _config(args: argparse.Namespace) -> StackConfig:
         "port_offset": getattr(args, "port_offset", None),
         "slot_ms": getattr(args, "slot_ms", None),
         "pinata_requests_per_minute": getattr(args, "pinata_rpm", None),
+        "pinata_plan": getattr(args, "pinata_plan", None),
         "codec": getattr(args, "codec", None),
         "solana_profiles": _profiles_arg(getattr(args, "solana_profiles", None)),
         "fee_market": _fee_market_arg(getattr(args, "fee_market", None)),
@@ -46,13 +48,19 @@ def _config(args: argparse.Namespace) -> StackConfig:
                     "settings; run `python -m devstack down` first"
                 )
             return saved
-        given = {k: v if v is not None else getattr(saved, k) for k, v in given.items()}
+        # A new plan without --pinata-rpm takes the new plan's limit, not the saved one.
+        keep = set(given) - ({"pinata_requests_per_minute"} if given["pinata_plan"] else set())
+        given = {
+            k: v if v is not None or k not in keep else getattr(saved, k) for k, v in given.items()
+        }
     try:
         return StackConfig.create(state_dir, **given)
     except FeeMarketError as exc:
         raise StackError(f"DEVSTACK_FEE_MARKET: {exc}") from exc
     except ProfileError as exc:
         raise StackError(f"DEVSTACK_SOLANA_PROFILES: {exc}") from exc
+    except PlanError as exc:
+        raise StackError(f"--pinata-plan / DEVSTACK_PINATA_PLAN: {exc}") from exc
     except GatewayBehaviourError as exc:
         raise StackError(f"DEVSTACK_GATEWAYS: {exc}") from exc
     except KuboConfigError as exc:
@@ -169,7 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         "--pinata-rpm",
         type=int,
         default=None,
-        help="Pinata requests a minute before 429 (180; 0 = no limit)",
+        help="Pinata requests a minute before 429, over the plan's (0 = no limit)",
+    )
+    up.add_argument(
+        "--pinata-plan",
+        default=None,
+        metavar="NAME",
+        help=f"Pinata plan whose limits the emulator enforces ({', '.join(PLANS)}; default"
+        " picnic; also DEVSTACK_PINATA_PLAN; kept by later `up`s)",
     )
     up.add_argument(
         "--codec",
@@ -226,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ProfileError as exc:  # DEVSTACK_SOLANA_PROFILES, read with every command
         print(f"devstack: DEVSTACK_SOLANA_PROFILES: {exc}", file=sys.stderr)
+        return 2
+    except PlanError as exc:  # DEVSTACK_PINATA_PLAN, read with every command
+        print(f"devstack: DEVSTACK_PINATA_PLAN: {exc}", file=sys.stderr)
         return 2
     except GatewayBehaviourError as exc:  # DEVSTACK_GATEWAYS, read with every command
         print(f"devstack: DEVSTACK_GATEWAYS: {exc}", file=sys.stderr)

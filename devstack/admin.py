@@ -17,7 +17,13 @@ PUT    /solana/fee-market {"busy_fraction": F[, "min_fee": N, "max_fee": M,
                                    switch the load (fields left out take their defaults; on,
                                    the last 150 slots look as if it had run through them)
 DELETE /solana/fee-market          load off, and its samples dropped from the fee window
-POST   /pinata/limits {"requests_per_minute": N}   change Pinata's rate limit (0: none)
+POST   /pinata/limits {"requests_per_minute": N[, "data_requests_per_minute": M]}
+                                   change Pinata's limits (0: none; the general bucket, and
+                                   /data/*'s); answers as GET /pinata/plan
+GET    /pinata/plan                Pinata's plan, its buckets (limit, requests in the sliding
+                                   minute, 429s), requests per route, testAuthentication calls
+PUT    /pinata/plan {"plan": NAME} switch to a plan's limits (devstack.ipfs.limits.PLANS:
+                                   free, picnic, fiesta, legacy, unlimited); counters are kept
 GET    /gateways                   every gateway's behaviour (devstack.ipfs.recursive):
                                    {name: {"appear_after_s", "retrieval_timeout_s",
                                    "missing_status", "cache_after_unpin_s", "retry_after_s"}}
@@ -33,7 +39,8 @@ PUT    /kubo/import {"profile": P[, "Import": {key: value}]}   apply a profile (
 POST   /postgres/reset-connections cut every open database connection once
 GET    /stats                      requests per service per minute (and per JSON-RPC method
                                    for the Solana endpoints), faults fired by kind,
-                                   requests Pinata's rate limit refused (429), and each Solana
+                                   requests Pinata's rate limit refused (429), Pinata's plan
+                                   and counters (`pinata`, as GET /pinata/plan), and each Solana
                                    endpoint's profile counters (calls accepted / refused)
 """
 
@@ -47,7 +54,7 @@ from aiohttp import web
 from devstack.config import StackConfig
 from devstack.faults import FaultRegistry, FaultSpecError
 from devstack.ipfs.kubo_config import AddFlags, KuboConfig, KuboConfigError
-from devstack.ipfs.limits import PinataLimits
+from devstack.ipfs.limits import PinataLimits, PlanError
 from devstack.ipfs.recursive import GatewayBehaviourError, GatewayBehaviours
 from devstack.profiles import ProfileError, SolanaProfiles
 from devstack.solana.fee_market import FeeMarketError, FeeMarketLoad
@@ -198,11 +205,41 @@ def build_admin_app(
 
     @routes.post("/pinata/limits")
     async def set_pinata_limits(request: web.Request) -> web.Response:
-        rpm = (await _json_body(request)).get("requests_per_minute")
-        if not isinstance(rpm, int) or rpm < 0:
-            return _bad_request("requests_per_minute: must be an integer >= 0 (0 means no limit)")
-        pinata_limits.set(rpm)
-        return web.json_response({"requests_per_minute": rpm})
+        body = await _json_body(request)
+        fields = ("requests_per_minute", "data_requests_per_minute")
+        unknown = sorted(set(body) - set(fields))
+        if unknown:
+            return _bad_request(f"unknown fields: {', '.join(unknown)}")
+        if not body:
+            return _bad_request("give requests_per_minute and/or data_requests_per_minute")
+        for name in fields:
+            value = body.get(name, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                return _bad_request(f"{name}: must be an integer >= 0 (0 means no limit)")
+        if "requests_per_minute" in body:
+            pinata_limits.set(body["requests_per_minute"])
+        if "data_requests_per_minute" in body:
+            pinata_limits.set_data(body["data_requests_per_minute"])
+        return web.json_response(pinata_limits.snapshot())
+
+    @routes.get("/pinata/plan")
+    async def get_pinata_plan(_: web.Request) -> web.Response:
+        return web.json_response(pinata_limits.snapshot())
+
+    @routes.put("/pinata/plan")
+    async def set_pinata_plan(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        unknown = sorted(set(body) - {"plan"})
+        if unknown:
+            return _bad_request(f"unknown fields: {', '.join(unknown)}")
+        name = body.get("plan")
+        if not isinstance(name, str):
+            return _bad_request("plan: a plan's name (free, picnic, fiesta, legacy, unlimited)")
+        try:
+            pinata_limits.set_plan(name)
+        except PlanError as exc:
+            return _bad_request(str(exc))
+        return web.json_response(pinata_limits.snapshot())
 
     @routes.get("/gateways")
     async def list_gateways(_: web.Request) -> web.Response:
@@ -278,6 +315,7 @@ def build_admin_app(
                 "rate_limited": {"pinata": pinata_limits.rejected},
                 # Pinata's sliding minute now: its limit and the requests it holds.
                 "pinata_window": pinata_limits.describe(),
+                "pinata": pinata_limits.snapshot(),
                 "postgres_open_connections": pg_proxy.open_connections if pg_proxy else None,
                 "solana_profiles": {
                     name: {"profile": d["profile"], **d["counters"]}

@@ -44,7 +44,11 @@ class StackConfig:
     state_dir: Path
     port_offset: int = 0
     slot_ms: int = 400
-    pinata_requests_per_minute: int = 180
+    # Pinata's plan at start (devstack.ipfs.limits.PLANS; `up --pinata-plan`,
+    # DEVSTACK_PINATA_PLAN) and its general limit (the plan's unless `--pinata-rpm` /
+    # DEVSTACK_PINATA_RPM says otherwise); the admin API changes both while the stack runs.
+    pinata_plan: str = "picnic"
+    pinata_requests_per_minute: int = 250
     pinata_jwt: str = DEVSTACK_PINATA_JWT
     external_database_url: str | None = None
     ports: dict[str, int] = field(default_factory=dict)
@@ -70,6 +74,7 @@ class StackConfig:
         port_offset: int | None = None,
         slot_ms: int | None = None,
         pinata_requests_per_minute: int | None = None,
+        pinata_plan: str | None = None,
         codec: bool | None = None,
         solana_profiles: dict[str, str] | None = None,
         fee_market: dict[str, Any] | None = None,
@@ -81,11 +86,15 @@ class StackConfig:
         Raises ``ValueError`` (``devstack.profiles.ProfileError``) for an unknown endpoint or
         profile in ``DEVSTACK_SOLANA_PROFILES``."""
         from devstack.ipfs.kubo_config import check_kubo_profile
+        from devstack.ipfs.limits import DEFAULT_PLAN, plan_named
         from devstack.ipfs.recursive import parse_gateway_spec
         from devstack.profiles import parse_profile_spec
         from devstack.solana.fee_market import parse_fee_market_spec
 
         env = os.environ
+        # Raises devstack.ipfs.limits.PlanError (a ValueError) for an unknown plan.
+        plan = plan_named(pinata_plan or env.get("DEVSTACK_PINATA_PLAN", "") or DEFAULT_PLAN)
+        rpm_env = env.get("DEVSTACK_PINATA_RPM", "").strip()
         offset = (
             port_offset if port_offset is not None else int(env.get("DEVSTACK_PORT_OFFSET", "0"))
         )
@@ -93,10 +102,13 @@ class StackConfig:
             state_dir=Path(state_dir or env.get("DEVSTACK_DIR", ".devstack")).resolve(),
             port_offset=offset,
             slot_ms=slot_ms if slot_ms is not None else int(env.get("DEVSTACK_SLOT_MS", "400")),
+            pinata_plan=plan.name,
             pinata_requests_per_minute=(
                 pinata_requests_per_minute
                 if pinata_requests_per_minute is not None
-                else int(env.get("DEVSTACK_PINATA_RPM", "180"))
+                else int(rpm_env)
+                if rpm_env
+                else plan.requests_per_minute
             ),
             external_database_url=env.get("DATABASE_URL") or None,
             ports={name: port + offset for name, port in DEFAULT_PORTS.items()},
@@ -216,6 +228,13 @@ class StackConfig:
 
         return [str(a) for a in FeeMarketLoad.from_json(self.fee_market).hot_accounts]
 
+    @property
+    def pinata_data_requests_per_minute(self) -> int:
+        """The start plan's ``/data/*`` limit (devstack.ipfs.limits)."""
+        from devstack.ipfs.limits import plan_named
+
+        return plan_named(self.pinata_plan).data_requests_per_minute
+
     def worker_env(self) -> dict[str, str]:
         """Every setting the worker needs, as environment variables (dev key material made
         on first use, in the state folder)."""
@@ -228,6 +247,10 @@ class StackConfig:
             "SOLANA_RPC_ENDPOINTS": ",".join(self.url(n) for n in SOLANA_ENDPOINTS),
             "PINATA_API_URL": self.url("pinata"),
             "PINATA_JWT": self.pinata_jwt,
+            # The start plan's limits, which the worker paces itself by (docs/configuration.md);
+            # 0 (no limit) is not a worker setting: a large plan stands for it.
+            "PINATA_REQUESTS_PER_MINUTE": str(self.pinata_requests_per_minute or 100_000),
+            "PINATA_DATA_REQUESTS_PER_MINUTE": str(self.pinata_data_requests_per_minute or 100_000),
             "KUBO_API_URL": self.url("kubo"),
             "IPFS_GATEWAYS": ",".join(self.url(n) for n in GATEWAYS),
             "DEVSTACK_ADMIN_URL": self.url("admin"),

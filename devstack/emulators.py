@@ -108,6 +108,7 @@ async def serve(config: StackConfig) -> None:
             registry,
             jwt=config.pinata_jwt,
             requests_per_minute=config.pinata_requests_per_minute,
+            plan=config.pinata_plan,
         ),
     )
     kubo_config = KuboConfig(config.kubo_profile)

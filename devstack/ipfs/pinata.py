@@ -15,7 +15,7 @@ from aiohttp import BodyPartReader, web
 from devstack.faults import FaultRegistry, fault_middleware
 from devstack.ipfs import jsjson
 from devstack.ipfs.cid import InvalidCid
-from devstack.ipfs.limits import PinataLimits, retry_after_header
+from devstack.ipfs.limits import DEFAULT_PLAN, PinataLimits, PinataPlan, retry_after_header
 from devstack.ipfs.pinlist import FilterError, PinFilter
 from devstack.ipfs.store import IpfsStore, Pin
 
@@ -26,6 +26,9 @@ MAX_BODY = 512 * 1024 * 1024
 
 LIMITS_KEY = web.AppKey("pinata_limits", PinataLimits)  # aiohttp wants typed keys
 STORE_KEY = web.AppKey("pinata_store", IpfsStore)
+# CID -> the content type its upload declared (the file part's, or JSON for pinJSONToIPFS), for
+# pinList's ``mime_type``; kept by the app, not the shared store (Kubo has no such field).
+MIME_KEY = web.AppKey("pinata_mime_types", dict[str, str])
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -38,11 +41,17 @@ def pinata_error(status: int, reason: str, details: str, **headers: str) -> web.
 
 
 def build_pinata_app(
-    store: IpfsStore, registry: FaultRegistry, *, jwt: str, requests_per_minute: int
+    store: IpfsStore,
+    registry: FaultRegistry,
+    *,
+    jwt: str,
+    requests_per_minute: int | None = None,
+    plan: str | PinataPlan = DEFAULT_PLAN,
 ) -> web.Application:
-    """The Pinata face. Its rate limit changes at run time through ``app[LIMITS_KEY].set(n)``,
-    or ``store.pinata_limits.set(n)`` for code that holds only the store (the admin API)."""
-    limits = PinataLimits(requests_per_minute)
+    """The Pinata face, limited as ``plan`` (devstack.ipfs.limits; ``requests_per_minute``
+    overrides its general limit). The limits change at run time through ``app[LIMITS_KEY]``,
+    or ``store.pinata_limits`` for code that holds only the store (the admin API)."""
+    limits = PinataLimits(requests_per_minute, plan=plan)
     store.pinata_limits = limits
     app = web.Application(
         client_max_size=MAX_BODY,
@@ -50,6 +59,7 @@ def build_pinata_app(
     )
     app[LIMITS_KEY] = limits
     app[STORE_KEY] = store
+    app[MIME_KEY] = {}
     app.router.add_get("/data/testAuthentication", _test_authentication)
     app.router.add_post("/pinning/pinFileToIPFS", _pin_file)
     app.router.add_post("/pinning/pinJSONToIPFS", _pin_json)
@@ -77,15 +87,31 @@ def _auth(jwt: str) -> Any:
 
 
 def _rate_limit(limits: PinataLimits) -> Any:
+    """429 past the plan's limit (devstack.ipfs.limits: the general bucket, or ``/data/*``'s).
+
+    Pinata's limits page documents the limits, not the 429 answer. What a real 429 carried, as
+    reported in https://github.com/ipfs/ipfs-desktop/issues/1954 (2022, Pinata's API behind
+    nginx/Express): ``Retry-After: 60``, ``X-RateLimit-Limit``, ``X-RateLimit-Remaining: 0`` and
+    ``X-RateLimit-Reset`` (Unix seconds), a JSON body. The same headers here, ``Retry-After``
+    the seconds until the window frees a place (the least surprising reading; Pinata's fixed 60
+    is an upper bound of it). The body's fields are not documented either: Pinata's error shape
+    (``{"error": {"reason", "details"}}``, as its other errors), reason ``RATE_LIMITED``."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        wait = limits.try_acquire()
-        if wait is not None:
+        refusal = limits.admit(request.method, request.path)
+        if refusal is not None:
             return pinata_error(
                 429,
                 "RATE_LIMITED",
-                f"Rate limit of {limits.requests_per_minute} requests per minute exceeded",
-                **{"Retry-After": retry_after_header(wait)},
+                f"Rate limit of {refusal.limit} requests per minute exceeded"
+                + (" for /data/ endpoints" if refusal.bucket == "data" else ""),
+                **{
+                    "Retry-After": retry_after_header(refusal.wait_s),
+                    "X-RateLimit-Limit": str(refusal.limit),
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": str(refusal.reset_epoch_s),
+                },
             )
         return await handler(request)
 
@@ -106,6 +132,7 @@ async def _pin_file(request: web.Request) -> web.Response:
         return pinata_error(400, "INVALID_REQUEST", "Expected a multipart/form-data body")
     data: bytes | None = None
     filename: str | None = None
+    content_type: str | None = None
     metadata_text = options_text = None
     reader = await request.multipart()
     async for part in reader:
@@ -118,6 +145,7 @@ async def _pin_file(request: web.Request) -> web.Response:
                 )
             data = bytes(await part.read())
             filename = part.filename
+            content_type = part.headers.get("Content-Type")
         elif part.name == "pinataMetadata":
             metadata_text = await part.text()
         elif part.name == "pinataOptions":
@@ -129,7 +157,9 @@ async def _pin_file(request: web.Request) -> web.Response:
         options = _parse_json_field(options_text, "pinataOptions")
     except ValueError as exc:
         return pinata_error(400, "INVALID_REQUEST", str(exc))
-    return await _pin_bytes(request, data, metadata, options, default_name=filename)
+    return await _pin_bytes(
+        request, data, metadata, options, default_name=filename, content_type=content_type
+    )
 
 
 async def _pin_json(request: web.Request) -> web.Response:
@@ -144,7 +174,9 @@ async def _pin_json(request: web.Request) -> web.Response:
     if not isinstance(metadata, dict) or not isinstance(options, dict):
         return pinata_error(400, "INVALID_REQUEST", "pinataMetadata and pinataOptions are objects")
     data = jsjson.stringify(body["pinataContent"]).encode("utf-8")
-    return await _pin_bytes(request, data, metadata, options, default_name=None)
+    return await _pin_bytes(
+        request, data, metadata, options, default_name=None, content_type="application/json"
+    )
 
 
 async def _pin_bytes(
@@ -154,6 +186,7 @@ async def _pin_bytes(
     options: dict[str, Any],
     *,
     default_name: str | None,
+    content_type: str | None,
 ) -> web.Response:
     cid_version = options.get("cidVersion", 0)
     if cid_version not in (0, 1) or isinstance(cid_version, bool):
@@ -172,6 +205,8 @@ async def _pin_bytes(
     pin, duplicate = store.pin(
         TARGET, added.cid, size=added.dag_size, name=name, keyvalues=keyvalues
     )
+    if content_type:
+        request.app[MIME_KEY][added.cid] = content_type.split(";", 1)[0].strip()
     return web.json_response(
         {
             "IpfsHash": added.cid,
@@ -190,6 +225,12 @@ async def _unpin(request: web.Request) -> web.Response:
     except InvalidCid:
         return pinata_error(400, "INVALID_HASH", f"The hash provided is not valid: {cid}")
     if not removed:
+        # Undocumented: Pinata's unpin reference lists no error answers. This form is the one
+        # reported most (e.g. github.com/PinataCloud/Pinata-SDK users' logs, 2023:
+        # {"error":{"reason":"CURRENT_USER_HAS_NOT_PINNED_CID","details":"The current user has
+        # not pinned the cid: Qm..."}}); an older one was 400 {"error":"Current user has not
+        # pinned hash: Qm..."} (github.com/dappnode/DAppNodeSDK/issues/136, 2021). The client
+        # accepts both (src/mintsaga/ipfs/pinata.py).
         return pinata_error(
             400,
             "CURRENT_USER_HAS_NOT_PINNED_CID",
@@ -204,7 +245,8 @@ async def _pin_list(request: web.Request) -> web.Response:
     except FilterError as exc:
         return pinata_error(400, "INVALID_REQUEST", str(exc))
     count, page = pin_filter.apply(request.app[STORE_KEY].pins(TARGET))
-    return web.json_response({"count": count, "rows": [_row(pin) for pin in page]})
+    mime = request.app[MIME_KEY]
+    return web.json_response({"count": count, "rows": [_row(pin, mime) for pin in page]})
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -237,7 +279,7 @@ def _check_metadata(name: Any, keyvalues: Any) -> str | None:
     return None
 
 
-def _row(pin: Pin) -> dict[str, Any]:
+def _row(pin: Pin, mime_types: dict[str, str]) -> dict[str, Any]:
     return {
         "id": pin.id,
         "ipfs_pin_hash": pin.cid,
@@ -249,6 +291,6 @@ def _row(pin: Pin) -> dict[str, Any]:
         "regions": [
             {"regionId": "FRA1", "currentReplicationCount": 1, "desiredReplicationCount": 1}
         ],
-        "mime_type": None,
+        "mime_type": mime_types.get(pin.cid),
         "number_of_files": 1,
     }

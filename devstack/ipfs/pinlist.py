@@ -1,9 +1,13 @@
 """Pinata's ``GET /data/pinList`` filters, applied to the store's pin records.
 
-Documented semantics: ``status`` all|pinned|unpinned (default all), ``hashContains`` substring
-of the CID, ``metadata[name]`` substring of the name, ``metadata[keyvalues]`` a JSON object
-``{"key": {"value": v, "op": "eq"}}`` (or one key per ``metadata[keyvalues][key]`` parameter),
-``pageLimit`` 1..1000 (default 10), ``pageOffset``. Newest pins come first.
+Documented semantics: ``status`` all|pinned|unpinned (default all); ``cid``, "CID of file you
+are searching for" in the current reference
+(https://docs.pinata.cloud/api-reference/endpoint/list-files), which does not say exact or
+substring: exact here, as the name says a CID, not a part of one; ``hashContains``, the older
+guide's name (https://docs.pinata.cloud/pinning/listing-files), a substring of the CID as its
+name says; ``metadata[name]`` substring of the name; ``metadata[keyvalues]`` a JSON object
+``{"key": {"value": v, "op": "eq"}}`` (or one key per ``metadata[keyvalues][key]``
+parameter); ``pageLimit`` 1..1000 (default 10), ``pageOffset``. Newest pins come first.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class FilterError(ValueError):
 class PinFilter:
     status: str = "all"
     hash_contains: str | None = None
+    cid: str | None = None
     name: str | None = None
     keyvalues: dict[str, dict[str, Any]] = field(default_factory=dict)
     pin_size_min: int | None = None
@@ -44,7 +49,8 @@ class PinFilter:
         f.status = query.get("status", "all")
         if f.status not in ("all", "pinned", "unpinned"):
             raise FilterError("status must be one of all, pinned, unpinned")
-        f.hash_contains = query.get("hashContains") or query.get("cid") or None
+        f.hash_contains = query.get("hashContains") or None
+        f.cid = query.get("cid") or None
         f.name = query.get("metadata[name]") or None
         if "metadata[keyvalues]" in query:
             f.keyvalues.update(_json_object(query["metadata[keyvalues]"], "metadata[keyvalues]"))
@@ -73,6 +79,8 @@ class PinFilter:
         if self.status == "unpinned" and pin.active:
             return False
         if self.hash_contains and self.hash_contains not in pin.cid:
+            return False
+        if self.cid and self.cid != pin.cid:
             return False
         if self.name and self.name not in (pin.name or ""):
             return False

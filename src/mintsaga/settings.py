@@ -572,22 +572,44 @@ def _security_from_profile(
 
 # -- worker tuning and the fleet-wide Pinata rate -------------------------------------------
 
-# Pinata's limit per account (the devstack's emulator enforces the same by default).
-PINATA_REQUESTS_PER_MINUTE = 180
+# Pinata's plans (https://docs.pinata.cloud/account-management/limits): Free 60 requests a
+# minute, Picnic 250, Fiesta 500, and on every plan 30 a minute for the /data/* routes
+# (testAuthentication, pinList). PINATA_REQUESTS_PER_MINUTE names the account's plan and has no
+# default (a wrong guess is a 429 storm on a free account or a fleet held back on a paid one);
+# this is the rate `WorkerTuning()` assumes when built without one (the free plan's).
+PINATA_REQUESTS_PER_MINUTE = 60
+PINATA_DATA_REQUESTS_PER_MINUTE = 30
 # The share of it the fleet's Pinata activities may use. The rest is for what the task queue's
-# limit does not pace: the health checks (3 requests a minute, one schedule for the whole
-# fleet), operators' tools, and the burst Temporal's token bucket lets through after a lull.
+# limit does not pace: the health checks (an upload and an unpin each probe, one schedule for
+# the whole fleet), operators' tools, and the burst Temporal's token bucket lets through after
+# a lull.
 PINATA_HEADROOM = 0.8
-# Pinata requests per activity on the Pinata queue: 1 for check_ipfs, upload_image and
-# upload_metadata, 2 for release_pins (image and metadata unpinned). The worst mix, every mint
-# rolled back after its uploads, averages (3 x 1 + 2) / 4 = 1.25; the happy path is 1.
-PINATA_REQUESTS_PER_ACTIVITY = 1.25
+# Pinata requests per activity on the Pinata queue: 0 for check_ipfs (it asks no Pinata
+# endpoint: activities/ipfs.py), 1 for upload_image and upload_metadata, 2 for release_pins
+# (image and metadata unpinned). The worst mix, every mint rolled back after its uploads,
+# averages (0 + 1 + 1 + 2) / 4 = 1; the happy path (0 + 1 + 1) / 3 = 0.67.
+PINATA_REQUESTS_PER_ACTIVITY = 1.0
 
 
 def pinata_activities_per_second(requests_per_minute: int = PINATA_REQUESTS_PER_MINUTE) -> float:
     """The task-queue-wide activity rate that keeps the whole fleet under a Pinata plan of
-    `requests_per_minute`: for 180, 180 x 0.8 / 60 / 1.25 = 1.92 activities a second."""
+    `requests_per_minute`: for the free plan's 60, 60 x 0.8 / 60 / 1 = 0.8 activities a
+    second."""
     return round(requests_per_minute * PINATA_HEADROOM / 60 / PINATA_REQUESTS_PER_ACTIVITY, 3)
+
+
+def pinata_limits_from_env(env: Mapping[str, str]) -> tuple[int, int]:
+    """(PINATA_REQUESTS_PER_MINUTE, PINATA_DATA_REQUESTS_PER_MINUTE): the account's plan,
+    required, and its /data/* limit (30, Pinata's documented figure for every plan)."""
+    name = "PINATA_REQUESTS_PER_MINUTE"
+    if not env.get(name, "").strip():
+        raise SettingsError(
+            f"{name} is not set: it names the Pinata plan's request limit (60 on the free plan,"
+            " 250 Picnic, 500 Fiesta: https://docs.pinata.cloud/account-management/limits)"
+        )
+    rpm = _int(env, name, PINATA_REQUESTS_PER_MINUTE, minimum=1)
+    data = _int(env, "PINATA_DATA_REQUESTS_PER_MINUTE", PINATA_DATA_REQUESTS_PER_MINUTE, minimum=1)
+    return rpm, data
 
 
 def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
@@ -650,9 +672,16 @@ class WorkerTuning(BaseModel):
     pinata_activities_per_second: float | None = pinata_activities_per_second()
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> WorkerTuning:
+    def from_env(
+        cls, env: Mapping[str, str], *, pinata_requests_per_minute: int | None = None
+    ) -> WorkerTuning:
+        """From `env`; the Pinata queue's rate is PINATA_ACTIVITIES_PER_SECOND when set, else
+        what the plan (`pinata_requests_per_minute`, the free plan's when None) allows."""
         cached = _int(env, "WORKER_MAX_CACHED_WORKFLOWS", 1000, minimum=0)
-        rate = _float(env, "PINATA_ACTIVITIES_PER_SECOND", pinata_activities_per_second())
+        plan_rate = pinata_activities_per_second(
+            pinata_requests_per_minute or PINATA_REQUESTS_PER_MINUTE
+        )
+        rate = _float(env, "PINATA_ACTIVITIES_PER_SECOND", plan_rate)
         return cls(
             max_concurrent_activities=_int(env, "WORKER_MAX_CONCURRENT_ACTIVITIES", 100, minimum=1),
             max_concurrent_workflow_tasks=_int(
@@ -691,6 +720,10 @@ class Settings(BaseModel):
     solana_spend_limit_lamports_per_hour: int
     pinata_api_url: str
     pinata_jwt: SecretStr
+    # PINATA_REQUESTS_PER_MINUTE (the plan; the Pinata queue's rate follows it) and
+    # PINATA_DATA_REQUESTS_PER_MINUTE (this worker's /data/* budget: mintsaga.ipfs.pinata_data).
+    pinata_requests_per_minute: int = PINATA_REQUESTS_PER_MINUTE
+    pinata_data_requests_per_minute: int = PINATA_DATA_REQUESTS_PER_MINUTE
     kubo_api_url: str
     ipfs_gateways: tuple[str, ...]
     # IPFS_DEDICATED_GATEWAY: read first; the post-mint check's blocking gateway (ipfs/gateways.py).
@@ -742,6 +775,7 @@ class Settings(BaseModel):
         endpoints = _named_urls(
             env, "SOLANA_RPC_ENDPOINTS", "the Solana RPC endpoints, primary first"
         )
+        pinata_rpm, pinata_data_rpm = pinata_limits_from_env(env)
         gateways = _url_list(env, "IPFS_GATEWAYS", "the IPFS gateways to read through")
         uri_style, metadata_gateway = metadata_links_from_env(env, gateways)
         return cls(
@@ -784,6 +818,8 @@ class Settings(BaseModel):
                 env.get("PINATA_API_URL", "").strip() or "https://api.pinata.cloud",
             ),
             pinata_jwt=SecretStr(_required_secret(env, "PINATA_JWT", "the Pinata API token")),
+            pinata_requests_per_minute=pinata_rpm,
+            pinata_data_requests_per_minute=pinata_data_rpm,
             kubo_api_url=_url(
                 "KUBO_API_URL",
                 _required(env, "KUBO_API_URL", "the backup IPFS provider (Kubo RPC)"),
@@ -805,7 +841,7 @@ class Settings(BaseModel):
                 env, "MINT_IMAGE_MEMORY_BUDGET_BYTES", 128 * 2**20, minimum=1
             ),
             metrics_port=_int(env, "METRICS_PORT", 0, minimum=0, maximum=65535),
-            tuning=WorkerTuning.from_env(env),
+            tuning=WorkerTuning.from_env(env, pinata_requests_per_minute=pinata_rpm),
             solana_priority_fee_estimator=priority_fee_estimator_from_env(env),
             solana_priority_fee_accounts=priority_fee_accounts_from_env(env),
             solana_commitment=commitment_from_env(env),

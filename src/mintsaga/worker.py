@@ -53,12 +53,13 @@ from mintsaga.db.mint_store import MintStore
 from mintsaga.db.runtime_config import RuntimeConfigStore
 from mintsaga.db.runtime_settings import RuntimeSettings, describe_changes, solana_endpoints_for
 from mintsaga.db.runtime_watcher import RuntimeConfigWatcher
-from mintsaga.errors import redact_url
+from mintsaga.errors import ErrorKind, ServiceError, redact_url
 from mintsaga.ipfs.gateways import GatewayReader
 from mintsaga.ipfs.images import ByteBudget, ImageLoader
 from mintsaga.ipfs.kubo import KuboClient
 from mintsaga.ipfs.metadata import ContentLinks, UriStyle
 from mintsaga.ipfs.pinata import PinataClient
+from mintsaga.ipfs.pinata_data import shared_budget
 from mintsaga.ipfs.uploads import IpfsUploader
 from mintsaga.observability.logging import configure_logging
 from mintsaga.observability.metrics import (
@@ -133,6 +134,10 @@ async def mint_activities(
         # Start with the operator's settings; with the database down, go on with the env's.
         await watcher.wait_loaded(5.0)
         try:
+            # One /data/* budget for the process, the health probes' client's too.
+            shared_budget(settings.pinata_api_url).set_limit(
+                settings.pinata_data_requests_per_minute
+            )
             pinata = PinataClient(
                 settings.pinata_api_url,
                 settings.pinata_jwt.get_secret_value(),
@@ -345,7 +350,33 @@ async def running(workers: Sequence[Worker]) -> AsyncIterator[None]:
             await asyncio.gather(*(one.shutdown() for one in workers))
 
 
+async def check_pinata_jwt(settings: Settings) -> None:
+    """Ask Pinata once whether it accepts PINATA_JWT (its testAuthentication) before the worker
+    polls: a refusal (401/403) is a SettingsError naming PINATA_JWT; Pinata down, slow or
+    rate-limited is logged and tolerated (the health schedule asks again; uploads fail over to
+    Kubo meanwhile). Pre-mint checks do not ask per mint (activities/ipfs.py)."""
+    shared_budget(settings.pinata_api_url).set_limit(settings.pinata_data_requests_per_minute)
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http:
+        pinata = PinataClient(settings.pinata_api_url, settings.pinata_jwt.get_secret_value(), http)
+        try:
+            await pinata.test_authentication()
+        except ServiceError as exc:
+            if exc.kind is ErrorKind.NEEDS_OPERATOR:
+                raise SettingsError(
+                    f"PINATA_JWT: Pinata refused it at {redact_url(settings.pinata_api_url)}"
+                    f" ({exc.code}): set PINATA_JWT (or PINATA_JWT_FILE) to a valid API JWT"
+                ) from None
+            log.warning(
+                "pinata did not confirm PINATA_JWT at start (%s); starting anyway, the health"
+                " schedule checks it again",
+                exc.code,
+            )
+        else:
+            log.info("pinata accepted PINATA_JWT")
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    await check_pinata_jwt(settings)
     client = await connect_temporal(settings)
     metrics = serve_metrics(settings.metrics_port) if settings.metrics_port else None
     if metrics is not None:
@@ -399,7 +430,7 @@ async def _main() -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await run_worker(settings, stop)
-    except SettingsError as exc:  # METRICS_PORT taken
+    except SettingsError as exc:  # METRICS_PORT taken, PINATA_JWT refused
         print(f"worker: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -46,6 +46,7 @@ def plain_env(tmp_path: Path) -> dict[str, str]:
     return {
         "SOLANA_RPC_ENDPOINTS": "https://rpc-1.example,https://rpc-2.example",
         "KUBO_API_URL": "http://kubo.example:5001",
+        "PINATA_REQUESTS_PER_MINUTE": "60",
         "IPFS_GATEWAYS": "https://gw.example",
         "MINT_AUTHORITY_KEYPAIR": write(tmp_path, "keypair.json", "[1, 2, 3]"),
     }

@@ -76,6 +76,7 @@ def _minimal_env(tmp_path: Any, **extra: str) -> dict[str, str]:
         "SOLANA_RPC_ENDPOINTS": "http://127.0.0.1:1",
         "PINATA_JWT": "jwt",
         "KUBO_API_URL": "http://127.0.0.1:2",
+        "PINATA_REQUESTS_PER_MINUTE": "60",
         "IPFS_GATEWAYS": "http://127.0.0.1:3",
         "MINT_KEY_SEED": "00" * 32,
         "MINT_AUTHORITY_KEYPAIR": str(keypair),

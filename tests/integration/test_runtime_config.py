@@ -573,6 +573,7 @@ def test_two_configured_endpoints_told_apart_only_by_their_keys_are_refused(
         "SOLANA_RPC_ENDPOINTS": f"{HELIUS},{HELIUS.replace('0a1b', 'ffff')}",
         "PINATA_JWT": "jwt",
         "KUBO_API_URL": "http://127.0.0.1:5001",
+        "PINATA_REQUESTS_PER_MINUTE": "60",
         "IPFS_GATEWAYS": "http://127.0.0.1:8080",
         "MINT_KEY_SEED": "00" * 32,
         "MINT_AUTHORITY_KEYPAIR": str(keypair),

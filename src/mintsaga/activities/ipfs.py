@@ -62,10 +62,14 @@ class IpfsActivities:
     async def check_ipfs(self, ref: io.MintRef) -> io.StepOut:
         """Some provider can take the upload: Pinata, or Kubo when Pinata is unavailable; when
         both failed, the one our own breaker refused (opened by itself) is asked anyway, as
-        the upload would (ipfs/uploads.py)."""
+        the upload would (ipfs/uploads.py).
+
+        Pinata is not asked per mint (its /data/ routes allow 30 requests a minute): its answer
+        to this worker's last call, if under a minute old, stands for it (`reachable`), and only
+        without one does a testAuthentication ask (docs/design.md, "The pre-mint IPFS check")."""
         with classified():
             try:
-                await self._pinata.test_authentication()
+                await self._pinata.reachable()
             except ServiceError as primary:
                 if not primary.retryable:
                     raise  # a bad PINATA_JWT is for a person to fix, not for failover to hide
@@ -113,6 +117,7 @@ class IpfsActivities:
             await self._record_pins(arg.mint_id, cid)
             upload = await self._uploader.upload(
                 image.data,
+                content_type=image.content_type,
                 filename=image.filename,
                 name=f"{arg.mint_id}-image",
                 keyvalues={"mint_id": arg.mint_id, "kind": "image"},
@@ -136,6 +141,7 @@ class IpfsActivities:
             await self._record_pins(arg.mint_id, await compute_cid(document))
             upload = await self._uploader.upload(
                 document,
+                content_type="application/json",
                 filename="metadata.json",
                 name=f"{arg.mint_id}-metadata",
                 keyvalues={"mint_id": arg.mint_id, "kind": "metadata"},

@@ -390,4 +390,5 @@ async def test_the_pre_mint_check_asks_kubo_as_the_last_resort_when_its_breaker_
         with pytest.raises(ApplicationError) as refused:
             await ActivityEnvironment().run(activities.check_ipfs, io.MintRef(mint_id="m"))
     assert refused.value.type == "KuboCircuitOpen"
-    assert fakes.calls == ["pinata", "kubo", "pinata"]
+    # Pinata's 500 a moment ago stands for it (no testAuthentication per check: issue 16).
+    assert fakes.calls == ["pinata", "kubo"]

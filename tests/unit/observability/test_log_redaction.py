@@ -20,6 +20,7 @@ ENV = {
     ),
     "IPFS_GATEWAYS": f"https://gw.example.com/?pinataGatewayToken={GATEWAY_TOKEN}",
     "KUBO_API_URL": "http://kubo:5001",
+    "PINATA_REQUESTS_PER_MINUTE": "60",
 }
 
 

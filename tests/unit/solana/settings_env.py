@@ -14,6 +14,7 @@ def settings_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "SOLANA_RPC_ENDPOINTS": "http://127.0.0.1:8899",
         "PINATA_JWT": "jwt",
         "KUBO_API_URL": "http://127.0.0.1:5001",
+        "PINATA_REQUESTS_PER_MINUTE": "60",
         "IPFS_GATEWAYS": "http://127.0.0.1:8080",
         "MINT_KEY_SEED": "00" * 32,
         "MINT_AUTHORITY_KEYPAIR": str(keypair),

@@ -34,8 +34,11 @@ PATCH  /gateways/{name} {fields}   change only the fields given
 GET    /kubo/import                the Kubo node's Import config and what a bare `add` builds:
                                    {"profile": P, "Import": {...}, "add_layout": {"cid_version",
                                    "raw_leaves", "chunk_size", "max_links", "hash", "layout"}}
-PUT    /kubo/import {"profile": P[, "Import": {key: value}]}   apply a profile (unixfs-v1-2025,
-                                   unixfs-v0-2015, legacy-cid-v0, default) then the keys given
+PUT    /kubo/import {"profile": P, "Import": {key: value}, "ignore_add_flags": B}  (each
+                                   optional) apply a profile (unixfs-v1-2025, unixfs-v0-2015,
+                                   legacy-cid-v0, default), then the keys given; B true: add
+                                   builds with the config alone (devstack.ipfs.kubo_config;
+                                   off unless given)
 POST   /postgres/reset-connections cut every open database connection once
 GET    /stats                      requests per service per minute (and per JSON-RPC method
                                    for the Solana endpoints), faults fired by kind,
@@ -272,7 +275,12 @@ def build_admin_app(
             layout: dict[str, Any] | str = kubo.layout_for(AddFlags()).describe()
         except ValueError as exc:  # a config `add` would refuse
             layout = str(exc)
-        return {"profile": kubo.profile, "Import": kubo.show()["Import"], "add_layout": layout}
+        return {
+            "profile": kubo.profile,
+            "Import": kubo.show()["Import"],
+            "ignore_add_flags": kubo.ignore_add_flags,
+            "add_layout": layout,
+        }
 
     @routes.get("/kubo/import")
     async def get_kubo_import(_: web.Request) -> web.Response:
@@ -281,17 +289,21 @@ def build_admin_app(
     @routes.put("/kubo/import")
     async def set_kubo_import(request: web.Request) -> web.Response:
         body = await _json_body(request)
-        unknown = sorted(set(body) - {"profile", "Import"})
+        unknown = sorted(set(body) - {"profile", "Import", "ignore_add_flags"})
         if unknown:
             return _bad_request(f"unknown fields: {', '.join(unknown)}")
         keys = body.get("Import", {})
         if not isinstance(keys, dict):
             return _bad_request("Import: an object of Import keys")
+        ignore = body.get("ignore_add_flags", False)  # PUT: left out is off
+        if not isinstance(ignore, bool):
+            return _bad_request("ignore_add_flags: true or false")
         try:
             if "profile" in body:
                 kubo.apply_profile(str(body["profile"]))
             for key, value in keys.items():
                 kubo.set(f"Import.{key}", value)
+            kubo.ignore_add_flags = ignore
         except KuboConfigError as exc:
             return _bad_request(str(exc))
         return web.json_response(kubo_import())

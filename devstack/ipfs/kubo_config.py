@@ -24,6 +24,11 @@ From Kubo's own documentation and code (ipfs/kubo at 867cdc5, read 2026-12-03):
 
 Only the file layout is modelled (directories are not added through the emulator); the
 directory and HAMT keys are kept and shown, not used.
+
+``ignore_add_flags`` is a devstack knob, not a Kubo setting: the node then builds every file
+with its Import config alone, as a node behind a proxy that drops query parameters, or a node
+too old for a flag (``--max-file-links`` came with Kubo 0.35), would. It lets tests see a
+provider return another CID than ours for the same bytes.
 """
 
 from __future__ import annotations
@@ -139,6 +144,7 @@ class KuboConfig:
     def __init__(self, profile: str = DEFAULT_PROFILE) -> None:
         self.imports: dict[str, Any] = dict.fromkeys(IMPORT_KEYS)
         self.profile = DEFAULT_PROFILE  # the last profile applied (keys set later on top)
+        self.ignore_add_flags = False  # module docstring: not a Kubo setting
         self.apply_profile(profile)
 
     def show(self) -> dict[str, Any]:
@@ -187,6 +193,8 @@ class KuboConfig:
 
     def layout_for(self, flags: AddFlags) -> Layout:
         """The layout ``ipfs add`` builds with these flags over this config (add.go)."""
+        if self.ignore_add_flags:
+            flags = AddFlags()
         cfg = self.imports
         hash_name = (flags.hash or cfg["HashFunction"] or "sha2-256").lower()
         if hash_name != "sha2-256":

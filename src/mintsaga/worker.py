@@ -57,6 +57,7 @@ from mintsaga.errors import ErrorKind, ServiceError, redact_url
 from mintsaga.ipfs.gateways import GatewayReader
 from mintsaga.ipfs.images import ByteBudget, ImageLoader
 from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.kubo_import import check_kubo_import
 from mintsaga.ipfs.metadata import ContentLinks, UriStyle
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.pinata_data import shared_budget
@@ -375,8 +376,17 @@ async def check_pinata_jwt(settings: Settings) -> None:
             log.info("pinata accepted PINATA_JWT")
 
 
+async def check_kubo(settings: Settings) -> None:
+    """Refuse (SettingsError naming the Kubo Import key) a Kubo node whose configuration would
+    give our files other CIDs; one that does not answer is logged, not refused (it is the
+    backup): mintsaga.ipfs.kubo_import."""
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http:
+        await check_kubo_import(KuboClient(settings.kubo_api_url, http))
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     await check_pinata_jwt(settings)
+    await check_kubo(settings)
     client = await connect_temporal(settings)
     metrics = serve_metrics(settings.metrics_port) if settings.metrics_port else None
     if metrics is not None:
@@ -430,7 +440,7 @@ async def _main() -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await run_worker(settings, stop)
-    except SettingsError as exc:  # METRICS_PORT taken, PINATA_JWT refused
+    except SettingsError as exc:  # METRICS_PORT taken, PINATA_JWT refused, Kubo's Import
         print(f"worker: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -2,6 +2,17 @@
 
 Kubo reports command failures as HTTP 500 with ``{"Message", "Code": 0, "Type": "error"}``;
 the two that mean "not pinned" are answers, not failures, and are read as such.
+
+Every ``add`` names the import parameters that decide the CID (``import_params``), so the
+node's own ``Import.*`` config cannot change it: Kubo's docs/config.md "Import": "Note that
+using CLI flags will override the options defined here", and core/commands/add.go falls back
+to each ``Import`` key only when its flag is absent. The values are the layout
+``mintsaga.ipfs.cid`` computes (aleph-cid: Kubo's CIDv1 defaults before the ``unixfs-v1-2025``
+profile): ``cid-version=1``, ``raw-leaves=true`` (explicit: Kubo turns raw leaves on for CIDv1
+only when neither the flag nor ``Import.UnixFSRawLeaves`` says otherwise, and the
+``legacy-cid-v0`` profile sets it false), ``chunker=size-262144``, ``max-file-links=174``
+(the flag exists since Kubo 0.35, docs/changelogs/v0.35.md), ``hash=sha2-256`` and
+``trickle=false`` (``Import.UnixFSDAGLayout``).
 """
 
 from __future__ import annotations
@@ -29,6 +40,22 @@ from mintsaga.resilience.guard import admit, record_http
 log = logging.getLogger(__name__)
 
 SERVICE = "kubo"
+CHUNKER = "size-262144"  # aleph-cid's (and Kubo's historical) fixed 256 KiB chunks
+MAX_FILE_LINKS = 174  # aleph-cid's balanced-layout fan-out (Kubo's historical default)
+HASH = "sha2-256"
+
+
+def import_params(cid_version: int = DEFAULT_CID_VERSION) -> dict[str, str]:
+    """The ``add`` flags that make Kubo build ``mintsaga.ipfs.cid``'s layout, whatever the
+    node's ``Import`` config says (module docstring)."""
+    return {
+        "cid-version": str(cid_version),
+        "raw-leaves": "true" if cid_version == 1 else "false",
+        "chunker": CHUNKER,
+        "max-file-links": str(MAX_FILE_LINKS),
+        "hash": HASH,
+        "trickle": "false",
+    }
 
 
 class KuboClient:
@@ -63,12 +90,14 @@ class KuboClient:
         filename: str,
         cid_version: int = DEFAULT_CID_VERSION,
         pin: bool = True,
+        only_hash: bool = False,
         last_resort: bool = False,
     ) -> str:
         """Add (and by default pin) ``data`` as one file; returns Kubo's CID for it.
 
-        ``cid-version=1`` implies raw leaves in Kubo, matching ``mintsaga.ipfs.cid``.
-        ``last_resort``: asked although its breaker opened by itself (Pinata failed).
+        With ``import_params`` (module docstring), so the CID is ``mintsaga.ipfs.cid``'s.
+        ``only_hash``: compute the CID only, store nothing. ``last_resort``: asked although its
+        breaker opened by itself (Pinata failed).
         """
         # From a stream, closed after the call: a response keeps its request (httpx's response
         # and stream refer to each other, so until the cycle collector runs), and with it a
@@ -77,7 +106,11 @@ class KuboClient:
             response = await self._call(
                 "add",
                 action="add a file",
-                params={"cid-version": str(cid_version), "pin": "true" if pin else "false"},
+                params={
+                    **import_params(cid_version),
+                    "pin": "true" if pin and not only_hash else "false",
+                    **({"only-hash": "true"} if only_hash else {}),
+                },
                 files={"file": (filename, file, "application/octet-stream")},
                 last_resort=last_resort,
             )
@@ -96,6 +129,22 @@ class KuboClient:
             raise bad_answer("add answered without a Hash", service=SERVICE, endpoint=self.api_url)
         log.info("kubo added", extra={"endpoint": self.api_url, "cid": cid, "pinned": pin})
         return str(cid)
+
+    async def import_config(self) -> dict[str, Any]:
+        """The node's ``Import`` config section (``ipfs config Import``: ``{"Key", "Value"}``;
+        a key left at its default is ``null``)."""
+        response = await self._call(
+            "config", action="read the Import config", params={"arg": "Import"}
+        )
+        body = json_body(response, service=SERVICE, endpoint=self.api_url)
+        value = body.get("Value") if isinstance(body, dict) else None
+        if not isinstance(value, dict):
+            raise bad_answer(
+                "config Import answered without a Value object",
+                service=SERVICE,
+                endpoint=self.api_url,
+            )
+        return value
 
     async def pin_rm(self, cid: str) -> bool:
         """Remove the recursive pin on ``cid``; False when it was not pinned (idempotent)."""

@@ -61,6 +61,7 @@ from mintsaga.ipfs.kubo_import import check_kubo_import
 from mintsaga.ipfs.metadata import ContentLinks, UriStyle
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.pinata_data import shared_budget
+from mintsaga.ipfs.provider_cids import ProviderCids
 from mintsaga.ipfs.uploads import IpfsUploader
 from mintsaga.observability.logging import configure_logging
 from mintsaga.observability.metrics import (
@@ -172,7 +173,13 @@ async def mint_activities(
             ipfs = IpfsActivities(
                 pinata=pinata,
                 kubo=kubo,
-                uploader=IpfsUploader(pinata, kubo),
+                uploader=IpfsUploader(
+                    pinata,
+                    kubo,
+                    provider_cids=ProviderCids(
+                        http, kubo_api_url=settings.kubo_api_url, gateways=gateways
+                    ),
+                ),
                 gateways=gateways,
                 images=images,
                 store=store,

@@ -122,6 +122,7 @@ class IpfsActivities:
                 name=f"{arg.mint_id}-image",
                 keyvalues={"mint_id": arg.mint_id, "kind": "image"},
             )
+            await self._record_provider_cid(arg.mint_id, cid, upload.cid)
         return io.UploadOut(
             attempt=activity.info().attempt, cid=upload.cid, provider=upload.provider
         )
@@ -138,7 +139,8 @@ class IpfsActivities:
                 image_content_type=arg.image_content_type,
                 links=self._links,
             )
-            await self._record_pins(arg.mint_id, await compute_cid(document))
+            local = await compute_cid(document)
+            await self._record_pins(arg.mint_id, local)
             upload = await self._uploader.upload(
                 document,
                 content_type="application/json",
@@ -146,6 +148,7 @@ class IpfsActivities:
                 name=f"{arg.mint_id}-metadata",
                 keyvalues={"mint_id": arg.mint_id, "kind": "metadata"},
             )
+            await self._record_provider_cid(arg.mint_id, local, upload.cid)
         return io.UploadOut(
             attempt=activity.info().attempt,
             cid=upload.cid,
@@ -163,6 +166,13 @@ class IpfsActivities:
 
     async def _record_pins(self, mint_id: str, cid: str) -> None:
         await self._store.record_pins(mint_id, cid, PROVIDERS)
+
+    async def _record_provider_cid(self, mint_id: str, local: str, landed: str) -> None:
+        """A provider that built another CID for the same bytes (its blocks verified:
+        ipfs/uploads.py) holds its pin under that CID: recorded as this mint's pin before the
+        step returns, so compensation unpins it too."""
+        if landed != local:
+            await self._record_pins(mint_id, landed)
 
     @activity.defn(name=CHECK_GATEWAYS.name)
     async def check_gateways(self, arg: io.GatewayCheckIn) -> io.StepOut:

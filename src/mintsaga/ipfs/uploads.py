@@ -29,6 +29,7 @@ from mintsaga.ipfs.cid import DEFAULT_CID_VERSION, compute_cid
 from mintsaga.ipfs.gateways import GatewayReader
 from mintsaga.ipfs.kubo import KuboClient
 from mintsaga.ipfs.pinata import PinataClient
+from mintsaga.ipfs.provider_cids import ProviderCids
 from mintsaga.observability.metrics import record_failover
 
 __all__ = [
@@ -57,7 +58,15 @@ class Upload:
 class IpfsUploader:
     """Pinata with Kubo as the backup provider; see the module docstring for the rules."""
 
-    def __init__(self, pinata: PinataClient, kubo: KuboClient) -> None:
+    def __init__(
+        self,
+        pinata: PinataClient,
+        kubo: KuboClient,
+        *,
+        provider_cids: ProviderCids | None = None,
+    ) -> None:
+        # Checks a provider's other CID for the same bytes by its blocks; None: refused.
+        self._provider_cids = provider_cids
         self._pinata = pinata
         self._kubo = kubo
 
@@ -114,10 +123,8 @@ class IpfsUploader:
                         return upload
                 primary.add_note(f"backup provider failed too: {backup}")
                 raise primary from primary.__cause__  # keep Pinata's own cause
-            _check_cid(cid, got, "kubo", self._kubo.api_url)
-            return Upload(cid, "kubo")
-        _check_cid(cid, got, "pinata", self._pinata.api_url)
-        return Upload(cid, "pinata")
+            return Upload(await self._accepted(cid, got, data, "kubo"), "kubo")
+        return Upload(await self._accepted(cid, got, data, "pinata"), "pinata")
 
     async def _last_resort(
         self,
@@ -148,8 +155,7 @@ class IpfsUploader:
                     raise  # an answer about us (a refused key): not for retries to hide
                 log.warning("pinata failed as the last resort", extra={"code": again.code})
             else:
-                _check_cid(cid, got, "pinata", self._pinata.api_url)
-                return Upload(cid, "pinata")
+                return Upload(await self._accepted(cid, got, data, "pinata"), "pinata")
         if backup.code.endswith("CircuitOpen"):
             try:
                 got = await self._kubo.add(data, filename=filename, last_resort=True)
@@ -158,8 +164,7 @@ class IpfsUploader:
                     raise
                 log.warning("kubo failed as the last resort", extra={"code": again.code})
             else:
-                _check_cid(cid, got, "kubo", self._kubo.api_url)
-                return Upload(cid, "kubo")
+                return Upload(await self._accepted(cid, got, data, "kubo"), "kubo")
         return None
 
     async def unpin(self, cid: str, provider: Provider) -> bool:
@@ -187,14 +192,34 @@ class IpfsUploader:
             raise failure
         return results
 
+    async def _accepted(self, expected: str, got: str, data: bytes, provider: Provider) -> str:
+        """The CID the upload landed under: ours, or the provider's other CID for the same
+        bytes when its blocks verify against them (ipfs/provider_cids.py); else CidMismatch."""
+        if got == expected:
+            return got
+        endpoint = self._pinata.api_url if provider == "pinata" else self._kubo.api_url
+        reason = "not checked (no provider CID verifier)"
+        if self._provider_cids is not None:
+            found = await self._provider_cids.mismatch(got, data, provider)
+            if found is None:
+                log.warning(
+                    "provider built another CID for the same bytes; its blocks verify",
+                    extra={"cid": expected, "provider_cid": got, "provider": provider},
+                )
+                return got
+            reason = found
+        raise _mismatch(expected, got, provider, endpoint, reason)
 
-def _check_cid(expected: str, got: str, provider: Provider, endpoint: str) -> None:
-    if got != expected:
-        raise ServiceError(
-            f"{provider} stored the content as {got}, but it hashes to {expected} locally; "
-            f"the pin on {got} is not tracked and needs cleaning up",
-            service=provider,
-            kind=ErrorKind.PERMANENT,
-            code="CidMismatch",
-            endpoint=endpoint,
-        )
+
+def _mismatch(
+    expected: str, got: str, provider: Provider, endpoint: str, reason: str
+) -> ServiceError:
+    return ServiceError(
+        f"{provider} stored the content as {got}, but it hashes to {expected} locally "
+        f"and {got} does not prove the same bytes ({reason[:300]}); "
+        f"the pin on {got} is not tracked and needs cleaning up",
+        service=provider,
+        kind=ErrorKind.PERMANENT,
+        code="CidMismatch",
+        endpoint=endpoint,
+    )

@@ -1,0 +1,62 @@
+"""A provider's other CID for the same bytes (issue 16) checked by its blocks against the devstack:
+Kubo's dag/export CAR and a gateway's CAR of a DAG in another layout (1 MiB chunks) verify;
+other bytes do not. The uploader's use of it: tests/unit/ipfs/test_provider_cids.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from devstack.config import StackConfig
+from mintsaga.ipfs.cid import cid_sync
+from mintsaga.ipfs.gateways import GatewayReader
+from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.provider_cids import ProviderCids
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        yield client
+
+
+async def test_kubos_export_of_other_bytes_is_a_mismatch(
+    http: httpx.AsyncClient, stack: StackConfig
+) -> None:
+    kubo = KuboClient(stack.url("kubo"), http)
+    data, other = os.urandom(400_000), os.urandom(400_000)
+    cid = await kubo.add(other, filename="other.bin")
+    checker = ProviderCids(http, kubo_api_url=kubo.api_url, gateways=None)
+    assert await checker.mismatch(await kubo.add(data, filename="d.bin"), data, "kubo") is None
+    reason = await checker.mismatch(cid, data, "kubo")
+    assert reason is not None and "other bytes" in reason
+    # Pinata's CIDs are read through the gateways; with none, nothing proves them.
+    assert await checker.mismatch(cid, other, "pinata") is not None
+
+
+async def test_another_layouts_cid_verifies_through_kubo_and_through_a_gateway(
+    http: httpx.AsyncClient, stack: StackConfig
+) -> None:
+    data = os.urandom(2_500_000)
+    resp = await http.post(  # another layout, asked for explicitly: 1 MiB chunks
+        f"{stack.url('kubo')}/api/v0/add",
+        params={"cid-version": "1", "chunker": "size-1048576"},
+        files={"file": ("f.bin", data)},
+    )
+    assert resp.status_code == 200, resp.text
+    cid = json.loads(resp.text.strip().splitlines()[-1])["Hash"]
+    assert cid != cid_sync(data, 1)
+    checker = ProviderCids(
+        http,
+        kubo_api_url=stack.url("kubo"),
+        gateways=GatewayReader([stack.url("gateway-1")], http),
+    )
+    assert await checker.mismatch(cid, data, "kubo") is None  # its dag/export CAR
+    assert await checker.mismatch(cid, data, "pinata") is None  # a gateway's CAR
+    assert await checker.mismatch(cid, data[:-1] + b"x", "kubo") is not None

@@ -215,12 +215,13 @@ class GatewayReader:
         next_try = dict.fromkeys(order, started)
         tries = dict.fromkeys(order, 0)
         last: ServiceError | None = None
+        failed: str | None = None  # the gateway that failed last
         while True:
             for url in order:
                 if next_try[url] > self._clock():
                     continue
-                if last is not None:
-                    record_failover(SERVICE)  # the previous gateway failed
+                if failed is not None and failed != url:
+                    record_failover(SERVICE)  # moved on from a failed gateway to another
                 try:
                     return await self._fetch_one(
                         url, cid, version, max_bytes, keep=keep, last_resort=tries[url] > 0
@@ -236,7 +237,7 @@ class GatewayReader:
                             "kind": str(exc.kind),
                         },
                     )
-                    last = exc
+                    last, failed = exc, url
                     tries[url] += 1
                     if exc.retryable and exc.code.endswith(_PACED):
                         next_try[url] = self._clock() + _pause(exc, tries[url])

@@ -267,9 +267,48 @@ class ChaosRun:
             self.progress(f"fault: temporal back after {gone[1]:.1f} s")
             self.carried.faults["temporal restart"] += 1
             return gone
+        elif action.kind == "pinata_plan":
+            # Put back by its numbers: the plan before may be custom limits (POST /pinata/limits).
+            await self._for_a_while(
+                action,
+                ("PUT", "/pinata/plan", {"plan": action.spec["plan"]}),
+                ("GET", "/pinata/plan"),
+                lambda before: ("POST", "/pinata/limits", _pinata_limits(before)),
+            )
+        elif action.kind == "gateway_behaviour":
+            path = f"/gateways/{action.spec['gateway']}"
+            await self._for_a_while(
+                action,
+                ("PATCH", path, action.spec["behaviour"]),
+                ("GET", path),
+                lambda before: ("PUT", path, before),
+            )
         else:
             raise ValueError(f"unknown action {action.kind}")
         return None
+
+    async def _for_a_while(
+        self,
+        action: Action,
+        change: tuple[str, str, dict[str, Any]],
+        read: tuple[str, str],
+        restore: Callable[[dict[str, Any]], tuple[str, str, dict[str, Any]]],
+    ) -> None:
+        """A devstack profile changed (admin API) for the action's duration, then put back as
+        `read` answered before the change."""
+        admin = self.config.url("admin")
+        async with httpx.AsyncClient(timeout=10) as http:
+            before = (await http.request(read[0], admin + read[1])).raise_for_status().json()
+            method, path, body = change
+            (await http.request(method, admin + path, json=body)).raise_for_status()
+            self.progress(f"fault: {action.label}")
+            self.carried.faults[action.label] += 1
+            try:
+                await asyncio.sleep(action.duration_s)
+            finally:
+                method, path, body = restore(before)
+                (await http.request(method, admin + path, json=body)).raise_for_status()
+                self.progress(f"fault: {action.label} over")
 
     async def _calm_down(self) -> None:
         """The schedule is over: no fault left, the wallet funded, every worker running."""
@@ -415,6 +454,11 @@ class ChaosRun:
             wall_s=time.monotonic() - began,
             settle_s=settle_s,
         )
+
+
+def _pinata_limits(plan: dict[str, Any]) -> dict[str, Any]:
+    """POST /pinata/limits's body for the limits GET /pinata/plan answered."""
+    return {k: plan[k] for k in ("requests_per_minute", "data_requests_per_minute")}
 
 
 def _outage_group(action: Action) -> str | None:

@@ -8,6 +8,9 @@ Two layers:
 - *outages*, one or more of each: a Solana endpoint down, Pinata down (Kubo takes over), a
   gateway down, the database restarted and its port closed, the system wallet underfunded,
   blockhash-expiry bursts, the worker SIGKILLed and restarted, the Temporal server restarted;
+  and the providers as they really behave (issue 16): Pinata on its free plan's limits (60
+  requests a minute, /data/* 30), a gateway that finds new content only after a while (504
+  with Retry-After meanwhile) and keeps serving unpinned content from its cache;
 - *flakiness* all along: short windows of 5xx, 429, latency, hangs and dropped
   `sendTransaction` answers on the Solana endpoints, Pinata and Kubo errors and 429s, gateway
   errors, Postgres connection resets.
@@ -30,6 +33,8 @@ ActionKind = Literal[
     "wallet_underfunded",  # drain the system wallet, refill it after duration_s
     "worker_sigkill",  # SIGKILL one worker, start a new one after duration_s
     "temporal_restart",  # stop the Temporal dev server, start it again (its state persists)
+    "pinata_plan",  # PUT /pinata/plan {"plan": spec["plan"]}, the previous plan after duration_s
+    "gateway_behaviour",  # PATCH /gateways/<spec["gateway"]> spec["behaviour"], restored after
 ]
 
 # Slots a warp advances: more than the 150-block blockhash window, so every signed and unsent
@@ -37,6 +42,9 @@ ActionKind = Literal[
 WARP_SLOTS = 200
 # A long run repeats every outage once per cycle of this length.
 CYCLE_S = 300.0
+# A recursive gateway still finding new content (devstack.ipfs.recursive): 504 with Retry-After
+# for this long after a CID is first pinned, and unpinned content served from its cache.
+SLOW_DISCOVERY = {"appear_after_s": 8.0, "cache_after_unpin_s": 60.0}
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ def _outages(rng: random.Random, start: float, d: float) -> list[Action]:
     length = max(5.0, min(20.0, d * 0.12))  # an outage: 5..20 s, a share of the cycle
     endpoint = rng.choice(SOLANA_ENDPOINTS)
     gateway = rng.choice(GATEWAYS)
+    slow = rng.choice(GATEWAYS)
 
     def at(share: float) -> float:
         return start + d * share
@@ -85,6 +94,20 @@ def _outages(rng: random.Random, start: float, d: float) -> list[Action]:
         _fault(at(0.85), min(5.0, length), "postgres down", target="postgres", kind="down"),
         Action(at(0.62), "wallet_underfunded", "system wallet underfunded", duration_s=length),
         Action(at(0.70), "temporal_restart", "temporal restart"),
+        Action(
+            at(0.25),
+            "pinata_plan",
+            "pinata free plan",
+            duration_s=2 * length,
+            spec={"plan": "free"},
+        ),
+        Action(
+            at(0.38),
+            "gateway_behaviour",
+            f"{slow} slow discovery",
+            duration_s=2 * length,
+            spec={"gateway": slow, "behaviour": {**SLOW_DISCOVERY}},
+        ),
     ]
     for share in (0.20, 0.50, 0.78):  # the worker dies three times, at seeded moments
         actions.append(

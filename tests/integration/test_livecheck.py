@@ -9,9 +9,11 @@ to the session's worker.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.client import Client
 
@@ -60,3 +62,36 @@ async def test_the_devstack_in_its_default_profiles_shows_no_difference(
     assert report["mint"]["status"] == "MINTED"
     assert all(c["status"] == 200 for c in report["cleanup"]), report["cleanup"]
     assert stack.worker_env()["PINATA_JWT"] not in json.dumps(report)
+
+
+@pytest.fixture
+async def kubo_chunker_1mib(stack: StackConfig) -> AsyncIterator[None]:
+    """Kubo's import chunker set to 1 MiB through Kubo's own config API, then back."""
+    api = f"{stack.url('kubo')}/api/v0/config"
+    async with httpx.AsyncClient(timeout=10) as http:
+        before = (await http.post(api, params={"arg": "Import.UnixFSChunker"})).json()["Value"]
+        changed = await http.post(
+            api, params=[("arg", "Import.UnixFSChunker"), ("arg", "size-1048576")]
+        )
+        changed.raise_for_status()
+        try:
+            yield
+        finally:
+            restore = [("arg", "Import.UnixFSChunker"), ("arg", before or "size-262144")]
+            (await http.post(api, params=restore)).raise_for_status()
+
+
+async def test_a_changed_kubo_chunker_is_named(
+    stack: StackConfig, worker: str, tmp_path: Path, kubo_chunker_1mib: None
+) -> None:
+    code, report, output = await livecheck(stack, worker, tmp_path)
+    assert code == 1, output
+    named = [line.split(":")[0] for line in report["differences"]]
+    # An add that leaves the layout to the node now builds 1 MiB chunks: the 300 KiB file is
+    # one raw block, the 5 MiB one has fewer leaves; 1 KiB is one chunk either way.
+    assert named == [
+        "kubo.upload_node_defaults.300KiB.cid",
+        "kubo.upload_node_defaults.5MiB.cid",
+    ], output
+    assert "difference: kubo.upload_node_defaults.5MiB.cid" in output
+    assert report["mint"] == {"skipped": "no mint request given (--request)"}

@@ -13,6 +13,8 @@ from devstack.dev_identity import png
 
 EVERY_KIND = {
     "fault",
+    "pinata_plan",
+    "gateway_behaviour",
     "warp",
     "postgres_reset",
     "postgres_restart",
@@ -46,6 +48,12 @@ def test_a_schedule_holds_every_fault_kind_of_issue_5_within_the_run(duration_s:
         assert wanted in shapes, f"{wanted} missing from {sorted(map(str, shapes))}"
     # Every fault ends by itself: a run never leaves a service broken for the next.
     assert all(f["duration_ms"] > 0 for f in faults)
+    # Issue 16: the providers as they behave, for a while each, within the run.
+    plans = [a for a in actions if a.kind == "pinata_plan"]
+    assert plans and all(a.spec == {"plan": "free"} and a.duration_s > 0 for a in plans)
+    slow = [a for a in actions if a.kind == "gateway_behaviour"]
+    assert slow and all(a.spec["behaviour"]["appear_after_s"] > 0 for a in slow)
+    assert all(a.spec["gateway"].startswith("gateway-") for a in slow)
 
 
 def test_a_long_run_repeats_each_outage_once_per_cycle() -> None:

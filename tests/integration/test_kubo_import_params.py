@@ -4,8 +4,10 @@ unixfs-v1-2025 import profile (1 MiB chunks, 1024 links) through the admin API."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -22,6 +24,7 @@ from mintsaga.ipfs.kubo import KuboClient
 from mintsaga.ipfs.kubo_import import check_kubo_import
 from mintsaga.settings import SettingsError
 from mintsaga.workflows.models import MintStatus
+from tests.paths import ROOT
 from tests.saga_support import add_fault, clear_faults, gateway_status, pinata_get
 
 pytestmark = pytest.mark.integration
@@ -80,6 +83,27 @@ async def test_start_check_refuses_a_node_that_builds_other_cids(
     assert message.startswith("KUBO_API_URL: ")
     assert "Import.UnixFSChunker is 'size-1048576' on the node, ours is 'size-262144'" in message
     assert "Import.UnixFSFileMaxLinks is 1024" in message
+
+
+@pytest.mark.usefixtures("kubo_2025")
+async def test_the_worker_refuses_to_start_naming_the_kubo_setting(
+    http: httpx.AsyncClient, stack: StackConfig
+) -> None:
+    await kubo_import(http, stack, profile="unixfs-v1-2025", ignore_add_flags=True)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "worker.py",
+        env={**os.environ, **stack.worker_env()},
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 2
+    lines = [line for line in stderr.decode().splitlines() if line.startswith("worker: ")]
+    assert len(lines) == 1, stderr.decode()
+    assert lines[0].startswith("worker: KUBO_API_URL: Kubo ")
+    assert "Import.UnixFSChunker is 'size-1048576' on the node, ours is 'size-262144'" in lines[0]
 
 
 async def test_start_check_tolerates_a_node_that_does_not_answer(

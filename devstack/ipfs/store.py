@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS pins (
     seq INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pins_lookup ON pins (provider, key, date_unpinned);
+CREATE INDEX IF NOT EXISTS pins_by_key ON pins (key);  -- every gateway read asks by key
 """
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from devstack.ipfs.unixfs import Node, varint, walk
+from devstack.ipfs.unixfs import Node, varint
 
 
 def _cbor_head(major: int, n: int) -> bytes:
@@ -49,13 +49,32 @@ def section(node: Node) -> bytes:
 
 
 def car_stream(
-    top: Node, *, scope: str = "all", dups: bool = False, root: bytes | None = None
+    top: Node,
+    *,
+    scope: str = "all",
+    dups: bool = False,
+    root: bytes | None = None,
+    byte_range: tuple[int, int] | None = None,
 ) -> Iterator[bytes]:
     """The CAR of the DAG under ``top``: header (naming ``root``, the CID as asked, else
     ``top``'s), then its blocks depth-first (``order=dfs``); ``scope`` ``block`` stops after
-    ``top`` (``entity`` and ``all`` are the whole file)."""
+    ``top`` (``entity`` and ``all`` are the whole file). ``byte_range`` (first, last file byte,
+    inclusive): only ``top`` and the blocks whose bytes overlap it, which is what the Trustless
+    Gateway spec's ``entity-bytes`` asks ("only the minimal set of blocks necessary to verify
+    the specified byte range")."""
     yield header(top.cid if root is None else root)
-    for node in walk(top, dups=dups):
-        yield section(node)
-        if scope == "block":
-            return
+    if scope == "block":
+        yield section(top)
+        return
+    seen: set[bytes] = set()
+    stack = [top]
+    while stack:
+        node = stack.pop()
+        if byte_range is not None and node is not top:
+            first, last = byte_range
+            if node.offset > last or node.offset + node.length - 1 < first:
+                continue
+        if dups or node.cid not in seen:
+            seen.add(node.cid)
+            yield section(node)
+        stack.extend(reversed(node.children))

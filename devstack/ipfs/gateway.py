@@ -19,7 +19,11 @@ read 2026-12-03):
   status is known"; "a Gateway should respond with `dups=n` if it has control over the
   duplicate status" when the request does not say; ``dups=y`` is honoured when asked for in
   ``Accept`` or ``car-dups``). ``dag-scope=block|entity|all``, default ``all`` (for a file
-  ``entity`` is the whole file, like ``all``). ``entity-bytes`` is not modelled: 400.
+  ``entity`` is the whole file, like ``all``). ``entity-bytes=from:to`` (negative: from the
+  end; ``*``: the end) implies ``entity`` and gives the root and the blocks overlapping the
+  range; a range wholly past the file is 400 ("SHOULD return an HTTP 400 Bad Request error
+  when the requested range is entirely outside of the entity's byte range"), an empty one the
+  root alone ("equivalent to `dag-scope=block`").
 - "When both `Accept` HTTP header and `format` query parameter are present, `format` SHOULD
   take precedence."; ``Content-Disposition: attachment`` with ``<cid>.bin`` / ``<cid>.car``;
   ``Content-Location`` when ``format`` was missing (the spec's SHOULD); an ``Etag`` per format
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 from aiohttp import web
@@ -124,8 +129,10 @@ async def _serve(request: web.Request) -> web.Response:
         parsed = parse_cid(cid)
         fmt, car_params = _negotiate(request)
         scope = request.query.get("dag-scope", "all")
+        entity_bytes = None
         if fmt == "car":
             _check_car_request(request, car_params, scope)
+            entity_bytes = _entity_bytes(request.query.get("entity-bytes"))
     except InvalidCid as exc:
         return web.Response(status=400, text=f"invalid CID {cid!r}: {exc}\n")
     except _BadRequest as exc:
@@ -155,8 +162,21 @@ async def _serve(request: web.Request) -> web.Response:
         dups = car_params.get("dups", "n") == "y"
         # The DAG under the block, the header naming the CID as asked (a CIDv1 spelling of a
         # CIDv0 block is the same block).
-        chunks = list(car_stream(node, scope=scope, dups=dups, root=_binary(parsed)))
-        return _car_response(request, cid, headers, chunks, scope, dups)
+        byte_range = None
+        if entity_bytes is not None:
+            scope = "entity"
+            byte_range = _resolve_range(entity_bytes, node.length)
+            if byte_range is None:
+                return web.Response(
+                    status=400, text=f"entity-bytes outside the entity's {node.length} bytes\n"
+                )
+            if byte_range[0] > byte_range[1]:
+                scope = "block"  # a zero-length range: the root alone
+        chunks = list(
+            car_stream(node, scope=scope, dups=dups, root=_binary(parsed), byte_range=byte_range)
+        )
+        tag = scope if entity_bytes is None else f"{scope}.{request.query['entity-bytes']}"
+        return _car_response(request, cid, headers, chunks, tag, dups)
     if fmt == "raw":
         return _block_response(request, cid, headers, node.block, fmt)
     data = await store.read(dag.cid)
@@ -215,9 +235,28 @@ def _check_car_request(request: web.Request, params: dict[str, str], scope: str)
         raise _BadRequest(f"invalid CAR dups {params['dups']!r}: y or n")
     if scope not in DAG_SCOPES:
         raise _BadRequest(f"invalid dag-scope {scope!r}: one of {', '.join(DAG_SCOPES)}")
-    if "entity-bytes" in request.query:
-        # Not modelled by the devstack (the spec's optional trustless Range equivalent).
-        raise _BadRequest("entity-bytes is not supported by this gateway")
+
+
+def _entity_bytes(text: str | None) -> tuple[int, int | None] | None:
+    """``from:to`` -> (from, to or None for ``*``); None when absent."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"(-?\d+):(-?\d+|\*)", text)
+    if match is None:
+        raise _BadRequest(f"invalid entity-bytes {text!r}: from:to, integers or '*'")
+    last = match.group(2)
+    return int(match.group(1)), None if last == "*" else int(last)
+
+
+def _resolve_range(entity_bytes: tuple[int, int | None], length: int) -> tuple[int, int] | None:
+    """(first, last) byte of the entity, inclusive; None when wholly outside it. first > last
+    means a zero-length range."""
+    start, end = entity_bytes
+    first = start if start >= 0 else max(0, length + start)
+    last = length - 1 if end is None else (end if end >= 0 else length + end)
+    if length and first >= length:
+        return None
+    return first, min(last, length - 1)
 
 
 def _car_response(
@@ -225,11 +264,11 @@ def _car_response(
     cid: str,
     headers: dict[str, str],
     chunks: list[bytes],
-    scope: str,
+    tag: str,
     dups: bool,
 ) -> web.Response:
     dups_flag = "y" if dups else "n"
-    etag = f'W/"{cid}.car.{scope}.dfs.{dups_flag}"'
+    etag = f'W/"{cid}.car.{tag}.dfs.{dups_flag}"'
     headers = {
         **headers,
         "Etag": etag,

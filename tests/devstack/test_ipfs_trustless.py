@@ -132,10 +132,37 @@ async def test_car_dups_and_dag_scope(http: httpx.AsyncClient, stack: StackConfi
     assert reassemble(car) == chunk * 3
     block = await http.get(url, params={"format": "car", "dag-scope": "block"})
     assert [c for c, _ in read_car(block.content).blocks] == [parse_cid(cid)]
-    for bad in ({"dag-scope": "nope"}, {"car-version": "2"}, {"entity-bytes": "0:10"}):
+    for bad in ({"dag-scope": "nope"}, {"car-version": "2"}, {"entity-bytes": "ten"}):
         resp = await http.get(url, params={"format": "car", **bad})
         assert resp.status_code == 400, bad
     assert (await http.get(url, params={"format": "tar"})).status_code == 400
+
+
+async def test_entity_bytes_gives_the_blocks_of_the_range(
+    http: httpx.AsyncClient, stack: StackConfig
+) -> None:
+    data = unique(4 * CHUNK)  # four raw leaves under one root
+    cid = (await kubo_add(http, stack, data, **{"cid-version": "1"}))["Hash"]
+    url = f"{stack.url('gateway-1')}/ipfs/{cid}"
+
+    async def leaves(entity_bytes: str) -> list[bytes]:
+        resp = await http.get(url, params={"format": "car", "entity-bytes": entity_bytes})
+        assert resp.status_code == 200, resp.text
+        car = read_car(resp.content)
+        verify_blocks(car)
+        assert car.blocks[0][0] == parse_cid(cid)  # the root, to verify the leaves by
+        return [block for _, block in car.blocks[1:]]
+
+    chunks = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+    assert await leaves(f"{CHUNK}:{CHUNK}") == [chunks[1]]
+    assert await leaves(f"{CHUNK - 1}:{CHUNK}") == chunks[0:2]
+    assert await leaves(f"{3 * CHUNK}:*") == [chunks[3]]
+    assert await leaves("-10:*") == [chunks[3]]
+    assert await leaves(f"0:-{3 * CHUNK + 1}") == [chunks[0]]
+    assert await leaves(f"{2 * CHUNK}:{10 * CHUNK}") == chunks[2:]  # past the end: the rest
+    assert await leaves("20:10") == []  # zero-length: the root alone
+    outside = await http.get(url, params={"format": "car", "entity-bytes": f"{4 * CHUNK}:*"})
+    assert outside.status_code == 400
 
 
 async def test_single_block_file_is_one_raw_block(

@@ -28,6 +28,9 @@ read 2026-12-03):
   take precedence."; ``Content-Disposition: attachment`` with ``<cid>.bin`` / ``<cid>.car``;
   ``Content-Location`` when ``format`` was missing (the spec's SHOULD); an ``Etag`` per format
   and scope.
+- ``Cache-Control: only-if-cached``: 412 unless the gateway holds the content (the plain
+  gateway: pinned; any other: fetched before and still cached), as the spec's "SHOULD return
+  HTTP 412 if the root block is not immediately available".
 - ``/ipfs/bafkqaaa`` (the empty identity CID) answers 200 as the spec's probe path requires:
   an empty block, or a CAR whose header names it and holds no block.
 - Anything else (no format asked): the file's bytes, as before.
@@ -45,7 +48,7 @@ from aiohttp import web
 from devstack.faults import FaultRegistry, fault_middleware
 from devstack.ipfs.car import car_stream, header
 from devstack.ipfs.cid import InvalidCid, ParsedCid, parse_cid
-from devstack.ipfs.recursive import GatewayBehaviours
+from devstack.ipfs.recursive import GatewayBehaviour, GatewayBehaviours
 from devstack.ipfs.store import IpfsStore
 from devstack.ipfs.unixfs import FileDag, Node, varint
 
@@ -194,6 +197,22 @@ async def _retrieve(request: web.Request, cid: str) -> tuple[FileDag, Node] | we
     behaviour = request.app[BEHAVIOURS_KEY].get(request.app[TARGET_KEY])
     served = request.app[SERVED_KEY]
     deadline = time.monotonic() + behaviour.retrieval_timeout_s
+    if "only-if-cached" in request.headers.get("Cache-Control", ""):
+        # Path Gateway spec: "If data is not cached locally, and the response requires an
+        # expensive remote fetch, a 412 Precondition Failed ... should be returned". The plain
+        # gateway's dataset (what is pinned) is local; any other has what it fetched before
+        # and still caches.
+        history = store.pin_history(cid)
+        local = behaviour == GatewayBehaviour()
+        cached = history.held or (
+            not local
+            and history.last_unpinned is not None
+            and time.time() < history.last_unpinned + behaviour.cache_after_unpin_s
+        )
+        found = await store.dag(cid) if cached else None
+        if found is not None and not local and parse_cid(found[0].cid).key not in served:
+            found = None
+        return found if found is not None else web.Response(status=412)
     while True:
         history = store.pin_history(cid)
         now = time.time()

@@ -135,6 +135,27 @@ async def test_served_content_stays_cached_for_n_seconds_after_the_unpin(
 
 
 @pytest.mark.integration
+async def test_only_if_cached_is_412_unless_the_gateway_holds_it(
+    http: httpx.AsyncClient, stack: StackConfig, admin: str
+) -> None:
+    only = {"Cache-Control": "only-if-cached"}
+    await configure(http, admin, "gateway-1", recursive=True)
+    cid, data = await add(http, stack)
+    never = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    # The plain gateway's dataset is local: what is pinned is there, the rest is not.
+    plain = await http.get(f"{stack.url('gateway-2')}/ipfs/{cid}", headers=only)
+    assert (plain.status_code, plain.content) == (200, data)
+    assert (
+        await http.get(f"{stack.url('gateway-2')}/ipfs/{never}", headers=only)
+    ).status_code == 412
+    # A recursive gateway has only what it fetched before.
+    url = f"{stack.url('gateway-1')}/ipfs/{cid}"
+    assert (await http.get(url, headers=only)).status_code == 412
+    assert (await http.get(url)).status_code == 200
+    assert (await http.get(url, headers=only)).status_code == 200
+
+
+@pytest.mark.integration
 async def test_admin_checks_what_it_is_given(
     http: httpx.AsyncClient, stack: StackConfig, admin: str
 ) -> None:

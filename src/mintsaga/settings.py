@@ -198,7 +198,7 @@ def _is_loopback(host: str) -> bool:
 def dedicated_gateway_from_env(env: Mapping[str, str]) -> str | None:
     """IPFS_DEDICATED_GATEWAY: the team's own gateway (a Pinata dedicated gateway, a private
     Kubo gateway), read first and the post-mint check's blocking one; None when unset."""
-    value = env.get("IPFS_DEDICATED_GATEWAY", "").strip()
+    value = secret_from_env(env, "IPFS_DEDICATED_GATEWAY", required=False)  # may hold a key
     return _url("IPFS_DEDICATED_GATEWAY", value) if value else None
 
 

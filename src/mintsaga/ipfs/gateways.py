@@ -231,7 +231,7 @@ class GatewayReader:
                     log.warning(
                         "gateway failed",
                         extra={
-                            "endpoint": url,
+                            "endpoint": redact_url(url),
                             "cid": cid,
                             "code": exc.code,
                             "kind": str(exc.kind),
@@ -272,11 +272,14 @@ class GatewayReader:
                 async with asyncio.timeout(PUBLIC_CHECK_TIMEOUT_S):
                     await self._fetch_one(url, cid, version, max_bytes, keep=False)
             except ServiceError as exc:
-                log.info("public gateway check failed", extra={"endpoint": url, "code": exc.code})
+                log.info(
+                    "public gateway check failed",
+                    extra={"endpoint": redact_url(url), "code": exc.code},
+                )
                 record_gateway_check(redact_url(url), served=False)
                 return False
             except TimeoutError:
-                log.info("public gateway check timed out", extra={"endpoint": url})
+                log.info("public gateway check timed out", extra={"endpoint": redact_url(url)})
                 record_gateway_check(redact_url(url), served=False)
                 return False
             record_gateway_check(redact_url(url), served=True)
@@ -294,7 +297,9 @@ class GatewayReader:
             try:
                 await self._fetch_one(url, cid, version, max_bytes, keep=False)
             except ServiceError as exc:
-                log.info("gateway check failed", extra={"endpoint": url, "code": exc.code})
+                log.info(
+                    "gateway check failed", extra={"endpoint": redact_url(url), "code": exc.code}
+                )
                 return False
             return True
 
@@ -349,7 +354,7 @@ class GatewayReader:
             except _Unsupported as exc:
                 log.info(
                     "gateway without trustless responses: reading the file and its local CID",
-                    extra={"endpoint": url, "reason": str(exc)},
+                    extra={"endpoint": redact_url(url), "reason": str(exc)},
                 )
                 self._unsupported_until[url] = self._clock() + UNSUPPORTED_MEMORY_S
         data = await self._fetch_file(url, cid, max_bytes)
@@ -374,10 +379,11 @@ class GatewayReader:
         limit = min(max_bytes, MAX_BLOCK_BYTES) if raw else car_allowance(max_bytes)
         content_type, body = await self._get(
             url,
-            f"/ipfs/{cid}?format={'raw' if raw else 'car'}",
+            f"/ipfs/{cid}",
             cid,
             max_bytes=limit,
             accept=f"{media}; version=1" if not raw else media,
+            fmt="raw" if raw else "car",
         )
         _require_format(content_type, media)
         try:
@@ -401,14 +407,24 @@ class GatewayReader:
         return body
 
     async def _get(
-        self, url: str, path: str, cid: str, *, max_bytes: int, accept: str | None
+        self,
+        url: str,
+        path: str,
+        cid: str,
+        *,
+        max_bytes: int,
+        accept: str | None,
+        fmt: str | None = None,
     ) -> tuple[str, bytes]:
         """(Content-Type, body) of a 2xx answer, redirects followed on the gateway's own
         origin only. A trustless request (``accept``) the gateway refuses as a client error it
-        would not make for a valid CID (400, 406, 501) raises `_Unsupported`."""
+        would not make for a valid CID (400, 406, 501) raises `_Unsupported`. The gateway URL's
+        own query (a gateway key, say) is kept on every request."""
         action = f"fetch {cid}"
         gateway = httpx.URL(url)
-        target = httpx.URL(f"{url}{path}")
+        target = gateway.copy_with(path=gateway.path.rstrip("/") + path)
+        if fmt is not None:
+            target = target.copy_add_param("format", fmt)
         headers = {"Accept-Encoding": ACCEPT_ENCODING}
         if accept:
             headers["Accept"] = accept

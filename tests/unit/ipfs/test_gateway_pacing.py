@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +16,8 @@ from mintsaga.errors import ServiceError
 from mintsaga.ipfs.cid import cid_sync
 from mintsaga.ipfs.gateways import RAW_TYPE, GatewayReader
 from mintsaga.observability.metrics import sample_value
+from mintsaga.settings import Settings, SettingsError
+from tests.unit.solana.settings_env import settings_env
 
 DATA = b'{"name": "pacing"}'
 CID = cid_sync(DATA)
@@ -114,3 +117,28 @@ async def test_wrong_bytes_are_not_asked_again_but_the_next_gateway_is() -> None
         assert await reader.fetch_verified(CID, max_bytes=100, budget_s=10) == (DATA, "http://good")
     assert fakes.calls == ["bad?format=raw", "good?format=raw", "good?format=raw"]
     assert failovers() == before + 1  # bad -> good once; good asked again is no failover
+
+
+async def test_a_gateway_urls_own_query_is_kept_on_every_request() -> None:
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return raw(request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
+        reader = GatewayReader([], http, dedicated="https://ded.example/?pinataGatewayToken=k3y")
+        await reader.fetch_verified(CID, max_bytes=100)
+    assert seen == [f"https://ded.example/ipfs/{CID}?pinataGatewayToken=k3y&format=raw"]
+
+
+def test_ipfs_dedicated_gateway_setting(tmp_path: Path) -> None:
+    assert Settings.from_env(settings_env(tmp_path)).ipfs_dedicated_gateway is None
+    env = settings_env(tmp_path, IPFS_DEDICATED_GATEWAY="https://x.mypinata.cloud/")
+    assert Settings.from_env(env).ipfs_dedicated_gateway == "https://x.mypinata.cloud"
+    secret = tmp_path / "gateway"
+    secret.write_text("https://x.mypinata.cloud/?pinataGatewayToken=k3y\n")
+    env = settings_env(tmp_path, IPFS_DEDICATED_GATEWAY_FILE=str(secret))
+    assert Settings.from_env(env).ipfs_dedicated_gateway.endswith("?pinataGatewayToken=k3y")
+    with pytest.raises(SettingsError, match="IPFS_DEDICATED_GATEWAY"):
+        Settings.from_env(settings_env(tmp_path, IPFS_DEDICATED_GATEWAY="ftp://x"))

@@ -28,7 +28,7 @@ data in time, both "can be retried and [are] not a permanent failure" and "SHOUL
 that gateway is asked again after its ``Retry-After`` (bounded to `RETRY_AFTER_MAX_S`) or a
 backoff, inside the activity attempt's time (`resilience.guard.attempt_time_left`,
 heartbeating while waiting), the others meanwhile; what did not fit is raised retryable, with
-``retry_after``, for the step's retry policy. A 404 stays transient only while the content is
+``retry_after`` (at most `RAISED_RETRY_AFTER_MAX_S`), for the step's retry policy. A 404 stays transient only while the content is
 young (``pinned_at`` less than `NOT_FOUND_GRACE_S` ago: it was pinned moments ago and the
 gateway may not have found a provider yet), then it is a PERMANENT ``GatewayNotFound``. A 404,
 or a 502/504 that carries ``Retry-After``, is the gateway answering about the content, not
@@ -97,6 +97,9 @@ DEFAULT_MAX_BYTES = 64 * 2**20
 PASS_PAUSE_S = 0.5
 BACKOFF_CAP_S = 8.0
 RETRY_AFTER_MAX_S = 30.0  # a longer Retry-After is left to the step's retry policy
+# ...which waits at most this long for it: its next attempt asks the dedicated gateway first,
+# and a public gateway's rate limit (an hour's Retry-After) must not hold a mint that long.
+RAISED_RETRY_AFTER_MAX_S = 60.0
 WAIT_MARGIN_S = 3.0  # kept free at the end of an attempt: the last answer and the return
 NOT_FOUND_GRACE_S = 600.0  # a 404 for content pinned less than this long ago is transient
 UNSUPPORTED_MEMORY_S = 600.0  # a gateway without trustless formats is not asked for them
@@ -248,6 +251,8 @@ class GatewayReader:
             if wake == math.inf or wake > deadline:
                 if wake != math.inf and last.retry_after is None:
                     last.retry_after = max(0.0, wake - self._clock())
+                if last.retry_after is not None:
+                    last.retry_after = min(last.retry_after, RAISED_RETRY_AFTER_MAX_S)
                 raise last
             await _sleep_until(wake, self._clock)
 

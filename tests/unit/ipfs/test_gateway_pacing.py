@@ -14,7 +14,7 @@ import pytest
 
 from mintsaga.errors import ServiceError
 from mintsaga.ipfs.cid import cid_sync
-from mintsaga.ipfs.gateways import RAW_TYPE, GatewayReader
+from mintsaga.ipfs.gateways import RAISED_RETRY_AFTER_MAX_S, RAW_TYPE, GatewayReader
 from mintsaga.observability.metrics import sample_value
 from mintsaga.settings import Settings, SettingsError
 from tests.unit.solana.settings_env import settings_env
@@ -78,6 +78,15 @@ async def test_a_retry_after_beyond_the_budget_is_raised_for_the_retry_policy() 
     assert time.monotonic() - started < 2  # not waited
     assert caught.value.retryable and caught.value.retry_after == 20
     assert len(fakes.calls) == 1
+
+
+async def test_an_hours_retry_after_holds_the_step_a_minute_at_most() -> None:
+    fakes = Gateways(pub=[lambda request: httpx.Response(429, headers={"Retry-After": "3600"})])
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fakes.handle)) as http:
+        with pytest.raises(ServiceError) as caught:
+            await GatewayReader(["http://pub"], http).fetch_verified(CID, max_bytes=100)
+    assert caught.value.code == "GatewayRateLimited"
+    assert caught.value.retry_after == RAISED_RETRY_AFTER_MAX_S == 60
 
 
 async def test_a_gateway_without_trustless_formats_is_read_the_old_way_and_remembered() -> None:

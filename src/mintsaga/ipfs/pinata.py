@@ -127,10 +127,14 @@ class PinataClient:
         """Raise unless Pinata is believed able to take an upload (the pre-mint check), asking
         it as little as possible: Pinata's own answer to any of this client's calls in the last
         ``fresh_s`` (an upload, an unpin) decides; with none that recent (or a breaker not
-        closed) one ``testAuthentication`` asks, shared by every check in flight."""
+        closed, or a refused JWT) one ``testAuthentication`` asks, shared by every check in
+        flight."""
         last = self._last_answer
         closed = self.breaker is None or self.breaker.state is BreakerState.CLOSED
-        if closed and last is not None and time.monotonic() - last[0] <= fresh_s:
+        # A refused JWT is asked again rather than trusted: one 401 must not hold every mint of
+        # the next minute for an operator (while refused, uploads cannot go to Pinata anyway).
+        refused = last is not None and last[1] is not None and not last[1].retryable
+        if closed and last is not None and not refused and time.monotonic() - last[0] <= fresh_s:
             if last[1] is not None:
                 raise last[1].with_traceback(None)  # raised again later: no growing traceback
             return

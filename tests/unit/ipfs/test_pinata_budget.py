@@ -221,3 +221,35 @@ def test_plans_switch_at_run_time_and_a_custom_limit_is_named_so() -> None:
     limits.set_data(0)
     assert limits.data_requests_per_minute == 0 and limits.plan_name == "custom"
     assert all(limits.admit("GET", "/data/pinList") is None for _ in range(100))  # 0: none
+
+
+# -- the pre-mint check's use of Pinata's last answer ------------------------------------------
+
+
+async def test_a_refused_jwt_is_asked_again_while_a_fresh_answer_stands() -> None:
+    import httpx
+
+    from mintsaga.ipfs.pinata import PinataClient
+
+    answers = [401, 200, 503]
+    asked: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        status = answers.pop(0)
+        return httpx.Response(status, json={"error": {"reason": "X", "details": "y"}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http:
+        pinata = PinataClient("http://pinata", "jwt", http, data_budget=DataBudget(30))
+        with pytest.raises(ServiceError) as refused:
+            await pinata.reachable()
+        assert refused.value.kind is ErrorKind.NEEDS_OPERATOR
+        await pinata.reachable()  # a refusal is not trusted: asked again, accepted now
+        await pinata.reachable()  # that answer is fresh: nothing asked
+        assert asked == ["/data/testAuthentication"] * 2
+        with pytest.raises(ServiceError):  # that answer stale: asked, 503
+            await pinata.reachable(fresh_s=0.0)
+        with pytest.raises(ServiceError) as failing:  # and the 503 stands a while: not asked
+            await pinata.reachable()
+        assert failing.value.kind is ErrorKind.TRANSIENT
+    assert asked == ["/data/testAuthentication"] * 3

@@ -139,7 +139,10 @@ def test_workers_reach_dns_temporal_postgres_and_kubo_on_their_ports_only() -> N
     assert egress_ports(rules["postgres"]) == {("TCP", 5432)}
     kubo = urlsplit(config()["KUBO_API_URL"])
     assert kubo.hostname is not None and kubo.hostname.split(".")[1] == "ipfs"
-    assert egress_ports(rules["ipfs"]) == {("TCP", kubo.port)}
+    # Kubo's RPC, and its gateway: the dedicated gateway reads are verified through (issue 16).
+    gateway = urlsplit(config()["IPFS_DEDICATED_GATEWAY"])
+    assert gateway.hostname == kubo.hostname
+    assert egress_ports(rules["ipfs"]) == {("TCP", kubo.port), ("TCP", gateway.port)}
 
 
 def internet_blocks() -> list[tuple[dict[str, Any], set[tuple[str, int]]]]:

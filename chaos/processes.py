@@ -97,8 +97,10 @@ class Workers:
             **os.environ,
             **self.config.worker_env(),
             "TEMPORAL_TASK_QUEUE": self.task_queue,
-            # No health schedule: its probe pins would be pins without a mint to the checker.
+            # No health schedule: its probe pins would be pins without a mint to the checker;
+            # no pin repair schedule either (its holds are pin rows without a mint).
             "HEALTH_CHECK_INTERVAL_S": "0",
+            "PIN_REPAIR_INTERVAL_S": "0",
             **self.env,
         }
         with open(log, "ab") as out:

@@ -42,12 +42,19 @@ from mintsaga import temporal_client
 from mintsaga.activities.call_hooks import install_call_hooks
 from mintsaga.activities.database import DatabaseActivities
 from mintsaga.activities.health import HealthActivities
-from mintsaga.activities.ipfs import IpfsActivities
+from mintsaga.activities.ipfs import METADATA_MAX_BYTES, IpfsActivities
+from mintsaga.activities.pin_repair import PinRepairActivities
 from mintsaga.activities.runtime import RuntimeActivities
 from mintsaga.activities.solana import SolanaActivities
 from mintsaga.activities.verification import VerificationActivities
+from mintsaga.api.health import DEFAULT_INTERVAL as HEALTH_DEFAULT_INTERVAL
 from mintsaga.api.health import interval_from_env as health_interval_from_env
 from mintsaga.api.health import maintain_health_schedule
+from mintsaga.api.health import upload_interval_from_env as health_upload_interval_from_env
+from mintsaga.api.pin_repair import DEFAULT_INTERVAL as DEFAULT_REPAIR_EVERY
+from mintsaga.api.pin_repair import batch_from_env as pin_repair_batch_from_env
+from mintsaga.api.pin_repair import interval_from_env as pin_repair_interval_from_env
+from mintsaga.api.pin_repair import maintain_pin_repair_schedule
 from mintsaga.codec import data_converter_from_env
 from mintsaga.db.mint_store import MintStore
 from mintsaga.db.runtime_config import RuntimeConfigStore
@@ -83,12 +90,13 @@ from mintsaga.solana.minter import SolanaMinter
 from mintsaga.solana.rpc import SolanaRpc
 from mintsaga.workflows.health import HealthCheck, HealthPinCleanup
 from mintsaga.workflows.mint_saga import MintSaga
+from mintsaga.workflows.pin_repair import PIN_REPAIR_PINATA_STEPS, PinRepair
 from mintsaga.workflows.policies import PINATA, PINATA_STEPS, provider_task_queue
 
 log = logging.getLogger("mintsaga.worker")
 HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
-# Every workflow a worker runs: the saga, and the health probes on their schedule.
-WORKFLOWS = [MintSaga, HealthCheck, HealthPinCleanup]
+# Every workflow a worker runs: the saga, the health probes and the pin repair (schedules).
+WORKFLOWS = [MintSaga, HealthCheck, HealthPinCleanup, PinRepair]
 
 
 @contextlib.asynccontextmanager
@@ -201,11 +209,26 @@ async def mint_activities(
                 commitment=settings.solana_commitment,
             )
             runtime_steps = RuntimeActivities(watcher=watcher)
+            # Kubo-only content pinned to Pinata (activities/pin_repair.py), on its schedule.
+            repair_every = pin_repair_interval_from_env()
+            pin_repair = PinRepairActivities(
+                pinata=PinataClient(
+                    settings.pinata_api_url, settings.pinata_jwt.get_secret_value(), http
+                ),
+                kubo=KuboClient(settings.kubo_api_url, http),
+                pinata_breaker=pinata.breaker,
+                store=store,
+                max_bytes=max(settings.image_max_bytes, METADATA_MAX_BYTES),
+                batch=pin_repair_batch_from_env(),
+                gauge_stale_s=2.5 * (repair_every or DEFAULT_REPAIR_EVERY).total_seconds(),
+            )
             # Health probes: their own clients, around the breakers (activities/health.py).
             health = HealthActivities.build(
                 settings,
                 http=http,
                 pool=store.pool,
+                check_every=health_interval_from_env() or HEALTH_DEFAULT_INTERVAL,
+                upload_every=health_upload_interval_from_env(),
                 solana_urls=lambda: [
                     *settings.solana_rpc_endpoints,
                     *rpc.urls,
@@ -221,7 +244,9 @@ async def mint_activities(
                         name="system wallet",
                     )
                 )
-            yield activities_of(ipfs, database, solana, verification, runtime_steps, health)
+            yield activities_of(
+                ipfs, database, solana, verification, runtime_steps, health, pin_repair
+            )
         finally:
             await samplers.aclose()
             await watcher.stop()  # before the store: it shares the pool
@@ -338,7 +363,9 @@ def build_workers(
     pinata = Worker(
         client,
         task_queue=provider_task_queue(task_queue, PINATA),
-        activities=[a for a in activities if activity_name(a) in PINATA_STEPS],
+        activities=[
+            a for a in activities if activity_name(a) in PINATA_STEPS | PIN_REPAIR_PINATA_STEPS
+        ],
         max_task_queue_activities_per_second=tuning.pinata_activities_per_second,
         **common,
     )
@@ -423,6 +450,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 settings.temporal.namespace,
             )
             await maintain_health_schedule(client, settings.task_queue)
+            await maintain_pin_repair_schedule(client, settings.task_queue)
             await stop.wait()
             READINESS.drain()  # /readyz answers 503 from now on
             log.info("draining: no new tasks, running activities get %d s", tuning.drain_s)
@@ -437,6 +465,9 @@ async def _main() -> int:
         load_keypair_file(settings.mint_authority_keypair)
         parse_seed(settings.mint_key_seed.get_secret_value())
         health_interval_from_env()  # HEALTH_CHECK_INTERVAL_S, checked before anything starts
+        health_upload_interval_from_env()  # HEALTH_UPLOAD_PROBE_INTERVAL_S, likewise
+        pin_repair_interval_from_env()  # PIN_REPAIR_INTERVAL_S and PIN_REPAIR_BATCH, likewise
+        pin_repair_batch_from_env()
         data_converter_from_env()  # MINTSAGA_CODEC_KEYS, likewise
     except (SettingsError, KeyMaterialError) as exc:
         print(f"worker: {exc}", file=sys.stderr)

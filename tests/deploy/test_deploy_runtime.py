@@ -397,6 +397,7 @@ def worker_process(stack: StackConfig, tmp_path: Path) -> Iterator[WorkerProcess
         "METRICS_PORT": str(port),
         "TEMPORAL_TASK_QUEUE": queue,
         "HEALTH_CHECK_INTERVAL_S": "0",
+        "PIN_REPAIR_INTERVAL_S": "0",
     }
     log = tmp_path / "worker.log"
     with log.open("wb") as out:

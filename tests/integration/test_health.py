@@ -8,18 +8,23 @@ workflow on a worker of this module's own queue, and reads the result, the worke
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+import httpx
 import pytest
 from temporalio.client import Client, ScheduleIntervalSpec
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer
 
 import mintsaga.activities.health as health_activities
@@ -27,12 +32,28 @@ from devstack.config import SOLANA_ENDPOINTS, StackConfig
 from mintsaga.api import health as health_checks
 from mintsaga.db.errors import endpoint_and_secrets
 from mintsaga.errors import redact_url
+from mintsaga.ipfs.cid import compute_cid
+from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.pinata import PinataClient
+from mintsaga.ipfs.uploads import IpfsUploader
 from mintsaga.observability.metrics import BREAKER_STATE, record_breaker_state, sample_value
 from mintsaga.resilience.breaker import BreakerRegistry
 from mintsaga.settings import SettingsError
-from mintsaga.workflows.health import HealthCheck, HealthPinCleanup, HealthRow, cleanup_workflow_id
+from mintsaga.workflows.health import (
+    SCHEDULED_RUN_ID_PREFIX,
+    HealthCheck,
+    HealthPinCleanup,
+    HealthRow,
+    cleanup_workflow_id,
+)
 from tests.paths import ROOT
-from tests.saga_support import add_fault, clear_faults, pinned_anywhere, running_worker
+from tests.saga_support import (
+    add_fault,
+    clear_faults,
+    pinata_get,
+    pinned_anywhere,
+    running_worker,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -336,3 +357,112 @@ async def test_a_health_gauge_expires_unless_a_newer_probe_refreshes_it(
     assert gauge("postgres", "db-kept") == 1.0
     await asyncio.sleep(0.2)
     assert gauge("postgres", "db-kept") is None
+
+
+# -- the canary and the upload probe's interval -----------------------------------------------
+
+
+class CountingPinata(PinataClient):
+    """The real client, counting its uploads."""
+
+    uploads = 0
+
+    async def pin_file(self, data: bytes, **kwargs: Any) -> str:
+        self.uploads += 1
+        return await super().pin_file(data, **kwargs)
+
+
+def probes(
+    stack: StackConfig, http: httpx.AsyncClient, pinata: PinataClient, **timing: timedelta
+) -> Any:
+    """The product's IPFS probe over the devstack, outside a worker (its other probes unused)."""
+    kubo = KuboClient(stack.url("kubo"), http)
+    return health_activities.HealthActivities(
+        solana_urls=lambda: [],
+        solana_timeout_s=5.0,
+        store=None,  # type: ignore[arg-type]  # only the IPFS probe runs here
+        database="",
+        pinata=pinata,
+        uploader=IpfsUploader(pinata, kubo),
+        gateways=[stack.url("gateway-1"), stack.url("gateway-2")],
+        http=http,
+        kubo=kubo,
+        **timing,
+    )
+
+
+def run_as(workflow_id: str) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=workflow_id)
+    return env
+
+
+def test_uploads_are_probed_once_a_window_by_the_schedule_and_always_by_hand() -> None:
+    probe = health_activities.HealthActivities(
+        solana_urls=lambda: [],
+        solana_timeout_s=5.0,
+        store=None,  # type: ignore[arg-type]
+        database="",
+        pinata=None,  # type: ignore[arg-type]
+        uploader=None,  # type: ignore[arg-type]
+        gateways=[],
+        http=None,  # type: ignore[arg-type]
+        check_every=timedelta(minutes=1),
+        upload_every=timedelta(minutes=15),
+    )
+    scheduled = f"{SCHEDULED_RUN_ID_PREFIX}-2026-12-03T20:00:00Z"
+    window = 15 * 60
+    # The schedule's runs, one a minute: the first of each 15-minute window probes uploads.
+    due = [
+        probe.upload_due(scheduled, 1_800_000_000 + window * 7 + 60 * m + 0.4) for m in range(30)
+    ]
+    assert due == ([True] + [False] * 14) * 2
+    assert probe.upload_due(f"{health_checks.HEALTH_SCHEDULE_ID}-now-abc", 1_800_000_000 + 120)
+    # The schedule's own id prefix is the one the probe looks for.
+    assert health_checks.health_schedule("q").action.id == SCHEDULED_RUN_ID_PREFIX  # type: ignore[union-attr]
+    probe_each = health_activities.HealthActivities(
+        solana_urls=lambda: [],
+        solana_timeout_s=5.0,
+        store=None,  # type: ignore[arg-type]
+        database="",
+        pinata=None,  # type: ignore[arg-type]
+        uploader=None,  # type: ignore[arg-type]
+        gateways=[],
+        http=None,  # type: ignore[arg-type]
+        upload_every=timedelta(0),  # HEALTH_UPLOAD_PROBE_INTERVAL_S=0: every run
+    )
+    assert probe_each.upload_due(scheduled, 1_800_000_000 + 300)
+
+
+async def test_gateways_are_probed_with_the_canary_which_stays_pinned(stack: StackConfig) -> None:
+    canary = await compute_cid(health_activities.CANARY)
+    async with httpx.AsyncClient(timeout=30) as http:
+        pinata = CountingPinata(stack.url("pinata"), stack.pinata_jwt, http)
+        probe = probes(stack, http, pinata, upload_every=timedelta(minutes=15))
+        # A scheduled run outside its upload window: the canary only, no upload.
+        quiet = f"{SCHEDULED_RUN_ID_PREFIX}-x"
+        now = time.time()
+        if probe.upload_due(quiet, now) or probe.upload_due(quiet, now + 5):
+            await asyncio.sleep(61)  # the window's first minute: wait it out
+        out = await run_as(quiet).run(probe.health_ipfs_roundtrip)
+        rows = by_key(out.rows)
+        assert {check for check, _ in rows} == {"gateway_fetch"}
+        assert all(row.ok and canary in row.detail for row in out.rows), out.rows
+        assert out.pending_unpin is None
+        # The first run of a process pins the canary (one upload); no probe blob.
+        assert pinata.uploads == 1
+        # The next scheduled run reads the same CID and uploads nothing.
+        again = await run_as(quiet).run(probe.health_ipfs_roundtrip)
+        assert [row.detail for row in again.rows] == [row.detail for row in out.rows]
+        assert pinata.uploads == 1
+        # A run by hand probes the upload too, and leaves the canary pinned on both providers.
+        full = await run_as("mintsaga-health-now-test").run(probe.health_ipfs_roundtrip)
+        checks = {row.check for row in full.rows}
+        assert checks == {"gateway_fetch", "ipfs_upload", "ipfs_unpin"}
+        assert all(row.ok for row in full.rows), full.rows
+        assert not await pinned_anywhere(stack, probe_cid(full.rows))
+    answer = await pinata_get(stack, "/data/pinList", {"status": "pinned", "cid": canary})
+    assert [row["ipfs_pin_hash"] for row in answer.json()["rows"]] == [canary]
+    async with httpx.AsyncClient(timeout=10) as http:
+        kubo = await http.post(stack.url("kubo") + "/api/v0/pin/ls", params={"arg": canary})
+    assert kubo.status_code == 200

@@ -237,6 +237,7 @@ async def test_worker_killed_mid_mint_restarts_to_exactly_one_nft(
         **stack.worker_env(),
         "TEMPORAL_TASK_QUEUE": queue,
         "HEALTH_CHECK_INTERVAL_S": "0",
+        "PIN_REPAIR_INTERVAL_S": "0",
     }
 
     def start_worker() -> subprocess.Popen[bytes]:

@@ -150,7 +150,13 @@ async def test_uploads_declare_the_images_type_and_json_for_metadata(
 
 def worker_process(stack: StackConfig, **env: str) -> subprocess.CompletedProcess[str]:
     """`worker.py` until it exits (or 60 s: then it started polling, and is stopped)."""
-    full = {**os.environ, **stack.worker_env(), "HEALTH_CHECK_INTERVAL_S": "0", **env}
+    full = {
+        **os.environ,
+        **stack.worker_env(),
+        "HEALTH_CHECK_INTERVAL_S": "0",
+        "PIN_REPAIR_INTERVAL_S": "0",
+        **env,
+    }
     try:
         return subprocess.run(
             [sys.executable, "worker.py"],

@@ -26,11 +26,14 @@ from devstack.config import StackConfig
 from mintsaga.workflows import policies
 from mintsaga.workflows.health import HEALTH_STEPS, HealthCheck, HealthPinCleanup
 from mintsaga.workflows.mint_saga import MintSaga
+from mintsaga.workflows.pin_repair import PIN_REPAIR_PINATA_STEPS, PIN_REPAIR_STEPS, PinRepair
 from mintsaga.workflows.policies import PINATA, PINATA_STEPS, SAGA_STEPS, provider_task_queue
 from mintsaga.workflows.steps import Step
 from tests.saga_support import settings_for
 
-STEPS: dict[str, Step[Any, Any]] = {step.name: step for step in (*SAGA_STEPS, *HEALTH_STEPS)}
+STEPS: dict[str, Step[Any, Any]] = {
+    step.name: step for step in (*SAGA_STEPS, *HEALTH_STEPS, *PIN_REPAIR_STEPS)
+}
 
 # Histories name activities: these names never change (a renamed step strands every running
 # mint that has it in its history). Add a name here only with a new step.
@@ -60,6 +63,9 @@ NAMES = {
     "health_pinata",
     "health_ipfs_roundtrip",
     "health_unpin",
+    "pin_repair_scan",
+    "pin_repair_check",
+    "pin_repair_repin",
 }
 
 
@@ -102,7 +108,7 @@ def contract_problems(fn: Callable[..., Any]) -> list[str]:
 
 
 def test_step_names_are_unique_and_never_change() -> None:
-    every = [step.name for step in (*SAGA_STEPS, *HEALTH_STEPS)]
+    every = [step.name for step in (*SAGA_STEPS, *HEALTH_STEPS, *PIN_REPAIR_STEPS)]
     assert len(every) == len(set(every))
     assert set(every) == NAMES
     assert {step.name: step for step in SAGA_STEPS} == policies.STEPS
@@ -171,9 +177,14 @@ async def test_the_worker_registers_exactly_the_steps_the_workflows_schedule(
     assert len(registered) == len(saga["activities"])
     assert set(registered) == set(STEPS)
     assert [problem for fn in registered.values() for problem in contract_problems(fn)] == []
-    assert set(saga["workflows"]) == {MintSaga, HealthCheck, HealthPinCleanup}
+    assert set(saga["workflows"]) == {MintSaga, HealthCheck, HealthPinCleanup, PinRepair}
     assert saga["task_queue"] == queue
-    # The Pinata queue serves exactly the steps the saga schedules there.
+    # The Pinata queue serves exactly the steps the saga and the pin repair schedule there.
     assert pinata["task_queue"] == provider_task_queue(queue, PINATA)
-    assert {activity_name(fn) for fn in pinata["activities"]} == PINATA_STEPS
+    assert {activity_name(fn) for fn in pinata["activities"]} == (
+        PINATA_STEPS | PIN_REPAIR_PINATA_STEPS
+    )
+    assert {step.name for step in PIN_REPAIR_STEPS if step.provider == PINATA} == (
+        PIN_REPAIR_PINATA_STEPS
+    )
     assert {step.name for step in SAGA_STEPS if step.provider == PINATA} == PINATA_STEPS

@@ -28,6 +28,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -51,6 +52,7 @@ from mintsaga.workflows.health import (
     HEALTH_POSTGRES,
     HEALTH_SOLANA,
     HEALTH_UNPIN,
+    SCHEDULED_RUN_ID_PREFIX,
     HealthRow,
     ProbeOut,
 )
@@ -70,17 +72,28 @@ NEEDS_OPERATOR = "NEEDS OPERATOR:"
 # the cheapest call that finds a node without transaction history (-32011, solana/rpc.py).
 PROBE_SIGNATURE = "1" * 64
 UPLOAD_TARGET = "ipfs"  # Pinata, or Kubo when Pinata is unavailable: the uploader decides
+# The gateways' probe: one small file, pinned on both providers once and kept, so every run
+# reads the same CID (a gateway serves it from its cache; a fresh CID each minute is slow on
+# a recursive gateway and spends a public one's per-CID quota). Never unpinned by MintSaga.
+CANARY = b"mintsaga gateway canary v1\n"
+# Uploads are probed on the first scheduled run of each window this long (and on every run by
+# hand): an upload spends Pinata quota and leaves a pin to clean up.
+DEFAULT_UPLOAD_EVERY = timedelta(minutes=15)
+DEFAULT_CHECK_EVERY = timedelta(minutes=1)
 
 Key = tuple[str, ...]
 _updated: dict[tuple[str, Key], float] = {}  # (gauge, labels) -> monotonic time of last set
 
 
-def _set(name: str, gauge: Any, labels: Key, value: float) -> None:
+def _set(
+    name: str, gauge: Any, labels: Key, value: float, stale_after_s: float | None = None
+) -> None:
     gauge.labels(*labels).set(value)
     stamp = time.monotonic()
     _updated[(name, labels)] = stamp
+    after = STALE_AFTER_S if stale_after_s is None else stale_after_s
     with contextlib.suppress(RuntimeError):  # no running loop: nothing expires
-        asyncio.get_running_loop().call_later(STALE_AFTER_S, _expire, name, gauge, labels, stamp)
+        asyncio.get_running_loop().call_later(after, _expire, name, gauge, labels, stamp)
 
 
 def _expire(name: str, gauge: Any, labels: Key, stamp: float) -> None:
@@ -94,18 +107,12 @@ def _forget(name: str, gauge: Any, labels: Key) -> None:
         gauge.remove(*labels)
 
 
-def publish(rows: Sequence[HealthRow]) -> None:
-    """Set the health gauges from `rows`."""
+def publish(rows: Sequence[HealthRow], *, stale_after_s: float | None = None) -> None:
+    """Set the health gauges from `rows`; they expire `stale_after_s` (`STALE_AFTER_S`) after."""
     for row in rows:
         labels = (row.check, row.target)
-        _set("up", HEALTH_UP, labels, 1.0 if row.ok else 0.0)
-        _set("latency", HEALTH_LATENCY, labels, row.latency_s)
-
-
-def forget(check: str, target: str) -> None:
-    """Unknown now (not probed this time): drop the series rather than keep an old answer."""
-    _forget("up", HEALTH_UP, (check, target))
-    _forget("latency", HEALTH_LATENCY, (check, target))
+        _set("up", HEALTH_UP, labels, 1.0 if row.ok else 0.0, stale_after_s)
+        _set("latency", HEALTH_LATENCY, labels, row.latency_s, stale_after_s)
 
 
 def _describe(exc: BaseException) -> str:
@@ -144,6 +151,9 @@ class HealthActivities:
         uploader: IpfsUploader,
         gateways: Sequence[str],
         http: httpx.AsyncClient,
+        kubo: KuboClient | None = None,
+        check_every: timedelta = DEFAULT_CHECK_EVERY,
+        upload_every: timedelta = DEFAULT_UPLOAD_EVERY,
     ) -> None:
         self._solana_urls = solana_urls
         self._solana_timeout_s = min(solana_timeout_s, PROBE_TIMEOUT_S)
@@ -153,6 +163,10 @@ class HealthActivities:
         self._uploader = uploader
         self._gateways = [url.rstrip("/") for url in gateways]
         self._http = http
+        self._kubo = kubo
+        self._check_every = check_every.total_seconds()
+        self._upload_every = upload_every.total_seconds()
+        self._canary_pinned = False  # this process pinned the canary (module docstring)
 
     @classmethod
     def build(
@@ -162,8 +176,11 @@ class HealthActivities:
         http: httpx.AsyncClient,
         pool: asyncpg.Pool,
         solana_urls: Callable[[], Sequence[str]],
+        check_every: timedelta = DEFAULT_CHECK_EVERY,
+        upload_every: timedelta = DEFAULT_UPLOAD_EVERY,
     ) -> HealthActivities:
-        """Clients of their own (no breakers) over the worker's HTTP client and DB pool."""
+        """Clients of their own (no breakers) over the worker's HTTP client and DB pool;
+        `check_every` the schedule's interval, `upload_every` how often uploads are probed."""
         endpoint, secrets = endpoint_and_secrets(settings.database_url.get_secret_value())
         pinata = PinataClient(settings.pinata_api_url, settings.pinata_jwt.get_secret_value(), http)
         kubo = KuboClient(settings.kubo_api_url, http)
@@ -176,6 +193,9 @@ class HealthActivities:
             uploader=IpfsUploader(pinata, kubo),
             gateways=settings.ipfs_gateways,
             http=http,
+            kubo=kubo,
+            check_every=check_every,
+            upload_every=upload_every,
         )
 
     # -- Solana: getHealth and the slot, per endpoint ----------------------------------------
@@ -278,10 +298,70 @@ class HealthActivities:
         publish([row])
         return ProbeOut(rows=[row])
 
-    # -- IPFS: upload a unique blob, fetch it through every gateway, unpin it -----------------
+    # -- IPFS: the canary through every gateway; now and then, an upload and its unpin --------
 
     @activity.defn(name=HEALTH_IPFS_ROUNDTRIP.name)
     async def health_ipfs_roundtrip(self) -> ProbeOut:
+        """Every run: the canary (a long-lived CID, `CANARY`) fetched through every gateway.
+        On an upload run (`upload_due`): a unique blob uploaded (Pinata, or Kubo when Pinata
+        is unavailable) and unpinned again; its `ipfs_upload` and `ipfs_unpin` rows expire
+        2.5 upload intervals after, not `STALE_AFTER_S`."""
+        canary = await compute_cid(CANARY, DEFAULT_CID_VERSION)
+        upload_run = self.upload_due(activity.info().workflow_id or "", time.time())
+        canary_note = ""
+        if upload_run or not self._canary_pinned:
+            canary_note = await self._pin_canary()
+        rows = list(
+            await asyncio.gather(*(self._fetch(url, canary, canary_note) for url in self._gateways))
+        )
+        if rows and all(not row.ok for row in rows):
+            self._canary_pinned = False  # pinned again next run (an operator may have unpinned)
+        publish(rows)
+        if not upload_run:
+            return ProbeOut(rows=rows)
+        upload_rows, pending = await self._upload_probe()
+        publish(upload_rows, stale_after_s=max(STALE_AFTER_S, 2.5 * self._upload_every))
+        return ProbeOut(rows=rows + upload_rows, pending_unpin=pending)
+
+    def upload_due(self, workflow_id: str, now: float) -> bool:
+        """Whether this run probes uploads: every run by hand (`starter.py health`); of the
+        schedule's runs, the first of each `upload_every` window (the schedule's runs fall
+        `check_every` apart, so exactly one per window for the whole fleet, whichever worker
+        runs it); every run when the window is no longer than the interval."""
+        if not workflow_id.startswith(SCHEDULED_RUN_ID_PREFIX):
+            return True
+        if self._upload_every <= self._check_every:
+            return True
+        return now % self._upload_every < self._check_every
+
+    async def _pin_canary(self) -> str:
+        """Pin the canary on both providers (each gateway may read from either); "" when
+        one took it, else why neither did (said in the gateway rows). Pinning it again is
+        harmless: Pinata answers isDuplicate, Kubo's add is idempotent."""
+        failures = []
+        try:
+            await self._pinata.pin_file(
+                CANARY,
+                filename="mintsaga-canary.txt",
+                name="mintsaga-gateway-canary",
+                keyvalues={"purpose": "gateway-canary"},
+            )
+        except Exception as exc:  # a probe reports, never raises
+            failures.append(f"pinata: {_describe(exc)}")
+        if self._kubo is not None:
+            try:
+                await self._kubo.add(CANARY, filename="mintsaga-canary.txt")
+            except Exception as exc:
+                failures.append(f"kubo: {_describe(exc)}")
+        pinned_somewhere = len(failures) < (2 if self._kubo is not None else 1)
+        self._canary_pinned = pinned_somewhere
+        if pinned_somewhere:
+            return ""
+        return "; the canary could not be pinned (" + "; ".join(failures) + ")"
+
+    async def _upload_probe(self) -> tuple[list[HealthRow], str | None]:
+        """Upload a unique blob and unpin it from both providers: (rows, a CID left to the
+        cleanup workflow when its unpin failed)."""
         tag = uuid.uuid4().hex
         data = f"mintsaga health probe {tag}\n".encode()
         # Known before anything is sent: a lost answer may still have pinned it.
@@ -302,11 +382,9 @@ class HealthActivities:
                     target=UPLOAD_TARGET,
                     ok=False,
                     latency_s=latency,
-                    detail=f"{_describe(error or Exception())}; gateways not checked",
+                    detail=_describe(error or Exception()),
                 )
             )
-            for url in self._gateways:
-                forget("gateway_fetch", redact_url(url))
         else:
             rows.append(
                 HealthRow(
@@ -317,7 +395,6 @@ class HealthActivities:
                     detail=f"pinned {cid} on {upload.provider}",
                 )
             )
-            rows += await asyncio.gather(*(self._fetch(url, cid) for url in self._gateways))
         # Unpin from both providers (the answer of either may have been lost), whatever happened.
         _, unpin_error, unpin_latency = await _timed(lambda: self._uploader.unpin_all(cid))
         pending = None
@@ -338,20 +415,24 @@ class HealthActivities:
                 detail=detail,
             )
         )
-        publish(rows)
-        return ProbeOut(rows=rows, pending_unpin=pending)
+        return rows, pending
 
-    async def _fetch(self, url: str, cid: str) -> HealthRow:
+    async def _fetch(self, url: str, cid: str, note: str = "") -> HealthRow:
         reader = GatewayReader([url], self._http)  # no breakers: see the module docstring
+        # One try (budget_s=0): a read would otherwise ask again within the attempt's time
+        # after a 5xx or a 504's Retry-After; for a probe the next run is the retry, and the
+        # row says what the gateway answered.
         _, error, latency = await _timed(
-            lambda: reader.fetch_verified(cid, max_bytes=PROBE_BYTES_MAX)
+            lambda: reader.fetch_verified(cid, max_bytes=PROBE_BYTES_MAX, budget_s=0.0)
         )
         return HealthRow(
             check="gateway_fetch",
             target=redact_url(url),
             ok=error is None,
             latency_s=latency,
-            detail=f"served {cid}, verified" if error is None else _describe(error),
+            detail=f"served the canary {cid}, verified"
+            if error is None
+            else _describe(error) + note,
         )
 
     @activity.defn(name=HEALTH_UNPIN.name)

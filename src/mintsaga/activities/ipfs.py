@@ -122,6 +122,7 @@ class IpfsActivities:
                 name=f"{arg.mint_id}-image",
                 keyvalues={"mint_id": arg.mint_id, "kind": "image"},
             )
+            await self._confirm_held(upload.cid, upload.provider)
             await self._record_provider_cid(arg.mint_id, cid, upload.cid)
         return io.UploadOut(
             attempt=activity.info().attempt, cid=upload.cid, provider=upload.provider
@@ -148,6 +149,7 @@ class IpfsActivities:
                 name=f"{arg.mint_id}-metadata",
                 keyvalues={"mint_id": arg.mint_id, "kind": "metadata"},
             )
+            await self._confirm_held(upload.cid, upload.provider)
             await self._record_provider_cid(arg.mint_id, local, upload.cid)
         return io.UploadOut(
             attempt=activity.info().attempt,
@@ -163,6 +165,15 @@ class IpfsActivities:
                 f"mint pin on unknown IPFS provider {provider!r}", "UnknownProvider", "ipfs"
             )
         await self._uploader.unpin(cid, cast(Provider, provider))
+
+    async def _confirm_held(self, cid: str, provider: str) -> None:
+        """Note where the upload landed (db/pin_repair.py), so the pin repair finds what only
+        Kubo holds without asking Pinata. Best effort: when this write fails, the repair asks
+        Pinata's pinList about the CID instead; the upload itself succeeded."""
+        try:
+            await self._store.confirm_held(cid, provider)
+        except ServiceError as exc:
+            activity.logger.warning("could not note %s as held by %s: %s", cid, provider, exc)
 
     async def _record_pins(self, mint_id: str, cid: str) -> None:
         await self._store.record_pins(mint_id, cid, PROVIDERS)

@@ -33,7 +33,7 @@ from temporalio.client import (
 )
 
 from mintsaga.settings import SettingsError
-from mintsaga.workflows.health import HealthCheck, HealthRow
+from mintsaga.workflows.health import SCHEDULED_RUN_ID_PREFIX, HealthCheck, HealthRow
 
 log = logging.getLogger("mintsaga.health")
 
@@ -64,11 +64,34 @@ def interval_from_env(env: Mapping[str, str] | None = None) -> timedelta | None:
     return timedelta(seconds=seconds)
 
 
+UPLOAD_INTERVAL_SETTING = "HEALTH_UPLOAD_PROBE_INTERVAL_S"
+DEFAULT_UPLOAD_INTERVAL = timedelta(minutes=15)
+
+
+def upload_interval_from_env(env: Mapping[str, str] | None = None) -> timedelta:
+    """`HEALTH_UPLOAD_PROBE_INTERVAL_S` (seconds, default 900): how often a scheduled health
+    run probes an upload (the gateways are probed every run, with the canary CID); 0: every
+    run. Runs by hand (`starter.py health`) always probe it."""
+    env = os.environ if env is None else env
+    raw = env.get(UPLOAD_INTERVAL_SETTING, "").strip()
+    if not raw:
+        return DEFAULT_UPLOAD_INTERVAL
+    try:
+        seconds = int(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{UPLOAD_INTERVAL_SETTING}: {raw!r} is not a whole number of seconds"
+        ) from None
+    if seconds < 0:
+        raise SettingsError(f"{UPLOAD_INTERVAL_SETTING}: {seconds} is negative (0: every run)")
+    return timedelta(seconds=seconds)
+
+
 def health_schedule(task_queue: str, every: timedelta = DEFAULT_INTERVAL) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
             HealthCheck.run,
-            id=f"{HEALTH_SCHEDULE_ID}-run",  # the server appends the scheduled time
+            id=SCHEDULED_RUN_ID_PREFIX,  # the server appends the scheduled time
             task_queue=task_queue,
             execution_timeout=RUN_TIMEOUT,
         ),

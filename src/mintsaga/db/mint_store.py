@@ -5,8 +5,9 @@ an activity whose answer was lost is retried by Temporal and must then do no har
 database enforces what matters under concurrency: one mint in progress per user is a partial
 unique index, so a second claim is rejected at once rather than queued behind a lock.
 
-``MintStore`` holds the claims, stages, events and reads; its pin, submission and spend methods
-come from ``db/pins.py``, ``db/submissions.py`` and ``db/wallet_spend.py``, its rows from
+``MintStore`` holds the claims, stages, events and reads; its pin, pin repair,
+submission and spend methods come from ``db/pins.py``, ``db/pin_repair.py``,
+``db/submissions.py`` and ``db/wallet_spend.py``, its rows from
 ``db/rows.py``. Every call goes
 through the shared executor (``db/executor.py``): errors classified once into the
 ``ServiceError`` every client raises, and the only retries inside a call the spec's (a
@@ -26,6 +27,7 @@ import asyncpg.exceptions as pgexc
 
 from mintsaga.db.errors import IN_PROGRESS_INDEX, SERVICE, endpoint_and_secrets, permanent
 from mintsaga.db.executor import Executor, close_pool, create_pool
+from mintsaga.db.pin_repair import PinRepairMixin
 from mintsaga.db.pins import PinsMixin
 from mintsaga.db.rows import (
     FINISHED_SQL,
@@ -60,7 +62,7 @@ SETTABLE_FIELDS = frozenset(
 )
 
 
-class MintStore(PinsMixin, SubmissionsMixin, SpendMixin):
+class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin):
     """Mint records over an asyncpg pool; every method is safe to retry."""
 
     def __init__(

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from mintsaga.errors import redact_url
+from mintsaga.errors import ErrorKind, ServiceError, redact_url
 from mintsaga.http_errors import (
     bad_answer,
     json_body,
@@ -170,6 +170,25 @@ class KuboClient:
         body = json_body(response, service=SERVICE, endpoint=self.api_url)
         keys = body.get("Keys") if isinstance(body, dict) else None
         return isinstance(keys, dict) and cid in keys
+
+    async def cat(self, cid: str, *, max_bytes: int) -> bytes:
+        """The file ``cid`` names, as this node holds it (the pin repair re-uploads it to
+        Pinata). At most ``max_bytes``: ``/api/v0/cat`` takes ``length``, "maximum number of
+        bytes to read" (https://docs.ipfs.tech/reference/kubo/rpc/#api-v0-cat), so one byte
+        more is asked to tell a larger file, which is PERMANENT ``ContentTooLarge``."""
+        require_cid(cid, service=SERVICE)
+        response = await self._call(
+            "cat", action="read a file", params={"arg": cid, "length": str(max_bytes + 1)}
+        )
+        if len(response.content) > max_bytes:
+            raise ServiceError(
+                f"{cid} is over {max_bytes} bytes on kubo",
+                service=SERVICE,
+                kind=ErrorKind.PERMANENT,
+                code="ContentTooLarge",
+                endpoint=self.api_url,
+            )
+        return response.content
 
     # -- plumbing ------------------------------------------------------------------------
 

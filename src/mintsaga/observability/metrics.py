@@ -146,6 +146,18 @@ HEALTH_LATENCY = Gauge(
     "Latency of the last health check",
     ["check", "target"],
 )
+IPFS_SINGLE_PROVIDER_CIDS = Gauge(
+    "mintsaga_ipfs_single_provider_cids",
+    "CIDs of live or minted mints held by one provider only: uploaded to the backup (kubo)"
+    " while Pinata failed, not yet pinned on Pinata by the pin repair (set by its scan)",
+    ["provider"],
+)
+PIN_REPAIRS = Counter(
+    "mintsaga_pin_repairs_total",
+    "CIDs the pin repair handled, by outcome: already_pinned, repinned, released (compensated:"
+    " not pinned), claimed, kubo_failed, cid_mismatch",
+    ["outcome"],
+)
 RPC_SLOT_LAG = Gauge(
     "mintsaga_rpc_slot_lag",
     "Slots an RPC endpoint is behind the highest one",
@@ -206,6 +218,10 @@ def record_spend(
         SPEND_BREAKER_REFUSALS.inc()
     WALLET_SPEND_WINDOW.set(window_lamports)
     WALLET_SPEND_LIMIT.set(limit_lamports)
+
+
+def record_pin_repair(outcome: str) -> None:
+    PIN_REPAIRS.labels(outcome).inc()
 
 
 def record_finalization_timeout() -> None:

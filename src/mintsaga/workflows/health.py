@@ -6,9 +6,11 @@ gauges of the worker that ran it. The workflow gathers the rows into one table, 
 `starter.py health` prints.
 
 A probe that does not finish (its worker died, its timeout passed) still gives a row, failing,
-so the table always says something about every check. The IPFS round trip uploads a unique
-blob; when its unpin fails, `HealthPinCleanup` (a child workflow left running on its own)
-retries the unpin until it succeeds, so a health probe never leaves an orphaned pin.
+so the table always says something about every check. The IPFS probe reads a long-lived canary
+CID through every gateway each run, and now and then (`HEALTH_UPLOAD_PROBE_INTERVAL_S`, and every
+run by hand) uploads a unique blob; when that blob's unpin fails, `HealthPinCleanup` (a child
+workflow left running on its own) retries the unpin until it succeeds, so a health probe never
+leaves an orphaned pin.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class ProbeOut(BaseModel):
     pending_unpin: str | None = None  # a probe CID whose unpin failed: clean up later
 
 
+# The ids of the schedule's runs start with this (the server appends the scheduled time);
+# a run by hand has another id, and probes everything (activities.health.upload_due).
+SCHEDULED_RUN_ID_PREFIX = "mintsaga-health-run"
 # Each probe bounds its own calls (activities.health.PROBE_TIMEOUT_S); this is the backstop.
 PROBE_TIMEOUT = timedelta(seconds=90)
 # A probe is not retried: the next scheduled run (a minute later) is the retry.

@@ -200,12 +200,19 @@ class IpfsActivities:
         async with classified(heartbeat=True):
             for cid in arg.cids:
                 if self._gateways.dedicated:
-                    _, public = await asyncio.gather(
+                    # Both run to their end (the report's metrics too) before a failure is raised.
+                    served, reported = await asyncio.gather(
                         self._gateways.check_dedicated(
                             cid, max_bytes=max_bytes, pinned_at=pinned_by
                         ),
                         self._gateways.report_public(cid, max_bytes=max_bytes),
+                        return_exceptions=True,
                     )
+                    for outcome in (reported, served):
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+                    assert isinstance(reported, dict)
+                    public = reported
                 else:
                     public = await self._gateways.report_public(cid, max_bytes=max_bytes)
                     if not any(public.values()):

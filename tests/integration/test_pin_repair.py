@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,8 +23,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, ScheduleActionExecutionStartWorkflow
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Replayer
 
 import mintsaga
 from devstack.config import StackConfig
@@ -42,7 +45,8 @@ from mintsaga.ipfs.uploads import IpfsUploader
 from mintsaga.observability.metrics import sample_value
 from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.models import MintStatus
-from mintsaga.workflows.pin_repair import PIN_REPAIR_REPIN
+from mintsaga.workflows.pin_repair import PIN_REPAIR_REPIN, PinRepair
+from tests.paths import HISTORIES
 from tests.saga_support import add_fault, clear_faults, pinata_get, running_worker, settings_for
 
 pytestmark = pytest.mark.integration
@@ -53,6 +57,7 @@ MINTS = 20
 # shorter test. The repair's period is a setting (PIN_REPAIR_INTERVAL_S, 300 s by default),
 # 30 s here so the test waits less for its first run.
 REPAIR_EVERY = timedelta(seconds=30)
+REPAIR_HISTORIES = HISTORIES / "pin-repair"  # replayed by tests/replay/test_pin_repair_history.py
 
 
 async def pinata_pinned(stack: StackConfig) -> set[str]:
@@ -139,8 +144,25 @@ async def test_content_minted_during_a_pinata_outage_is_pinned_there_within_the_
                 f"{len(missing)} of {len(cids)} CIDs not on Pinata"
                 f" {time.monotonic() - back:.0f} s after it came back"
             )
+            runs = (await handle.describe()).info.recent_actions
         finally:
             await handle.delete()
+        # The runs' histories replay on today's PinRepair (RECORD_HISTORIES=1 stores the one
+        # that repaired, for tests/replay/test_pin_repair_history.py).
+        for action in runs:
+            started = action.action
+            assert isinstance(started, ScheduleActionExecutionStartWorkflow)
+            run = client.get_workflow_handle_for(PinRepair.run, started.workflow_id)
+            report = await asyncio.wait_for(run.result(), 120)
+            history = await run.fetch_history()
+            await Replayer(
+                workflows=[PinRepair], data_converter=pydantic_data_converter
+            ).replay_workflow(history)
+            if os.environ.get("RECORD_HISTORIES") and any(
+                r.outcome == "repinned" for r in report.results
+            ):
+                REPAIR_HISTORIES.mkdir(exist_ok=True)
+                (REPAIR_HISTORIES / "repaired-after-outage.json").write_text(history.to_json())
     assert await unconfirmed(stack, cids) == 0  # noted: the next runs leave them alone
 
 

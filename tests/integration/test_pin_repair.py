@@ -125,9 +125,17 @@ async def test_content_minted_during_a_pinata_outage_is_pinned_there_within_the_
         rate = settings.tuning.pinata_activities_per_second or 2.0
         run_s = (int(waiting[0]["n"]) + LOOKUPS_PER_RUN + 1) / rate + 30.0
         schedule_id = f"pin-repair-test-{uuid.uuid4().hex[:8]}"
-        await ensure_pin_repair_schedule(client, queue, every=REPAIR_EVERY, schedule_id=schedule_id)
+        created = await ensure_pin_repair_schedule(
+            client, queue, every=REPAIR_EVERY, schedule_id=schedule_id
+        )
+        assert created == "created"
         handle = client.get_schedule_handle(schedule_id)
         try:
+            # Every worker ensures it at start: a second call brings it to the spec, no other.
+            again = await ensure_pin_repair_schedule(
+                client, queue, every=REPAIR_EVERY, schedule_id=schedule_id
+            )
+            assert again == "updated"
             deadline = back + REPAIR_EVERY.total_seconds() + run_s
             # Waited for in Postgres (the repair notes each CID it pinned), then checked in
             # Pinata's own pin list: pinList is a /data/* route, 30 requests a minute for the

@@ -42,6 +42,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from devstack.config import SOLANA_ENDPOINTS, StackConfig
 from devstack.dev_identity import system_wallet
 from devstack.ipfs.cid import InvalidCid, cid_of, parse_cid
+from devstack.ipfs.unixfs import UNIXFS_V1_2025, build_file
 from devstack.solana.ledger import MAX_PROCESSING_AGE
 from mintsaga.solana.mint_keys import derive_mint_keypair, parse_seed
 from mintsaga.stages import MintStage
@@ -62,6 +63,7 @@ CONCURRENCY = 16  # RPC, gateway and Temporal calls in flight at once
 ACCOUNTS_PER_CALL = 100  # getMultipleAccounts' limit
 SIGNATURES_PER_CALL = 256  # getSignatureStatuses' limit
 PIN_PAGE = 1000  # pinList's largest page
+OTHER_LAYOUTS = (UNIXFS_V1_2025,)  # besides ours (mintsaga.ipfs.cid), what providers build
 QUERY_TIMEOUT = timedelta(seconds=10)
 MAX_CONTENT_BYTES = 64 * 2**20
 
@@ -592,11 +594,24 @@ async def _fetch_verified(
         if len(data) > MAX_CONTENT_BYTES:
             tried.append(f"{gateway}: {len(data)} bytes, more than any mint uploads")
             continue
-        actual = await asyncio.to_thread(cid_of, data, version)
+        actual = await asyncio.to_thread(_cid_in_a_known_layout, data, version, cid)
         if actual == cid:
             return data, gateway
         tried.append(f"{gateway}: {len(data)} bytes hashing to {actual}")
     return None, "; ".join(tried) or "no gateway configured"
+
+
+def _cid_in_a_known_layout(data: bytes, version: int, cid: str) -> str:
+    """``cid`` when ``data`` builds to it in one of the layouts a provider may use (Kubo's
+    historical default, IPIP-499's unixfs-v1-2025: a provider's other CID is accepted when its
+    blocks prove the bytes, issue 16), else the CID of our own layout (for the message)."""
+    ours = cid_of(data, version)
+    if ours == cid or version == 0:
+        return ours
+    for layout in OTHER_LAYOUTS:
+        if build_file(data, layout).cid == cid:
+            return cid
+    return ours
 
 
 def _metadata_document(seen: Observations, cid: str | None) -> Row | None:

@@ -185,30 +185,42 @@ class MintSaga(Saga):
         # Pins are recorded against the mint before each upload, so this undoes them all.
         self._register(RELEASE_PINS, lambda _reason: io.MintRef(mint_id=req.mint_id))
         self._set_details(f"uploading image {image.cid} and its metadata to IPFS")
-        _, metadata = await self._all(
+        uploaded, metadata = await self._all(
             self._step(
                 UPLOAD_IMAGE,
                 io.UploadImageIn(mint_id=req.mint_id, image=req.image, expected_cid=image.cid),
             ),
-            self._step(
-                UPLOAD_METADATA,
-                io.UploadMetadataIn(
-                    mint_id=req.mint_id,
-                    name=req.name,
-                    symbol=req.symbol,
-                    description=req.description,
-                    attributes=req.attributes,
-                    image_cid=image.cid,
-                    image_content_type=image.content_type,
-                ),
-            ),
+            self._step(UPLOAD_METADATA, self._metadata_input(image.cid)),
         )
+        # A provider may store the image under another layout's CID (accepted only when its
+        # blocks prove the bytes, ipfs/provider_cids.py): the NFT must name the CID that is
+        # pinned, so the metadata is uploaded again naming it (both pins are the mint's).
+        # Mints started before this change named the CID computed locally.
+        if workflow.patched("image-cid-from-upload") and uploaded.cid != image.cid:
+            self._image_cid = uploaded.cid
+            self._set_details(
+                f"the image is pinned as {uploaded.cid}: uploading its metadata again"
+            )
+            metadata = await self._step(UPLOAD_METADATA, self._metadata_input(uploaded.cid))
         self._metadata_cid = metadata.cid
         # The worker chooses how the NFT links its metadata (METADATA_URI_STYLE); mints that
         # uploaded before this change link it as ipfs://<cid>, and replay that way.
         if workflow.patched("metadata-uri-from-upload"):
             self._metadata_link = metadata.uri
         self._enter(MintStage.IPFS_UPLOADED, f"image and metadata pinned; metadata {metadata.cid}")
+
+    def _metadata_input(self, image_cid: str) -> io.UploadMetadataIn:
+        req, image = self._req, self._image
+        assert image is not None
+        return io.UploadMetadataIn(
+            mint_id=req.mint_id,
+            name=req.name,
+            symbol=req.symbol,
+            description=req.description,
+            attributes=req.attributes,
+            image_cid=image_cid,
+            image_content_type=image.content_type,
+        )
 
     # ---------------------------------------------------------------- 3. database record
 

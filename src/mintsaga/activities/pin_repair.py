@@ -6,12 +6,15 @@ files, so the `PinRepair` workflow (workflows/pin_repair.py) pins them to Pinata
 
 How: the bytes are read from our Kubo (`/api/v0/cat`, at most `max_bytes`) and uploaded with
 `pinFileToIPFS`, and the CID Pinata answers must be the CID the mint recorded. Not pin by CID
-(`pinByHash`): Pinata then looks the CID up on the public IPFS network
-(https://docs.pinata.cloud/api-reference/endpoint/ipfs/pin-by-cid: "adds the hash to a pin
-queue" and searches the network for it), which a private Kubo behind a firewall is not part of,
-so the request would sit in Pinata's queue until it expires; re-uploading works whatever
-Kubo's reachability, for a file's bytes once, and `pinFileToIPFS` of content the account
-already holds is harmless (Pinata answers `isDuplicate`).
+(`pinByHash`): "For this operation to succeed, the content for the hash you provide must already
+be pinned by another node on the IPFS network" (https://docs.pinata.cloud/api-pinning/pin-by-hash);
+its job is "searching" the network and "expired" when Pinata "wasn't able to find your content
+after a day of searching" (https://docs.pinata.cloud/reference/get_pinning-pinjobs). Its
+`hostNodes` option takes the external multiaddresses of nodes holding the content
+(https://docs.pinata.cloud/api-reference/endpoint/ipfs/pin-by-cid), which a private Kubo behind
+a firewall does not have. Re-uploading works whatever Kubo's reachability, for a file's bytes
+once, and `pinFileToIPFS` of content the account already holds is harmless (Pinata answers
+`isDuplicate`).
 
 Safe with compensation running at the same time: the upload happens under the repair's hold
 on the CID (db/pin_repair.py), taken under the same pin lock as `record_pins` and

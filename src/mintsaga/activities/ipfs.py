@@ -4,12 +4,15 @@ Each pin is recorded against its mint *before* the upload (for both providers, s
 decides the provider inside the call), so the compensation finds every pin a timed-out upload
 may have left. Compensation unpins only what no other live mint holds: it claims those pins
 under the CIDs' pin locks (which recording a pin takes too), unpins with no database connection
-held, then records the unpins (`MintStore.release_pins`).
+held, then records the unpins (`MintStore.release_pins`). A provider's other CID for the same
+bytes (another layout, ipfs/uploads.py) is recorded the moment the provider answers it, before
+its blocks are checked and before the content is pinned again under it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import cast
 
 from temporalio import activity
@@ -121,9 +124,9 @@ class IpfsActivities:
                 filename=image.filename,
                 name=f"{arg.mint_id}-image",
                 keyvalues={"mint_id": arg.mint_id, "kind": "image"},
+                on_other_cid=functools.partial(self._record_pins, arg.mint_id),
             )
             await self._confirm_held(upload.cid, upload.provider)
-            await self._record_provider_cid(arg.mint_id, cid, upload.cid)
         return io.UploadOut(
             attempt=activity.info().attempt, cid=upload.cid, provider=upload.provider
         )
@@ -148,9 +151,9 @@ class IpfsActivities:
                 filename="metadata.json",
                 name=f"{arg.mint_id}-metadata",
                 keyvalues={"mint_id": arg.mint_id, "kind": "metadata"},
+                on_other_cid=functools.partial(self._record_pins, arg.mint_id),
             )
             await self._confirm_held(upload.cid, upload.provider)
-            await self._record_provider_cid(arg.mint_id, local, upload.cid)
         return io.UploadOut(
             attempt=activity.info().attempt,
             cid=upload.cid,
@@ -177,13 +180,6 @@ class IpfsActivities:
 
     async def _record_pins(self, mint_id: str, cid: str) -> None:
         await self._store.record_pins(mint_id, cid, PROVIDERS)
-
-    async def _record_provider_cid(self, mint_id: str, local: str, landed: str) -> None:
-        """A provider that built another CID for the same bytes (its blocks verified:
-        ipfs/uploads.py) holds its pin under that CID: recorded as this mint's pin before the
-        step returns, so compensation unpins it too."""
-        if landed != local:
-            await self._record_pins(mint_id, landed)
 
     @activity.defn(name=CHECK_GATEWAYS.name)
     async def check_gateways(self, arg: io.GatewayCheckIn) -> io.StepOut:

@@ -28,9 +28,10 @@ data in time, both "can be retried and [are] not a permanent failure" and "SHOUL
 that gateway is asked again after its ``Retry-After`` (bounded to `RETRY_AFTER_MAX_S`) or a
 backoff, inside the activity attempt's time (`resilience.guard.attempt_time_left`,
 heartbeating while waiting), the others meanwhile; what did not fit is raised retryable, with
-``retry_after`` (at most `RAISED_RETRY_AFTER_MAX_S`), for the step's retry policy. A 404 stays transient only while the content is
-young (``pinned_at`` less than `NOT_FOUND_GRACE_S` ago: it was pinned moments ago and the
-gateway may not have found a provider yet), then it is a PERMANENT ``GatewayNotFound``. A 404,
+``retry_after`` (at most `RAISED_RETRY_AFTER_MAX_S`), for the step's retry policy. A 404
+stays transient only while the content is young (``pinned_at`` less than `NOT_FOUND_GRACE_S`
+ago: it was pinned moments ago and the gateway may not have found a provider yet), then it is
+a PERMANENT ``GatewayNotFound``. A 404,
 or a 502/504 that carries ``Retry-After``, is the gateway answering about the content, not
 failing: its breaker counts a success (``endpoint_healthy``).
 

@@ -12,14 +12,15 @@ file, and that is not a reason to refuse the upload when the CID's DAG holds our
 The file reassembled from the verified blocks must equal the bytes uploaded. A DAG that does
 not verify, or holds other bytes, answers a reason (the upload is then a ``CidMismatch``); a
 provider or gateway that could not be asked raises its retryable ``ServiceError`` (the upload
-step is retried).
+step is retried); so does any failure of the gateway read for Pinata's CID: only blocks that
+verify and hold other bytes are a mismatch.
 """
 
 from __future__ import annotations
 
 import httpx
 
-from mintsaga.errors import ServiceError
+from mintsaga.errors import ErrorKind, ServiceError, redact_url
 from mintsaga.http_errors import (
     BodyRefused,
     capped_error_answer,
@@ -72,9 +73,25 @@ class ProviderCids:
             try:
                 served = await self._gateways.read(cid, max_bytes=len(data))
             except ServiceError as exc:
-                if exc.code == "GatewayContentMismatch" or not exc.retryable:
-                    return f"{cid} read through the gateways does not verify: {exc.message}"
-                raise
+                # One gateway's failure proves nothing about Pinata's DAG (a public gateway's
+                # wrong bytes, one without trustless formats checking with our layout, a CID
+                # still being found): asked again, never taken for a mismatch.
+                raise ServiceError(
+                    f"could not check {cid}'s blocks through the gateways: {exc.message}",
+                    service="pinata",
+                    kind=ErrorKind.TRANSIENT,
+                    code="ProviderCidUnverified",
+                    endpoint=exc.endpoint,
+                    retry_after=exc.retry_after,
+                ) from exc
+            if not served.trustless:
+                raise ServiceError(
+                    f"{cid} was served, but not by its blocks (no trustless format)",
+                    service="pinata",
+                    kind=ErrorKind.TRANSIENT,
+                    code="ProviderCidUnverified",
+                    endpoint=redact_url(served.url),
+                )
             held = served.data
         if held != data:
             return f"{cid}'s blocks verify but hold other bytes than the ones uploaded"

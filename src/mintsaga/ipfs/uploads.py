@@ -21,6 +21,7 @@ A lost answer (Pinata pinned, then the connection dropped) can leave a pin on Pi
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -81,14 +82,35 @@ class IpfsUploader:
         name: str,
         keyvalues: dict[str, str],
         content_type: str = "application/octet-stream",
+        on_other_cid: OtherCidHook | None = None,
     ) -> Upload:
         """Pin ``data`` on Pinata, or on Kubo when Pinata is unavailable. ``content_type``: what
         Pinata's upload form declares for the file (Kubo's add takes none here).
 
         When both failed and one was refused by its own breaker (opened by itself, not by an
         operator), that one is asked anyway as the last resort: our breakers pick the order,
-        they must not fail an upload a provider could still take (as the Solana pool's)."""
+        they must not fail an upload a provider could still take (as the Solana pool's).
+
+        ``on_other_cid``: called with a provider's other CID as soon as it answers one, before
+        anything else (the caller records it as the mint's pin, so compensation unpins it
+        whatever happens next); the content is then pinned again on that provider (a repeat
+        pin of the same bytes: a compensation that unpinned the CID between the provider's
+        answer and the record cannot leave it unpinned) and its blocks checked."""
         cid = await compute_cid(data, DEFAULT_CID_VERSION)
+
+        async def again(provider: Provider) -> str:
+            if provider == "pinata":
+                return await self._pinata.pin_file(
+                    data,
+                    filename=filename,
+                    name=name,
+                    keyvalues=keyvalues,
+                    content_type=content_type,
+                    last_resort=True,
+                )
+            return await self._kubo.add(data, filename=filename, last_resort=True)
+
+        landing = _Landing(cid, data, on_other_cid, again)
         try:
             got = await self._pinata.pin_file(
                 data,
@@ -111,7 +133,7 @@ class IpfsUploader:
                 if backup.retryable:
                     upload = await self._last_resort(
                         data,
-                        cid,
+                        landing,
                         primary,
                         backup,
                         filename=filename,
@@ -123,13 +145,13 @@ class IpfsUploader:
                         return upload
                 primary.add_note(f"backup provider failed too: {backup}")
                 raise primary from primary.__cause__  # keep Pinata's own cause
-            return Upload(await self._accepted(cid, got, data, "kubo"), "kubo")
-        return Upload(await self._accepted(cid, got, data, "pinata"), "pinata")
+            return Upload(await self._accepted(landing, got, "kubo"), "kubo")
+        return Upload(await self._accepted(landing, got, "pinata"), "pinata")
 
     async def _last_resort(
         self,
         data: bytes,
-        cid: str,
+        landing: _Landing,
         primary: ServiceError,
         backup: ServiceError,
         *,
@@ -155,7 +177,7 @@ class IpfsUploader:
                     raise  # an answer about us (a refused key): not for retries to hide
                 log.warning("pinata failed as the last resort", extra={"code": again.code})
             else:
-                return Upload(await self._accepted(cid, got, data, "pinata"), "pinata")
+                return Upload(await self._accepted(landing, got, "pinata"), "pinata")
         if backup.code.endswith("CircuitOpen"):
             try:
                 got = await self._kubo.add(data, filename=filename, last_resort=True)
@@ -164,7 +186,7 @@ class IpfsUploader:
                     raise
                 log.warning("kubo failed as the last resort", extra={"code": again.code})
             else:
-                return Upload(await self._accepted(cid, got, data, "kubo"), "kubo")
+                return Upload(await self._accepted(landing, got, "kubo"), "kubo")
         return None
 
     async def unpin(self, cid: str, provider: Provider) -> bool:
@@ -192,11 +214,23 @@ class IpfsUploader:
             raise failure
         return results
 
-    async def _accepted(self, expected: str, got: str, data: bytes, provider: Provider) -> str:
+    async def _accepted(self, landing: _Landing, got: str, provider: Provider) -> str:
         """The CID the upload landed under: ours, or the provider's other CID for the same
-        bytes when its blocks verify against them (ipfs/provider_cids.py); else CidMismatch."""
+        bytes when its blocks verify against them (ipfs/provider_cids.py); else CidMismatch.
+        A provider's other CID is handed to the hook first, then pinned again (`upload`)."""
+        expected, data = landing.cid, landing.data
         if got == expected:
             return got
+        if landing.on_other_cid is not None:
+            await landing.on_other_cid(got)
+            repinned = await landing.again(provider)
+            if repinned != got:
+                log.warning(
+                    "provider answered two CIDs for the same bytes",
+                    extra={"provider": provider, "first": got, "second": repinned},
+                )
+                await landing.on_other_cid(repinned)
+                got = repinned
         endpoint = self._pinata.api_url if provider == "pinata" else self._kubo.api_url
         reason = "not checked (no provider CID verifier)"
         if self._provider_cids is not None:
@@ -211,13 +245,26 @@ class IpfsUploader:
         raise _mismatch(expected, got, provider, endpoint, reason)
 
 
+OtherCidHook = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Landing:
+    """One upload's bytes, our CID for them, and what to do with a provider's other CID."""
+
+    cid: str
+    data: bytes
+    on_other_cid: OtherCidHook | None
+    again: Callable[[Provider], Awaitable[str]]
+
+
 def _mismatch(
     expected: str, got: str, provider: Provider, endpoint: str, reason: str
 ) -> ServiceError:
     return ServiceError(
         f"{provider} stored the content as {got}, but it hashes to {expected} locally "
         f"and {got} does not prove the same bytes ({reason[:300]}); "
-        f"the pin on {got} is not tracked and needs cleaning up",
+        f"the pin on {got} is the mint's (compensation unpins it) when the caller recorded it",
         service=provider,
         kind=ErrorKind.PERMANENT,
         code="CidMismatch",

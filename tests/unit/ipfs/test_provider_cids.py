@@ -99,3 +99,64 @@ async def test_without_a_checker_another_cid_is_a_cid_mismatch() -> None:
         answers(provider_cid=THEIRS.cid, kubo_up=True, export=THEIRS), verify=False
     )
     assert isinstance(result, ServiceError) and result.code == "CidMismatch"
+
+
+def logged(transport: httpx.MockTransport, events: list[str]) -> httpx.MockTransport:
+    """The same answers, each request noted in ``events`` as "<host> <path>"."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        events.append(f"{request.url.host} {request.url.path}")
+        return transport.handler(request)  # type: ignore[no-any-return]
+
+    return httpx.MockTransport(handle)
+
+
+async def upload_recording(transport: httpx.MockTransport, events: list[str]) -> Upload | str:
+    async def record(cid: str) -> None:
+        events.append(f"recorded {cid}")
+
+    async with httpx.AsyncClient(transport=logged(transport, events)) as http:
+        checker = ProviderCids(
+            http, kubo_api_url="http://kubo", gateways=GatewayReader(["http://gateway"], http)
+        )
+        uploader = IpfsUploader(
+            PinataClient("http://pinata", "jwt", http),
+            KuboClient("http://kubo", http),
+            provider_cids=checker,
+        )
+        try:
+            return await uploader.upload(
+                DATA, filename="a.png", name="a", keyvalues={}, on_other_cid=record
+            )
+        except ServiceError as exc:
+            return exc.code
+
+
+@pytest.mark.parametrize(
+    ("export", "outcome"), [(THEIRS, Upload(THEIRS.cid, "kubo")), (OTHER, "CidMismatch")]
+)
+async def test_another_cid_is_recorded_before_anything_then_pinned_again_then_checked(
+    export: Built, outcome: Upload | str
+) -> None:
+    events: list[str] = []
+    transport = answers(provider_cid=THEIRS.cid, kubo_up=True, export=export)
+    assert await upload_recording(transport, events) == outcome
+    assert events == [
+        "pinata /pinning/pinFileToIPFS",  # down: Kubo takes the upload
+        "kubo /api/v0/add",
+        f"recorded {THEIRS.cid}",  # whatever the check finds, compensation will unpin it
+        "kubo /api/v0/add",  # pinned again, now that its record holds it
+        "kubo /api/v0/dag/export",
+    ]
+
+
+async def test_a_gateway_that_cannot_serve_pinatas_cid_is_no_proof_of_a_mismatch() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "pinata":
+            return httpx.Response(200, json={"IpfsHash": THEIRS.cid, "PinSize": 1})
+        return httpx.Response(504, headers={"Retry-After": "1"})  # still finding it
+
+    events: list[str] = []
+    code = await upload_recording(httpx.MockTransport(handle), events)
+    assert code == "ProviderCidUnverified"  # retryable: the step asks again
+    assert f"recorded {THEIRS.cid}" in events

@@ -162,7 +162,10 @@ class GatewayReader:
         self._unsupported_until: dict[str, float] = {}
 
     def __repr__(self) -> str:
-        return f"GatewayReader(urls={self.urls!r}, dedicated={self.dedicated!r})"
+        # Redacted: a gateway URL may carry its access key (IPFS_DEDICATED_GATEWAY).
+        urls = [redact_url(url) for url in self.urls]
+        dedicated = redact_url(self.dedicated) if self.dedicated else None
+        return f"GatewayReader(urls={urls!r}, dedicated={dedicated!r})"
 
     # -- reads ---------------------------------------------------------------------------------
 

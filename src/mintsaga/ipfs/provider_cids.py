@@ -45,7 +45,8 @@ class ProviderCids:
         self._gateways = gateways
 
     def __repr__(self) -> str:
-        return f"ProviderCids(kubo_api_url={self._kubo_api_url!r}, gateways={self._gateways!r})"
+        kubo = redact_url(self._kubo_api_url)
+        return f"ProviderCids(kubo_api_url={kubo!r}, gateways={self._gateways!r})"
 
     async def mismatch(self, cid: str, data: bytes, provider: str) -> str | None:
         """None when ``cid``'s blocks, as ``provider`` serves them, are exactly ``data``;

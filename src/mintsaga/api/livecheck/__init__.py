@@ -35,19 +35,19 @@ import httpx
 from temporalio.client import Client
 
 from mintsaga.api.livecheck.assumptions import Difference, differences
-from mintsaga.api.livecheck.probes import Probes, guarded, never_pinned_cid, sample_files
+from mintsaga.api.livecheck.probes import Probes, never_pinned_cid, sample_files
 from mintsaga.api.mints import start_mint
 from mintsaga.errors import ServiceError, endpoint_name, redact_url
 from mintsaga.ipfs.cid import compute_cid
-from mintsaga.ipfs.kubo import KuboClient
+from mintsaga.ipfs.kubo import KuboClient, import_params
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.settings import Settings
 from mintsaga.workflows.models import MintRequest
 
 __all__ = ["Difference", "differences", "run_livecheck", "write_report"]
 
-# Kubo's add flags that fix the layout we compute locally (mintsaga.ipfs.cid).
-EXPLICIT_IMPORT = {"cid-version": "1", "raw-leaves": "true", "chunker": "size-262144"}
+# Kubo's add flags that fix the layout we compute locally (what every upload of ours sends).
+EXPLICIT_IMPORT = import_params()
 NODE_DEFAULTS = {"cid-version": "1"}  # an add that leaves the rest to the node's Import config
 HTTP_TIMEOUT_S = 60.0
 MINT_TIMEOUT_S = 600.0
@@ -73,7 +73,7 @@ async def run_livecheck(
         "targets": {
             "pinata": redact_url(settings.pinata_api_url),
             "kubo": redact_url(settings.kubo_api_url),
-            "gateways": [endpoint_name(g) for g in settings.ipfs_gateways],
+            "gateways": [endpoint_name(g) for g in _gateways_of(settings)],
             "solana": [endpoint_name(u) for u in settings.solana_rpc_endpoints],
         },
         "local": {label: await compute_cid(data) for label, data in files.items()},
@@ -84,7 +84,7 @@ async def run_livecheck(
             pinata_url=settings.pinata_api_url,
             pinata_jwt=settings.pinata_jwt.get_secret_value(),
             kubo_url=settings.kubo_api_url,
-            gateways=settings.ipfs_gateways,
+            gateways=_gateways_of(settings),
             solana=settings.solana_rpc_endpoints,
         )
         try:
@@ -93,7 +93,7 @@ async def run_livecheck(
             report["solana"] = {}
             for url in settings.solana_rpc_endpoints:
                 progress(f"solana {endpoint_name(url)}: a history search")
-                seen = await guarded(partial(probes.history_search, url))
+                seen = await probes.guarded(partial(probes.history_search, url))
                 report["solana"][endpoint_name(url)] = {"history_search": seen}
         finally:
             progress("unpinning what the check pinned")
@@ -116,28 +116,34 @@ async def _ipfs(
     pinata: dict[str, Any] = {"upload": {}}
     kubo: dict[str, Any] = {"upload_explicit": {}, "upload_node_defaults": {}}
     report["pinata"], report["kubo"] = pinata, kubo
-    kubo["version"] = await guarded(probes.kubo_version)
-    kubo["import_config"] = await guarded(probes.kubo_import_config)
+    kubo["version"] = await probes.guarded(probes.kubo_version)
+    kubo["import_config"] = await probes.guarded(probes.kubo_import_config)
     for label, data in files.items():
         progress(f"uploading {label} to Pinata and Kubo")
-        pinata["upload"][label] = await guarded(partial(probes.pinata_upload, label, data))
-        kubo["upload_explicit"][label] = await guarded(
+        pinata["upload"][label] = await probes.guarded(partial(probes.pinata_upload, label, data))
+        kubo["upload_explicit"][label] = await probes.guarded(
             partial(probes.kubo_upload, label, data, EXPLICIT_IMPORT)
         )
-        kubo["upload_node_defaults"][label] = await guarded(
+        kubo["upload_node_defaults"][label] = await probes.guarded(
             partial(probes.kubo_upload, label, data, NODE_DEFAULTS)
         )
     first = report["local"]["1KiB"]
-    pinata["pin_list"] = await guarded(partial(probes.pinata_pin_list, first))
+    pinata["pin_list"] = await probes.guarded(partial(probes.pinata_pin_list, first))
     unknown = await never_pinned_cid(nonce)
     progress("unpinning a CID never pinned, on both providers")
-    pinata["unpin_never_pinned"] = await guarded(partial(probes.pinata_unpin, unknown))
-    kubo["unpin_never_pinned"] = await guarded(partial(probes.kubo_unpin, unknown))
+    pinata["unpin_never_pinned"] = await probes.guarded(partial(probes.pinata_unpin, unknown))
+    kubo["unpin_never_pinned"] = await probes.guarded(partial(probes.kubo_unpin, unknown))
     jwt = settings.pinata_jwt.get_secret_value()
     pinata_client = PinataClient(settings.pinata_api_url, jwt, http)
     kubo_client = KuboClient(settings.kubo_api_url, http)
     pinata["unpin_never_pinned"]["reads_as"] = await _reads_as(pinata_client.unpin(unknown))
     kubo["unpin_never_pinned"]["reads_as"] = await _reads_as(kubo_client.pin_rm(unknown))
+
+
+def _gateways_of(settings: Settings) -> tuple[str, ...]:
+    """The gateways reads go through: the dedicated one (IPFS_DEDICATED_GATEWAY) first."""
+    dedicated = (settings.ipfs_dedicated_gateway,) if settings.ipfs_dedicated_gateway else ()
+    return tuple(dict.fromkeys((*dedicated, *settings.ipfs_gateways)))
 
 
 async def _reads_as(call: Any) -> str:
@@ -160,9 +166,9 @@ async def _gateways(report: dict[str, Any], probes: Probes, progress: Progress) 
         name = endpoint_name(url)
         progress(f"gateway {name}: a fresh CID, then format=raw and format=car")
         report["gateways"][name] = {
-            "fresh": await guarded(partial(probes.gateway_get, url, block)),
-            "raw": await guarded(partial(probes.gateway_get, url, block, "raw")),
-            "car": await guarded(partial(probes.gateway_get, url, dag, "car")),
+            "fresh": await probes.guarded(partial(probes.gateway_get, url, block)),
+            "raw": await probes.guarded(partial(probes.gateway_get, url, block, "raw")),
+            "car": await probes.guarded(partial(probes.gateway_get, url, dag, "car")),
         }
 
 

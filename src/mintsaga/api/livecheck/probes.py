@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from mintsaga.errors import url_secrets
 from mintsaga.ipfs.cid import compute_cid
 
 BODY_EXCERPT = 400  # characters of a body kept in the report
@@ -61,16 +62,19 @@ def answer(response: httpx.Response, *, scrub: Callable[[str], str] = str) -> Ob
     }
 
 
-def failed(exc: Exception) -> Observation:
-    return {"status": None, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+def failed(exc: Exception, scrub: Callable[[str], str] = str) -> Observation:
+    return {"status": None, "error": scrub(f"{type(exc).__name__}: {str(exc)[:200]}")}
 
 
-async def guarded(call: Callable[[], Awaitable[Observation]]) -> Observation:
-    """A probe's observation, or what went wrong on the way (no answer at all)."""
+async def guarded(
+    call: Callable[[], Awaitable[Observation]], scrub: Callable[[str], str] = str
+) -> Observation:
+    """A probe's observation, or what went wrong on the way (no answer at all), scrubbed of
+    secrets (an HTTP library's error may quote a header or a URL)."""
     try:
         return await call()
     except (httpx.HTTPError, ValueError) as exc:
-        return failed(exc)
+        return failed(exc, scrub)
 
 
 @dataclass
@@ -86,7 +90,17 @@ class Probes:
     pinned: list[tuple[str, str]] = field(default_factory=list)  # (provider, cid) to unpin
 
     def scrub(self, text: str) -> str:
-        return text.replace(self.pinata_jwt, "[PINATA_JWT]") if self.pinata_jwt else text
+        """``text`` without the JWT (any line of it: a secret file may wrap it) or any secret
+        part of a configured URL."""
+        secrets = [line.strip() for line in self.pinata_jwt.splitlines() if line.strip()]
+        for url in (self.pinata_url, self.kubo_url, *self.gateways, *self.solana):
+            secrets += url_secrets(url)
+        for secret in sorted(set(secrets), key=len, reverse=True):
+            text = text.replace(secret, "[secret]")
+        return text
+
+    async def guarded(self, call: Callable[[], Awaitable[Observation]]) -> Observation:
+        return await guarded(call, self.scrub)
 
     # -- Pinata --------------------------------------------------------------------------
 
@@ -240,7 +254,8 @@ class Probes:
         done = []
         for provider, cid in dict.fromkeys(self.pinned):  # once each, in order
             unpin = self.pinata_unpin if provider == "pinata" else self.kubo_unpin
-            done.append({"provider": provider, "cid": cid, **(await guarded(partial(unpin, cid)))})
+            seen = await self.guarded(partial(unpin, cid))
+            done.append({"provider": provider, "cid": cid, **seen})
         self.pinned.clear()
         return done
 

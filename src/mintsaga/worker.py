@@ -207,6 +207,7 @@ async def mint_activities(
                 gateways=gateways,
                 store=store,
                 commitment=settings.solana_commitment,
+                image_max_bytes=settings.image_max_bytes,
             )
             runtime_steps = RuntimeActivities(watcher=watcher)
             # Kubo-only content pinned to Pinata (activities/pin_repair.py), on its schedule.

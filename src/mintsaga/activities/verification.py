@@ -66,8 +66,11 @@ class VerificationActivities:
         gateways: GatewayReader,
         store: MintStore,
         commitment: str = DEFAULT_SOLANA_COMMITMENT,
+        image_max_bytes: int = IMAGE_MAX_BYTES,
     ) -> None:
         self._minter = minter
+        # MINT_IMAGE_MAX_BYTES: no mint's image is larger, so no read needs to take more.
+        self._image_max_bytes = image_max_bytes
         self._gateways = gateways
         self._store = store
         # SOLANA_COMMITMENT: with ``finalized`` every read of verify_nft is at finalized.
@@ -180,8 +183,10 @@ class VerificationActivities:
                 raise permanent(
                     "metadata names another image or name", "PartnerViewMismatch", "ipfs"
                 )
-            await self._gateways.read(  # checked block by block, never held whole
-                arg.image_cid, max_bytes=IMAGE_MAX_BYTES, keep=False, pinned_at=pinned_by
+            # Checked block by block; the file is not reassembled (the CAR's body, at most
+            # MINT_IMAGE_MAX_BYTES and its overhead, is held while it is checked).
+            await self._gateways.read(
+                arg.image_cid, max_bytes=self._image_max_bytes, keep=False, pinned_at=pinned_by
             )
         return io.StepOut(attempt=activity.info().attempt)
 

@@ -81,6 +81,14 @@ class IncompleteDag(BlockError):
     CAR cut short): what a gateway still fetching the content, or a cut stream, sends."""
 
 
+def sections_allowed(max_bytes: int) -> int:
+    """The most CAR sections read for a file of at most ``max_bytes``: a leaf per KiB (the
+    smallest chunker `car_allowance` allows for), their parents, and the unlinked blocks
+    tolerated; a CAR of tiny junk blocks is refused before it costs memory."""
+    leaves = max_bytes // 1024 + 1
+    return leaves + leaves // 100 + MAX_UNLINKED_BLOCKS + 8
+
+
 def car_allowance(max_bytes: int) -> int:
     """The most CAR bytes read for a file of at most ``max_bytes``."""
     return max_bytes + max_bytes // CAR_OVERHEAD_DIVISOR + CAR_OVERHEAD_FLOOR
@@ -415,7 +423,8 @@ def file_from_car(
     body: bytes | memoryview, root: Cid, *, max_bytes: int, keep: bool = True
 ) -> tuple[bytes | None, int]:
     """`read_car` then `unixfs_file`: the verified file under ``root`` in a CAR body."""
-    return unixfs_file(root, read_car(body).blocks, max_bytes=max_bytes, keep=keep)
+    car = read_car(body, max_sections=min(MAX_NODES, sections_allowed(max_bytes)))
+    return unixfs_file(root, car.blocks, max_bytes=max_bytes, keep=keep)
 
 
 def file_from_raw_block(body: bytes, root: Cid, *, max_bytes: int) -> bytes:

@@ -118,6 +118,17 @@ def test_unlinked_blocks_are_ignored_up_to_a_bound() -> None:
         file_from_car(beyond, root, max_bytes=MAX)
 
 
+def test_a_car_of_many_tiny_blocks_is_refused_before_it_is_all_read() -> None:
+    # A hostile gateway's CAR: the real file's blocks, then thousands of valid 1-byte blocks
+    # nothing links to; refused by their count (a bound from max_bytes), not held first.
+    built = build_file(CONTENT)
+    tiny = [i.to_bytes(3, "big") for i in range(5_000)]
+    junk = [(binary_cid(block, RAW, 1), block) for block in tiny]
+    body = car([built.root], junk + built.blocks)
+    with pytest.raises(BlockError, match=r"more than \d+ blocks"):
+        file_from_car(body, Cid.parse(built.cid), max_bytes=MAX)
+
+
 def test_a_file_over_max_bytes_is_refused_even_when_its_dag_is_tiny() -> None:
     # One 64 KiB leaf linked 64 times: 4 MiB of file from 64 KiB of blocks.
     leaf = os.urandom(65_536)

@@ -103,6 +103,11 @@ RETRY_AFTER_MAX_S = 30.0  # a longer Retry-After is left to the step's retry pol
 RAISED_RETRY_AFTER_MAX_S = 60.0
 WAIT_MARGIN_S = 3.0  # kept free at the end of an attempt: the last answer and the return
 NOT_FOUND_GRACE_S = 600.0  # a 404 for content pinned less than this long ago is transient
+# A recursive gateway still finding content holds the request up to its retrieval timeout and
+# then answers 504 (Kubo's Gateway.RetrievalTimeout, "Default: `30s`": "Returns 504 Gateway
+# Timeout if the gateway cannot start writing within this duration", docs/config.md): a read
+# waits a little longer, so the gateway's answer (and its Retry-After) arrives, not our timeout.
+GATEWAY_TIMEOUT = httpx.Timeout(35.0, connect=5.0)
 UNSUPPORTED_MEMORY_S = 600.0  # a gateway without trustless formats is not asked for them
 PUBLIC_CHECK_TIMEOUT_S = 15.0
 INLINE_VERIFY_BYTES = 256 * 1024  # larger CARs are verified in a thread
@@ -440,7 +445,11 @@ class GatewayReader:
         try:
             for _hop in range(MAX_REDIRECTS + 1):
                 async with self._http.stream(
-                    "GET", target, headers=headers, follow_redirects=False
+                    "GET",
+                    target,
+                    headers=headers,
+                    follow_redirects=False,
+                    timeout=GATEWAY_TIMEOUT,
                 ) as response:
                     if response.status_code in REDIRECT_STATUSES:
                         target = _same_origin_redirect(gateway, target, response, url)

@@ -191,3 +191,36 @@ async def test_a_worker_starts_while_pinata_is_down_and_says_so(stack: StackConf
         await asyncio.to_thread(workers.stop_all)
     log = workers.log_path(0).read_text()
     assert "did not confirm PINATA_JWT at start" in log
+
+
+async def test_the_health_row_reports_a_full_data_minute_as_pinata_answering(
+    stack: StackConfig, http: httpx.AsyncClient
+) -> None:
+    """Pinata's /data/ bucket full (the account's other calls): the health probe's 429 is not an
+    outage; a refused JWT still is."""
+    from mintsaga.activities.health import HealthActivities
+
+    def probe(pinata: PinataClient) -> HealthActivities:
+        return HealthActivities(
+            solana_urls=list,
+            solana_timeout_s=1.0,
+            store=None,  # type: ignore[arg-type]  # health_pinata uses the Pinata client alone
+            database="",
+            pinata=pinata,
+            uploader=None,  # type: ignore[arg-type]
+            gateways=[],
+            http=http,
+        )
+
+    admin = stack.url("admin")
+    limits = {"data_requests_per_minute": 1}
+    assert (await http.post(f"{admin}/pinata/limits", json=limits)).status_code == 200
+    try:
+        answers = [(await probe(client(stack, http)).health_pinata()).rows[0] for _ in range(2)]
+        refused = (await probe(client(stack, http, jwt="not-the-jwt")).health_pinata()).rows[0]
+    finally:
+        back = {"data_requests_per_minute": stack.pinata_data_requests_per_minute}
+        assert (await http.post(f"{admin}/pinata/limits", json=back)).status_code == 200
+    assert all(row.ok for row in answers), answers
+    assert "/data/ limit reached" in answers[-1].detail and "429" in answers[-1].detail
+    assert not refused.ok and refused.detail.startswith("NEEDS OPERATOR:")

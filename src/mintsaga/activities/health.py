@@ -71,6 +71,8 @@ NEEDS_OPERATOR = "NEEDS OPERATOR:"
 # A signature no transaction has (64 zero bytes): asking for its status with history search is
 # the cheapest call that finds a node without transaction history (-32011, solana/rpc.py).
 PROBE_SIGNATURE = "1" * 64
+# A testAuthentication refused for the /data/ limit (Pinata's 429, or this worker's budget).
+PINATA_DATA_LIMITED = ("PinataRateLimited", "PinataDataBudget")
 UPLOAD_TARGET = "ipfs"  # Pinata, or Kubo when Pinata is unavailable: the uploader decides
 # The gateways' probe: one small file, pinned on both providers once and kept, so every run
 # reads the same CID (a gateway serves it from its cache; a fresh CID each minute is slow on
@@ -287,13 +289,24 @@ class HealthActivities:
 
     @activity.defn(name=HEALTH_PINATA.name)
     async def health_pinata(self) -> ProbeOut:
+        """`testAuthentication`: Pinata answers and accepts PINATA_JWT. Its /data/ routes allow
+        30 requests a minute per account: a 429 there (or this worker's /data/ budget with no
+        room, so not asked) is Pinata answering, reported ok with the JWT not re-checked this
+        time, not an outage (a row that failed on it would page on the account's own use)."""
         _, error, latency = await _timed(self._pinata.test_authentication)
+        limited = isinstance(error, ServiceError) and error.code in PINATA_DATA_LIMITED
+        if error is None:
+            detail = "the JWT is accepted"
+        elif limited:
+            detail = f"answers, its /data/ limit reached (JWT not re-checked): {_describe(error)}"
+        else:
+            detail = _describe(error)
         row = HealthRow(
             check="pinata_auth",
             target=redact_url(self._pinata.api_url),
-            ok=error is None,
+            ok=error is None or limited,
             latency_s=latency,
-            detail="the JWT is accepted" if error is None else _describe(error),
+            detail=detail[:300],
         )
         publish([row])
         return ProbeOut(rows=[row])

@@ -24,6 +24,7 @@ from chaos.checker import check
 from devstack.config import GATEWAYS, StackConfig
 from devstack.dev_identity import png
 from devstack.requests import image_dir, mint_request
+from mintsaga.db.mint_store import MintStore
 from mintsaga.ipfs.cid import cid_sync
 from mintsaga.workflows.models import MintStatus
 from tests.paths import HISTORIES
@@ -74,6 +75,14 @@ async def test_the_nft_names_the_image_cid_the_provider_pinned(
     clear_faults(stack)
     checked = await check(stack, client, [request], pins="mints")
     assert checked.violations == []
+    # The pin repair takes only what the NFT names: not our CID for the image, which no
+    # provider holds (the mint recorded it before the upload, as every pin).
+    store = await MintStore.connect(stack.database_url, min_size=1, max_size=2)
+    try:
+        candidates = {c for c, _ in await store.pin_repair_candidates(10_000, older_than_s=0)}
+    finally:
+        await store.close()
+    assert ours not in candidates
     if os.environ.get("RECORD_HISTORIES"):
         history = await handle.fetch_history()
         (HISTORIES / "image-cid-from-provider.json").write_text(history.to_json())

@@ -66,7 +66,10 @@ class PinRepairMixin:
     async def pin_repair_candidates(
         self, limit: int, *, older_than_s: float, retry_after_s: float = 0.0
     ) -> list[tuple[str, bool]]:
-        """Up to ``limit`` CIDs of live or minted mints that no one has seen Pinata hold,
+        """Up to ``limit`` CIDs of live or minted mints that no one has seen Pinata hold; once
+        the mint's row names its image and metadata, only those two (not a CID computed
+        locally that a provider stored under another layout's CID, nor a metadata document the
+        mint uploaded again: nothing links to them, and no provider may hold the first),
         each with whether its upload landed on Kubo (True: known to be Kubo's; False:
         unknown: the upload's note was lost, it predates migration 008, or the upload has not
         finished). An unknown one only once recorded over ``older_than_s`` ago (an upload
@@ -88,6 +91,7 @@ class PinRepairMixin:
                     AND k.provider = 'kubo'
                 WHERE p.provider = 'pinata' AND p.held_confirmed_at IS NULL
                   AND p.released_at IS NULL AND m.stage NOT IN {_NOT_REPAIRED}
+                  AND (m.image_cid IS NULL OR p.cid IN (m.image_cid, m.metadata_cid))
                 GROUP BY p.cid
                 HAVING (bool_or(k.held_confirmed_at IS NOT NULL)
                         OR min(p.pinned_at) < now() - $2 * interval '1 second')

@@ -293,9 +293,17 @@ class HealthActivities:
         30 requests a minute per account: a 429 there (or this worker's /data/ budget with no
         room, so not asked) is Pinata answering, reported ok with the JWT not re-checked this
         time, not an outage (a row that failed on it would page on the account's own use)."""
-        _, error, latency = await _timed(self._pinata.test_authentication)
-        limited = isinstance(error, ServiceError) and error.code in PINATA_DATA_LIMITED
-        if error is None:
+        wait = self._pinata.data_budget.wait_s()  # > 0: not asked, waiting would outlast us
+        error: BaseException | None = None
+        latency = 0.0
+        if wait <= 0:
+            _, error, latency = await _timed(self._pinata.test_authentication)
+        limited = wait > 0 or (
+            isinstance(error, ServiceError) and error.code in PINATA_DATA_LIMITED
+        )
+        if wait > 0:
+            detail = f"not asked: this worker's /data/ budget has room in {wait:.0f} s"
+        elif error is None:
             detail = "the JWT is accepted"
         elif limited:
             detail = f"answers, its /data/ limit reached (JWT not re-checked): {_describe(error)}"

@@ -145,7 +145,10 @@ class PinataClient:
         try:
             await self.test_authentication()
         except BaseException as exc:
-            self._checking.set_exception(exc)
+            # The check that asked was cancelled (its activity was): the others waiting on it
+            # were not, and get a retryable answer rather than a cancellation of their own.
+            shared = exc if isinstance(exc, Exception) else _check_abandoned(self.api_url)
+            self._checking.set_exception(shared)
             self._checking.exception()  # retrieved: no "never retrieved" warning if none waits
             raise
         else:
@@ -300,3 +303,13 @@ class PinataClient:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._jwt, "[PINATA_JWT]")
+
+
+def _check_abandoned(endpoint: str) -> ServiceError:
+    return ServiceError(
+        "the shared Pinata check was abandoned (the step that asked was cancelled)",
+        service=SERVICE,
+        kind=ErrorKind.TRANSIENT,
+        code="PinataCheckAbandoned",
+        endpoint=endpoint,
+    )

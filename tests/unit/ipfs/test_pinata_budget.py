@@ -7,11 +7,12 @@ import asyncio
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devstack.ipfs.limits import DATA, GENERAL, PLANS, PinataLimits, PlanError, plan_named
 from mintsaga.errors import ErrorKind, ServiceError
-from mintsaga.ipfs.pinata import not_pinned
+from mintsaga.ipfs.pinata import PinataClient, not_pinned
 from mintsaga.ipfs.pinata_data import JITTER_S, DataBudget
 from mintsaga.settings import (
     PINATA_HEADROOM,
@@ -253,3 +254,25 @@ async def test_a_refused_jwt_is_asked_again_while_a_fresh_answer_stands() -> Non
             await pinata.reachable()
         assert failing.value.kind is ErrorKind.TRANSIENT
     assert asked == ["/data/testAuthentication"] * 3
+
+
+async def test_a_cancelled_check_hands_the_checks_waiting_on_it_a_retryable_answer() -> None:
+    asked = asyncio.Event()
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        asked.set()
+        await asyncio.sleep(3600)  # Pinata takes its time; the asking step is cancelled
+        return httpx.Response(200)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(hang)) as http:
+        pinata = PinataClient("http://pinata", "jwt", http)
+        first = asyncio.create_task(pinata.reachable())
+        await asked.wait()
+        second = asyncio.create_task(pinata.reachable())  # shares the check in flight
+        await asyncio.sleep(0)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        with pytest.raises(ServiceError) as waited:
+            await second
+    assert waited.value.code == "PinataCheckAbandoned" and waited.value.retryable

@@ -748,6 +748,12 @@ class Settings(BaseModel):
     metadata_gateway_url: str = ""
 
     @property
+    def gateways_in_order(self) -> tuple[str, ...]:
+        """Every gateway reads go through: IPFS_DEDICATED_GATEWAY first, then IPFS_GATEWAYS."""
+        first = (self.ipfs_dedicated_gateway,) if self.ipfs_dedicated_gateway else ()
+        return tuple(dict.fromkeys((*first, *self.ipfs_gateways)))
+
+    @property
     def temporal_address(self) -> str:
         return self.temporal.address
 

@@ -193,7 +193,7 @@ class HealthActivities:
             database=endpoint,
             pinata=pinata,
             uploader=IpfsUploader(pinata, kubo),
-            gateways=settings.ipfs_gateways,
+            gateways=settings.gateways_in_order,  # the dedicated one too: mints wait on it
             http=http,
             kubo=kubo,
             check_every=check_every,

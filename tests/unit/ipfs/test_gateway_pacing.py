@@ -151,3 +151,14 @@ def test_ipfs_dedicated_gateway_setting(tmp_path: Path) -> None:
     assert Settings.from_env(env).ipfs_dedicated_gateway.endswith("?pinataGatewayToken=k3y")
     with pytest.raises(SettingsError, match="IPFS_DEDICATED_GATEWAY"):
         Settings.from_env(settings_env(tmp_path, IPFS_DEDICATED_GATEWAY="ftp://x"))
+
+
+def test_reads_and_probes_go_through_the_dedicated_gateway_first(tmp_path: Path) -> None:
+    plain = Settings.from_env(settings_env(tmp_path, IPFS_GATEWAYS="https://a.example"))
+    assert plain.gateways_in_order == ("https://a.example",)
+    env = settings_env(
+        tmp_path,
+        IPFS_GATEWAYS="https://a.example,https://own.example",
+        IPFS_DEDICATED_GATEWAY="https://own.example",
+    )
+    assert Settings.from_env(env).gateways_in_order == ("https://own.example", "https://a.example")

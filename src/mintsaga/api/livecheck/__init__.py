@@ -73,7 +73,7 @@ async def run_livecheck(
         "targets": {
             "pinata": redact_url(settings.pinata_api_url),
             "kubo": redact_url(settings.kubo_api_url),
-            "gateways": [endpoint_name(g) for g in _gateways_of(settings)],
+            "gateways": [endpoint_name(g) for g in settings.gateways_in_order],
             "solana": [endpoint_name(u) for u in settings.solana_rpc_endpoints],
         },
         "local": {label: await compute_cid(data) for label, data in files.items()},
@@ -84,7 +84,7 @@ async def run_livecheck(
             pinata_url=settings.pinata_api_url,
             pinata_jwt=settings.pinata_jwt.get_secret_value(),
             kubo_url=settings.kubo_api_url,
-            gateways=_gateways_of(settings),
+            gateways=settings.gateways_in_order,
             solana=settings.solana_rpc_endpoints,
         )
         try:
@@ -138,12 +138,6 @@ async def _ipfs(
     kubo_client = KuboClient(settings.kubo_api_url, http)
     pinata["unpin_never_pinned"]["reads_as"] = await _reads_as(pinata_client.unpin(unknown))
     kubo["unpin_never_pinned"]["reads_as"] = await _reads_as(kubo_client.pin_rm(unknown))
-
-
-def _gateways_of(settings: Settings) -> tuple[str, ...]:
-    """The gateways reads go through: the dedicated one (IPFS_DEDICATED_GATEWAY) first."""
-    dedicated = (settings.ipfs_dedicated_gateway,) if settings.ipfs_dedicated_gateway else ()
-    return tuple(dict.fromkeys((*dedicated, *settings.ipfs_gateways)))
 
 
 async def _reads_as(call: Any) -> str:

@@ -8,6 +8,8 @@ Every error names the variable at fault and never echoes a secret's value. Secre
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 from collections.abc import Mapping, Sequence
@@ -138,6 +140,10 @@ DEFAULT_SOLANA_COMMITMENT = "confirmed"
 # is asked last (solana/rpc.py); the health check's MAX_SLOT_LAG, and a blockhash's 150 slots.
 DEFAULT_MAX_SLOT_LAG = 150
 
+WEBHOOK_SECRET_PREFIX = "whsec_"
+# The task queue backlog the queue alert calls full (TASK_QUEUE_CAPACITY): tasks, not mints.
+DEFAULT_TASK_QUEUE_CAPACITY = 1000
+
 
 def commitment_from_env(env: Mapping[str, str]) -> str:
     """SOLANA_COMMITMENT: ``confirmed`` (the default: ~13 s sooner under Tower BFT) or
@@ -200,6 +206,34 @@ def dedicated_gateway_from_env(env: Mapping[str, str]) -> str | None:
     Kubo gateway), read first and the post-mint check's blocking one; None when unset."""
     value = secret_from_env(env, "IPFS_DEDICATED_GATEWAY", required=False)  # may hold a key
     return _url("IPFS_DEDICATED_GATEWAY", value) if value else None
+
+
+def webhooks_from_env(env: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[SecretStr, ...]]:
+    """WEBHOOK_URL (one or more http(s) URLs, comma-separated; each gets every notice) and
+    WEBHOOK_SECRET (or WEBHOOK_SECRET_FILE): one or more Standard Webhooks secrets
+    (``whsec_`` + base64), space-separated; each message is signed with every one, so a
+    receiver may rotate its secret without losing a message. ((), ()) when WEBHOOK_URL is unset;
+    a URL without a secret, or a malformed secret, is a SettingsError naming the variable."""
+    if secret_from_env(env, "WEBHOOK_URL", required=False) is None:
+        if secret_from_env(env, "WEBHOOK_SECRET", required=False) is not None:
+            raise SettingsError("WEBHOOK_SECRET is set but WEBHOOK_URL is not: where to send?")
+        return (), ()
+    urls = _url_list(env, "WEBHOOK_URL", "the backend's webhook receivers")
+    raw = _required_secret(env, "WEBHOOK_SECRET", "the webhook signing secret (whsec_...)")
+    secrets: list[SecretStr] = []
+    for n, secret in enumerate(raw.split(), start=1):
+        key = secret.removeprefix(WEBHOOK_SECRET_PREFIX)
+        try:
+            decoded = base64.b64decode(key, validate=True) if key else b""
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if not secret.startswith(WEBHOOK_SECRET_PREFIX) or len(decoded) < 24:
+            raise SettingsError(
+                f"WEBHOOK_SECRET: secret {n} is not a Standard Webhooks secret: expected"
+                f" {WEBHOOK_SECRET_PREFIX} followed by base64 of 24 to 64 random bytes"
+            )
+        secrets.append(SecretStr(secret))
+    return urls, tuple(secrets)
 
 
 class SettingsError(ValueError):
@@ -746,6 +780,13 @@ class Settings(BaseModel):
     # METADATA_URI_STYLE and METADATA_GATEWAY_URL (metadata_links_from_env).
     metadata_uri_style: str = "ipfs"
     metadata_gateway_url: str = ""
+    # WEBHOOK_URL and WEBHOOK_SECRET(_FILE) (webhooks_from_env): () when notices are not pushed.
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secrets: tuple[SecretStr, ...] = ()
+    # MINT_ADMISSION_LIMIT: mints between claim and pivot, fleet-wide; None: no limit.
+    admission_limit: int | None = None
+    # TASK_QUEUE_CAPACITY: the backlog the queue alert compares with (mintsaga_task_queue_capacity).
+    task_queue_capacity: int = DEFAULT_TASK_QUEUE_CAPACITY
 
     @property
     def gateways_in_order(self) -> tuple[str, ...]:
@@ -784,6 +825,8 @@ class Settings(BaseModel):
         pinata_rpm, pinata_data_rpm = pinata_limits_from_env(env)
         gateways = _url_list(env, "IPFS_GATEWAYS", "the IPFS gateways to read through")
         uri_style, metadata_gateway = metadata_links_from_env(env, gateways)
+        webhook_urls, webhook_secrets = webhooks_from_env(env)
+        admission = _int(env, "MINT_ADMISSION_LIMIT", 0, minimum=0)
         return cls(
             temporal=TemporalTarget.from_env(env),
             task_queue=env.get("TEMPORAL_TASK_QUEUE", "").strip() or "mint-saga",
@@ -851,4 +894,10 @@ class Settings(BaseModel):
             solana_priority_fee_estimator=priority_fee_estimator_from_env(env),
             solana_priority_fee_accounts=priority_fee_accounts_from_env(env),
             solana_commitment=commitment_from_env(env),
+            webhook_urls=webhook_urls,
+            webhook_secrets=webhook_secrets,
+            admission_limit=admission or None,
+            task_queue_capacity=_int(
+                env, "TASK_QUEUE_CAPACITY", DEFAULT_TASK_QUEUE_CAPACITY, minimum=1
+            ),
         )

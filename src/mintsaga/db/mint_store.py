@@ -7,7 +7,7 @@ unique index, so a second claim is rejected at once rather than queued behind a 
 
 ``MintStore`` holds the claims, stages, events and reads; its pin, pin repair,
 submission and spend methods come from ``db/pins.py``, ``db/pin_repair.py``,
-``db/submissions.py`` and ``db/wallet_spend.py``, its rows from
+``db/submissions.py``, ``db/wallet_spend.py`` and its notices from ``db/notices.py``, its rows from
 ``db/rows.py``. Every call goes
 through the shared executor (``db/executor.py``): errors classified once into the
 ``ServiceError`` every client raises, and the only retries inside a call the spec's (a
@@ -27,6 +27,7 @@ import asyncpg.exceptions as pgexc
 
 from mintsaga.db.errors import IN_PROGRESS_INDEX, SERVICE, endpoint_and_secrets, permanent
 from mintsaga.db.executor import Executor, close_pool, create_pool
+from mintsaga.db.notices import NoticesMixin
 from mintsaga.db.pin_repair import PinRepairMixin
 from mintsaga.db.pins import PinsMixin
 from mintsaga.db.rows import (
@@ -62,7 +63,7 @@ SETTABLE_FIELDS = frozenset(
 )
 
 
-class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin):
+class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, NoticesMixin):
     """Mint records over an asyncpg pool; every method is safe to retry."""
 
     def __init__(

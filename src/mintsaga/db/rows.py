@@ -8,12 +8,13 @@ taken (inside another statement's work) and refuse what a guarded insert found.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from mintsaga.db.errors import permanent
 from mintsaga.stages import FINISHED, NOT_IN_PROGRESS, MintStage
@@ -48,6 +49,10 @@ MINT_COLUMNS = (
     "reason",
     "created_at",
     "updated_at",
+    "status",
+    "status_at",
+    "status_detail",
+    "metadata_uri",
 )
 SELECT_MINT = ", ".join(MINT_COLUMNS)
 
@@ -79,6 +84,16 @@ class MintRow(BaseModel):
     reason: str | None
     created_at: datetime
     updated_at: datetime
+    # What the backend is told (migration 009, db/notices.py): None before the first notice.
+    status: str | None = None
+    status_at: datetime | None = None
+    status_detail: dict[str, Any] | None = None
+    metadata_uri: str | None = None
+
+    @field_validator("status_detail", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
 
 
 class Event(BaseModel):

@@ -116,6 +116,7 @@ class MintStatus(enum.StrEnum):
     """The `MintStatus` search attribute: where a mint stands, for people and queries."""
 
     IN_PROGRESS = "IN_PROGRESS"
+    QUEUED = "QUEUED"  # waiting at admission (MINT_ADMISSION_LIMIT): nothing claimed yet
     AWAITING_OPERATOR = "AWAITING_OPERATOR"
     MINTED = "MINTED"
     ROLLED_BACK = "ROLLED_BACK"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mintsaga.api.errors import StarterError
+    from mintsaga.api.events import list_events
     from mintsaga.api.mints import (
         compensate,
         connect,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from mintsaga.api.requests import request_from_json
     from mintsaga.api.stuck import stuck_mints
     from mintsaga.api.timeline import mint_timeline
+    from mintsaga.notices import MintNotice, NoticeType
     from mintsaga.workflows.models import (
         Attribute,
         ErrorInfo,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 # name -> the module that defines it
 _EXPORTS = {
     "StarterError": "mintsaga.api.errors",
+    "list_events": "mintsaga.api.events",
     "compensate": "mintsaga.api.mints",
     "connect": "mintsaga.api.mints",
     "get_status": "mintsaga.api.mints",
@@ -57,6 +60,8 @@ _EXPORTS = {
     "request_from_json": "mintsaga.api.requests",
     "stuck_mints": "mintsaga.api.stuck",
     "mint_timeline": "mintsaga.api.timeline",
+    "MintNotice": "mintsaga.notices",
+    "NoticeType": "mintsaga.notices",
     "Attribute": "mintsaga.workflows.models",
     "ErrorInfo": "mintsaga.workflows.models",
     "ImageRef": "mintsaga.workflows.models",
@@ -73,16 +78,19 @@ __all__ = [
     "Attribute",
     "ErrorInfo",
     "ImageRef",
+    "MintNotice",
     "MintOptions",
     "MintRequest",
     "MintResult",
     "MintStatus",
+    "NoticeType",
     "RetryOverrides",
     "StarterError",
     "StatusView",
     "compensate",
     "connect",
     "get_status",
+    "list_events",
     "list_mints",
     "mint_timeline",
     "request_from_json",

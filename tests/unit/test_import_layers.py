@@ -1,6 +1,7 @@
 """The package's layers: every import inside `src/mintsaga` goes downward, none goes round.
 
-    foundation   addresses, errors, http_errors, settings, stages, process_exit, temporal_client
+    foundation   addresses, errors, http_errors, settings, stages, process_exit, temporal_client,
+                 notices
     1            observability, resilience
     2            codec
     3            solana, ipfs, db (the services), workflows
@@ -36,6 +37,7 @@ FOUNDATION = (
     "stages",
     "process_exit",
     "temporal_client",
+    "notices",
 )
 LAYERS: dict[str, int] = {
     **dict.fromkeys(FOUNDATION, 0),

@@ -13,6 +13,7 @@
     mintsaga breaker open|close|disable|reset NAME|URL [--force]
     mintsaga health [--json] [--latest [--schedule ID]] [--timeout SECONDS]
     mintsaga livecheck --report FILE.json [--request FILE.json] [--mint-timeout S] [--json]
+    mintsaga events [--after CURSOR] [--limit N] [--follow]
 
 Reads TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and TEMPORAL_TASK_QUEUE (defaults: 127.0.0.1:7233,
 default, mint-saga), and MINTSAGA_CODEC_KEYS: payloads encrypted as the worker's (mintsaga.codec).
@@ -64,6 +65,7 @@ from mintsaga.cli.commands import (
     cmd_show,
     cmd_status,
 )
+from mintsaga.cli.events import add_events_command
 from mintsaga.codec import data_converter_from_env
 from mintsaga.db.runtime_settings import RuntimeConfigError, RuntimeSettings
 from mintsaga.errors import ServiceError
@@ -216,6 +218,7 @@ def parser() -> argparse.ArgumentParser:
     )
     live.add_argument("--json", action="store_true", help="end with one JSON object")
     live.set_defaults(func=cmd_livecheck)
+    add_events_command(commands)  # the cursor feed (cli/events.py): DATABASE_URL only
     return top
 
 
@@ -224,6 +227,8 @@ async def _main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "settings", False):
             return await _run_settings_command(args)
+        if getattr(args, "temporal", True) is False:  # reads Postgres only (`events`)
+            return int(await args.func(None, args))
         if args.command in ("mint", "livecheck") and args.request:
             load_request(args.request)  # refuse a bad request before connecting anywhere
         if args.command == "livecheck" and not args.request:

@@ -48,6 +48,16 @@ from mintsaga.stages import FINISHED, MintStage
 
 __all__ = ["SETTABLE_FIELDS", "MintStore"]
 
+# The admission queue's advisory lock (class "admt"), and how long a waiting mint that stopped
+# polling (its workflow terminated) keeps its place.
+ADMISSION_LOCK = 0x61646D74
+ADMISSION_QUEUE_STALE_S = 120.0
+# Between claim and pivot: what MINT_ADMISSION_LIMIT counts.
+BEFORE_PIVOT_SQL = ", ".join(
+    f"'{stage.value}'"
+    for stage in (MintStage.INITIATED, MintStage.IPFS_UPLOADED, MintStage.DATABASE_UPDATED)
+)
+
 # Columns set_stage may write besides the stage; anything else is a caller's bug.
 SETTABLE_FIELDS = frozenset(
     {
@@ -152,11 +162,27 @@ class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, Notices
         another request (another user or wallet or mint address).
         """
 
-        async def work(conn: asyncpg.Connection) -> MintRow:
-            try:
+        return await self._db.run(
+            lambda conn: self._claim_on(conn, mint_id, user_id, wallet, mint_address)
+        )
+
+    async def _claim_on(
+        self,
+        conn: asyncpg.Connection,
+        mint_id: str,
+        user_id: str,
+        wallet: str,
+        mint_address: str | None,
+    ) -> MintRow:
+        # Its own savepoint inside a caller's transaction (claim_admitted): a refused insert
+        # must not abort the caller's transaction.
+        try:
+            async with conn.transaction():
                 record = await conn.fetchrow(
-                    f"""INSERT INTO mints (mint_id, user_id, wallet, stage, mint_address)
-                        VALUES ($1, $2, $3, '{MintStage.INITIATED.value}', $4)
+                    f"""INSERT INTO mints (mint_id, user_id, wallet, stage, mint_address,
+                                           status, status_at)
+                        VALUES ($1, $2, $3, '{MintStage.INITIATED.value}', $4,
+                                'IN_PROGRESS', clock_timestamp())
                         ON CONFLICT (mint_id) DO NOTHING
                         RETURNING {SELECT_MINT}""",
                     mint_id,
@@ -164,54 +190,115 @@ class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, Notices
                     wallet,
                     mint_address,
                 )
-            except pgexc.UniqueViolationError as exc:
-                if exc.constraint_name != IN_PROGRESS_INDEX:
-                    raise
-                other = await fetch_in_progress(conn, user_id)
-                if other is None:  # it finished between our insert and this look
-                    raise ServiceError(
-                        f"user {user_id}'s other mint finished while mint {mint_id} was"
-                        " claimed; claim again",
-                        service=SERVICE,
-                        kind=ErrorKind.TRANSIENT,
-                        code="ClaimRace",
-                        endpoint=self._endpoint,
-                    ) from exc
-                raise permanent(
-                    "UserMintInProgress",
-                    f"user {user_id} already has mint {other.mint_id} in progress"
-                    f" (stage {other.stage}); mint {mint_id} was not started",
-                    self._endpoint,
-                ) from exc
-            if record is not None:
-                return MintRow.model_validate(dict(record))
-            existing = await fetch_mint(conn, mint_id)
-            if existing is None:  # deleted between the two statements: only by hand
+                if record is not None:
+                    # When the claim took effect (clock_timestamp: not the transaction's
+                    # start, which may precede an admission wait for the lock).
+                    await conn.execute(
+                        f"""INSERT INTO mint_events (mint_id, stage, event_key, at)
+                            VALUES ($1, '{MintStage.INITIATED.value}', 'claimed',
+                                    clock_timestamp())
+                            ON CONFLICT (mint_id, event_key) DO NOTHING""",
+                        mint_id,
+                    )
+        except pgexc.UniqueViolationError as exc:
+            if exc.constraint_name != IN_PROGRESS_INDEX:
+                raise
+            other = await fetch_in_progress(conn, user_id)
+            if other is None:  # it finished between our insert and this look
                 raise ServiceError(
-                    f"mint {mint_id} vanished while being claimed",
+                    f"user {user_id}'s other mint finished while mint {mint_id} was"
+                    " claimed; claim again",
                     service=SERVICE,
                     kind=ErrorKind.TRANSIENT,
                     code="ClaimRace",
                     endpoint=self._endpoint,
-                )
-            mismatched = [
-                name
-                for name, ours, theirs in (
-                    ("user_id", user_id, existing.user_id),
-                    ("wallet", wallet, existing.wallet),
-                    ("mint_address", mint_address, existing.mint_address),
-                )
-                if ours is not None and theirs is not None and ours != theirs
-            ]
-            if mismatched:
-                raise permanent(
-                    "Conflict",
-                    f"mint {mint_id} exists with another {', '.join(mismatched)}",
-                    self._endpoint,
-                )
-            return existing
+                ) from exc
+            raise permanent(
+                "UserMintInProgress",
+                f"user {user_id} already has mint {other.mint_id} in progress"
+                f" (stage {other.stage}); mint {mint_id} was not started",
+                self._endpoint,
+            ) from exc
+        if record is not None:
+            return MintRow.model_validate(dict(record))
+        existing = await fetch_mint(conn, mint_id)
+        if existing is None:  # deleted between the two statements: only by hand
+            raise ServiceError(
+                f"mint {mint_id} vanished while being claimed",
+                service=SERVICE,
+                kind=ErrorKind.TRANSIENT,
+                code="ClaimRace",
+                endpoint=self._endpoint,
+            )
+        mismatched = [
+            name
+            for name, ours, theirs in (
+                ("user_id", user_id, existing.user_id),
+                ("wallet", wallet, existing.wallet),
+                ("mint_address", mint_address, existing.mint_address),
+            )
+            if ours is not None and theirs is not None and ours != theirs
+        ]
+        if mismatched:
+            raise permanent(
+                "Conflict",
+                f"mint {mint_id} exists with another {', '.join(mismatched)}",
+                self._endpoint,
+            )
+        return existing
+
+    async def claim_admitted(
+        self, mint_id: str, user_id: str, wallet: str, mint_address: str | None, *, limit: int
+    ) -> MintRow | None:
+        """`claim`, once fewer than ``limit`` mints are between claim and pivot fleet-wide;
+        None while this mint must wait (it keeps its place in the admission queue).
+
+        First come, first served: a waiting mint is admitted only when the mints queued before
+        it fit too. Under one advisory lock, so two workers never both take the last slot. A
+        mint already claimed (a retry whose answer was lost) is answered at once.
+        """
+
+        async def work(conn: asyncpg.Connection) -> MintRow | None:
+            failure: ServiceError | None = None
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", ADMISSION_LOCK)
+                if await fetch_mint(conn, mint_id) is None:
+                    await conn.execute(
+                        """DELETE FROM mint_admission_queue
+                           WHERE polled_at < now() - make_interval(secs => $1)""",
+                        ADMISSION_QUEUE_STALE_S,
+                    )
+                    queued_at = await conn.fetchval(
+                        """INSERT INTO mint_admission_queue (mint_id) VALUES ($1)
+                           ON CONFLICT (mint_id) DO UPDATE SET polled_at = now()
+                           RETURNING queued_at""",
+                        mint_id,
+                    )
+                    taken = await conn.fetchval(
+                        f"""SELECT (SELECT count(*) FROM mints WHERE stage IN ({BEFORE_PIVOT_SQL}))
+                                 + (SELECT count(*) FROM mint_admission_queue
+                                    WHERE (queued_at, mint_id) < ($1, $2))""",
+                        queued_at,
+                        mint_id,
+                    )
+                    if taken >= limit:
+                        return None
+                await conn.execute("DELETE FROM mint_admission_queue WHERE mint_id = $1", mint_id)
+                try:
+                    return await self._claim_on(conn, mint_id, user_id, wallet, mint_address)
+                except ServiceError as exc:  # refused: it leaves the queue all the same
+                    failure = exc
+            raise failure
 
         return await self._db.run(work)
+
+    async def leave_admission_queue(self, mint_id: str) -> None:
+        """Give up a mint's place in the admission queue (it was cancelled while waiting)."""
+        await self._db.run(
+            lambda conn: conn.execute(
+                "DELETE FROM mint_admission_queue WHERE mint_id = $1", mint_id
+            )
+        )
 
     async def set_stage(
         self,

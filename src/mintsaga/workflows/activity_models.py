@@ -84,6 +84,54 @@ class ClaimOut(StepOut):
     mint_address: str
 
 
+class AdmitIn(ClaimIn):
+    """A claim that waits at admission (MINT_ADMISSION_LIMIT): up to `wait_s` seconds in this
+    attempt for a slot between claim and pivot; 0: one look, then the answer."""
+
+    wait_s: float = 0.0
+
+
+class AdmitOut(StepOut):
+    """Claimed (`mint_address` set), or still queued behind the admission limit."""
+
+    queued: bool = False
+    mint_address: str | None = None
+
+
+class NoticeIn(_Model):
+    """One status change a backend is told about (mintsaga.notices), recorded once per key."""
+
+    type: str  # a NoticeType value
+    event_key: str
+    data: dict[str, Any]
+
+
+class NoticesIn(_Model):
+    """The notices waiting to be recorded, oldest first (recorded in that order)."""
+
+    mint_id: str
+    notices: tuple[NoticeIn, ...]
+
+
+class RecordedMint(_Model):
+    """What the mints row says of a mint that ended (MINTED or ROLLED_BACK) with this request."""
+
+    status: Literal["MINTED", "ROLLED_BACK"]
+    mint_address: str | None = None
+    signature: str | None = None
+    slot: int | None = None
+    image_cid: str | None = None
+    metadata_cid: str | None = None
+    metadata_uri: str | None = None
+    reason: str | None = None
+
+
+class LookupOut(StepOut):
+    """The mint as recorded, if it ended with this request; None: run the saga."""
+
+    ended: RecordedMint | None = None
+
+
 class ImageIn(_Model):
     mint_id: str
     image: ImageRef

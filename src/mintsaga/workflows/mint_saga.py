@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from mintsaga.notices import NoticeType
     from mintsaga.stages import MintStage
     from mintsaga.workflows import activity_models as io
     from mintsaga.workflows.models import (
@@ -38,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
         request_problems,
     )
     from mintsaga.workflows.policies import (
+        ADMISSION_WAIT_S,
+        ADMIT_MINT,
         AWAIT_CONFIRMATION,
         CHECK_DATABASE,
         CHECK_DB_CONSISTENCY,
@@ -48,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         CLAIM_MINT,
         COMPUTE_IMAGE_CID,
         FINISH_MINT,
+        LOOK_UP_MINT,
         MAX_RESIGNS,
         PREPARE_TRANSACTION,
         RECORD_MINTED,
@@ -104,6 +108,13 @@ class MintSaga(Saga):
         # every workflow task on decode.
         self._request = request = _checked(request)
         self._start(operator_timeout_s=request.options.operator_timeout_s)
+        # A mint that already ended with this request answers from its row, whether or not
+        # its history still exists; nothing runs again. Earlier mints did not look.
+        if workflow.patched("answer-ended-mints-from-row"):
+            ended = await self._look_up()
+            if ended is not None:
+                return ended
+        self._begin_notices(request.mint_id, delay_notice_s=request.options.delay_notice_s)
         try:
             await self._wait_out_maintenance()
             self._set_details("checking that IPFS, the database and Solana answer")
@@ -124,7 +135,28 @@ class MintSaga(Saga):
         await self._verify()
         await self._post_mint_checks()
         await self._finish()
+        await self._notices_recorded()
         return self._result(MintStatus.MINTED)
+
+    async def _look_up(self) -> MintResult | None:
+        req = self._req
+        looked = await self._step(
+            LOOK_UP_MINT, io.ClaimIn(mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet)
+        )
+        ended = looked.ended
+        if ended is None:
+            return None
+        self._mint_address, self._signature, self._slot = (
+            ended.mint_address,
+            ended.signature,
+            ended.slot,
+        )
+        self._image_cid, self._metadata_cid = ended.image_cid, ended.metadata_cid
+        self._metadata_link, self._reason = ended.metadata_uri, ended.reason
+        status = MintStatus(ended.status)
+        self._enter(MintStage(ended.status), f"ended before: {ended.status}, from its record")
+        self._set_status(status)
+        return self._result(status)
 
     # ---------------------------------------------------------------- 0. maintenance mode
 
@@ -170,11 +202,38 @@ class MintSaga(Saga):
                 mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet, reason=reason
             ),
         )
-        claimed = await self._step(
-            CLAIM_MINT,
-            io.ClaimIn(mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet),
-        )
-        self._mint_address = claimed.mint_address
+        if not workflow.patched("admission-control"):  # mints started before it
+            claimed = await self._step(
+                CLAIM_MINT,
+                io.ClaimIn(mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet),
+            )
+            self._mint_address = claimed.mint_address
+            return
+        self._mint_address = await self._admit()
+
+    async def _admit(self) -> str:
+        """Claim once a slot between claim and pivot is free (MINT_ADMISSION_LIMIT); until
+        then the mint is QUEUED, having claimed, pinned and sent nothing."""
+        req = self._req
+        wait_s = 0.0  # the first look answers at once, so a queued mint is shown as such
+        while True:
+            admitted = await self._step(
+                ADMIT_MINT,
+                io.AdmitIn(
+                    mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet, wait_s=wait_s
+                ),
+            )
+            if not admitted.queued:
+                assert admitted.mint_address is not None
+                if wait_s:  # it was queued
+                    self._set_status(MintStatus.IN_PROGRESS)
+                    self._notify(NoticeType.IN_PROGRESS, admitted=True)
+                return admitted.mint_address
+            if not wait_s:
+                self._set_status(MintStatus.QUEUED)
+                self._set_details("queued: the fleet's admission limit is reached")
+                self._notify(NoticeType.QUEUED)
+            wait_s = float(ADMISSION_WAIT_S)
 
     # ---------------------------------------------------------------- 2. uploads
 
@@ -392,6 +451,7 @@ class MintSaga(Saga):
         await self._step(FINISH_MINT, io.FinishIn(mint_id=self._req.mint_id))
         self._enter(MintStage.MINTED, f"minted {self._mint_address} for {self._req.wallet}")
         self._set_status(MintStatus.MINTED)
+        self._notify(NoticeType.MINTED)
 
     # ---------------------------------------------------------------- operators
 
@@ -459,6 +519,19 @@ class MintSaga(Saga):
     def _req(self) -> MintRequest:
         assert self._request is not None
         return self._request
+
+    def _notice_data(self) -> dict[str, Any]:
+        req = self._req
+        return {
+            "user_id": req.user_id,
+            "owner": req.wallet,
+            "mint_address": self._mint_address,
+            "image_cid": self._image_cid,
+            "metadata_cid": self._metadata_cid,
+            "metadata_uri": self._metadata_uri,
+            "signature": self._signature,
+            "slot": self._slot,
+        }
 
     @property
     def _metadata_uri(self) -> str | None:

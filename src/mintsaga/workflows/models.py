@@ -112,6 +112,9 @@ class _Answer(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+DEFAULT_DELAY_NOTICE_S = 300.0  # five minutes: a happy mint takes seconds
+
+
 class MintStatus(enum.StrEnum):
     """The `MintStatus` search attribute: where a mint stands, for people and queries."""
 
@@ -200,6 +203,12 @@ class MintOptions(_Frozen):
     )
     confirmation_wait_s: float = Field(
         default=60.0, gt=0, le=600, description="how long one confirmation wait lasts (spec: 60 s)"
+    )
+    delay_notice_s: float = Field(
+        default=DEFAULT_DELAY_NOTICE_S,
+        gt=0,
+        le=86_400,
+        description="a mint not minted this long after its start tells its backend (mint.delayed)",
     )
 
 

@@ -37,6 +37,7 @@ def provider_task_queue(task_queue: str, provider: str) -> str:
 
 
 S = timedelta(seconds=1)
+ADMISSION_WAIT_S = 60  # one admit_mint attempt's wait for a slot before the saga asks again
 PINATA = "pinata"  # 180 requests a minute per account (settings.PINATA_*)
 
 # 0. maintenance mode: new mints wait here (unlimited attempts, heartbeats while waiting)
@@ -56,6 +57,23 @@ CHECK_IPFS = Step(
 CHECK_DATABASE = Step("check_database", io.MintRef, io.StepOut, "db", attempts=2, timeout=10 * S)
 CHECK_RPC = Step("check_rpc", io.MintRef, io.StepOut, "solana", attempts=3, timeout=10 * S)
 CLAIM_MINT = Step("claim_mint", io.ClaimIn, io.ClaimOut, "db", attempts=3, timeout=10 * S)
+# The claim behind the admission limit: each attempt waits up to AdmitIn.wait_s for a slot
+# (ADMISSION_WAIT_S), heartbeating while it polls.
+ADMIT_MINT = Step(
+    "admit_mint",
+    io.AdmitIn,
+    io.AdmitOut,
+    "db",
+    attempts=3,
+    timeout=ADMISSION_WAIT_S * S + 30 * S,
+    heartbeat=15 * S,
+)
+# The first step: a mint that already ended with this request (its history may be gone: the
+# namespace's retention) answers from its row, and nothing runs.
+LOOK_UP_MINT = Step("look_up_mint", io.ClaimIn, io.LookupOut, "db", attempts=3, timeout=10 * S)
+# The backend's notices (mintsaga.notices), recorded in order off the mint's critical path;
+# retried without limit (a notice is never dropped), each attempt short.
+RECORD_NOTICES = Step("record_notices", io.NoticesIn, io.StepOut, "db", attempts=0, timeout=15 * S)
 # 2. uploads: the image's CID is computed first so both uploads run in parallel
 COMPUTE_IMAGE_CID = Step(
     "compute_image_cid",
@@ -164,6 +182,9 @@ SAGA_STEPS: tuple[Step[Any, Any], ...] = (
     FINISH_MINT,
     RELEASE_PINS,
     ROLLBACK_MINT,
+    ADMIT_MINT,
+    LOOK_UP_MINT,
+    RECORD_NOTICES,
 )
 # Looked up by activity name (activities.failures, bench, chaos).
 STEPS: dict[str, Step[Any, Any]] = {step.name: step for step in SAGA_STEPS}

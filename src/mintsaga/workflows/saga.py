@@ -13,6 +13,11 @@
   than the request allows; `_decide` is what the signal and update handlers call.
 - **Status.** `_enter` (a stage), `_set_status` and the waiting steps are published as the
   `MintStage` and `MintStatus` search attributes, which is how an operator finds a mint.
+- **Notices.** What the backend is told (`mintsaga.notices`): each stage, a delay (late, or
+  waiting for an operator: once), a wait and its end, the outcome. `_notify` queues a notice;
+  one background task records the queue in order (`record_notices`, retried without limit),
+  so a slow database or webhook receiver never holds up a step; the saga waits for the queue
+  only before it returns. Mints started before this change record none (`STATUS_NOTICES`).
 
 Everything here is workflow code: deterministic, and every command it issues (activities,
 timers, search attribute upserts, `workflow.patched` markers) is recorded in histories that
@@ -28,16 +33,17 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
+from temporalio.common import Priority, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from mintsaga.notices import NoticeType
     from mintsaga.stages import MintStage
-    from mintsaga.workflows.activity_models import FailureDetails, StepOut
+    from mintsaga.workflows.activity_models import FailureDetails, NoticeIn, NoticesIn, StepOut
     from mintsaga.workflows.models import ErrorInfo, MintStatus, OperatorDecision, RetryOverrides
-    from mintsaga.workflows.policies import provider_task_queue
+    from mintsaga.workflows.policies import RECORD_NOTICES, STEPS, provider_task_queue
     from mintsaga.workflows.steps import Step, execute
 
 __all__ = [
@@ -54,6 +60,13 @@ __all__ = [
 
 # The patch id of "a retry's overrides last until the next operator decision".
 OVERRIDES_PER_RETRY = "operator-overrides-per-retry"
+# The patch ids of "the backend is told each status change" and "steps after the pivot are
+# dispatched first" (issue 17).
+STATUS_NOTICES = "status-notices"
+POST_PIVOT_PRIORITY = "post-pivot-priority"
+# Temporal's priority keys run from 1 (first) to 5, default 3: a mint past the pivot is
+# finished before new mints are started. Servers without task priorities ignore the key.
+AFTER_PIVOT = Priority(priority_key=1)
 
 MINT_STAGE = SearchAttributeKey.for_keyword("MintStage")
 MINT_STATUS = SearchAttributeKey.for_keyword("MintStatus")
@@ -140,6 +153,17 @@ class Saga:
         self._pivoted = False  # the first send happened: from here on, only forward
         self._reason: str | None = None  # why the saga compensated
         self._operator_timeout_s: float | None = None  # before the pivot; None: no limit
+        # Notices (`_notify`): on for mints started after STATUS_NOTICES.
+        self._notices_on = False
+        self._notice_mint_id = ""
+        self._notice_backlog: list[NoticeIn] = []
+        self._notices_made = 0
+        self._recording = False  # the recorder task is running
+        self._delayed = False  # DELAYED was told (once per mint)
+        self._settled = False  # the outcome is known: no more delay notices
+        self._running: dict[str, str] = {}  # steps running now, with their service
+        self._prioritise = False  # POST_PIVOT_PRIORITY
+        self._background: set[asyncio.Future[None]] = set()  # the notice tasks
 
     def _start(self, *, operator_timeout_s: float) -> None:
         self._operator_timeout_s = operator_timeout_s
@@ -150,6 +174,16 @@ class Saga:
                 MINT_STATUS.value_set(MintStatus.IN_PROGRESS.value),
             ]
         )
+
+    def _begin_notices(self, mint_id: str, *, delay_notice_s: float) -> None:
+        """Tell the backend the mint started, and a delay if it is not over in time."""
+        self._prioritise = workflow.patched(POST_PIVOT_PRIORITY)
+        self._notices_on = workflow.patched(STATUS_NOTICES)
+        if not self._notices_on:
+            return
+        self._notice_mint_id = mint_id
+        self._notify(NoticeType.IN_PROGRESS)
+        self._keep(asyncio.ensure_future(self._watch_for_delay(delay_notice_s)))
 
     # ---------------------------------------------------------------- steps
 
@@ -169,6 +203,7 @@ class Saga:
         name = step.name
         while True:
             self._attempts[name] = self._attempts.get(name, 0) + 1
+            self._running[name] = step.service
             try:
                 out = await execute(
                     step,
@@ -176,8 +211,10 @@ class Saga:
                     summary=name,
                     cancellation_type=self._cancellation_type(),
                     task_queue=self._task_queue(step),
+                    priority=AFTER_PIVOT if self._pivoted and self._prioritise else None,
                 )
             except ActivityError as err:
+                self._running.pop(name, None)
                 if isinstance(err.cause, CancelledError):
                     raise asyncio.CancelledError from err  # the workflow is being cancelled
                 error = error_info(name, err)
@@ -189,6 +226,7 @@ class Saga:
                     raise StepFailed(error) from err  # no retry can change it: compensate now
                 await self._await_operator(name, error)
                 continue
+            self._running.pop(name, None)
             self._count_retries(step.service, out.attempt)
             return out
 
@@ -266,9 +304,12 @@ class Saga:
                 # A compensation failed after all its retries: a person must look.
                 self._set_status(MintStatus.FAILED)
                 self._enter(MintStage.FAILED, f"compensation failed: {self._last_error}")
+                self._notify(NoticeType.FAILED, reason=self._reason, **self._error_data())
                 await self._shielded(self._wait_for_decision(None, "compensation failed"))
         self._enter(MintStage.ROLLED_BACK, f"rolled back: {self._reason}")
         self._set_status(MintStatus.ROLLED_BACK)
+        self._notify(NoticeType.ROLLED_BACK, reason=self._reason)
+        await self._shielded(self._notices_recorded())
         if isinstance(cause, asyncio.CancelledError):
             raise cause
 
@@ -319,6 +360,9 @@ class Saga:
         self._waiting.append(waiting)
         self._publish_status()
         self._set_details(f"waiting for an operator at {waiting}: {why}")
+        if step is not None:  # a failed compensation was told as FAILED
+            self._notify_delayed(f"waiting for an operator at {step}")
+            self._notify(NoticeType.AWAITING_OPERATOR, **{**self._error_data(), "step": step})
         seen = self._decisions
         try:
             # A step gives up its wait when a sibling failed for good; a failed compensation
@@ -344,6 +388,12 @@ class Saga:
         # Not in a `finally`: an evicted workflow must not touch search attributes.
         self._waiting.remove(waiting)
         self._publish_status()
+        self._notify(
+            NoticeType.RESUMED,
+            step=waiting,
+            decision=decision.action,
+            decided_by=decision.decided_by or "an operator",
+        )
         return decision
 
     def _decide(self, decision: OperatorDecision) -> None:
@@ -356,9 +406,13 @@ class Saga:
         now = workflow.now()
         elapsed = (now - self._stage_started).total_seconds()
         self._stage_seconds[self._stage] = self._stage_seconds.get(self._stage, 0.0) + elapsed
+        entered = stage != self._stage
         self._stage, self._stage_started = stage, now
         workflow.upsert_search_attributes([MINT_STAGE.value_set(stage.value)])
         self._set_details(details)
+        # The outcomes (MINTED, ROLLED_BACK, FAILED) are told where they are decided.
+        if entered and stage.in_progress:
+            self._notify(NoticeType.IN_PROGRESS)
 
     def _set_status(self, status: MintStatus) -> None:
         """Set where the mint stands; AWAITING_OPERATOR is derived from the waiting steps."""
@@ -385,3 +439,76 @@ class Saga:
     @staticmethod
     def _set_details(sentence: str) -> None:
         workflow.set_current_details(sentence)
+
+    # ---------------------------------------------------------------- notices
+
+    def _notice_data(self) -> dict[str, Any]:
+        """What every notice says besides its stage (the subclass adds the mint's fields)."""
+        return {}
+
+    def _error_data(self) -> dict[str, Any]:
+        error = self._last_error
+        if error is None:
+            return {}
+        step = STEPS.get(error.step)
+        return {
+            "step": error.step,
+            "service": step.service if step is not None else None,
+            "error": {"type": error.type, "message": error.message, "kind": error.kind},
+        }
+
+    def _notify(self, kind: NoticeType, **data: Any) -> None:
+        """Queue one notice for the recorder (mints started before STATUS_NOTICES: none)."""
+        if not self._notices_on:
+            return
+        self._notices_made += 1
+        body = {"stage": self._stage.value, **self._notice_data(), **data}
+        # Unique per run: a mint started again under the same id (its history deleted) tells
+        # its own story; a retried recording is recognised by the same key.
+        key = f"{workflow.info().run_id}:{self._notices_made}:{kind.value}"
+        body = {k: v for k, v in body.items() if v is not None}
+        self._notice_backlog.append(NoticeIn(type=kind.value, event_key=key, data=body))
+        if not self._recording:
+            self._recording = True
+            self._keep(asyncio.ensure_future(self._record_notices()))
+
+    def _keep(self, task: asyncio.Future[None]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _notify_delayed(self, why: str) -> None:
+        """DELAYED, once per mint: why, and which steps and services it waits on."""
+        if self._delayed or self._settled:
+            return
+        self._delayed = True
+        cause: dict[str, Any] = {"reason": why, **self._error_data()}
+        if self._running:
+            cause["running"] = sorted(self._running)
+            cause["services"] = sorted(set(self._running.values()))
+        self._notify(NoticeType.DELAYED, cause=cause)
+
+    async def _watch_for_delay(self, after_s: float) -> None:
+        try:
+            await workflow.wait_condition(lambda: self._settled, timeout=after_s)
+        except TimeoutError:
+            self._notify_delayed(f"not minted within {after_s:.0f} s (options.delay_notice_s)")
+
+    async def _record_notices(self) -> None:
+        """Record the queued notices in order, a batch per activity, until none is left."""
+        while self._notice_backlog:
+            batch = tuple(self._notice_backlog)
+            try:
+                await execute(
+                    RECORD_NOTICES,
+                    NoticesIn(mint_id=self._notice_mint_id, notices=batch),
+                    summary=RECORD_NOTICES.name,
+                )
+            except ActivityError as err:  # retried without limit: only a bug ends it
+                workflow.logger.error("notices %s not recorded: %s", batch[0].event_key, err)
+            del self._notice_backlog[: len(batch)]
+        self._recording = False
+
+    async def _notices_recorded(self) -> None:
+        """The outcome is known: no more delay notice; wait until every notice is recorded."""
+        self._settled = True
+        await workflow.wait_condition(lambda: not self._recording)

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any, Generic, TypeVar, cast
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
 # One backoff table (base, cap, jitter) per service, shared with activities.pacing, which
@@ -94,6 +94,7 @@ async def execute(
     task_queue: str | None = None,
     summary: str | None = None,
     cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
+    priority: Priority | None = None,
 ) -> Out:
     """Run `step` with `arg` (None for a step without input) and return its typed output.
 
@@ -110,5 +111,6 @@ async def execute(
         schedule_to_close_timeout=step.deadline,
         heartbeat_timeout=step.heartbeat,
         retry_policy=step.retry_policy(),
+        priority=priority or Priority.default,
     )
     return cast(Out, result)

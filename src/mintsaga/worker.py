@@ -56,6 +56,7 @@ from mintsaga.api.pin_repair import batch_from_env as pin_repair_batch_from_env
 from mintsaga.api.pin_repair import interval_from_env as pin_repair_interval_from_env
 from mintsaga.api.pin_repair import maintain_pin_repair_schedule
 from mintsaga.codec import data_converter_from_env
+from mintsaga.db.fleet_gauges import FleetGauges
 from mintsaga.db.mint_store import MintStore
 from mintsaga.db.runtime_config import RuntimeConfigStore
 from mintsaga.db.runtime_settings import RuntimeSettings, describe_changes, solana_endpoints_for
@@ -75,11 +76,14 @@ from mintsaga.observability.metrics import (
     record_breaker_transition,
     serve_metrics,
     serving,
+    set_task_priorities_supported,
+    set_task_queue_capacity,
     watch_pool,
 )
 from mintsaga.observability.readiness import READINESS, pool_answers, worker_polls
 from mintsaga.observability.sampler import INTERVAL_S as SAMPLE_INTERVAL_S
 from mintsaga.observability.sampler import every, sample_wallet, sampling_visibility
+from mintsaga.observability.temporal_features import task_priorities
 from mintsaga.observability.temporal_metrics import temporal_runtime
 from mintsaga.observability.tracing import configure_tracing, interceptors, shutdown_tracing
 from mintsaga.process_exit import exit_now
@@ -419,6 +423,22 @@ async def check_kubo(settings: Settings) -> None:
         await check_kubo_import(KuboClient(settings.kubo_api_url, http))
 
 
+@contextlib.asynccontextmanager
+async def sampling_fleet(client: Client, settings: Settings) -> AsyncIterator[None]:
+    """The fleet's gauges while /metrics is served: visibility (mints, backlogs) and Postgres
+    (admission, when each operator wait began) through a pool of its own (db/fleet_gauges.py)."""
+    async with (
+        FleetGauges.open(settings.database_url.get_secret_value()) as database,
+        sampling_visibility(
+            client,
+            settings.task_queue,
+            also=[provider_task_queue(settings.task_queue, PINATA)],
+            database=database,
+        ),
+    ):
+        yield
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     await check_pinata_jwt(settings)
     await check_kubo(settings)
@@ -426,13 +446,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     metrics = serve_metrics(settings.metrics_port) if settings.metrics_port else None
     if metrics is not None:
         log.info("metrics on %s", metrics.url)
-    visibility = (
-        sampling_visibility(
-            client, settings.task_queue, also=[provider_task_queue(settings.task_queue, PINATA)]
-        )
-        if metrics
-        else contextlib.nullcontext()
+    set_task_queue_capacity(settings.task_queue_capacity)  # what the backlog alerts compare with
+    priorities = await task_priorities(client)  # detected from the server, not assumed
+    set_task_priorities_supported(priorities.supported)
+    log.info(
+        "temporal task priorities %s (%s)",
+        "honoured" if priorities.supported else "not honoured",
+        priorities.reason,
     )
+    visibility = sampling_fleet(client, settings) if metrics else contextlib.nullcontext()
     tuning = settings.tuning
     async with mint_activities(settings) as activities, visibility:
         workers = build_workers(client, tuning, settings.task_queue, activities)

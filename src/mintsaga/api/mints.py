@@ -216,10 +216,18 @@ def _finished_or(exc: RPCError) -> str:
     return exc.message
 
 
-async def list_mints(client: Client, *, stuck: bool = False) -> list[dict[str, Any]]:
+async def list_mints(
+    client: Client, *, stuck: bool = False, queued: bool = False
+) -> list[dict[str, Any]]:
+    """Mints, newest first: all of them, or those awaiting an operator (`stuck`), or those
+    waiting at admission (`queued`: MintStatus QUEUED, running; MINT_ADMISSION_LIMIT)."""
+    if stuck and queued:
+        raise StarterError("list: --stuck or --queued, not both")
     query = 'WorkflowType="MintSaga"'
     if stuck:
         query += f' AND MintStatus="{MintStatus.AWAITING_OPERATOR.value}"'
+    if queued:
+        query += f' AND MintStatus="{MintStatus.QUEUED.value}" AND ExecutionStatus="Running"'
     rows = []
     async for execution in client.list_workflows(query):
         attributes = execution.typed_search_attributes

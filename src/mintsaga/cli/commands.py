@@ -96,7 +96,7 @@ async def cmd_status(client: Client, args: argparse.Namespace) -> int:
 async def cmd_list(client: Client, args: argparse.Namespace) -> int:
     if args.stuck:
         return _print_stuck(await stuck_mints(client), as_json=args.json)
-    rows = await list_mints(client)
+    rows = await list_mints(client, queued=args.queued)
     now = datetime.now(UTC)
     if args.json:
         _print_json({"mints": rows})
@@ -105,7 +105,7 @@ async def cmd_list(client: Client, args: argparse.Namespace) -> int:
     for row in rows:
         age = _age((now - row["started"]).total_seconds())
         table.append((row["mint_id"], row["status"] or "-", row["stage"] or "-", age))
-    print("\n".join(_table(table)) if rows else "no mints")
+    print("\n".join(_table(table)) if rows else "no mints" + (" queued" if args.queued else ""))
     return 0
 
 

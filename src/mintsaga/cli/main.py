@@ -2,7 +2,7 @@
 
     mintsaga mint --request FILE.json [--wait] [--json]
     mintsaga status MINT_ID [--json]
-    mintsaga list [--stuck] [--json]
+    mintsaga list [--stuck | --queued] [--json]
     mintsaga show MINT_ID [--json]
     mintsaga retry MINT_ID [--priority-fee N] [--endpoint URL] [--keep-overrides]
     mintsaga compensate MINT_ID
@@ -127,6 +127,11 @@ def parser() -> argparse.ArgumentParser:
         "--stuck",
         action="store_true",
         help="only those awaiting an operator: stage, step, last error, how long they waited",
+    )
+    listing.add_argument(
+        "--queued",
+        action="store_true",
+        help="only those waiting at admission (MINT_ADMISSION_LIMIT reached): nothing claimed yet",
     )
     listing.add_argument("--json", action="store_true", help="one JSON object")
     listing.set_defaults(func=cmd_list)

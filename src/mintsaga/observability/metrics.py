@@ -13,8 +13,11 @@ to read. Label values never carry secrets: endpoints are `redact_url` forms or n
     mintsaga_breaker_transitions_total{breaker,from_state,to_state}
     mintsaga_db_pool_connections{state}                                in_use | idle | max
     mintsaga_mints{status}                                             from Temporal visibility
-    mintsaga_oldest_awaiting_operator_seconds
+    mintsaga_oldest_awaiting_operator_seconds                          since its wait began
+    mintsaga_admission_queued, mintsaga_admission_held                 from Postgres, fleet-wide
     mintsaga_task_queue_backlog{task_queue}                            approximate, from the server
+    mintsaga_task_queue_capacity                                       TASK_QUEUE_CAPACITY
+    mintsaga_task_priorities_supported                                 1: the server honours them
     mintsaga_system_wallet_lamports
     mintsaga_health_up{check,target}, mintsaga_health_latency_seconds{check,target}
     mintsaga_rpc_slot_lag{endpoint}                                    set by the health checks
@@ -54,7 +57,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 OUTCOMES = ("success", "failure")
 CLASSIFICATIONS = ("", "transient", "rate_limited", "permanent", "needs_operator", "unclassified")
-MINT_STATUSES = ("IN_PROGRESS", "AWAITING_OPERATOR", "MINTED", "ROLLED_BACK", "FAILED")
+MINT_STATUSES = ("QUEUED", "IN_PROGRESS", "AWAITING_OPERATOR", "MINTED", "ROLLED_BACK", "FAILED")
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 REQUESTS = Counter(
@@ -96,13 +99,34 @@ BREAKER_TRANSITIONS = Counter(
 )
 MINTS = Gauge(
     "mintsaga_mints",
-    "Mints by MintStatus (IN_PROGRESS and AWAITING_OPERATOR: running ones only), "
+    "Mints by MintStatus (QUEUED, IN_PROGRESS and AWAITING_OPERATOR: running ones only), "
     "counted from Temporal visibility",
     ["status"],
 )
 OLDEST_AWAITING_OPERATOR = Gauge(
     "mintsaga_oldest_awaiting_operator_seconds",
-    "Age (since its start) of the oldest running mint awaiting an operator; 0 when none",
+    "How long the running mint that has waited longest for an operator has waited (since its"
+    " wait began, not since the mint started); 0 when none waits",
+)
+ADMISSION_QUEUED = Gauge(
+    "mintsaga_admission_queued",
+    "Mints waiting at admission (MINT_ADMISSION_LIMIT reached): rows of mint_admission_queue,"
+    " fleet-wide, from Postgres",
+)
+ADMISSION_HELD = Gauge(
+    "mintsaga_admission_held",
+    "Mints between claim and pivot (stage INITIATED, IPFS_UPLOADED or DATABASE_UPDATED),"
+    " fleet-wide, from Postgres: what MINT_ADMISSION_LIMIT bounds",
+)
+TASK_QUEUE_CAPACITY = Gauge(
+    "mintsaga_task_queue_capacity",
+    "TASK_QUEUE_CAPACITY as this worker is configured: the backlog the task queue alerts"
+    " compare with",
+)
+TASK_PRIORITIES_SUPPORTED = Gauge(
+    "mintsaga_task_priorities_supported",
+    "1 when the Temporal server honours task priorities (Priority.priority_key) by default,"
+    " 0 when it does not or its version is unknown (observability/temporal_features.py)",
 )
 TASK_QUEUE_BACKLOG = Gauge(
     "mintsaga_task_queue_backlog",
@@ -300,6 +324,19 @@ def set_mints(counts: dict[str, int], *, oldest_awaiting_s: float | None) -> Non
     for status, count in counts.items():
         MINTS.labels(status).set(count)
     OLDEST_AWAITING_OPERATOR.set(oldest_awaiting_s or 0.0)
+
+
+def set_admission(*, queued: int, held: int) -> None:
+    ADMISSION_QUEUED.set(queued)
+    ADMISSION_HELD.set(held)
+
+
+def set_task_queue_capacity(capacity: int) -> None:
+    TASK_QUEUE_CAPACITY.set(capacity)
+
+
+def set_task_priorities_supported(supported: bool) -> None:
+    TASK_PRIORITIES_SUPPORTED.set(1 if supported else 0)
 
 
 def set_backlog(task_queue: str, backlog: int) -> None:

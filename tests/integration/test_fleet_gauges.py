@@ -20,8 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.worker import Worker
 
 import mintsaga
 from devstack.config import StackConfig
@@ -153,6 +155,57 @@ async def test_a_mint_that_started_long_ago_and_just_began_waiting_has_not_waite
             assert gauge is not None and 3600 <= gauge < 3600 + 60
     finally:
         await handle.terminate("test over")
+
+
+@workflow.defn(name="MintSaga", sandboxed=False)  # a test module: not re-imported in a sandbox
+class WaitingSince:
+    """Stands in for a MintSaga whose row says nothing (recorded by an older worker): it
+    answers the `status` query with the field the sampler reads, as MintSaga's StatusView."""
+
+    def __init__(self) -> None:
+        self._since: str | None = None
+
+    @workflow.run
+    async def run(self, since: str) -> None:
+        self._since = since
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.query(name="status")
+    def status(self) -> dict[str, object]:
+        return {"stage": "INITIATED", "awaiting_since": self._since}
+
+
+async def test_without_a_row_the_wait_starts_when_the_workflow_says(
+    client: Client, gauges: FleetGauges
+) -> None:
+    queue = f"fleet-gauges-{uuid.uuid4().hex[:8]}"
+    mint_id = f"t-{uuid.uuid4().hex[:10]}"
+    since = datetime.now(UTC) - timedelta(minutes=7)
+    async with Worker(client, task_queue=queue, workflows=[WaitingSince]):
+        handle = await client.start_workflow(
+            WaitingSince.run,
+            since.isoformat().replace("+00:00", "Z"),
+            id=f"mint-{mint_id}",
+            task_queue=queue,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(MINT_STAGE, MintStage.INITIATED.value),
+                    SearchAttributePair(MINT_STATUS, MintStatus.AWAITING_OPERATOR.value),
+                ]
+            ),
+        )
+        try:
+            await _eventually_listed(
+                client, handle.id, f'MintStatus="AWAITING_OPERATOR" AND WorkflowId="{handle.id}"'
+            )
+            # No row in Postgres: the database knows nothing, the workflow's answer counts.
+            assert mint_id not in await gauges.awaiting_since([mint_id])
+            starts = await awaiting_starts(client, database=gauges)
+            assert starts[mint_id] == since
+            starts = await awaiting_starts(client)  # no database at all: the same
+            assert starts[mint_id] == since
+        finally:
+            await handle.terminate("test over")
 
 
 async def _status_at(store: MintStore, mint_id: str) -> datetime:

@@ -193,7 +193,9 @@ async def test_blockchain_succeeded_then_db_fails_is_repaired_forward(
 ) -> None:
     request = mint_request(stack)
     queue = f"q-{uuid.uuid4().hex[:8]}"
-    db_down = {"target": "postgres", "kind": "down", "duration_ms": 4_000}
+    # Down until cleared: long enough for record_minted to spend its attempts whatever the
+    # breaker does (the saga's notices fail meanwhile too, and open it sooner).
+    db_down = {"target": "postgres", "kind": "down", "duration_ms": 600_000}
     async with running_worker(
         stack, client, queue, wrap={"record_minted": fault_first(stack, db_down)}
     ):
@@ -204,7 +206,7 @@ async def test_blockchain_succeeded_then_db_fails_is_repaired_forward(
         assert status.status == MintStatus.AWAITING_OPERATOR
         with pytest.raises(mintsaga.StarterError, match="past the pivot"):
             await mintsaga.compensate(client, request.mint_id)
-        await asyncio.sleep(4.5)  # the database comes back
+        clear_faults(stack)  # the database comes back
         await mintsaga.retry(client, request.mint_id)
         result = await handle.result()
 

@@ -72,6 +72,10 @@ class DatabaseActivities:
         """
         limit = self._admission_limit
         if limit is None:
+            with classified():
+                ended = await self._ended(arg)
+            if ended is not None:
+                return io.AdmitOut(attempt=activity.info().attempt, ended=ended)
             claimed = await self.claim_mint(
                 io.ClaimIn(mint_id=arg.mint_id, user_id=arg.user_id, wallet=arg.wallet)
             )
@@ -80,6 +84,9 @@ class DatabaseActivities:
         deadline = time.monotonic() + arg.wait_s
         with classified():
             await self._check_claimed_address(arg.mint_id, address)
+            ended = await self._ended(arg)
+            if ended is not None:
+                return io.AdmitOut(attempt=activity.info().attempt, ended=ended)
             while True:
                 row = await self._store.claim_admitted(
                     arg.mint_id, arg.user_id, arg.wallet, address, limit=limit
@@ -100,13 +107,17 @@ class DatabaseActivities:
         request: a start whose history is gone (retention) is answered from it, and nothing
         runs again. Another request's row is left to the claim, which refuses it."""
         with classified():
-            row = await self._store.get(arg.mint_id)
-        attempt = activity.info().attempt
+            ended = await self._ended(arg)
+        return io.LookupOut(attempt=activity.info().attempt, ended=ended)
+
+    async def _ended(self, arg: io.ClaimIn) -> io.RecordedMint | None:
+        """The row, if it ended (MINTED or ROLLED_BACK) with this request."""
+        row = await self._store.get(arg.mint_id)
         if row is None or (row.user_id, row.wallet) != (arg.user_id, arg.wallet):
-            return io.LookupOut(attempt=attempt)
+            return None
         if row.stage not in (MintStage.MINTED, MintStage.ROLLED_BACK):
-            return io.LookupOut(attempt=attempt)
-        return io.LookupOut(attempt=attempt, ended=_recorded(row))
+            return None
+        return _recorded(row)
 
     @activity.defn(name=RECORD_NOTICES.name)
     async def record_notices(self, arg: io.NoticesIn) -> io.StepOut:

@@ -84,6 +84,19 @@ class ClaimOut(StepOut):
     mint_address: str
 
 
+class RecordedMint(_Model):
+    """What the mints row says of a mint that ended (MINTED or ROLLED_BACK) with this request."""
+
+    status: Literal["MINTED", "ROLLED_BACK"]
+    mint_address: str | None = None
+    signature: str | None = None
+    slot: int | None = None
+    image_cid: str | None = None
+    metadata_cid: str | None = None
+    metadata_uri: str | None = None
+    reason: str | None = None
+
+
 class AdmitIn(ClaimIn):
     """A claim that waits at admission (MINT_ADMISSION_LIMIT): up to `wait_s` seconds in this
     attempt for a slot between claim and pivot; 0: one look, then the answer."""
@@ -92,10 +105,12 @@ class AdmitIn(ClaimIn):
 
 
 class AdmitOut(StepOut):
-    """Claimed (`mint_address` set), or still queued behind the admission limit."""
+    """Claimed (`mint_address` set), still queued behind the admission limit, or found ended
+    (`ended`: the row is MINTED or ROLLED_BACK with this request; nothing is claimed)."""
 
     queued: bool = False
     mint_address: str | None = None
+    ended: RecordedMint | None = None
 
 
 class NoticeIn(_Model):
@@ -111,19 +126,6 @@ class NoticesIn(_Model):
 
     mint_id: str
     notices: tuple[NoticeIn, ...]
-
-
-class RecordedMint(_Model):
-    """What the mints row says of a mint that ended (MINTED or ROLLED_BACK) with this request."""
-
-    status: Literal["MINTED", "ROLLED_BACK"]
-    mint_address: str | None = None
-    signature: str | None = None
-    slot: int | None = None
-    image_cid: str | None = None
-    metadata_cid: str | None = None
-    metadata_uri: str | None = None
-    reason: str | None = None
 
 
 class LookupOut(StepOut):

@@ -20,7 +20,7 @@ import functools
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -65,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         WAIT_OUT_MAINTENANCE,
     )
     from mintsaga.workflows.saga import MINT_STAGE, MINT_STATUS, HandledError, Saga, StepFailed
+    from mintsaga.workflows.steps import execute
 
 __all__ = ["MINT_STAGE", "MINT_STATUS", "MintSaga"]
 
@@ -81,6 +82,14 @@ def _checked(request: MintRequest | Any) -> MintRequest:
             type="InvalidRequest",
             non_retryable=True,
         ) from None
+
+
+class EndedBefore(Exception):
+    """The claim found the mint ended (MINTED or ROLLED_BACK) with this request."""
+
+    def __init__(self, ended: io.RecordedMint) -> None:
+        super().__init__(ended.status)
+        self.ended = ended
 
 
 @workflow.defn(name="MintSaga")
@@ -113,7 +122,7 @@ class MintSaga(Saga):
         if workflow.patched("answer-ended-mints-from-row"):
             ended = await self._look_up()
             if ended is not None:
-                return ended
+                return self._answer_from_row(ended)
         self._begin_notices(request.mint_id, delay_notice_s=request.options.delay_notice_s)
         try:
             await self._wait_out_maintenance()
@@ -123,6 +132,8 @@ class MintSaga(Saga):
             await self._upload()
             await self._record_uploads()
             await self._prepare_transaction()
+        except EndedBefore as exc:  # the claim found the row ended: nothing was done
+            return self._answer_from_row(exc.ended)
         except (StepFailed, asyncio.CancelledError) as exc:
             await self._roll_back(exc)  # raises a cancellation again once compensated
             return self._result(MintStatus.ROLLED_BACK)
@@ -138,14 +149,25 @@ class MintSaga(Saga):
         await self._notices_recorded()
         return self._result(MintStatus.MINTED)
 
-    async def _look_up(self) -> MintResult | None:
+    async def _look_up(self) -> io.RecordedMint | None:
+        """The row, if the mint ended with this request. Best effort: when the database does
+        not answer, the saga runs, and its claim looks again (`EndedBefore`)."""
         req = self._req
-        looked = await self._step(
-            LOOK_UP_MINT, io.ClaimIn(mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet)
-        )
-        ended = looked.ended
-        if ended is None:
+        try:
+            looked = await execute(
+                LOOK_UP_MINT,
+                io.ClaimIn(mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet),
+                summary=LOOK_UP_MINT.name,
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise asyncio.CancelledError from err
+            workflow.logger.warning("look_up_mint failed (%s): the claim looks again", err)
             return None
+        return looked.ended
+
+    def _answer_from_row(self, ended: io.RecordedMint) -> MintResult:
+        """The result of a mint that ended before, as its row recorded it; nothing ran."""
         self._mint_address, self._signature, self._slot = (
             ended.mint_address,
             ended.signature,
@@ -155,6 +177,7 @@ class MintSaga(Saga):
         self._metadata_link, self._reason = ended.metadata_uri, ended.reason
         status = MintStatus(ended.status)
         self._enter(MintStage(ended.status), f"ended before: {ended.status}, from its record")
+        self._settled = True  # told already, when it ended
         self._set_status(status)
         return self._result(status)
 
@@ -223,6 +246,8 @@ class MintSaga(Saga):
                     mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet, wait_s=wait_s
                 ),
             )
+            if admitted.ended is not None:
+                raise EndedBefore(admitted.ended)
             if not admitted.queued:
                 assert admitted.mint_address is not None
                 if wait_s:  # it was queued

@@ -39,6 +39,7 @@ from mintsaga.workflows.models import MintStatus
 from mintsaga.workflows.saga import MINT_STAGE, MINT_STATUS
 from tests.deploy.test_deploy_runtime import WorkerProcess, free_port
 from tests.paths import ROOT
+from tests.saga_support import run_starter
 
 pytestmark = pytest.mark.integration
 
@@ -265,6 +266,12 @@ async def test_list_queued_lists_only_the_mints_waiting_at_admission(
         assert {row["status"] for row in listed.values()} == {"QUEUED"}
         everything = {row["mint_id"] for row in await mintsaga.list_mints(client)}
         assert {queued_id, running_id} <= everything
+        # The same through the CLI, as an operator runs it.
+        ran = await run_starter({**os.environ, **stack.worker_env()}, "list", "--queued", "--json")
+        printed = {row["mint_id"]: row["status"] for row in ran.json()["mints"]}
+        assert printed.get(queued_id) == "QUEUED" and running_id not in printed
+        text = await run_starter({**os.environ, **stack.worker_env()}, "list", "--queued")
+        assert text.returncode == 0 and queued_id in text.stdout and running_id not in text.stdout
     finally:
         await queued.terminate("test over")
         await running.terminate("test over")

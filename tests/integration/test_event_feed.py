@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -149,9 +150,15 @@ async def test_follow_prints_a_notice_recorded_after_it_started(
         assert later is not None
         line = await asyncio.wait_for(next_line_of(mint_id), 30)
         assert (line["cursor"], line["type"]) == (later, "mint.minted")
+        # Ctrl-C ends it cleanly: no traceback.
+        process.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, stderr.decode()
+        assert b"Traceback" not in stderr
     finally:
-        process.terminate()
-        await process.wait()
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
 
 
 async def test_an_unreachable_database_is_named() -> None:

@@ -9,6 +9,7 @@ recorded, until interrupted. Reads DATABASE_URL (or DATABASE_URL_FILE), not Temp
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from typing import Any
 
@@ -25,8 +26,11 @@ def _print_line(notice: MintNotice) -> None:
 async def cmd_events(_client: Any, args: argparse.Namespace) -> int:
     """Print the feed after ``--after``; with ``--follow``, go on printing new notices."""
     if args.follow:
-        async for notice in follow_events(args.after, limit=args.limit):
-            _print_line(notice)
+        try:
+            async for notice in follow_events(args.after, limit=args.limit):
+                _print_line(notice)
+        except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels the command; end cleanly
+            return 0
         return 0  # pragma: no cover - following ends only when interrupted
     for notice in await list_events(args.after, args.limit):
         _print_line(notice)

@@ -27,9 +27,9 @@ matcher off on a 1.31+ server, or on before 1.31.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
@@ -43,11 +43,10 @@ __all__ = [
     "task_priorities_supported",
 ]
 
-log = logging.getLogger("mintsaga.temporal")
-
 PRIORITIES_RECORDED_FROM = (1, 28, 0)  # the history keeps Priority; the matcher is opt-in
 PRIORITIES_BY_DEFAULT_FROM = (1, 31, 0)  # matching.useNewMatcher on by default
 CLOUD_SUFFIX = ".tmprl.cloud"
+SYSTEM_INFO_TIMEOUT = timedelta(seconds=10)  # the worker asks once at start: never waits long
 _VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 
 
@@ -94,7 +93,9 @@ async def task_priorities(client: Client) -> TaskPriorities:
     does not answer gives 'not supported' with the reason."""
     address = client.service_client.config.target_host
     try:
-        info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
+        info = await client.workflow_service.get_system_info(
+            GetSystemInfoRequest(), timeout=SYSTEM_INFO_TIMEOUT
+        )
     except Exception as exc:  # RPCError, or a connection gone: the answer is "unknown"
         return TaskPriorities(False, "", f"GetSystemInfo failed ({exc}): priorities not assumed")
     return priorities_for(info.server_version, address=address)

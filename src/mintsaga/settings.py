@@ -218,7 +218,8 @@ def webhooks_from_env(env: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[Se
         if secret_from_env(env, "WEBHOOK_SECRET", required=False) is not None:
             raise SettingsError("WEBHOOK_SECRET is set but WEBHOOK_URL is not: where to send?")
         return (), ()
-    urls = _url_list(env, "WEBHOOK_URL", "the backend's webhook receivers")
+    # Deliveries are stored per endpoint name (no key): two URLs must not share one.
+    urls = _named_urls(env, "WEBHOOK_URL", "the backend's webhook receivers")
     raw = _required_secret(env, "WEBHOOK_SECRET", "the webhook signing secret (whsec_...)")
     secrets: list[SecretStr] = []
     for n, secret in enumerate(raw.split(), start=1):
@@ -227,7 +228,9 @@ def webhooks_from_env(env: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[Se
             decoded = base64.b64decode(key, validate=True) if key else b""
         except (binascii.Error, ValueError):
             decoded = b""
-        if not secret.startswith(WEBHOOK_SECRET_PREFIX) or len(decoded) < 24:
+        # The spec's "Signing secret: Random. At least 24 bytes (192 bits, 512 maximum)"
+        # (github.com/standard-webhooks/standard-webhooks, spec/standard-webhooks.md).
+        if not secret.startswith(WEBHOOK_SECRET_PREFIX) or not 24 <= len(decoded) <= 64:
             raise SettingsError(
                 f"WEBHOOK_SECRET: secret {n} is not a Standard Webhooks secret: expected"
                 f" {WEBHOOK_SECRET_PREFIX} followed by base64 of 24 to 64 random bytes"

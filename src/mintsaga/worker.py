@@ -92,6 +92,7 @@ from mintsaga.settings import Pollers, Settings, SettingsError, WorkerTuning
 from mintsaga.solana.mint_keys import KeyMaterialError, load_keypair_file, parse_seed
 from mintsaga.solana.minter import SolanaMinter
 from mintsaga.solana.rpc import SolanaRpc
+from mintsaga.webhooks.dispatcher import dispatching
 from mintsaga.workflows.health import HealthCheck, HealthPinCleanup
 from mintsaga.workflows.mint_saga import MintSaga
 from mintsaga.workflows.pin_repair import PIN_REPAIR_PINATA_STEPS, PinRepair
@@ -249,6 +250,8 @@ async def mint_activities(
                         name="system wallet",
                     )
                 )
+            if settings.webhook_urls:  # notices pushed beside the mints, never inside them
+                await samplers.enter_async_context(dispatching(settings))  # stops before the store
             yield activities_of(
                 ipfs, database, solana, verification, runtime_steps, health, pin_repair
             )

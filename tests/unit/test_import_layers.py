@@ -5,7 +5,7 @@
     1            observability, resilience
     2            codec
     3            solana, ipfs, db (the services), workflows
-    4            activities, api
+    4            activities, api, webhooks
     5            worker, cli
     6            mintsaga/__init__ (the public surface)
 
@@ -50,6 +50,7 @@ LAYERS: dict[str, int] = {
     "workflows": 3,
     "activities": 4,
     "api": 4,
+    "webhooks": 4,  # the dispatcher beside the worker: db, observability, settings
     "worker": 5,
     "cli": 5,
     "__init__": 6,

@@ -14,6 +14,8 @@
     mintsaga health [--json] [--latest [--schedule ID]] [--timeout SECONDS]
     mintsaga livecheck --report FILE.json [--request FILE.json] [--mint-timeout S] [--json]
     mintsaga events [--after CURSOR] [--limit N] [--follow]
+    mintsaga webhooks list [--state pending|failed|delivered] [--mint MINT_ID] [--json]
+    mintsaga webhooks retry (EVENT_ID... | --failed)
 
 Reads TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and TEMPORAL_TASK_QUEUE (defaults: 127.0.0.1:7233,
 default, mint-saga), and MINTSAGA_CODEC_KEYS: payloads encrypted as the worker's (mintsaga.codec).
@@ -66,6 +68,7 @@ from mintsaga.cli.commands import (
     cmd_status,
 )
 from mintsaga.cli.events import add_events_command
+from mintsaga.cli.webhooks import add_webhooks_parser
 from mintsaga.codec import data_converter_from_env
 from mintsaga.db.runtime_settings import RuntimeConfigError, RuntimeSettings
 from mintsaga.errors import ServiceError
@@ -224,6 +227,7 @@ def parser() -> argparse.ArgumentParser:
     live.add_argument("--json", action="store_true", help="end with one JSON object")
     live.set_defaults(func=cmd_livecheck)
     add_events_command(commands)  # the cursor feed (cli/events.py): DATABASE_URL only
+    add_webhooks_parser(commands)  # webhook deliveries (cli/webhooks.py): DATABASE_URL only
     return top
 
 

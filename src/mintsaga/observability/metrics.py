@@ -23,6 +23,9 @@ to read. Label values never carry secrets: endpoints are `redact_url` forms or n
     mintsaga_rpc_slot_lag{endpoint}                                    set by the health checks
     mintsaga_rpc_endpoint_unusable_total{endpoint,reason,method}       an endpoint that cannot
                                                                        serve a call (401, -32011...)
+    mintsaga_webhook_backlog, mintsaga_webhook_oldest_pending_seconds  pending, fleet-wide
+    mintsaga_webhook_failed                                            deliveries given up
+    mintsaga_webhook_attempts_total{endpoint,outcome}                  delivered | failed | gone
 
 `serve_metrics(port)` serves the registry over HTTP (a thread of the process); the Temporal
 SDK's own metrics join it through `observability.temporal_metrics`.
@@ -221,6 +224,25 @@ RPC_THROTTLED = Counter(
     ["endpoint", "method"],
 )
 
+WEBHOOK_BACKLOG = Gauge(
+    "mintsaga_webhook_backlog",
+    "Webhook deliveries pending (not yet answered 2xx nor given up), fleet-wide",
+)
+WEBHOOK_OLDEST_PENDING = Gauge(
+    "mintsaga_webhook_oldest_pending_seconds",
+    "Age of the oldest pending webhook delivery; 0 when none",
+)
+WEBHOOK_FAILED = Gauge(
+    "mintsaga_webhook_failed",
+    "Webhook deliveries given up (failed), waiting for `mintsaga webhooks retry`",
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "mintsaga_webhook_attempts_total",
+    "Webhook delivery attempts by this worker, by outcome (delivered, failed: tried again or"
+    " given up, gone: 410)",
+    ["endpoint", "outcome"],
+)
+
 # -- recording ---------------------------------------------------------------------------------
 
 
@@ -341,6 +363,17 @@ def set_task_priorities_supported(supported: bool) -> None:
 
 def set_backlog(task_queue: str, backlog: int) -> None:
     TASK_QUEUE_BACKLOG.labels(task_queue).set(backlog)
+
+
+def set_webhook_backlog(*, pending: int, oldest_pending_s: float, failed: int) -> None:
+    WEBHOOK_BACKLOG.set(pending)
+    WEBHOOK_OLDEST_PENDING.set(oldest_pending_s)
+    WEBHOOK_FAILED.set(failed)
+
+
+def record_webhook_attempt(endpoint: str, outcome: str) -> None:
+    """One delivery attempt (mintsaga.webhooks); ``endpoint`` in ``endpoint_name`` form."""
+    WEBHOOK_ATTEMPTS.labels(endpoint, outcome).inc()
 
 
 def set_wallet_lamports(lamports: int) -> None:

@@ -35,8 +35,10 @@ from mintsaga.notices import NoticeType
 from mintsaga.observability.metrics import sample_value
 from mintsaga.webhooks.dispatcher import REQUEST_TIMEOUT, Dispatcher, sample_backlog
 from mintsaga.webhooks.schedule import RetrySchedule
+from mintsaga.worker import mint_activities
 from tests.integration.test_readme_snippets import snippet
 from tests.paths import ROOT
+from tests.saga_support import settings_for
 from tests.tools.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -384,6 +386,27 @@ async def test_secrets_never_reach_the_rows_or_the_logs(
         for secret in (key, path_key, *SECRETS, *bare):
             assert secret not in text
     assert "?token" not in dumped and "Connect" in dumped  # the refused endpoint's error
+
+
+async def test_the_worker_runs_the_dispatcher_while_it_runs_when_webhook_url_is_set(
+    store: MintStore, stack: StackConfig
+) -> None:
+    # The worker's own wiring (worker.mint_activities, the worker's default settings): with
+    # WEBHOOK_URL set, notices arrive while it runs; once it has stopped, the dispatcher is gone
+    # (no task left, nothing sent).
+    mint_id = new_id()
+    async with WebhookReceiver(SECRETS, require_all=True) as receiver:
+        settings = settings_for(stack, WEBHOOK_URL=receiver.url, WEBHOOK_SECRET=" ".join(SECRETS))
+        async with mint_activities(settings):
+            cursors = await record_mint(store, mint_id, minted=False)
+            await receiver.wait_for(lambda r: len(r.for_mint(mint_id)) == 3, timeout_s=60)
+        assert [t for t in asyncio.all_tasks() if t.get_name() == "webhook dispatcher"] == []
+        await store.record_notice(
+            mint_id, NoticeType.MINTED, event_key="status:MINTED", data={"stage": "VERIFIED"}
+        )
+        await asyncio.sleep(3)
+    assert [m.id for m in receiver.for_mint(mint_id)] == [f"evt_{c}" for c in cursors]
+    assert receiver.rejected == []
 
 
 async def wait_rows(

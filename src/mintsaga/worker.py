@@ -200,7 +200,9 @@ async def mint_activities(
                     cast(UriStyle, settings.metadata_uri_style), settings.metadata_gateway_url
                 ),
             )
-            database = DatabaseActivities(store=store, minter=minter)
+            database = DatabaseActivities(
+                store=store, minter=minter, admission_limit=settings.admission_limit
+            )
             solana = SolanaActivities(
                 minter=minter,
                 store=store,

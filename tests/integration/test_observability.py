@@ -306,8 +306,8 @@ async def test_a_mint_with_faults_shows_in_spans_metrics_and_logs(
     for expected in (
         "StartWorkflow:MintSaga",
         "RunWorkflow:MintSaga",
-        "StartActivity:claim_mint",
-        "RunActivity:claim_mint",
+        "StartActivity:admit_mint",
+        "RunActivity:admit_mint",
         "RunActivity:upload_metadata",
     ):
         assert expected in names, sorted(names)
@@ -327,7 +327,7 @@ async def test_a_mint_with_faults_shows_in_spans_metrics_and_logs(
         assert "://" not in attrs["mintsaga.endpoint"] or attrs["mintsaga.endpoint"] == redact_url(
             attrs["mintsaga.endpoint"]
         )
-    run_claim = next(s for s in finished if s.name == "RunActivity:claim_mint")
+    run_claim = next(s for s in finished if s.name == "RunActivity:admit_mint")
     db_calls = [s for s in calls if _attrs(s)["mintsaga.service"] == "postgres"]
     assert any(s.parent and s.parent.span_id == run_claim.context.span_id for s in db_calls)
     assert all("@" not in _attrs(s)["mintsaga.endpoint"] for s in db_calls)

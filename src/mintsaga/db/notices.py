@@ -83,7 +83,8 @@ class NoticesMixin:
                 if cursor is None:
                     return None
                 await conn.execute(
-                    """UPDATE mints SET status = $2, status_at = now(),
+                    """UPDATE mints SET status = $2,
+                              status_at = CASE WHEN status = $2 THEN status_at ELSE now() END,
                               status_detail = $3::jsonb,
                               metadata_uri = COALESCE($4, metadata_uri)
                        WHERE mint_id = $1""",

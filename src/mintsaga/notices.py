@@ -1,7 +1,7 @@
 """What a backend is told about its mint: the notice types, their statuses and their JSON.
 
 A notice is one status change of a mint, recorded in Postgres (``mint_events`` rows with a
-``type``, written by the saga's ``record_status`` step) and then published two ways: pushed as
+``type``, written by the saga's ``record_notices`` step) and then published two ways: pushed as
 a Standard Webhooks message (``mintsaga.webhooks``) and served by the cursor feed
 (``mintsaga.api.events.list_events``, ``mintsaga events``). Both carry the same JSON, the
 body the Standard Webhooks specification recommends::

@@ -401,3 +401,35 @@ async def test_a_backend_down_for_two_minutes_slows_no_mint_and_gets_every_notic
     assert set(minted) == {"type", "timestamp", "data"}
     assert minted["data"]["mint_address"] == result.mint_address
     assert minted["data"]["signature"] == result.signature
+
+
+async def test_a_notice_never_touches_another_requests_row_and_minted_stays_minted(
+    stack: StackConfig,
+) -> None:
+    """The same mint_id started by another request (its history gone, its claim refused as a
+    Conflict) tells nothing under the owner's mint_id; a MINTED row keeps its status."""
+    from mintsaga.db.mint_store import MintStore
+
+    store = await MintStore.connect(stack.direct_database_url, min_size=1, max_size=2)
+    try:
+        request = mint_request(stack)
+        await store.claim(request.mint_id, request.user_id, request.wallet, None)
+        theirs = {"stage": "INITIATED", "user_id": "someone-else", "owner": request.wallet}
+        assert (
+            await store.record_notice(
+                request.mint_id, "mint.in_progress", event_key="x:1", data=theirs
+            )
+            is None
+        )
+        assert await store.mint_notices(request.mint_id) == []
+        await store.set_stage(request.mint_id, "MINTED", event_key="minted")
+        ours = {"stage": "MINTED", "user_id": request.user_id, "owner": request.wallet}
+        await store.record_notice(request.mint_id, "mint.minted", event_key="y:1", data=ours)
+        late = {**ours, "stage": "INITIATED"}
+        assert await store.record_notice(
+            request.mint_id, "mint.in_progress", event_key="y:2", data=late
+        )
+        row = await row_of(stack, request.mint_id)
+        assert (row["stage"], row["status"]) == ("MINTED", "MINTED")
+    finally:
+        await store.close()

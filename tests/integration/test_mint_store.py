@@ -158,7 +158,7 @@ async def test_rolling_back_frees_the_user_and_keeps_history(
     rolled = await store.get(first.mint_id)
     assert rolled is not None
     assert (rolled.stage, rolled.reason) == (MintStage.ROLLED_BACK, "upload failed")
-    assert [e.stage for e in await store.events(first.mint_id)] == ["ROLLED_BACK"]
+    assert [e.stage for e in await store.events(first.mint_id)] == ["INITIATED", "ROLLED_BACK"]
     assert await store.mark_rolled_back(new_id("never"), "nothing to undo") is False
     assert (
         await direct_fetchval(stack, "SELECT count(*) FROM mints WHERE mint_id = $1", first.mint_id)
@@ -194,10 +194,11 @@ async def test_set_stage_appends_one_event_per_event_key(store: MintStore) -> No
     await store.set_stage(row.mint_id, "DATABASE_UPDATED", event_key="db")
     events = await store.events(row.mint_id)
     assert [(e.stage, e.event_key) for e in events] == [
+        ("INITIATED", "claimed"),  # the claim's own event
         ("IPFS_UPLOADED", "uploaded"),
         ("DATABASE_UPDATED", "db"),
     ]
-    assert events[0].detail == {
+    assert events[1].detail == {
         "provider": "pinata",
         "image_cid": "bafy-image",
         "metadata_cid": "bafy-meta",
@@ -211,7 +212,7 @@ async def test_a_stale_retry_does_not_move_a_mint_back(store: MintStore) -> None
     await store.set_stage(row.mint_id, MintStage.DATABASE_UPDATED, event_key="db")
     again = await store.set_stage(row.mint_id, MintStage.IPFS_UPLOADED, event_key="uploaded")
     assert again.stage is MintStage.DATABASE_UPDATED
-    assert len(await store.events(row.mint_id)) == 2
+    assert len(await store.events(row.mint_id)) == 3  # the claim's, and two
 
 
 async def test_finished_mints_cannot_go_backwards(store: MintStore) -> None:
@@ -272,7 +273,10 @@ async def test_record_event_does_not_move_the_mint(store: MintStore) -> None:
     current = await store.get(row.mint_id)
     assert current is not None and current.stage is MintStage.INITIATED
     events = await store.events(row.mint_id)
-    assert [(e.stage, e.detail) for e in events] == [("AWAITING_OPERATOR", {"step": "upload"})]
+    assert [(e.stage, e.detail) for e in events] == [
+        ("INITIATED", {}),  # the claim's own event
+        ("AWAITING_OPERATOR", {"step": "upload"}),
+    ]
 
 
 # -- pins --------------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ async def test_a_worker_with_another_seed_waits_at_claim_and_signs_nothing(
 
     async with running_worker(stack, client, queue, env={"MINT_KEY_SEED": other_seed}):
         handle = await mintsaga.start_mint(client, request, queue=queue)
-        await wait_for(client, request.mint_id, waiting_with("MintKeySeedMismatch", "claim_mint"))
+        await wait_for(client, request.mint_id, waiting_with("MintKeySeedMismatch", "admit_mint"))
         status = await mintsaga.get_status(client, request.mint_id)  # a query needs a worker
     assert status.last_error is not None
     assert "MINT_KEY_SEED" in status.last_error.message

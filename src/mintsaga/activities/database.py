@@ -132,13 +132,18 @@ class DatabaseActivities:
                     arg.mint_id, notice.type, event_key=notice.event_key, data=notice.data
                 )
                 if notice.type == NoticeType.FAILED.value:
-                    await self._mark_failed(arg.mint_id, str(notice.data.get("reason") or ""))
+                    await self._mark_failed(arg.mint_id, notice.data)
         return io.StepOut(attempt=activity.info().attempt)
 
-    async def _mark_failed(self, mint_id: str, reason: str) -> None:
+    async def _mark_failed(self, mint_id: str, data: dict[str, Any]) -> None:
         row = await self._store.get(mint_id)
-        if row is not None and not row.stage.finished:
-            await self._store.mark_failed(mint_id, reason or "a compensation failed")
+        ours = row is not None and (row.user_id, row.wallet) == (
+            data.get("user_id"),
+            data.get("owner"),
+        )
+        if row is not None and ours and not row.stage.finished:
+            reason = str(data.get("reason") or "a compensation failed")
+            await self._store.mark_failed(mint_id, reason)
 
     async def _check_claimed_address(self, mint_id: str, address: str) -> None:
         # A row claimed by a worker with another MINT_KEY_SEED is an operator's problem,

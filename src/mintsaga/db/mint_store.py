@@ -174,32 +174,32 @@ class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, Notices
         wallet: str,
         mint_address: str | None,
     ) -> MintRow:
-        # Its own savepoint inside a caller's transaction (claim_admitted): a refused insert
-        # must not abort the caller's transaction.
+        # One statement (a lost answer: all of it happened or none), with the claim's event
+        # at the moment it took effect (clock_timestamp: not its transaction's start, which
+        # may precede an admission wait for the lock). Inside a caller's transaction
+        # (claim_admitted) it gets its own savepoint: a refused insert must not abort that.
+        statement = f"""
+            WITH ins AS (
+                INSERT INTO mints (mint_id, user_id, wallet, stage, mint_address,
+                                   status, status_at)
+                VALUES ($1, $2, $3, '{MintStage.INITIATED.value}', $4,
+                        'IN_PROGRESS', clock_timestamp())
+                ON CONFLICT (mint_id) DO NOTHING
+                RETURNING {SELECT_MINT}
+            ), ev AS (
+                INSERT INTO mint_events (mint_id, stage, event_key, at)
+                SELECT mint_id, '{MintStage.INITIATED.value}', 'claimed', clock_timestamp()
+                FROM ins
+                ON CONFLICT (mint_id, event_key) DO NOTHING
+            )
+            SELECT * FROM ins"""
+        args = (mint_id, user_id, wallet, mint_address)
         try:
-            async with conn.transaction():
-                record = await conn.fetchrow(
-                    f"""INSERT INTO mints (mint_id, user_id, wallet, stage, mint_address,
-                                           status, status_at)
-                        VALUES ($1, $2, $3, '{MintStage.INITIATED.value}', $4,
-                                'IN_PROGRESS', clock_timestamp())
-                        ON CONFLICT (mint_id) DO NOTHING
-                        RETURNING {SELECT_MINT}""",
-                    mint_id,
-                    user_id,
-                    wallet,
-                    mint_address,
-                )
-                if record is not None:
-                    # When the claim took effect (clock_timestamp: not the transaction's
-                    # start, which may precede an admission wait for the lock).
-                    await conn.execute(
-                        f"""INSERT INTO mint_events (mint_id, stage, event_key, at)
-                            VALUES ($1, '{MintStage.INITIATED.value}', 'claimed',
-                                    clock_timestamp())
-                            ON CONFLICT (mint_id, event_key) DO NOTHING""",
-                        mint_id,
-                    )
+            if conn.is_in_transaction():
+                async with conn.transaction():
+                    record = await conn.fetchrow(statement, *args)
+            else:
+                record = await conn.fetchrow(statement, *args)
         except pgexc.UniqueViolationError as exc:
             if exc.constraint_name != IN_PROGRESS_INDEX:
                 raise

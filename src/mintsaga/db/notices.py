@@ -7,10 +7,15 @@ the backend still learns how it ended.
 
 ``notices_after`` is the cursor feed the webhook dispatcher and ``list_events`` read. Row ids
 come from a sequence and transactions commit out of order, so a plain ``id > cursor`` read could
-pass over a row whose transaction commits later with a smaller id. Each row records its
-transaction (``xid``, taken before the row's id), and the feed serves only rows of transactions
-older than every transaction still running (``pg_snapshot_xmin``): whatever it serves, nothing
-with a smaller id can still appear.
+pass over a row whose transaction commits later with a smaller id. Every notice is therefore
+written under one advisory lock (class "ntce"), taken just before its row's id and held until
+its transaction commits: notices commit in the order of their ids, and whatever a reader sees,
+nothing with a smaller id can still appear. (The lock is held for one insert: the ``mints`` row
+is locked and updated before it is taken.)
+
+A notice is not recorded for a mint whose row belongs to another request (the same mint_id
+with another user or wallet: its claim is refused as a Conflict), and a MINTED row's status
+stays MINTED whatever a later notice says.
 """
 
 from __future__ import annotations
@@ -28,6 +33,15 @@ __all__ = ["NoticesMixin"]
 
 # The most notices one feed read returns.
 MAX_FEED_LIMIT = 1000
+# Every notice is inserted under this transaction-level advisory lock ("ntce").
+NOTICE_LOCK = 0x6E746365
+
+
+def _same_request(row: asyncpg.Record, body: dict[str, Any]) -> bool:
+    """Whether the notice comes from the request that owns the row (a notice that does not
+    say is trusted: the store's own callers)."""
+    user, owner = body.get("user_id"), body.get("owner")
+    return (user is None or user == row["user_id"]) and (owner is None or owner == row["wallet"])
 
 
 def _clean(value: Any) -> Any:
@@ -66,9 +80,34 @@ class NoticesMixin:
 
         async def work(conn: asyncpg.Connection) -> int | None:
             async with conn.transaction():
-                # The transaction's id first, so the row's id (from the sequence) is taken
-                # after it: the feed's visibility rule depends on that order.
-                await conn.execute("SELECT pg_current_xact_id()")
+                row = await conn.fetchrow(
+                    "SELECT user_id, wallet, stage FROM mints WHERE mint_id = $1 FOR UPDATE",
+                    mint_id,
+                )
+                if row is not None and not _same_request(row, body):
+                    return None  # another request's mint: not ours to tell about
+                seen = await conn.fetchval(
+                    "SELECT 1 FROM mint_events WHERE mint_id = $1 AND event_key = $2",
+                    mint_id,
+                    event_key,
+                )
+                if seen:
+                    return None
+                if row is not None and (row["stage"] != "MINTED" or status == "MINTED"):
+                    await conn.execute(
+                        """UPDATE mints SET status = $2,
+                                  status_at = CASE WHEN status = $2 THEN status_at
+                                                   ELSE now() END,
+                                  status_detail = $3::jsonb,
+                                  metadata_uri = COALESCE($4, metadata_uri)
+                           WHERE mint_id = $1""",
+                        mint_id,
+                        status,
+                        detail,
+                        body.get("metadata_uri"),
+                    )
+                # Notices commit in the order of their ids (module docstring).
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", NOTICE_LOCK)
                 cursor: int | None = await conn.fetchval(
                     """INSERT INTO mint_events (mint_id, stage, event_key, detail, type)
                        VALUES ($1, $2, $3, $4::jsonb, $5)
@@ -79,19 +118,6 @@ class NoticesMixin:
                     event_key,
                     payload,
                     kind.value,
-                )
-                if cursor is None:
-                    return None
-                await conn.execute(
-                    """UPDATE mints SET status = $2,
-                              status_at = CASE WHEN status = $2 THEN status_at ELSE now() END,
-                              status_detail = $3::jsonb,
-                              metadata_uri = COALESCE($4, metadata_uri)
-                       WHERE mint_id = $1""",
-                    mint_id,
-                    status,
-                    detail,
-                    body.get("metadata_uri"),
                 )
                 return cursor
 
@@ -105,7 +131,6 @@ class NoticesMixin:
             lambda conn: conn.fetch(
                 """SELECT id, type, detail::text AS detail, at FROM mint_events
                    WHERE type IS NOT NULL AND id > $1
-                     AND xid < pg_snapshot_xmin(pg_current_snapshot())
                    ORDER BY id LIMIT $2""",
                 after,
                 limit,

@@ -119,10 +119,9 @@ WITH start AS (
     SELECT after_id FROM start
     UNION ALL SELECT after_id FROM webhook_cursors WHERE endpoint = $1
 ), fresh AS (
-    -- db/notices.py's feed rule: nothing with a smaller id can still commit after these.
+    -- db/notices.py: notices commit in id order, so none with a smaller id can still appear.
     SELECT e.id, e.mint_id, e.at FROM mint_events e
     WHERE e.type IS NOT NULL AND e.id > (SELECT max(after_id) FROM cursor_now)
-      AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
     ORDER BY e.id LIMIT $2
 ), added AS (
     INSERT INTO webhook_deliveries (notice_id, endpoint, mint_id, give_up_at)

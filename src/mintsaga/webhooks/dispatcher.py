@@ -55,7 +55,9 @@ __all__ = ["Dispatcher", "dispatching", "sample_backlog"]
 log = logging.getLogger("mintsaga.webhooks")
 
 POLL_S = 1.0
-BATCH = 50  # deliveries claimed per round
+# Deliveries claimed per round: no more than are sent at once, so a round (one attempt each,
+# at most ATTEMPT_DEADLINE_S) ends well within the claim's LEASE_S.
+BATCH = 10
 ENQUEUE_BATCH = 500  # notices turned into deliveries per read of the feed
 CONCURRENCY = 10  # POSTs in flight per worker
 REQUEST_TIMEOUT = httpx.Timeout(30.0, connect=10.0)

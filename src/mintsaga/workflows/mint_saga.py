@@ -133,7 +133,13 @@ class MintSaga(Saga):
             await self._record_uploads()
             await self._prepare_transaction()
         except EndedBefore as exc:  # the claim found the row ended: nothing was done
-            return self._answer_from_row(exc.ended)
+            result = self._answer_from_row(exc.ended)
+            # Notices told since the start (a look-up that could not answer) end with the
+            # outcome the row holds.
+            outcome = NoticeType.MINTED if exc.ended.status == "MINTED" else NoticeType.ROLLED_BACK
+            self._notify(outcome, ended_before=True, reason=exc.ended.reason)
+            await self._notices_recorded()
+            return result
         except (StepFailed, asyncio.CancelledError) as exc:
             await self._roll_back(exc)  # raises a cancellation again once compensated
             return self._result(MintStatus.ROLLED_BACK)

@@ -304,6 +304,7 @@ class Saga:
                 # A compensation failed after all its retries: a person must look.
                 self._set_status(MintStatus.FAILED)
                 self._enter(MintStage.FAILED, f"compensation failed: {self._last_error}")
+                self._delayed = True  # no delay notice over FAILED while an operator looks
                 self._notify(NoticeType.FAILED, reason=self._reason, **self._error_data())
                 await self._shielded(self._wait_for_decision(None, "compensation failed"))
         self._enter(MintStage.ROLLED_BACK, f"rolled back: {self._reason}")

@@ -374,7 +374,12 @@ async def _tables(db: asyncpg.Connection, requests: dict[str, MintRequest]) -> T
         ours = (row["user_id"], row["wallet"]) == (request.user_id, request.wallet)
         (rows if ours else foreign)[row["mint_id"]] = row
     events = await _grouped(
-        db, "SELECT id, mint_id, stage, event_key FROM mint_events WHERE mint_id = ANY($1)", ids
+        db,
+        # The mint's own story; its notices (rows with a type: what its backend is told) are
+        # not stages.
+        "SELECT id, mint_id, stage, event_key FROM mint_events"
+        " WHERE mint_id = ANY($1) AND type IS NULL",
+        ids,
     )
     submissions = await _grouped(
         db,
@@ -913,10 +918,11 @@ def no_secrets(seen: Observations) -> list[Violation]:
     return found
 
 
-# Which event may follow which: the saga's stages (INITIATED is the claim, which writes no
-# event). DATABASE_UPDATED -> BLOCKCHAIN_CONFIRMED: the NFT was found on chain without a send
-# recorded (a lost answer). ROLLED_BACK only before the pivot; FAILED (compensation failed)
-# only before it too, and then ROLLED_BACK once an operator's retry compensates.
+# Which event may follow which: the saga's stages (INITIATED is the claim's event, `claimed`;
+# claims before issue 17 wrote none). DATABASE_UPDATED -> BLOCKCHAIN_CONFIRMED: the NFT was
+# found on chain without a send recorded (a lost answer). ROLLED_BACK only before the pivot;
+# FAILED (compensation failed) only before it too, and then ROLLED_BACK once an operator's
+# retry compensates.
 _PRE_PIVOT_END = frozenset({MintStage.ROLLED_BACK, MintStage.FAILED})
 ALLOWED_NEXT: dict[MintStage | None, frozenset[MintStage]] = {
     None: frozenset({MintStage.INITIATED, MintStage.IPFS_UPLOADED}) | _PRE_PIVOT_END,

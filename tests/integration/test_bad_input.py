@@ -141,10 +141,16 @@ class Pins:
 
 
 async def database_rows(stack: StackConfig, mint_id: str) -> dict[str, int]:
+    """The mint's rows. Its notices (`mint_events` rows with a type: what its backend is told,
+    e.g. that it was refused) are not the mint's state and are not counted."""
     conn = await asyncpg.connect(stack.database_url)
     try:
         return {
-            table: await conn.fetchval(f"SELECT count(*) FROM {table} WHERE mint_id = $1", mint_id)
+            table: await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE mint_id = $1"
+                + (" AND type IS NULL" if table == "mint_events" else ""),
+                mint_id,
+            )
             for table in ("mints", "mint_events", "mint_pins", "mint_submissions")
         }
     finally:

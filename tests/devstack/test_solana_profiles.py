@@ -472,10 +472,12 @@ def test_the_emulators_start_each_endpoint_with_its_configured_profile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`up --solana-profiles` saves the profiles in stack.json; the emulator process starts each
-    endpoint with its own. The emulators alone, on ports of their own (+15000 from the test
-    stack's; no Temporal, no Postgres: DATABASE_URL names one outside, so no proxy starts)."""
+    endpoint with its own. The emulators alone, on ports of their own (+9000 from the test
+    stack's; no Temporal, no Postgres: DATABASE_URL names one outside, so no proxy starts).
+    Below Linux's ephemeral range (32768 up): +15000 put them there, where the test stack's
+    Temporal had already taken port 33333 for itself, and the emulators could not start."""
     monkeypatch.setenv("DATABASE_URL", "postgresql://unused@127.0.0.1:1/none")
-    offset = int(os.environ.get("DEVSTACK_TEST_PORT_OFFSET", "10000")) + 15000
+    offset = int(os.environ.get("DEVSTACK_TEST_PORT_OFFSET", "10000")) + 9000
     spec = parse_profile_spec("solana-1=expired-key,solana-2=rate-limited", SOLANA_ENDPOINTS)
     config = StackConfig.create(tmp_path, port_offset=offset, solana_profiles=spec)
     config.save()

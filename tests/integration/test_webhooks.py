@@ -72,14 +72,32 @@ async def deliveries(stack: StackConfig) -> AsyncIterator[WebhookDeliveryStore]:
         await one.close()
 
 
+FROM_NOW = """INSERT INTO webhook_cursors (endpoint, after_id)
+               SELECT $1, COALESCE(max(id), 0) FROM mint_events WHERE type IS NOT NULL
+               ON CONFLICT (endpoint) DO UPDATE SET after_id = EXCLUDED.after_id"""
+
+
+async def only_from_now(deliveries: WebhookDeliveryStore, urls: Sequence[str]) -> None:
+    """Each endpoint's cursor at the newest notice: it gets the notices recorded after this."""
+    async with deliveries._db.pool.acquire() as conn:
+        for url in urls:
+            await conn.execute(FROM_NOW, endpoint_name(url))
+
+
 @contextlib.asynccontextmanager
 async def dispatcher_running(
     deliveries: WebhookDeliveryStore,
     urls: Sequence[str],
     secrets: Sequence[str] = SECRETS,
+    *,
+    from_now: bool = True,
     **options: Any,
 ) -> AsyncIterator[Dispatcher]:
-    """A dispatcher over a real httpx client (the product's timeouts, no redirects)."""
+    """A dispatcher over a real httpx client (the product's timeouts, no redirects), for
+    notices recorded from now on: a new endpoint would otherwise start with the day's notices
+    (every other test's mints in this shared database), and this test's would wait behind."""
+    if from_now:
+        await only_from_now(deliveries, urls)
     async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, follow_redirects=False) as http:
         dispatcher = Dispatcher(deliveries, urls, secrets, http=http, **options)
         stop = asyncio.Event()
@@ -128,25 +146,29 @@ async def test_notices_arrive_signed_in_order_once_each(
     # with the README's snippet; each mint's notices in the order recorded, each id once.
     mints = [new_id() for _ in range(3)]
     expected: dict[str, list[int]] = {m: [] for m in mints}
-    for stage in STAGES:  # interleaved, as concurrent mints record them
-        for mint_id in mints:
-            cursor = await store.record_notice(
-                mint_id, NoticeType.IN_PROGRESS, event_key=f"status:{stage}", data={"stage": stage}
+    async with WebhookReceiver(SECRETS, require_all=True) as receiver:
+        await only_from_now(deliveries, [receiver.url])
+        for stage in STAGES:  # interleaved, as concurrent mints record them
+            for mint_id in mints:
+                cursor = await store.record_notice(
+                    mint_id,
+                    NoticeType.IN_PROGRESS,
+                    event_key=f"status:{stage}",
+                    data={"stage": stage},
+                )
+                assert cursor is not None
+                expected[mint_id].append(cursor)
+        async with dispatcher_running(deliveries, [receiver.url], from_now=False):
+            for mint_id in mints:
+                cursor = await store.record_notice(
+                    mint_id, NoticeType.MINTED, event_key="status:MINTED", data={"stage": "X"}
+                )
+                assert cursor is not None
+                expected[mint_id].append(cursor)
+            await receiver.wait_for(
+                lambda r: all(len(r.for_mint(m)) == 4 for m in mints), timeout_s=60
             )
-            assert cursor is not None
-            expected[mint_id].append(cursor)
-    async with (
-        WebhookReceiver(SECRETS, require_all=True) as receiver,
-        dispatcher_running(deliveries, [receiver.url]),
-    ):
-        for mint_id in mints:
-            cursor = await store.record_notice(
-                mint_id, NoticeType.MINTED, event_key="status:MINTED", data={"stage": "X"}
-            )
-            assert cursor is not None
-            expected[mint_id].append(cursor)
-        await receiver.wait_for(lambda r: all(len(r.for_mint(m)) == 4 for m in mints), timeout_s=60)
-        await asyncio.sleep(2)  # room for a duplicate to show up, were one sent
+            await asyncio.sleep(2)  # room for a duplicate to show up, were one sent
     assert receiver.rejected == []
     verify = readme_verify()
     notices = {n.cursor: n for m in mints for n in await store.mint_notices(m)}

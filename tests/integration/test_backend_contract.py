@@ -31,6 +31,7 @@ from devstack.requests import mint_request
 from mintsaga.errors import endpoint_name
 from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.models import MintRequest, MintStatus
+from tests.integration.test_webhooks import FROM_NOW
 from tests.saga_support import add_fault, clear_faults, running_worker, wait_for
 from tests.tools.webhook_receiver import WebhookReceiver
 
@@ -378,9 +379,7 @@ async def test_a_backend_down_for_two_minutes_slows_no_mint_and_gets_every_notic
         # mints in this shared database), and this mint's would wait behind them.
         await fetch(
             stack,
-            """INSERT INTO webhook_cursors (endpoint, after_id)
-               SELECT $1, COALESCE(max(id), 0) FROM mint_events WHERE type IS NOT NULL
-               ON CONFLICT (endpoint) DO UPDATE SET after_id = EXCLUDED.after_id""",
+            FROM_NOW,
             endpoint_name(receiver.url),
         )
         receiver.fail_with(500)

@@ -37,6 +37,14 @@ MAX_FEED_LIMIT = 1000
 NOTICE_LOCK = 0x6E746365
 
 
+def _notices(rows: list[asyncpg.Record]) -> list[MintNotice]:
+    """Rows of ``id, type, detail::text, at`` as notices."""
+    return [
+        MintNotice(cursor=r["id"], type=r["type"], timestamp=r["at"], data=json.loads(r["detail"]))
+        for r in rows
+    ]
+
+
 def _same_request(row: asyncpg.Record, body: dict[str, Any]) -> bool:
     """Whether the notice comes from the request that owns the row (a notice that does not
     say is trusted: the store's own callers)."""
@@ -136,12 +144,7 @@ class NoticesMixin:
                 limit,
             )
         )
-        return [
-            MintNotice(
-                cursor=r["id"], type=r["type"], timestamp=r["at"], data=json.loads(r["detail"])
-            )
-            for r in rows
-        ]
+        return _notices(rows)
 
     async def mint_notices(self, mint_id: str) -> list[MintNotice]:
         """Every notice of one mint, oldest first (committed ones: no visibility wait)."""
@@ -152,9 +155,4 @@ class NoticesMixin:
                 mint_id,
             )
         )
-        return [
-            MintNotice(
-                cursor=r["id"], type=r["type"], timestamp=r["at"], data=json.loads(r["detail"])
-            )
-            for r in rows
-        ]
+        return _notices(rows)

@@ -4,7 +4,7 @@ not the ``standardwebhooks`` package the product signs with), so a signing bug c
 behind the same code on both sides.
 
     async with WebhookReceiver(["whsec_..."]) as receiver:   # a free loopback port
-        env["WEBHOOK_URL"] = receiver.url                      # http://127.0.0.1:PORT/hooks
+        env["WEBHOOK_URL"] = receiver.url                      # http://127.0.0.1:PORT/hooks/PID/N
         receiver.fail_with(500)                                # answer 500 (and record it)
         receiver.fail_with(500, only_mint=mint_id)             # ... to one mint's messages
         receiver.fail_with(None)                               # accept again (204)
@@ -30,7 +30,9 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -109,13 +111,23 @@ class Attempt:
     arrived: float
 
 
+# Each receiver's own path: endpoints are stored by URL (webhook_cursors, webhook_deliveries),
+# and a port the kernel hands out again must not make a receiver inherit an earlier test's
+# endpoint, its cursor and its undelivered rows, in the database the tests share.
+_NUMBERS = itertools.count(1)
+
+
+def _own_path() -> str:
+    return f"/hooks/{os.getpid()}/{next(_NUMBERS)}"
+
+
 @dataclass
 class WebhookReceiver:
     """See the module docstring."""
 
     secrets: Sequence[str]
     require_all: bool = False
-    path: str = "/hooks"
+    path: str = field(default_factory=_own_path)
     messages: list[Received] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)

@@ -2,9 +2,10 @@
 decoded into an :class:`NftState` (docs/design.md, "The NFT").
 
 Only what verification needs is decoded: the base mint (supply, decimals, authorities), the
-MetadataPointer and TokenMetadata extensions, and the balance of the owner's associated token
-account. An account that is not Token-2022's, or that cannot be decoded, is a ``ServiceError``
-naming the address, never a guess.
+MetadataPointer and TokenMetadata extensions, the collection extensions (GroupPointer,
+TokenGroup, GroupMemberPointer, TokenGroupMember; layouts in solana/nft.py's docstring), and the
+balance of the owner's associated token account. An account that is not Token-2022's, or that
+cannot be decoded, is a ``ServiceError`` naming the address, never a guess.
 """
 
 from __future__ import annotations
@@ -23,15 +24,64 @@ from mintsaga.solana.nft import (
     MINT_BASE_SIZE,
     TLV_HEADER_SIZE,
     TOKEN_2022_PROGRAM_ID,
+    TOKEN_GROUP_MEMBER_SIZE,
+    TOKEN_GROUP_SIZE,
 )
 from mintsaga.solana.rpc import SERVICE
 
-__all__ = ["NftState", "decode_nft_mint", "nft_state_from_accounts"]
+__all__ = [
+    "GroupExtensions",
+    "NftState",
+    "TokenGroupMemberState",
+    "TokenGroupState",
+    "decode_group_extensions",
+    "decode_nft_mint",
+    "nft_state_from_accounts",
+]
 
 ACCOUNT_TYPE_MINT = 1
 EXTENSION_METADATA_POINTER = 18
 EXTENSION_TOKEN_METADATA = 19
+# spl_token_2022::extension::ExtensionType (u16 TLV types)
+EXTENSION_GROUP_POINTER = 20
+EXTENSION_TOKEN_GROUP = 21
+EXTENSION_GROUP_MEMBER_POINTER = 22
+EXTENSION_TOKEN_GROUP_MEMBER = 23
 TOKEN_ACCOUNT_MIN_SIZE = 165
+
+
+@dataclass(frozen=True)
+class TokenGroupState:
+    """A collection: the TokenGroup extension of its mint."""
+
+    update_authority: str | None  # None: immutable, no member can be added
+    mint: str
+    size: int  # members so far
+    max_size: int
+
+
+@dataclass(frozen=True)
+class TokenGroupMemberState:
+    """A collection member: the TokenGroupMember extension of its mint."""
+
+    mint: str
+    group: str  # the collection's group address (its mint)
+    member_number: int  # 1 for the first member
+
+
+@dataclass(frozen=True)
+class GroupExtensions:
+    """The collection extensions of one mint (each None when absent)."""
+
+    group_pointer_authority: str | None
+    group_address: str | None  # where the GroupPointer points (the mint itself)
+    group: TokenGroupState | None
+    member_pointer_authority: str | None
+    member_address: str | None  # where the GroupMemberPointer points (the mint itself)
+    member: TokenGroupMemberState | None
+
+
+NO_GROUP_EXTENSIONS = GroupExtensions(None, None, None, None, None, None)
 
 
 @dataclass(frozen=True)
@@ -52,6 +102,17 @@ class NftState:
     owner: str
     owner_balance: int  # tokens in the owner's associated token account (0 if none)
     slot: int  # the context slot both accounts were read at
+    groups: GroupExtensions = NO_GROUP_EXTENSIONS  # the collection extensions of the mint
+
+    @property
+    def member(self) -> TokenGroupMemberState | None:
+        """The NFT's collection membership, None outside any collection."""
+        return self.groups.member
+
+    @property
+    def group(self) -> TokenGroupState | None:
+        """The collection this mint is (the TokenGroup it holds), None for a plain NFT."""
+        return self.groups.group
 
     @property
     def is_fixed_supply_nft(self) -> bool:
@@ -93,6 +154,59 @@ def _extensions(data: bytes) -> dict[int, bytes]:
         found[ext_type] = data[start : start + length]
         offset = start + length
     return found
+
+
+def _pointer(value: bytes | None) -> tuple[str | None, str | None]:
+    """(authority, address) of a 64-byte pointer extension; (None, None) when absent."""
+    if value is None:
+        return None, None
+    if len(value) < 64:
+        raise ValueError(f"pointer extension holds {len(value)} bytes, not 64")
+    return _nonzero_pubkey(value[0:32]), _nonzero_pubkey(value[32:64])
+
+
+def decode_group_extensions(mint: str, data: bytes) -> GroupExtensions:
+    """The GroupPointer, TokenGroup, GroupMemberPointer and TokenGroupMember extensions of a
+    Token-2022 mint account's raw bytes (``NO_GROUP_EXTENSIONS`` for a mint with none).
+
+    Raises ``ValueError`` naming ``mint`` when an extension present is too short.
+    """
+    extensions = _extensions(data)
+    group_pointer_authority, group_address = _pointer(extensions.get(EXTENSION_GROUP_POINTER))
+    member_pointer_authority, member_address = _pointer(
+        extensions.get(EXTENSION_GROUP_MEMBER_POINTER)
+    )
+    group = None
+    raw = extensions.get(EXTENSION_TOKEN_GROUP)
+    if raw is not None:
+        if len(raw) < TOKEN_GROUP_SIZE:
+            raise ValueError(f"the TokenGroup of mint {mint} holds {len(raw)} bytes, not 80")
+        size, max_size = struct.unpack_from("<QQ", raw, 64)
+        group = TokenGroupState(
+            update_authority=_nonzero_pubkey(raw[0:32]),
+            mint=str(Pubkey(raw[32:64])),
+            size=size,
+            max_size=max_size,
+        )
+    member = None
+    raw = extensions.get(EXTENSION_TOKEN_GROUP_MEMBER)
+    if raw is not None:
+        if len(raw) < TOKEN_GROUP_MEMBER_SIZE:
+            raise ValueError(f"the TokenGroupMember of mint {mint} holds {len(raw)} bytes, not 72")
+        (member_number,) = struct.unpack_from("<Q", raw, 64)
+        member = TokenGroupMemberState(
+            mint=str(Pubkey(raw[0:32])),
+            group=str(Pubkey(raw[32:64])),
+            member_number=member_number,
+        )
+    return GroupExtensions(
+        group_pointer_authority=group_pointer_authority,
+        group_address=group_address,
+        group=group,
+        member_pointer_authority=member_pointer_authority,
+        member_address=member_address,
+        member=member,
+    )
 
 
 def decode_nft_mint(
@@ -156,9 +270,11 @@ def nft_state_from_accounts(
             code="MintAddressOccupied",
         )
     try:
+        mint_data = _account_bytes(mint_value)
         supply, decimals, initialized, mint_auth, freeze_auth, meta = decode_nft_mint(
-            mint_address, _account_bytes(mint_value)
+            mint_address, mint_data
         )
+        groups = decode_group_extensions(mint_address, mint_data)
         balance = 0
         if ata_value is not None and ata_value.get("owner") == str(TOKEN_2022_PROGRAM_ID):
             ata_data = _account_bytes(ata_value)
@@ -186,4 +302,5 @@ def nft_state_from_accounts(
         owner=owner,
         owner_balance=balance,
         slot=slot,
+        groups=groups,
     )

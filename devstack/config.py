@@ -238,7 +238,12 @@ class StackConfig:
     def worker_env(self) -> dict[str, str]:
         """Every setting the worker needs, as environment variables (dev key material made
         on first use, in the state folder)."""
-        from devstack.dev_identity import ensure_dev_identity, images_dir
+        from devstack.dev_identity import (
+            ensure_dev_identity,
+            group_authority_file,
+            images_dir,
+            update_authority,
+        )
 
         seed, wallet_file = ensure_dev_identity(self.state_dir)
         return {
@@ -259,6 +264,8 @@ class StackConfig:
             "MINT_IMAGE_ALLOW_PRIVATE_URLS": "true",  # every devstack server is on loopback
             "MINT_KEY_SEED": seed,
             "MINT_AUTHORITY_KEYPAIR": str(wallet_file),
+            "MINT_UPDATE_AUTHORITY": str(update_authority(self.state_dir).pubkey()),
+            "MINT_GROUP_AUTHORITY_KEYPAIR": str(group_authority_file(self.state_dir)),
             # The dev wallet's SOL is airdropped, and `make bench` signs thousands of mints an
             # hour: the spend breaker (10 SOL an hour by default) would stop it.
             "SOLANA_SPEND_LIMIT_SOL_PER_HOUR": "1000",

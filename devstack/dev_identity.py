@@ -19,6 +19,11 @@ from solders.keypair import Keypair
 
 SEED_FILE = "mint_key_seed.hex"
 WALLET_FILE = "system-wallet.json"
+# The NFTs' metadata update authority (MINT_UPDATE_AUTHORITY): the devstack keeps its keypair
+# here, as an operator keeps theirs off the workers; the workers get only its public key.
+UPDATE_AUTHORITY_FILE = "update-authority.json"
+# The collections' group authority (MINT_GROUP_AUTHORITY_KEYPAIR): a key the workers hold.
+GROUP_AUTHORITY_FILE = "group-authority.json"
 SAMPLE_IMAGE = "sample.png"
 CODEC_KEYS_FILE = "codec-keys"  # MINTSAGA_CODEC_KEYS, for `up --codec`
 CODEC_TOKEN_FILE = "codec-token"  # MINTSAGA_CODEC_TOKEN
@@ -48,6 +53,24 @@ def ensure_dev_identity(state_dir: Path) -> tuple[str, Path]:
     if not wallet_file.exists():
         _write_private(wallet_file, json.dumps(list(bytes(Keypair()))))
     return seed_file.read_text().strip(), wallet_file
+
+
+def _keypair_file(state_dir: Path, name: str) -> Path:
+    path = secrets_dir(state_dir) / name
+    if not path.exists():
+        _write_private(path, json.dumps(list(bytes(Keypair()))))
+    return path
+
+
+def update_authority(state_dir: Path) -> Keypair:
+    """The dev update authority's keypair (created on first use); workers get its public key."""
+    path = _keypair_file(state_dir, UPDATE_AUTHORITY_FILE)
+    return Keypair.from_bytes(bytes(json.loads(path.read_text())))
+
+
+def group_authority_file(state_dir: Path) -> Path:
+    """The dev group authority's keypair file (created on first use)."""
+    return _keypair_file(state_dir, GROUP_AUTHORITY_FILE)
 
 
 def ensure_codec_secrets(state_dir: Path) -> tuple[str, str]:

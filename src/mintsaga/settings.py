@@ -208,6 +208,49 @@ def dedicated_gateway_from_env(env: Mapping[str, str]) -> str | None:
     return _url("IPFS_DEDICATED_GATEWAY", value) if value else None
 
 
+UPDATE_AUTHORITY_SETTING = "MINT_UPDATE_AUTHORITY"
+IMMUTABLE = "none"
+
+
+def update_authority_from_env(env: Mapping[str, str]) -> str | None:
+    """``MINT_UPDATE_AUTHORITY``: the public key (base58) that may later change an NFT's
+    metadata, whose secret lives off the workers; ``none``: the metadata is immutable. Required:
+    the fee-paying hot key is never the update authority (docs/design.md, "Authorities")."""
+    raw = env.get(UPDATE_AUTHORITY_SETTING, "").strip()
+    if not raw:
+        raise SettingsError(
+            f"{UPDATE_AUTHORITY_SETTING} is not set: it names the public key that may change an"
+            " NFT's metadata (its secret kept off the workers), or `none` for immutable metadata"
+        )
+    if raw.lower() == IMMUTABLE:
+        return None
+    from solders.pubkey import Pubkey  # the foundation layer parses, nothing more
+
+    try:
+        key = Pubkey.from_string(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{UPDATE_AUTHORITY_SETTING}: {raw[:60]!r} is not a base58 public key of 32 bytes"
+            " (nor `none`); give the public key, never a keypair or a secret"
+        ) from None
+    return str(key)
+
+
+GROUP_AUTHORITY_SETTING = "MINT_GROUP_AUTHORITY_KEYPAIR"
+
+
+def group_authority_from_env(env: Mapping[str, str]) -> Path | None:
+    """``MINT_GROUP_AUTHORITY_KEYPAIR``: the keypair file of the collections' group update
+    authority, which signs each member's joining (docs/design.md, "Authorities"); unset: no
+    collections on this worker."""
+    raw = env.get(GROUP_AUTHORITY_SETTING, "").strip()
+    if not raw:
+        return None
+    if not Path(raw).is_file():
+        raise SettingsError(f"{GROUP_AUTHORITY_SETTING}: {raw} is not a file")
+    return Path(raw)
+
+
 def webhooks_from_env(env: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[SecretStr, ...]]:
     """WEBHOOK_URL (one or more http(s) URLs, comma-separated; each gets every notice) and
     WEBHOOK_SECRET (or WEBHOOK_SECRET_FILE): one or more Standard Webhooks secrets
@@ -767,6 +810,11 @@ class Settings(BaseModel):
     ipfs_dedicated_gateway: str | None = None
     mint_key_seed: SecretStr
     mint_authority_keypair: Path
+    # MINT_UPDATE_AUTHORITY: who may change the NFTs' metadata (a public key); None: nobody.
+    mint_update_authority: str | None
+    # MINT_GROUP_AUTHORITY_KEYPAIR: the collections' group update authority (signs each member's
+    # joining); None: mints naming a collection wait for an operator.
+    mint_group_authority_keypair: Path | None = None
     mint_image_dir: Path | None
     image_max_bytes: int
     image_allow_private_urls: bool
@@ -886,6 +934,8 @@ class Settings(BaseModel):
                 )
             ),
             mint_authority_keypair=keypair,
+            mint_update_authority=update_authority_from_env(env),
+            mint_group_authority_keypair=group_authority_from_env(env),
             mint_image_dir=Path(image_dir) if image_dir else None,
             image_max_bytes=_int(env, "MINT_IMAGE_MAX_BYTES", 10 * 2**20, minimum=1),
             image_allow_private_urls=bool_setting(env, "MINT_IMAGE_ALLOW_PRIVATE_URLS"),

@@ -88,7 +88,13 @@ from mintsaga.observability.temporal_metrics import temporal_runtime
 from mintsaga.observability.tracing import configure_tracing, interceptors, shutdown_tracing
 from mintsaga.process_exit import exit_now
 from mintsaga.resilience.breaker import BreakerRegistry, Override
-from mintsaga.settings import Pollers, Settings, SettingsError, WorkerTuning
+from mintsaga.settings import (
+    GROUP_AUTHORITY_SETTING,
+    Pollers,
+    Settings,
+    SettingsError,
+    WorkerTuning,
+)
 from mintsaga.solana.mint_keys import KeyMaterialError, load_keypair_file, parse_seed
 from mintsaga.solana.minter import SolanaMinter
 from mintsaga.solana.rpc import SolanaRpc
@@ -114,6 +120,21 @@ async def mint_activities(
     """
     install_call_hooks()
     payer = load_keypair_file(settings.mint_authority_keypair)
+    if settings.mint_update_authority == str(payer.pubkey()):
+        raise SettingsError(
+            "MINT_UPDATE_AUTHORITY is the system wallet's own key (MINT_AUTHORITY_KEYPAIR): the"
+            " NFTs' update authority must be a key kept off the workers, or none"
+        )
+    group_authority = (
+        load_keypair_file(settings.mint_group_authority_keypair, setting=GROUP_AUTHORITY_SETTING)
+        if settings.mint_group_authority_keypair is not None
+        else None
+    )
+    if group_authority is not None and group_authority.pubkey() == payer.pubkey():
+        raise SettingsError(
+            f"{GROUP_AUTHORITY_SETTING} is the system wallet's own keypair"
+            " (MINT_AUTHORITY_KEYPAIR): give the collections' group authority a key of its own"
+        )
     seed = parse_seed(settings.mint_key_seed.get_secret_value())
     breakers = breakers or BreakerRegistry(on_transition=record_breaker_transition)
     async with (
@@ -175,6 +196,8 @@ async def mint_activities(
                 operator_fee_cap=settings.solana_operator_priority_fee_cap,
                 priority_fee_estimator=settings.solana_priority_fee_estimator,
                 priority_fee_accounts=settings.solana_priority_fee_accounts,
+                update_authority=settings.mint_update_authority,
+                group_authority=group_authority,
             )
             images = ImageLoader(
                 settings.mint_image_dir,

@@ -49,6 +49,7 @@ def plain_env(tmp_path: Path) -> dict[str, str]:
         "PINATA_REQUESTS_PER_MINUTE": "60",
         "IPFS_GATEWAYS": "https://gw.example",
         "MINT_AUTHORITY_KEYPAIR": write(tmp_path, "keypair.json", "[1, 2, 3]"),
+        "MINT_UPDATE_AUTHORITY": "none",
     }
 
 

@@ -80,6 +80,7 @@ def _minimal_env(tmp_path: Any, **extra: str) -> dict[str, str]:
         "IPFS_GATEWAYS": "http://127.0.0.1:3",
         "MINT_KEY_SEED": "00" * 32,
         "MINT_AUTHORITY_KEYPAIR": str(keypair),
+        "MINT_UPDATE_AUTHORITY": "none",
         **extra,
     }
 

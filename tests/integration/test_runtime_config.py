@@ -577,6 +577,7 @@ def test_two_configured_endpoints_told_apart_only_by_their_keys_are_refused(
         "IPFS_GATEWAYS": "http://127.0.0.1:8080",
         "MINT_KEY_SEED": "00" * 32,
         "MINT_AUTHORITY_KEYPAIR": str(keypair),
+        "MINT_UPDATE_AUTHORITY": "none",
     }
     with pytest.raises(SettingsError) as raised:
         Settings.from_env(env)

@@ -134,7 +134,8 @@ async def test_prepare_send_confirm_and_read_back(rpc: SolanaRpc) -> None:
         assert state.mint_authority is None
         assert state.freeze_authority is None
         assert (state.name, state.symbol, state.uri) == (NAME, SYMBOL, URI)
-        assert state.update_authority == minter.payer
+        assert state.update_authority is None  # no MINT_UPDATE_AUTHORITY given: immutable
+        assert state.member is None and state.group is None
         assert state.metadata_address == signed.mint_address
         assert state.owner_balance == 1
         assert state.is_initialized

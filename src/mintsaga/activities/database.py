@@ -57,7 +57,9 @@ class DatabaseActivities:
         address = self._minter.mint_address(arg.mint_id)
         with classified():
             await self._check_claimed_address(arg.mint_id, address)
-            row = await self._store.claim(arg.mint_id, arg.user_id, arg.wallet, address)
+            row = await self._store.claim(
+                arg.mint_id, arg.user_id, arg.wallet, address, arg.collection
+            )
         return io.ClaimOut(
             attempt=activity.info().attempt, mint_address=row.mint_address or address
         )
@@ -77,7 +79,12 @@ class DatabaseActivities:
             if ended is not None:
                 return io.AdmitOut(attempt=activity.info().attempt, ended=ended)
             claimed = await self.claim_mint(
-                io.ClaimIn(mint_id=arg.mint_id, user_id=arg.user_id, wallet=arg.wallet)
+                io.ClaimIn(
+                    mint_id=arg.mint_id,
+                    user_id=arg.user_id,
+                    wallet=arg.wallet,
+                    collection=arg.collection,
+                )
             )
             return io.AdmitOut(attempt=claimed.attempt, mint_address=claimed.mint_address)
         address = self._minter.mint_address(arg.mint_id)
@@ -89,7 +96,12 @@ class DatabaseActivities:
                 return io.AdmitOut(attempt=activity.info().attempt, ended=ended)
             while True:
                 row = await self._store.claim_admitted(
-                    arg.mint_id, arg.user_id, arg.wallet, address, limit=limit
+                    arg.mint_id,
+                    arg.user_id,
+                    arg.wallet,
+                    address,
+                    limit=limit,
+                    collection=arg.collection,
                 )
                 if row is not None:
                     return io.AdmitOut(

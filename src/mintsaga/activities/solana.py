@@ -24,6 +24,7 @@ from mintsaga.observability.metrics import record_finalization_timeout, record_s
 from mintsaga.settings import DEFAULT_SOLANA_COMMITMENT
 from mintsaga.solana.mint_keys import seed_mismatch
 from mintsaga.solana.minter import SigStatus, SolanaMinter
+from mintsaga.solana.prepare import CollectionTarget
 from mintsaga.stages import MintStage
 from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.policies import (
@@ -81,6 +82,7 @@ class SolanaActivities:
                     last_valid_block_height=0,
                     already_minted=existing,
                 )
+            joins = await self._store.collection_of(arg.mint_id)
             # None: the minter bids from recent fees (raised per re-sign); a number is an
             # explicit price (the request's, or an operator's override).
             signed = await self._minter.prepare(
@@ -93,6 +95,9 @@ class SolanaActivities:
                 resign=arg.resign,
                 reserve=lambda cost: self._reserve_spend(arg.mint_id, cost),
                 fee_from_operator=arg.fee_from_operator,
+                collection=None
+                if joins is None
+                else CollectionTarget(joins.key, joins.address, joins.group_authority),
             )
             activity.logger.info(
                 "signed %s: priority fee %d micro-lamports/CU, compute unit limit %d (%s)",

@@ -87,29 +87,39 @@ class VerificationActivities:
         first = (attempt - 1) % len(self._minter.rpc.endpoints)
         finalized = self._commitment == "finalized"
         async with classified(heartbeat=True):
+            joins = await self._store.collection_of(arg.mint_id)
+            group = None if joins is None else joins.address
             order = self._minter.rpc.rotated(first)
             index, state = await self._minter.nft_state_answered(
                 arg.mint_address, arg.owner, only=order, commitment=self._commitment
             )
             if state is None and finalized:  # confirmed, maybe not rooted on this node yet
-                await self._finalized(arg, index)
+                await self._finalized(arg, index, group)
             else:
-                self._check(state, arg, " at finalized" if finalized else "")
+                self._check(state, arg, " at finalized" if finalized else "", group)
             others = [i for i in order if i != index]
-            second = await self._second_opinion(arg, others, first=index)
+            second = await self._second_opinion(arg, others, first=index, group=group)
             if second is None and not finalized:  # none other answered: the same, finalized
-                await self._finalized(arg, index)
+                await self._finalized(arg, index, group)
         return io.StepOut(attempt=attempt)
 
-    def _check(self, state: NftState | None, arg: io.VerifyIn, seen_by: str) -> None:
+    def _check(
+        self, state: NftState | None, arg: io.VerifyIn, seen_by: str, group: str | None
+    ) -> None:
         if state is None:
             raise _not_visible(arg.mint_address, seen_by)
         problems = check_nft(state, owner=arg.owner, name=arg.name, symbol=arg.symbol, uri=arg.uri)
+        member = state.member
+        if group is not None and (
+            member is None or member.group != group or member.mint != arg.mint_address
+        ):
+            where = "none" if member is None else member.group
+            problems.append(f"not a member of its collection {group} (member of: {where})")
         if problems:
             raise permanent("; ".join(problems) + seen_by, "NftMismatch", "solana")
 
     async def _second_opinion(
-        self, arg: io.VerifyIn, others: list[int], *, first: int
+        self, arg: io.VerifyIn, others: list[int], *, first: int, group: str | None
     ) -> NftState | None:
         """The NFT as another node sees it (checked); None when no other node answered (the
         node that answered first, an emergency endpoint, is no second opinion)."""
@@ -134,10 +144,10 @@ class VerificationActivities:
         if index == first:  # every other failed: the emergency tier's same node answered
             activity.logger.info("no second node answered: reading at finalized")
             return None
-        self._check(state, arg, f" (second opinion: {self._minter.rpc.name(index)})")
+        self._check(state, arg, f" (second opinion: {self._minter.rpc.name(index)})", group)
         return state
 
-    async def _finalized(self, arg: io.VerifyIn, index: int) -> None:
+    async def _finalized(self, arg: io.VerifyIn, index: int, group: str | None) -> None:
         """Wait (heartbeating) for the node that answered to show the NFT at ``finalized``:
         ~32 slots, 13 s on mainnet; a transient failure when the attempt's time runs short."""
         deadline = time.monotonic() + FINALIZED_WAIT_S
@@ -155,7 +165,7 @@ class VerificationActivities:
                 state = None
             else:
                 if state is not None or time.monotonic() >= deadline:
-                    self._check(state, arg, " at finalized")
+                    self._check(state, arg, " at finalized", group)
                     return
             await asyncio.sleep(FINALIZED_POLL_S)
 

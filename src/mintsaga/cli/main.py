@@ -16,6 +16,8 @@
     mintsaga events [--after CURSOR] [--limit N] [--follow]
     mintsaga webhooks list [--state pending|failed|delivered] [--mint MINT_ID] [--json]
     mintsaga webhooks retry (EVENT_ID... | --failed)
+    mintsaga collection create --key KEY --name NAME --symbol SYM --max-size N [--image PATH]
+    mintsaga collection list [--json]
 
 Reads TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and TEMPORAL_TASK_QUEUE (defaults: 127.0.0.1:7233,
 default, mint-saga), and MINTSAGA_CODEC_KEYS: payloads encrypted as the worker's (mintsaga.codec).
@@ -53,6 +55,7 @@ from mintsaga.api.switches import (
     config_store,
     database_url,
 )
+from mintsaga.cli.collections import add_collection_parser
 from mintsaga.cli.commands import (
     cmd_breaker,
     cmd_compensate,
@@ -228,6 +231,7 @@ def parser() -> argparse.ArgumentParser:
     live.set_defaults(func=cmd_livecheck)
     add_events_command(commands)  # the cursor feed (cli/events.py): DATABASE_URL only
     add_webhooks_parser(commands)  # webhook deliveries (cli/webhooks.py): DATABASE_URL only
+    add_collection_parser(commands)  # collections (cli/collections.py): no Temporal
     return top
 
 

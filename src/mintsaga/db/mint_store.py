@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 import asyncpg.exceptions as pgexc
 
+from mintsaga.db.collections import CollectionsMixin
 from mintsaga.db.errors import IN_PROGRESS_INDEX, SERVICE, endpoint_and_secrets, permanent
 from mintsaga.db.executor import Executor, close_pool, create_pool
 from mintsaga.db.notices import NoticesMixin
@@ -73,7 +74,9 @@ SETTABLE_FIELDS = frozenset(
 )
 
 
-class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, NoticesMixin):
+class MintStore(
+    PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, NoticesMixin, CollectionsMixin
+):
     """Mint records over an asyncpg pool; every method is safe to retry."""
 
     def __init__(
@@ -153,17 +156,24 @@ class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, Notices
     # -- claims and stages ---------------------------------------------------------------------
 
     async def claim(
-        self, mint_id: str, user_id: str, wallet: str, mint_address: str | None
+        self,
+        mint_id: str,
+        user_id: str,
+        wallet: str,
+        mint_address: str | None,
+        collection: str | None = None,
     ) -> MintRow:
         """Create the mint at INITIATED, or return the row a previous call created.
 
         Raises PERMANENT ``UserMintInProgress`` (naming the other mint) when the user already
         has another mint in progress, and PERMANENT ``Conflict`` when ``mint_id`` is taken by
-        another request (another user or wallet or mint address).
+        another request (another user or wallet or mint address or collection). A mint naming
+        a ``collection`` takes one of its slots (``_claim_on``): PERMANENT ``UnknownCollection``
+        or ``CollectionFull`` when it cannot.
         """
 
         return await self._db.run(
-            lambda conn: self._claim_on(conn, mint_id, user_id, wallet, mint_address)
+            lambda conn: self._claim_on(conn, mint_id, user_id, wallet, mint_address, collection)
         )
 
     async def _claim_on(
@@ -173,6 +183,54 @@ class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, Notices
         user_id: str,
         wallet: str,
         mint_address: str | None,
+        collection: str | None = None,
+    ) -> MintRow:
+        if collection is None:
+            return await self._insert_claim(conn, mint_id, user_id, wallet, mint_address, None)
+        # A slot in the collection: its members not rolled back, counted under the collection
+        # row's lock (two claims never both take the last one), in one transaction (a savepoint
+        # inside claim_admitted's) with the insert that holds it.
+        async with conn.transaction():
+            if await fetch_mint(conn, mint_id) is None:
+                await self._check_room(conn, mint_id, collection)
+            return await self._insert_claim(
+                conn, mint_id, user_id, wallet, mint_address, collection
+            )
+
+    async def _check_room(self, conn: asyncpg.Connection, mint_id: str, collection: str) -> None:
+        found = await conn.fetchrow(
+            "SELECT state, max_size FROM collections WHERE key = $1 FOR UPDATE", collection
+        )
+        if found is None or found["state"] != "created":
+            what = "does not exist" if found is None else "is still being created"
+            raise permanent(
+                "UnknownCollection",
+                f"collection {collection!r} {what} (`mintsaga collection create --key"
+                f" {collection} ...`); mint {mint_id} was not started",
+                self._endpoint,
+            )
+        members = await conn.fetchval(
+            f"""SELECT count(*) FROM mints
+                WHERE collection = $1 AND stage <> '{MintStage.ROLLED_BACK.value}'""",
+            collection,
+        )
+        if members >= found["max_size"]:
+            raise permanent(
+                "CollectionFull",
+                f"collection {collection!r} is full: {members} of its {found['max_size']}"
+                f" members (its max size) are minted or minting; mint {mint_id} was not"
+                " started, nothing pinned or sent",
+                self._endpoint,
+            )
+
+    async def _insert_claim(
+        self,
+        conn: asyncpg.Connection,
+        mint_id: str,
+        user_id: str,
+        wallet: str,
+        mint_address: str | None,
+        collection: str | None,
     ) -> MintRow:
         # One statement (a lost answer: all of it happened or none), with the claim's event
         # at the moment it took effect (clock_timestamp: not its transaction's start, which
@@ -181,9 +239,9 @@ class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, Notices
         statement = f"""
             WITH ins AS (
                 INSERT INTO mints (mint_id, user_id, wallet, stage, mint_address,
-                                   status, status_at)
+                                   status, status_at, collection)
                 VALUES ($1, $2, $3, '{MintStage.INITIATED.value}', $4,
-                        'IN_PROGRESS', clock_timestamp())
+                        'IN_PROGRESS', clock_timestamp(), $5)
                 ON CONFLICT (mint_id) DO NOTHING
                 RETURNING {SELECT_MINT}
             ), ev AS (
@@ -193,7 +251,7 @@ class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, Notices
                 ON CONFLICT (mint_id, event_key) DO NOTHING
             )
             SELECT * FROM ins"""
-        args = (mint_id, user_id, wallet, mint_address)
+        args = (mint_id, user_id, wallet, mint_address, collection)
         try:
             if conn.is_in_transaction():
                 async with conn.transaction():
@@ -236,6 +294,7 @@ class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, Notices
                 ("user_id", user_id, existing.user_id),
                 ("wallet", wallet, existing.wallet),
                 ("mint_address", mint_address, existing.mint_address),
+                ("collection", collection or "", existing.collection or ""),
             )
             if ours is not None and theirs is not None and ours != theirs
         ]
@@ -248,7 +307,14 @@ class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, Notices
         return existing
 
     async def claim_admitted(
-        self, mint_id: str, user_id: str, wallet: str, mint_address: str | None, *, limit: int
+        self,
+        mint_id: str,
+        user_id: str,
+        wallet: str,
+        mint_address: str | None,
+        *,
+        limit: int,
+        collection: str | None = None,
     ) -> MintRow | None:
         """`claim`, once fewer than ``limit`` mints are between claim and pivot fleet-wide;
         None while this mint must wait (it keeps its place in the admission queue).
@@ -285,7 +351,9 @@ class MintStore(PinsMixin, PinRepairMixin, SubmissionsMixin, SpendMixin, Notices
                         return None
                 await conn.execute("DELETE FROM mint_admission_queue WHERE mint_id = $1", mint_id)
                 try:
-                    return await self._claim_on(conn, mint_id, user_id, wallet, mint_address)
+                    return await self._claim_on(
+                        conn, mint_id, user_id, wallet, mint_address, collection
+                    )
                 except ServiceError as exc:  # refused: it leaves the queue all the same
                     failure = exc
             raise failure

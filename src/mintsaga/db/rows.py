@@ -53,6 +53,7 @@ MINT_COLUMNS = (
     "status_at",
     "status_detail",
     "metadata_uri",
+    "collection",
 )
 SELECT_MINT = ", ".join(MINT_COLUMNS)
 
@@ -89,6 +90,7 @@ class MintRow(BaseModel):
     status_at: datetime | None = None
     status_detail: dict[str, Any] | None = None
     metadata_uri: str | None = None
+    collection: str | None = None  # the collection's key (migration 011), if the request named one
 
     @field_validator("status_detail", mode="before")
     @classmethod

@@ -162,12 +162,15 @@ def priority_lamports(price_micro_lamports: int, compute_unit_limit: int) -> int
     return -(-price_micro_lamports * compute_unit_limit // 1_000_000)
 
 
-def mint_cost(rent: int, price_micro_lamports: int, compute_unit_limit: int) -> int:
+def mint_cost(
+    rent: int, price_micro_lamports: int, compute_unit_limit: int, signatures: int = MINT_SIGNATURES
+) -> int:
     """Every lamport the mint's transaction takes from the hot wallet: the mint account's rent
     (``rent``, as the RPC answered it), the owner's token account's rent (the associated-token
     program computes it on chain from the account's size: the formula's), the signatures' base
-    fee and the priority fee."""
-    base = LAMPORTS_PER_SIGNATURE * MINT_SIGNATURES
+    fee (``signatures``: the payer and the mint, and a collection member's group authority)
+    and the priority fee."""
+    base = LAMPORTS_PER_SIGNATURE * signatures
     return (
         rent
         + rent_exempt_minimum(TOKEN_ACCOUNT_SIZE)
@@ -176,9 +179,9 @@ def mint_cost(rent: int, price_micro_lamports: int, compute_unit_limit: int) -> 
     )
 
 
-def mint_budget(size: int, fee_cap_micro_lamports: int) -> int:
+def mint_budget(size: int, fee_cap_micro_lamports: int, signatures: int = MINT_SIGNATURES) -> int:
     """The most one mint may cost: the formula's rent for its size (plus the margin), the
     base fee, and the highest allowed price at the fallback compute limit (the transaction
     needs ~30k CU; a simulation claiming more than 200k is not paid for)."""
     rent = rent_exempt_minimum(size) * RENT_MARGIN[0] // RENT_MARGIN[1]
-    return mint_cost(rent, fee_cap_micro_lamports, FALLBACK_COMPUTE_UNIT_LIMIT)
+    return mint_cost(rent, fee_cap_micro_lamports, FALLBACK_COMPUTE_UNIT_LIMIT, signatures)

@@ -20,6 +20,8 @@ from mintsaga.errors import ErrorKind, ServiceError
 # Fixed for the life of the project: changing it moves every mint to another address.
 MINT_KEY_SALT = b"mintsaga/mint-keypair/v1"
 MINT_KEY_INFO_PREFIX = b"mintsaga/mint/"
+# A collection's group mint: another context, so no mint_id can ever name a collection's key.
+COLLECTION_KEY_INFO_PREFIX = b"mintsaga/collection/"
 MIN_SEED_BYTES = 32
 KEYPAIR_SETTING = "MINT_AUTHORITY_KEYPAIR"
 SEED_SETTING = "MINT_KEY_SEED"
@@ -31,16 +33,23 @@ class KeyMaterialError(ValueError):
 
 def derive_mint_keypair(seed: bytes, mint_id: str) -> Keypair:
     """The mint keypair for ``mint_id``: HKDF-SHA256(seed, salt, info = prefix + mint_id)."""
-    if len(seed) < MIN_SEED_BYTES:
-        raise KeyMaterialError(f"{SEED_SETTING} must hold at least {MIN_SEED_BYTES} bytes")
     if not mint_id:
         raise ValueError("mint_id must not be empty")
-    okm = HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=MINT_KEY_SALT,
-        info=MINT_KEY_INFO_PREFIX + mint_id.encode("utf-8"),
-    ).derive(seed)
+    return _derive(seed, MINT_KEY_INFO_PREFIX + mint_id.encode("utf-8"))
+
+
+def derive_collection_keypair(seed: bytes, key: str) -> Keypair:
+    """The group mint keypair of collection ``key`` (``collection create --key``): the same
+    HKDF in its own context, so creating a collection again targets the same address."""
+    if not key:
+        raise ValueError("a collection key must not be empty")
+    return _derive(seed, COLLECTION_KEY_INFO_PREFIX + key.encode("utf-8"))
+
+
+def _derive(seed: bytes, info: bytes) -> Keypair:
+    if len(seed) < MIN_SEED_BYTES:
+        raise KeyMaterialError(f"{SEED_SETTING} must hold at least {MIN_SEED_BYTES} bytes")
+    okm = HKDF(algorithm=hashes.SHA256(), length=32, salt=MINT_KEY_SALT, info=info).derive(seed)
     return Keypair.from_seed(okm)
 
 
@@ -84,9 +93,9 @@ def parse_seed(value: str) -> bytes:
     return seed
 
 
-def load_keypair_file(path: str | Path) -> Keypair:
+def load_keypair_file(path: str | Path, *, setting: str = KEYPAIR_SETTING) -> Keypair:
     """A Solana CLI keypair file (a JSON array of 64 integers 0..255), for the system wallet."""
-    where = f"{KEYPAIR_SETTING} file {str(path)!r}"
+    where = f"{setting} file {str(path)!r}"
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:

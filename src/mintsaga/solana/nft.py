@@ -335,6 +335,45 @@ def initialize_token_metadata_ix(
     return Instruction(TOKEN_2022_PROGRAM_ID, data, accounts)
 
 
+# spl-token-metadata-interface's UpdateAuthority: the hash of its instruction name.
+TOKEN_METADATA_UPDATE_AUTHORITY_DISCRIMINATOR = hashlib.sha256(
+    b"spl_token_metadata_interface:update_the_authority"
+).digest()[:8]
+
+
+def update_metadata_authority_ix(
+    *, metadata: Pubkey, current_authority: Pubkey, new_authority: Pubkey | None
+) -> Instruction:
+    """TokenMetadata ``UpdateAuthority``, signed by the current update authority; None: the
+    metadata is immutable for good. (``Initialize`` refuses an all-zero authority, so immutable
+    metadata is initialised with the payer, then handed to none in the same transaction: seen
+    on the devstack's Token-2022 and in tests/unit/solana/test_solana_nft_group.py.)"""
+    accounts = [AccountMeta(metadata, False, True), AccountMeta(current_authority, True, False)]
+    data = TOKEN_METADATA_UPDATE_AUTHORITY_DISCRIMINATOR + _optional_pubkey(new_authority)
+    return Instruction(TOKEN_2022_PROGRAM_ID, data, accounts)
+
+
+def _metadata(
+    *, payer: Pubkey, mint: Pubkey, authority: Pubkey | None, name: str, symbol: str, uri: str
+) -> list[Instruction]:
+    """TokenMetadata ``Initialize`` with ``authority``; None: with the payer, then handed to
+    none (immutable metadata)."""
+    initialize = initialize_token_metadata_ix(
+        mint=mint,
+        update_authority=authority if authority is not None else payer,
+        mint_authority=payer,
+        name=name,
+        symbol=symbol,
+        uri=uri,
+    )
+    if authority is not None:
+        return [initialize]
+    return [
+        initialize,
+        update_metadata_authority_ix(metadata=mint, current_authority=payer, new_authority=None),
+    ]
+
+
 def create_associated_token_account_idempotent_ix(
     *, payer: Pubkey, owner: Pubkey, mint: Pubkey, token_program: Pubkey = TOKEN_2022_PROGRAM_ID
 ) -> Instruction:
@@ -379,12 +418,14 @@ def build_nft_instructions(
     rent_lamports: int,
     update_authority: Pubkey | None = None,
     collection: tuple[Pubkey, Pubkey] | None = None,
+    immutable_metadata: bool = False,
 ) -> list[Instruction]:
     """Every instruction of the NFT transaction, in the order Token-2022 needs them.
 
     Signers: ``payer`` (fee payer, funds the accounts, temporary mint authority) and ``mint``
     (the new account). ``rent_lamports`` must cover ``nft_mint_account_size(...)``.
-    ``update_authority`` (default: ``payer``) may later fix the metadata and the pointer.
+    ``update_authority`` (default: ``payer``) may later fix the metadata and the pointer;
+    ``immutable_metadata``: nobody may (``update_authority`` is then ignored).
 
     ``collection`` = ``(group, group_update_authority)`` makes the NFT a member of that
     collection in the same transaction: GroupMemberPointer -> the mint (before
@@ -393,7 +434,9 @@ def build_nft_instructions(
     ``nft_mint_account_size(..., member=True)``. Without it the instructions are exactly those
     of an NFT outside any collection.
     """
-    authority = update_authority if update_authority is not None else payer
+    authority = (
+        None if immutable_metadata else (payer if update_authority is None else update_authority)
+    )
     space = MINT_WITH_POINTER_SIZE if collection is None else MEMBER_MINT_WITH_POINTERS_SIZE
     instructions = [
         create_account(
@@ -409,17 +452,10 @@ def build_nft_instructions(
     ]
     if collection is not None:
         instructions.append(initialize_group_member_pointer_ix(mint, authority, mint))
-    instructions += [
-        initialize_mint2_ix(mint, NFT_DECIMALS, payer, None),
-        initialize_token_metadata_ix(
-            mint=mint,
-            update_authority=authority,
-            mint_authority=payer,
-            name=name,
-            symbol=symbol,
-            uri=uri,
-        ),
-    ]
+    instructions.append(initialize_mint2_ix(mint, NFT_DECIMALS, payer, None))
+    instructions += _metadata(
+        payer=payer, mint=mint, authority=authority, name=name, symbol=symbol, uri=uri
+    )
     if collection is not None:
         group, group_update_authority = collection
         instructions.append(
@@ -462,6 +498,7 @@ def build_collection_instructions(
     group_update_authority: Pubkey,
     max_size: int,
     update_authority: Pubkey | None = None,
+    immutable_metadata: bool = False,
 ) -> list[Instruction]:
     """Every instruction of a collection NFT's transaction: an NFT (as ``build_nft_instructions``)
     whose mint also holds the collection's TokenGroup.
@@ -472,8 +509,11 @@ def build_collection_instructions(
     InitializeGroup(``max_size``, ``group_update_authority``), the owner's ATA, MintToChecked 1,
     SetAuthority(MintTokens, None). Signers: ``payer`` (temporary mint authority) and ``mint``;
     neither ``update_authority`` (default ``payer``) nor ``group_update_authority`` signs here.
+    ``immutable_metadata``: nobody may change its metadata (``update_authority`` is ignored).
     """
-    authority = update_authority if update_authority is not None else payer
+    authority = (
+        None if immutable_metadata else (payer if update_authority is None else update_authority)
+    )
     return [
         create_account(
             CreateAccountParams(
@@ -487,14 +527,7 @@ def build_collection_instructions(
         initialize_metadata_pointer_ix(mint, authority, mint),
         initialize_group_pointer_ix(mint, group_update_authority, mint),
         initialize_mint2_ix(mint, NFT_DECIMALS, payer, None),
-        initialize_token_metadata_ix(
-            mint=mint,
-            update_authority=authority,
-            mint_authority=payer,
-            name=name,
-            symbol=symbol,
-            uri=uri,
-        ),
+        *_metadata(payer=payer, mint=mint, authority=authority, name=name, symbol=symbol, uri=uri),
         initialize_group_ix(
             group=mint,
             mint=mint,

@@ -30,7 +30,12 @@ from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from mintsaga.errors import ErrorKind, ServiceError
-from mintsaga.settings import DEFAULT_PRIORITY_FEE_CAP, DEFAULT_PRIORITY_FEE_PERCENTILE
+from mintsaga.settings import (
+    DEFAULT_PRIORITY_FEE_CAP,
+    DEFAULT_PRIORITY_FEE_PERCENTILE,
+    GROUP_AUTHORITY_SETTING,
+    UPDATE_AUTHORITY_SETTING,
+)
 from mintsaga.solana.cache import SharedCache
 from mintsaga.solana.fees import (
     FALLBACK_COMPUTE_UNIT_LIMIT,
@@ -46,11 +51,18 @@ from mintsaga.solana.fees import (
     rent_exempt_minimum,
     rent_is_plausible,
 )
-from mintsaga.solana.mint_keys import MIN_SEED_BYTES, SEED_SETTING, derive_mint_keypair
+from mintsaga.solana.mint_keys import (
+    KEYPAIR_SETTING,
+    MIN_SEED_BYTES,
+    SEED_SETTING,
+    derive_mint_keypair,
+)
 from mintsaga.solana.nft import (
     TOKEN_2022_PROGRAM_ID,
     associated_token_address,
+    build_collection_instructions,
     build_nft_instructions,
+    collection_mint_account_size,
     nft_mint_account_size,
 )
 from mintsaga.solana.rpc import PREFLIGHT_FAILURE, SERVICE, SolanaRpc, classify_rpc_error
@@ -60,6 +72,7 @@ __all__ = [
     "COMMITMENT",
     "MAX_TRANSACTION_SIZE",
     "RENT_TTL_S",
+    "CollectionTarget",
     "MintPreparer",
     "SignedMint",
 ]
@@ -89,6 +102,15 @@ def blockhash_window_is_plausible(last_valid_block_height: int, block_height: in
     keep a transaction waiting past its real expiry, or get it re-signed while it can land)."""
     ahead = last_valid_block_height - block_height
     return 0 < ahead <= MAX_PROCESSING_AGE + BLOCK_HEIGHT_SLACK
+
+
+@dataclass(frozen=True)
+class CollectionTarget:
+    """The collection a mint joins: its key, group mint address and group update authority."""
+
+    key: str
+    address: str
+    group_authority: str
 
 
 @dataclass(frozen=True)
@@ -150,8 +172,8 @@ def _parse_simulation(result: Any) -> dict[str, Any]:
 
 
 class MintPreparer:
-    """Builds and signs the NFT with ``payer`` as system wallet, fee payer and update authority;
-    nothing is sent."""
+    """Builds and signs the NFT with ``payer`` as system wallet and fee payer, and
+    ``update_authority`` (never ``payer``) as its metadata's update authority; nothing is sent."""
 
     def __init__(
         self,
@@ -164,13 +186,19 @@ class MintPreparer:
         operator_fee_cap: int | None = None,
         priority_fee_estimator: str = "rpc",
         priority_fee_accounts: Sequence[str] = (),
+        update_authority: str | None = None,
+        group_authority: Keypair | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``priority_fee_cap`` (micro-lamports per CU) and ``priority_fee_percentile`` are
         ``SOLANA_PRIORITY_FEE_CAP`` and ``SOLANA_PRIORITY_FEE_PERCENTILE``;
         ``priority_fee_estimator`` and ``priority_fee_accounts`` are
         ``SOLANA_PRIORITY_FEE_ESTIMATOR`` ("rpc" or "helius") and
-        ``SOLANA_PRIORITY_FEE_ACCOUNTS`` (``priority_fee``); ``clock`` ages the kept rent and
+        ``SOLANA_PRIORITY_FEE_ACCOUNTS`` (``priority_fee``); ``update_authority`` is
+        ``MINT_UPDATE_AUTHORITY`` (a public key; None: immutable metadata), never ``payer``: a
+        stolen worker key must not rewrite every NFT; ``group_authority``
+        (``MINT_GROUP_AUTHORITY_KEYPAIR``) signs each member's joining of a collection;
+        ``clock`` ages the kept rent and
         blockhash (``time.monotonic``; a test's own to step past the windows)."""
         if len(mint_key_seed) < MIN_SEED_BYTES:
             raise ValueError(f"{SEED_SETTING} must hold at least {MIN_SEED_BYTES} bytes")
@@ -180,6 +208,16 @@ class MintPreparer:
             raise ValueError("SOLANA_PRIORITY_FEE_PERCENTILE must be within 0-100")
         self.rpc = rpc
         self._payer = payer
+        self.update_authority = (
+            Pubkey.from_string(update_authority) if update_authority is not None else None
+        )
+        self._group_authority = group_authority
+        if self.update_authority == payer.pubkey():
+            raise ValueError(
+                f"{UPDATE_AUTHORITY_SETTING} is the system wallet's own key"
+                f" ({KEYPAIR_SETTING}): the update authority must be a key kept off the workers,"
+                " or none"
+            )
         self._seed = bytes(mint_key_seed)
         self.priority_fee_cap = priority_fee_cap
         # A fee given with the mint (an operator's retry, a request) is clamped to this.
@@ -280,8 +318,13 @@ class MintPreparer:
         resign: int = 0,
         reserve: Callable[[int], Awaitable[None]] | None = None,
         fee_from_operator: bool = False,
+        collection: CollectionTarget | None = None,
     ) -> SignedMint:
         """Build and sign the NFT transaction for ``mint_id``; nothing is sent.
+
+        With ``collection`` the NFT joins that group in the same transaction, signed by this
+        worker's group authority, which must be the collection's (NEEDS_OPERATOR
+        ``GroupAuthorityMismatch`` otherwise: a configuration only a person can fix).
 
         The blockhash is the latest at ``confirmed`` (``_latest_blockhash``: shared by the
         mints prepared within ``BLOCKHASH_REUSE_S``); the transaction can land until the
@@ -330,9 +373,21 @@ class MintPreparer:
                 percentile=self.priority_fee_percentile,
                 cap_micro_lamports=self.priority_fee_cap,
                 resign=resign,
-                accounts=[str(payer), str(mint), str(associated_token_address(owner_key, mint))],
+                # A collection's group is written by each member's transaction: a hot account.
+                accounts=[
+                    str(payer),
+                    str(mint),
+                    str(associated_token_address(owner_key, mint)),
+                    *([collection.address] if collection is not None else []),
+                ],
             )
-        size = nft_mint_account_size(name, symbol, uri)
+        signers = [self._payer, mint_keypair]
+        member: tuple[Pubkey, Pubkey] | None = None
+        if collection is not None:
+            group_signer = self._group_signer(mint_id, collection)
+            member = (Pubkey.from_string(collection.address), group_signer.pubkey())
+            signers.append(group_signer)
+        size = nft_mint_account_size(name, symbol, uri, member=member is not None)
         rent = await self._rent.get(size, lambda: self._fetch_rent(size))
         blockhash, last_valid = await self._latest_blockhash(mint_id, fresh=resign > 0)
         nft = build_nft_instructions(
@@ -343,24 +398,107 @@ class MintPreparer:
             symbol=symbol,
             uri=uri,
             rent_lamports=rent,
-            update_authority=payer,
+            update_authority=self.update_authority,
+            immutable_metadata=self.update_authority is None,
+            collection=member,
         )
+        return await self._sign(
+            f"mint {mint_id}",
+            nft,
+            signers,
+            rent=rent,
+            size=size,
+            fee=fee,
+            cap=cap,
+            blockhash=(blockhash, last_valid),
+            reserve=reserve,
+        )
+
+    async def prepare_collection(
+        self,
+        key: str,
+        collection: Keypair,
+        *,
+        name: str,
+        symbol: str,
+        uri: str,
+        max_size: int,
+        group_authority: Pubkey,
+        reserve: Callable[[int], Awaitable[None]] | None = None,
+    ) -> SignedMint:
+        """Build and sign the transaction that makes collection ``key``: a one-token NFT at
+        ``collection``'s address (derived from the seed and the key) holding the TokenGroup
+        (``max_size``, ``group_authority``) and metadata under ``update_authority``, who holds
+        its token (the system wallet when the metadata is immutable). Priced and budgeted as a
+        mint (the same fee cap); nothing is sent."""
+        payer = self._payer.pubkey()
+        mint = collection.pubkey()
+        fee = await self.priority_fee(
+            percentile=self.priority_fee_percentile,
+            cap_micro_lamports=self.priority_fee_cap,
+            accounts=[str(payer), str(mint)],
+        )
+        size = collection_mint_account_size(name, symbol, uri)
+        rent = await self._rent.get(size, lambda: self._fetch_rent(size))
+        instructions = build_collection_instructions(
+            payer=payer,
+            mint=mint,
+            # Its one token: with the update authority's cold key when there is one.
+            owner=payer if self.update_authority is None else self.update_authority,
+            name=name,
+            symbol=symbol,
+            uri=uri,
+            rent_lamports=rent,
+            group_update_authority=group_authority,
+            max_size=max_size,
+            update_authority=self.update_authority,
+            immutable_metadata=self.update_authority is None,
+        )
+        return await self._sign(
+            f"collection {key}",
+            instructions,
+            [self._payer, collection],
+            rent=rent,
+            size=size,
+            fee=fee,
+            cap=self.priority_fee_cap,
+            blockhash=await self._latest_blockhash(f"collection:{key}", fresh=True),
+            reserve=reserve,
+        )
+
+    async def _sign(
+        self,
+        what: str,
+        instructions: list[Instruction],
+        signers: list[Keypair],
+        *,
+        rent: int,
+        size: int,
+        fee: int,
+        cap: int,
+        blockhash: tuple[Hash, int],
+        reserve: Callable[[int], Awaitable[None]] | None,
+    ) -> SignedMint:
+        """Simulate for the compute limit, check the cost against the budget, reserve it, sign.
+        ``signers[1]`` is the new mint account."""
+        payer = self._payer.pubkey()
+        latest, last_valid = blockhash
         # The simulated message has the final one's layout (so its size and the budget
         # instructions' own units match) but the largest limit and a zero price: the
         # simulation checks the fee payer can pay, and must not ask for the priority fee on
         # 1.4M units.
         probe = MessageV0.try_compile(
-            payer, _with_budget(nft, MAX_COMPUTE_UNIT_LIMIT, fee, probe=True), [], blockhash
+            payer, _with_budget(instructions, MAX_COMPUTE_UNIT_LIMIT, fee, probe=True), [], latest
         )
         _check_size(len(bytes(VersionedTransaction.populate(probe, _unsigned(probe)))))
         units = await self._simulate_units(probe, fee_payer=str(payer))
         limit = FALLBACK_COMPUTE_UNIT_LIMIT if units is None else compute_unit_limit(units)
         # The spend policy, last thing before signing: nothing above the per-mint budget.
-        cost = mint_cost(rent, fee, limit)
-        budget = mint_budget(size, cap)
+        cost = mint_cost(rent, fee, limit, len(signers))
+        budget = mint_budget(size, cap, len(signers))
         if cost > budget:
             raise ServiceError(
-                f"mint {mint_id} would cost {cost} lamports (rent {rent}, price {fee}"
+                f"{what} would cost {cost} lamports (rent {rent}, price {fee}"
                 f" micro-lamports per CU at {limit} CU), over its budget of {budget} lamports"
                 " (set by SOLANA_OPERATOR_PRIORITY_FEE_CAP); nothing signed",
                 service=SERVICE,
@@ -369,20 +507,35 @@ class MintPreparer:
             )
         if reserve is not None:
             await reserve(cost)
-        message = MessageV0.try_compile(payer, _with_budget(nft, limit, fee), [], blockhash)
-        tx = VersionedTransaction(message, [self._payer, mint_keypair])
+        message = MessageV0.try_compile(payer, _with_budget(instructions, limit, fee), [], latest)
+        tx = VersionedTransaction(message, signers)
         wire = bytes(tx)
         _check_size(len(wire))
         return SignedMint(
             signature=str(tx.signatures[0]),
             tx_base64=base64.b64encode(wire).decode("ascii"),
-            blockhash=str(blockhash),
+            blockhash=str(latest),
             last_valid_block_height=last_valid,
-            mint_address=str(mint),
+            mint_address=str(signers[1].pubkey()),
             priority_fee_micro_lamports=fee,
             compute_unit_limit=limit,
             simulated_units=units,
         )
+
+    def _group_signer(self, mint_id: str, collection: CollectionTarget) -> Keypair:
+        """This worker's group authority, when it is ``collection``'s."""
+        held = self._group_authority
+        if held is None or str(held.pubkey()) != collection.group_authority:
+            have = "none" if held is None else str(held.pubkey())
+            raise ServiceError(
+                f"mint {mint_id} joins collection {collection.key!r}, whose group authority is"
+                f" {collection.group_authority}; this worker's {GROUP_AUTHORITY_SETTING} is"
+                f" {have}. Give the workers that keypair, then retry. Nothing signed",
+                service=SERVICE,
+                kind=ErrorKind.NEEDS_OPERATOR,
+                code="GroupAuthorityMismatch",
+            )
+        return held
 
     def forget_blockhash(self) -> None:
         """Drop the kept blockhash: the next ``prepare`` fetches one."""

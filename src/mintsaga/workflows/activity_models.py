@@ -78,6 +78,7 @@ class ClaimIn(_Model):
     mint_id: str
     user_id: str
     wallet: str
+    collection: str | None = None  # the collection's key: the claim takes one of its slots
 
 
 class ClaimOut(StepOut):

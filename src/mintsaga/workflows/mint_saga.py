@@ -234,7 +234,12 @@ class MintSaga(Saga):
         if not workflow.patched("admission-control"):  # mints started before it
             claimed = await self._step(
                 CLAIM_MINT,
-                io.ClaimIn(mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet),
+                io.ClaimIn(
+                    mint_id=req.mint_id,
+                    user_id=req.user_id,
+                    wallet=req.wallet,
+                    collection=req.collection,
+                ),
             )
             self._mint_address = claimed.mint_address
             return
@@ -249,7 +254,11 @@ class MintSaga(Saga):
             admitted = await self._step(
                 ADMIT_MINT,
                 io.AdmitIn(
-                    mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet, wait_s=wait_s
+                    mint_id=req.mint_id,
+                    user_id=req.user_id,
+                    wallet=req.wallet,
+                    collection=req.collection,
+                    wait_s=wait_s,
                 ),
             )
             if admitted.ended is not None:
@@ -542,6 +551,7 @@ class MintSaga(Saga):
             awaiting_since=self._awaiting_since,
             past_pivot=self._pivoted,
             reason=self._reason,
+            collection=req.collection,
         )
 
     # ---------------------------------------------------------------- bookkeeping
@@ -584,4 +594,5 @@ class MintSaga(Saga):
             stage_seconds={k: round(v, 3) for k, v in self._stage_seconds.items()},
             retries=dict(self._retries),
             reason=self._reason,
+            collection=self._req.collection,
         )

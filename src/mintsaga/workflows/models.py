@@ -212,6 +212,10 @@ class MintOptions(_Frozen):
     )
 
 
+# A collection's key, as `mintsaga collection create --key` takes it: a short lower-case name.
+COLLECTION_KEY_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
 class MintRequest(_Frozen):
     """One NFT for one user. `mint_id` is the idempotency key end to end."""
 
@@ -223,6 +227,13 @@ class MintRequest(_Frozen):
     description: Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION_CHARS)] = ""
     attributes: tuple[Attribute, ...] = Field(default=(), max_length=MAX_ATTRIBUTES)
     image: ImageRef
+    collection: Annotated[str, StringConstraints(pattern=COLLECTION_KEY_PATTERN)] | None = Field(
+        default=None,
+        description=(
+            "the key of a collection made with `mintsaga collection create` (never an address):"
+            " the NFT joins it in its own transaction"
+        ),
+    )
     options: MintOptions = MintOptions()
 
     @field_validator("wallet")
@@ -292,6 +303,7 @@ class MintResult(_Answer):
     stage_seconds: dict[str, float] = {}
     retries: dict[str, int] = {}
     reason: str | None = Field(default=None, description="why it was rolled back or failed")
+    collection: str | None = Field(default=None, description="the collection's key, if any")
 
 
 class StatusView(_Answer):
@@ -314,6 +326,7 @@ class StatusView(_Answer):
     awaiting_since: datetime | None = None
     past_pivot: bool
     reason: str | None
+    collection: str | None = None  # the collection's key the request named
 
 
 class RetryOverrides(_Frozen):

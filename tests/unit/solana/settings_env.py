@@ -18,5 +18,6 @@ def settings_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "IPFS_GATEWAYS": "http://127.0.0.1:8080",
         "MINT_KEY_SEED": "00" * 32,
         "MINT_AUTHORITY_KEYPAIR": str(keypair),
+        "MINT_UPDATE_AUTHORITY": "none",
         **extra,
     }

@@ -1,8 +1,8 @@
 """``jsonParsed`` account data for SPL Token and Token-2022, as Agave's account decoder emits it.
 
 Only the shapes the product reads are parsed (mints, token accounts, and the extensions an
-NFT carries); anything else falls back to base64, which is what a real node does for an
-account it has no parser for.
+NFT or a collection carries: metadata and token-group); anything else falls back to base64,
+which is what a real node does for an account it has no parser for.
 """
 
 from __future__ import annotations
@@ -81,6 +81,78 @@ def _token_metadata(value: bytes) -> dict[str, Any]:
     }
 
 
+# The token-group extensions. Type numbers: spl token-2022's ``ExtensionType`` enum
+# (github.com/solana-program/token-2022 interface/src/extension/mod.rs, counted from
+# Uninitialized = 0): GroupPointer = 20, TokenGroup = 21, GroupMemberPointer = 22,
+# TokenGroupMember = 23. Value layouts: GroupPointer and GroupMemberPointer are two 32-byte
+# OptionalNonZeroPubkey (authority, then group/member address); TokenGroup and
+# TokenGroupMember are the Pod structs of spl-token-group-interface
+# (github.com/solana-program/token-group interface/src/state.rs): update_authority
+# (MaybeNull, 32) + mint (32) + size (u64 LE) + max_size (u64 LE) = 80 bytes, and mint (32) +
+# group (32) + member_number (u64 LE) = 72 bytes.
+# Rendering: Agave's account decoder (github.com/anza-xyz/agave account-decoder/src/
+# parse_token_extension.rs, convert_group_pointer / convert_group_member_pointer /
+# convert_token_group / convert_token_group_member, and the Ui* structs in
+# account-decoder-client-types/src/token.rs, all ``rename_all = "camelCase"``; the
+# ``UiExtension`` enum is tagged ``extension`` with content ``state``): optional pubkeys become
+# a base58 string or null, ``mint``/``group`` of a member and ``mint`` of a group are plain
+# strings, and ``size``, ``maxSize``, ``memberNumber`` are ``u64`` fields, so JSON numbers (not
+# strings, unlike a mint's ``supply``).
+EXT_GROUP_POINTER = 20
+EXT_TOKEN_GROUP = 21
+EXT_GROUP_MEMBER_POINTER = 22
+EXT_TOKEN_GROUP_MEMBER = 23
+GROUP_POINTER_LEN = 64
+TOKEN_GROUP_LEN = 80
+TOKEN_GROUP_MEMBER_LEN = 72
+
+
+def _group_extension(ext_type: int, value: bytes) -> dict[str, Any] | None:
+    """A token-group ``UiExtension``; None for any other type.
+
+    A value of the wrong length is ``unparseableExtension``: Agave's ``get_extension`` fails on
+    it and the decoder falls back to ``UiExtension::UnparseableExtension``.
+    """
+    if ext_type in (EXT_GROUP_POINTER, EXT_GROUP_MEMBER_POINTER):
+        if len(value) != GROUP_POINTER_LEN:
+            return {"extension": "unparseableExtension"}
+        address_field = "groupAddress" if ext_type == EXT_GROUP_POINTER else "memberAddress"
+        name = "groupPointer" if ext_type == EXT_GROUP_POINTER else "groupMemberPointer"
+        return {
+            "extension": name,
+            "state": {
+                "authority": _optional_nonzero_pubkey(value[0:32]),
+                address_field: _optional_nonzero_pubkey(value[32:64]),
+            },
+        }
+    if ext_type == EXT_TOKEN_GROUP:
+        if len(value) != TOKEN_GROUP_LEN:
+            return {"extension": "unparseableExtension"}
+        size, max_size = struct.unpack_from("<QQ", value, 64)
+        return {
+            "extension": "tokenGroup",
+            "state": {
+                "updateAuthority": _optional_nonzero_pubkey(value[0:32]),
+                "mint": str(Pubkey(value[32:64])),
+                "size": size,
+                "maxSize": max_size,
+            },
+        }
+    if ext_type == EXT_TOKEN_GROUP_MEMBER:
+        if len(value) != TOKEN_GROUP_MEMBER_LEN:
+            return {"extension": "unparseableExtension"}
+        (member_number,) = struct.unpack_from("<Q", value, 64)
+        return {
+            "extension": "tokenGroupMember",
+            "state": {
+                "mint": str(Pubkey(value[0:32])),
+                "group": str(Pubkey(value[32:64])),
+                "memberNumber": member_number,
+            },
+        }
+    return None
+
+
 def _extension(ext_type: int, value: bytes) -> dict[str, Any]:
     """One ``UiExtension``: ``{"extension": name}`` plus ``"state"`` when it carries data."""
     if ext_type == 0:
@@ -111,6 +183,9 @@ def _extension(ext_type: int, value: bytes) -> dict[str, Any]:
         }
     if ext_type == 19:
         return {"extension": "tokenMetadata", "state": _token_metadata(value)}
+    group_extension = _group_extension(ext_type, value)
+    if group_extension is not None:
+        return group_extension
     return {"extension": "unparseableExtension"}
 
 

@@ -30,7 +30,7 @@ from devstack.dev_identity import ensure_sample_image, system_wallet
 from devstack.postgres import DATABASE, EmbeddedPostgres
 from mintsaga.db.migrate import migrate_url
 
-SEARCH_ATTRIBUTES = ("MintStage=Keyword", "MintStatus=Keyword")
+SEARCH_ATTRIBUTES = ("MintStage=Keyword", "MintStatus=Keyword", "MintCollection=Keyword")
 STARTUP_TIMEOUT_S = 90.0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FUNDED_LAMPORTS = 1_000 * 10**9  # 1,000 SOL: thousands of mints' rent and fees

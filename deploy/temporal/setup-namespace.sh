@@ -9,7 +9,7 @@ set -eu
 ADDRESS="${TEMPORAL_ADDRESS:-temporal:7233}"
 NAMESPACE="${TEMPORAL_NAMESPACE:-default}"
 RETENTION="${TEMPORAL_RETENTION:-168h}"  # how long closed mints' histories are kept
-ATTRIBUTES="MintStage MintStatus"       # Keyword search attributes (workflows/mint_saga.py)
+ATTRIBUTES="MintStage MintStatus MintCollection"  # Keyword search attributes (workflows/saga.py)
 
 tries=0
 until temporal operator cluster health --address "$ADDRESS" >/dev/null 2>&1; do

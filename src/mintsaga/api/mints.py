@@ -8,6 +8,7 @@ with another request is refused with a `StarterError` naming the fields that dif
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from temporalio.client import (
@@ -37,6 +38,7 @@ from mintsaga.settings import SettingsError, operator_fee_cap_from_env, priority
 from mintsaga.stages import MintStage
 from mintsaga.workflows.mint_saga import MINT_STAGE, MINT_STATUS, MintSaga
 from mintsaga.workflows.models import (
+    COLLECTION_KEY_PATTERN,
     MintRequest,
     MintResult,
     MintStatus,
@@ -44,6 +46,7 @@ from mintsaga.workflows.models import (
     StatusView,
     workflow_id_for,
 )
+from mintsaga.workflows.saga import MINT_COLLECTION
 
 DEFAULT_TASK_QUEUE = "mint-saga"
 
@@ -97,6 +100,12 @@ async def start_mint(
                 [
                     SearchAttributePair(MINT_STAGE, MintStage.INITIATED.value),
                     SearchAttributePair(MINT_STATUS, MintStatus.IN_PROGRESS.value),
+                    # Only with a collection: a namespace without the attribute still mints.
+                    *(
+                        [SearchAttributePair(MINT_COLLECTION, request.collection)]
+                        if request.collection is not None
+                        else []
+                    ),
                 ]
             ),
             static_summary=f"mint {request.mint_id} for user {request.user_id}",
@@ -217,10 +226,11 @@ def _finished_or(exc: RPCError) -> str:
 
 
 async def list_mints(
-    client: Client, *, stuck: bool = False, queued: bool = False
+    client: Client, *, stuck: bool = False, queued: bool = False, collection: str | None = None
 ) -> list[dict[str, Any]]:
     """Mints, newest first: all of them, or those awaiting an operator (`stuck`), or those
-    waiting at admission (`queued`: MintStatus QUEUED, running; MINT_ADMISSION_LIMIT)."""
+    waiting at admission (`queued`: MintStatus QUEUED, running; MINT_ADMISSION_LIMIT); with
+    ``collection``, only the mints naming that collection's key."""
     if stuck and queued:
         raise StarterError("list: --stuck or --queued, not both")
     query = 'WorkflowType="MintSaga"'
@@ -228,6 +238,10 @@ async def list_mints(
         query += f' AND MintStatus="{MintStatus.AWAITING_OPERATOR.value}"'
     if queued:
         query += f' AND MintStatus="{MintStatus.QUEUED.value}" AND ExecutionStatus="Running"'
+    if collection is not None:
+        if not re.fullmatch(COLLECTION_KEY_PATTERN, collection):
+            raise StarterError(f"list --collection {collection!r}: not a collection key")
+        query += f' AND MintCollection="{collection}"'
     rows = []
     async for execution in client.list_workflows(query):
         attributes = execution.typed_search_attributes
@@ -238,6 +252,7 @@ async def list_mints(
                 "stage": attributes.get(MINT_STAGE),
                 "started": execution.start_time,
                 "running": execution.status == WorkflowExecutionStatus.RUNNING,
+                "collection": attributes.get(MINT_COLLECTION),
             }
         )
     return rows

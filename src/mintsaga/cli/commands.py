@@ -96,7 +96,7 @@ async def cmd_status(client: Client, args: argparse.Namespace) -> int:
 async def cmd_list(client: Client, args: argparse.Namespace) -> int:
     if args.stuck:
         return _print_stuck(await stuck_mints(client), as_json=args.json)
-    rows = await list_mints(client, queued=args.queued)
+    rows = await list_mints(client, queued=args.queued, collection=args.collection)
     now = datetime.now(UTC)
     if args.json:
         _print_json({"mints": rows})

@@ -135,6 +135,12 @@ def parser() -> argparse.ArgumentParser:
         help="only those awaiting an operator: stage, step, last error, how long they waited",
     )
     listing.add_argument(
+        "--collection",
+        default=None,
+        metavar="KEY",
+        help="only the mints naming this collection (`collection list` shows the keys)",
+    )
+    listing.add_argument(
         "--queued",
         action="store_true",
         help="only those waiting at admission (MINT_ADMISSION_LIMIT reached): nothing claimed yet",

@@ -61,6 +61,22 @@ class FleetGauges:
         assert row is not None
         return int(row["queued"]), int(row["held"])
 
+    async def collection_counts(self) -> list[tuple[str, int, int, int]]:
+        """Per collection: (key, members minted, members minting, max size)."""
+        rows = await self._db.attempt(
+            lambda conn: conn.fetch(
+                f"""SELECT c.key, c.max_size,
+                           count(m.mint_id) FILTER (WHERE m.stage = '{MintStage.MINTED.value}')
+                               AS minted,
+                           count(m.mint_id) FILTER (WHERE m.stage NOT IN
+                               ('{MintStage.MINTED.value}', '{MintStage.ROLLED_BACK.value}'))
+                               AS minting
+                    FROM collections c LEFT JOIN mints m ON m.collection = c.key
+                    GROUP BY c.key, c.max_size ORDER BY c.key"""
+            )
+        )
+        return [(r["key"], int(r["minted"]), int(r["minting"]), int(r["max_size"])) for r in rows]
+
     async def awaiting_since(self, mint_ids: Sequence[str]) -> dict[str, datetime]:
         """Of these mints, those whose row says AWAITING_OPERATOR, with when that began."""
         if not mint_ids:

@@ -121,6 +121,17 @@ ADMISSION_HELD = Gauge(
     "Mints between claim and pivot (stage INITIATED, IPFS_UPLOADED or DATABASE_UPDATED),"
     " fleet-wide, from Postgres: what MINT_ADMISSION_LIMIT bounds",
 )
+COLLECTION_MEMBERS = Gauge(
+    "mintsaga_collection_members",
+    "Mints of each collection (the key `collection create` gave): minted, or minting (claimed,"
+    " not rolled back, not minted yet), fleet-wide, from Postgres",
+    ["collection", "state"],
+)
+COLLECTION_MAX_SIZE = Gauge(
+    "mintsaga_collection_max_size",
+    "Each collection's max size (its TokenGroup's): a mint past it is refused at its claim",
+    ["collection"],
+)
 TASK_QUEUE_CAPACITY = Gauge(
     "mintsaga_task_queue_capacity",
     "TASK_QUEUE_CAPACITY as this worker is configured: the backlog the task queue alerts"
@@ -346,6 +357,12 @@ def set_mints(counts: dict[str, int], *, oldest_awaiting_s: float | None) -> Non
     for status, count in counts.items():
         MINTS.labels(status).set(count)
     OLDEST_AWAITING_OPERATOR.set(oldest_awaiting_s or 0.0)
+
+
+def set_collection(key: str, *, minted: int, minting: int, max_size: int) -> None:
+    COLLECTION_MEMBERS.labels(key, "minted").set(minted)
+    COLLECTION_MEMBERS.labels(key, "minting").set(minting)
+    COLLECTION_MAX_SIZE.labels(key).set(max_size)
 
 
 def set_admission(*, queued: int, held: int) -> None:

@@ -30,6 +30,7 @@ from mintsaga.observability.metrics import (
     MINT_STATUSES,
     set_admission,
     set_backlog,
+    set_collection,
     set_mints,
     set_wallet_lamports,
 )
@@ -54,6 +55,10 @@ class FleetDatabase(Protocol):
 
     async def awaiting_since(self, mint_ids: Sequence[str]) -> dict[str, datetime]:
         """Of these mints, those whose row says AWAITING_OPERATOR, with when that began."""
+        ...
+
+    async def collection_counts(self) -> list[tuple[str, int, int, int]]:
+        """Per collection: (key, members minted, members minting, max size)."""
         ...
 
 
@@ -133,6 +138,12 @@ async def sample_admission(database: FleetDatabase) -> tuple[int, int]:
     return queued, held
 
 
+async def sample_collections(database: FleetDatabase) -> None:
+    """Set `mintsaga_collection_members{collection,state}` and `..._max_size` (Postgres)."""
+    for key, minted, minting, max_size in await database.collection_counts():
+        set_collection(key, minted=minted, minting=minting, max_size=max_size)
+
+
 async def sample_backlog(client: Client, task_queue: str) -> int:
     """Set `mintsaga_task_queue_backlog{task_queue}`: workflow plus activity tasks waiting."""
     total = 0
@@ -206,6 +217,7 @@ async def sampling_visibility(
         await sample_mints(client, database=database)
         if database is not None:
             await sample_admission(database)
+            await sample_collections(database)
         for queue in (task_queue, *also):
             await sample_backlog(client, queue)
 

@@ -70,6 +70,8 @@ AFTER_PIVOT = Priority(priority_key=1)
 
 MINT_STAGE = SearchAttributeKey.for_keyword("MintStage")
 MINT_STATUS = SearchAttributeKey.for_keyword("MintStatus")
+# Set by start_mint for a mint naming a collection (`list --collection`); never by the workflow.
+MINT_COLLECTION = SearchAttributeKey.for_keyword("MintCollection")
 
 In = TypeVar("In")
 Out = TypeVar("Out", bound=StepOut)

@@ -1,0 +1,198 @@
+"""Verified collections (issue 18) on the devstack: `collection create` once (again: the same
+address, nothing sent), a mint joining its collection in its own transaction, and a full
+collection refusing a mint before anything is pinned or sent. The chain is read with raw
+JSON-RPC (`getAccountInfo`, `jsonParsed`: the node's own rendering of the Token-2022
+extensions), nothing of ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from temporalio.client import Client
+
+import mintsaga
+from devstack.config import StackConfig
+from devstack.dev_identity import group_authority_file, system_wallet, update_authority
+from devstack.requests import mint_request
+from mintsaga.db.fleet_gauges import FleetGauges
+from mintsaga.solana.mint_keys import load_keypair_file
+from mintsaga.workflows.models import MintStatus
+from tests.saga_support import chain_nft, pinned_anywhere, rpc, run_starter
+
+pytestmark = pytest.mark.integration
+
+
+def _key() -> str:
+    return f"tier-{uuid.uuid4().hex[:8]}"
+
+
+def _extension(info: dict[str, Any], name: str) -> dict[str, Any] | None:
+    found = [e.get("state") for e in info.get("extensions", []) if e["extension"] == name]
+    return found[0] if found else None
+
+
+async def create(stack: StackConfig, key: str, max_size: int, *extra: str) -> dict[str, Any]:
+    ran = await run_starter(
+        {**os.environ, **stack.worker_env()},
+        "collection",
+        "create",
+        "--key",
+        key,
+        "--name",
+        f"Gold {key[-4:]}",
+        "--symbol",
+        "GOLD",
+        "--max-size",
+        str(max_size),
+        "--json",
+        *extra,
+        timeout_s=180,
+    )
+    made: dict[str, Any] = ran.json()
+    return made
+
+
+def group_of(stack: StackConfig, address: str) -> dict[str, Any]:
+    info = chain_nft(stack, address)
+    assert info is not None, f"no account at {address}"
+    group = _extension(info, "tokenGroup")
+    assert group is not None, info
+    return group
+
+
+async def test_a_collection_is_made_once_and_a_mint_joins_it_in_its_own_transaction(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    key = _key()
+    image = sorted((stack.state_dir / "images").glob("*.png"))[0]
+    made = await create(stack, key, 1000, "--image", str(image))
+    assert made["key"] == key and made["sent"] is True and made["max_size"] == 1000
+    group = group_of(stack, made["address"])
+    payer = str(system_wallet(stack.state_dir).pubkey())
+    group_key = str(load_keypair_file(group_authority_file(stack.state_dir)).pubkey())
+    assert group == {
+        "updateAuthority": group_key,
+        "mint": made["address"],
+        "size": 0,
+        "maxSize": 1000,
+    }
+    assert group_key != payer
+    info = chain_nft(stack, made["address"])
+    assert info is not None
+    cold = str(update_authority(stack.state_dir).pubkey())
+    assert _extension(info, "tokenMetadata")["updateAuthority"] == cold  # type: ignore[index]
+
+    # Again: the same address, and nothing signed (the system wallet paid nothing).
+    before = rpc(stack, "getBalance", [payer, {"commitment": "processed"}])["value"]
+    again = await create(stack, key, 1000, "--image", str(image))
+    assert (again["address"], again["sent"]) == (made["address"], False)
+    assert rpc(stack, "getBalance", [payer, {"commitment": "processed"}])["value"] == before
+
+    request = mint_request(stack, collection=key)
+    handle = await mintsaga.start_mint(client, request, queue=worker)
+    result = await handle.result()
+    assert result.status == MintStatus.MINTED, result.reason
+    assert result.collection == key and result.mint_address is not None
+    member_info = chain_nft(stack, result.mint_address)
+    assert member_info is not None
+    assert _extension(member_info, "groupMemberPointer") == {
+        "authority": cold,
+        "memberAddress": result.mint_address,
+    }
+    assert _extension(member_info, "tokenGroupMember") == {
+        "mint": result.mint_address,
+        "group": made["address"],
+        "memberNumber": 1,
+    }
+    assert _extension(member_info, "tokenMetadata")["updateAuthority"] == cold  # type: ignore[index]
+    assert group_of(stack, made["address"])["size"] == 1
+
+    # The same mint_id again changes nothing.
+    again_result = await (await mintsaga.start_mint(client, request, queue=worker)).result()
+    assert again_result.mint_address == result.mint_address
+    assert group_of(stack, made["address"])["size"] == 1
+
+    listed = (
+        await run_starter({**os.environ, **stack.worker_env()}, "collection", "list", "--json")
+    ).json()
+    [mine] = [c for c in listed["collections"] if c["key"] == key]
+    assert (mine["address"], mine["members"], mine["max_size"]) == (made["address"], 1, 1000)
+    async with FleetGauges.open(stack.direct_database_url) as gauges:  # the metrics' source
+        assert (key, 1, 0, 1000) in await gauges.collection_counts()
+
+    # `list --collection`: this collection's mints only (visibility catches up within seconds).
+    other = await (await mintsaga.start_mint(client, mint_request(stack), queue=worker)).result()
+    env = {**os.environ, **stack.worker_env()}
+    for _ in range(100):
+        ran = await run_starter(env, "list", "--collection", key, "--json")
+        mints = ran.json()["mints"]
+        if mints:
+            break
+        await asyncio.sleep(0.2)
+    assert [m["mint_id"] for m in mints] == [request.mint_id]
+    assert mints[0]["collection"] == key and other.mint_id != request.mint_id
+
+
+async def test_a_full_collection_refuses_the_next_mint_before_anything_is_pinned_or_sent(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    key = _key()
+    made = await create(stack, key, 1)
+    first = await (
+        await mintsaga.start_mint(client, mint_request(stack, collection=key), queue=worker)
+    ).result()
+    assert first.status == MintStatus.MINTED, first.reason
+
+    request = mint_request(stack, collection=key)
+    result = await (await mintsaga.start_mint(client, request, queue=worker)).result()
+    assert result.status == MintStatus.ROLLED_BACK
+    assert result.reason is not None
+    assert "CollectionFull" in result.reason and key in result.reason
+    assert result.signature is None and result.metadata_cid is None
+    conn = await asyncpg.connect(stack.direct_database_url)
+    try:
+        row = await conn.fetchrow("SELECT * FROM mints WHERE mint_id = $1", request.mint_id)
+        pins = await conn.fetchval(
+            "SELECT count(*) FROM mint_pins WHERE mint_id = $1", request.mint_id
+        )
+    finally:
+        await conn.close()
+    # Refused at the claim: no row (nothing to undo), no pin recorded, nothing signed.
+    assert row is None and pins == 0
+    if result.image_cid is not None:
+        assert not await pinned_anywhere(stack, result.image_cid)
+    assert group_of(stack, made["address"])["size"] == 1
+
+
+async def test_a_mint_naming_an_unknown_collection_is_rolled_back_naming_it(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    key = _key()
+    request = mint_request(stack, collection=key)
+    result = await (await mintsaga.start_mint(client, request, queue=worker)).result()
+    assert result.status == MintStatus.ROLLED_BACK
+    assert result.reason is not None and "UnknownCollection" in result.reason
+    assert key in result.reason
+
+
+async def test_collection_create_names_a_bad_argument_or_a_missing_setting(
+    stack: StackConfig,
+) -> None:
+    env = {**os.environ, **stack.worker_env()}
+    bad = await run_starter(
+        env, "collection", "create", "--key", "Tier Gold", "--name", "x", "--symbol", "X",
+        "--max-size", "5",
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--key 'Tier Gold'" in bad.stderr
+    env.pop("MINT_GROUP_AUTHORITY_KEYPAIR")
+    missing = await run_starter(
+        env, "collection", "create", "--key", _key(), "--name", "x", "--symbol", "X",
+        "--max-size", "5",
+    )  # fmt: skip
+    assert missing.returncode == 2 and "MINT_GROUP_AUTHORITY_KEYPAIR is not set" in missing.stderr

@@ -9,6 +9,29 @@ metadata's ``image`` are https gateway URLs (``<METADATA_GATEWAY_URL>/ipfs/<cid>
 mints in the wild use, because several wallets and explorers resolved ``ipfs://`` poorly;
 ``properties.files`` keeps the ``ipfs://`` link, the gateway-independent name of the content.
 ``METADATA_URI_STYLE=ipfs`` puts ``ipfs://`` everywhere (the behaviour before issue 16).
+
+The standard (issue 18), as the wallets document it:
+
+- Metaplex, Token Metadata "Token Standard", the Non-Fungible standard
+  (https://developers.metaplex.com/token-metadata/token-standard, source
+  metaplex-foundation/developer-hub src/pages/token-metadata/token-standard.md): name, symbol,
+  description, image, optional animation_url and external_url, attributes
+  [{trait_type, value}], properties {files [{uri, type (the MIME type)}], category}; its
+  example keeps a ``collection`` {name, family}, marked "@deprecated ... Use on-chain data
+  instead".
+- Metaplex Core "JSON Schema" (https://developers.metaplex.com/core/json-schema): the same
+  fields, "similar to the Metaplex Token Metadata standard"; required name, description, image,
+  category.
+- Solflare, "URI JSON Schema"
+  (https://docs.solflare.com/solflare/technical/our-nft-standard/uri-json-schema): "uses the
+  JSON standard as described in the Metaplex Developer Guide"; properties.files "should contain
+  the uri and type"; attribute values "a string or a number"; its reference file carries
+  ``collection`` {name, family} at the top level, between ``attributes`` and ``properties``
+  (the Token Metadata v1.0 standard's place, which older readers look at).
+
+`schemas/nft_metadata.schema.json` states what this module produces (tests check every form
+against it). The on-chain truth of membership is the Token-2022 group member extension (issue
+18); the JSON's ``collection`` is the deprecated-but-read display name.
 """
 
 from __future__ import annotations
@@ -18,6 +41,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from solders.pubkey import Pubkey
 
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.ipfs.cid import cid_version_of
@@ -26,6 +52,22 @@ SERVICE = "metadata"
 AttributeValue = str | int | float
 UriStyle = Literal["gateway", "ipfs"]
 URI_STYLES: tuple[UriStyle, ...] = ("gateway", "ipfs")
+EXTERNAL_URL_MAX_CHARS = 200
+
+
+@dataclass(frozen=True)
+class CollectionRef:
+    """The collection an NFT belongs to, as its metadata names it.
+
+    ``name`` and ``family`` are the standard's ``collection`` object; ``address`` is the
+    collection's Token-2022 group mint (base58), written next to them as
+    ``collection.address``; ``key`` is the operator's collection key (``collection create
+    --key``), for the caller's records: it is not written into the JSON."""
+
+    name: str
+    family: str
+    address: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -79,9 +121,15 @@ def metaplex_metadata(
     attributes: Sequence[tuple[str, AttributeValue]],
     image_content_type: str,
     links: ContentLinks | None = None,
+    external_url: str | None = None,
+    collection: CollectionRef | None = None,
 ) -> bytes:
     """The metadata JSON, as UTF-8 bytes, naming the image by ``links`` (``ipfs://<image_cid>``
-    by default) and as ``ipfs://<image_cid>`` in ``properties.files``."""
+    by default) and as ``ipfs://<image_cid>`` in ``properties.files``.
+
+    ``external_url`` (an https URL) and ``collection`` are written only when given: without
+    them the bytes are those of the calls made before they existed, so a mint in flight that
+    uploads again gets the same CID."""
     for field, value in (
         ("name", name),
         ("symbol", symbol),
@@ -94,16 +142,22 @@ def metaplex_metadata(
         raise _invalid(f"metadata.image_cid {image_cid!r} is not a CID")
     if not image_content_type.startswith("image/"):
         raise _invalid(f"metadata.image_content_type {image_content_type!r} is not an image type")
+    # The standard's order (Solflare's reference file): name, symbol, description, image,
+    # external_url, attributes, collection, properties. Optional keys are left out, not null.
     document: dict[str, Any] = {
         "name": name,
         "symbol": symbol,
         "description": description,
         "image": (links or ContentLinks()).uri(image_cid),
-        "attributes": [_attribute(i, pair) for i, pair in enumerate(attributes)],
-        "properties": {
-            "files": [{"uri": ipfs_uri(image_cid), "type": image_content_type}],
-            "category": "image",
-        },
+    }
+    if external_url is not None:
+        document["external_url"] = _external_url(external_url)
+    document["attributes"] = [_attribute(i, pair) for i, pair in enumerate(attributes)]
+    if collection is not None:
+        document["collection"] = _collection(collection)
+    document["properties"] = {
+        "files": [{"uri": ipfs_uri(image_cid), "type": image_content_type}],
+        "category": "image",
     }
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
         "utf-8"
@@ -123,3 +177,60 @@ def _attribute(index: int, pair: tuple[str, AttributeValue]) -> dict[str, Attrib
     if isinstance(value, float) and not math.isfinite(value):
         raise _invalid(f"metadata.attributes[{index}].value must be finite")
     return {"trait_type": trait_type, "value": value}
+
+
+def _external_url(url: object) -> str:
+    """``url`` when wallets may link to it: https, a host, no user or password, no whitespace,
+    at most EXTERNAL_URL_MAX_CHARS characters. The URL itself stays out of the errors (a
+    refused one may carry a password)."""
+    field = "metadata.external_url"
+    if not isinstance(url, str):
+        raise _invalid(f"{field} must be a string")
+    if len(url) > EXTERNAL_URL_MAX_CHARS:
+        raise _invalid(f"{field} is {len(url)} characters, longer than {EXTERNAL_URL_MAX_CHARS}")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise _invalid(f"{field} holds whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise _invalid(f"{field} is not a URL") from None
+    if parts.scheme != "https":
+        raise _invalid(f"{field} must be an https URL (scheme {parts.scheme or 'missing'!r})")
+    if "@" in parts.netloc:
+        raise _invalid(f"{field} must not carry a user name or password")
+    if not parts.hostname:
+        raise _invalid(f"{field} has no host")
+    return url
+
+
+def _collection(collection: object) -> dict[str, str]:
+    """The ``collection`` object: the standard's {name, family} and the group mint's address.
+
+    Where the address goes: the standards above name a collection off chain only by name and
+    family, and are silent on an on-chain address in the JSON (Metaplex says to read membership
+    on chain; here the Token-2022 group member extension is that truth). ``properties.collection``
+    is taken: Metaplex's current page puts the deprecated {name, family} there. So the address
+    sits in the one object that names the collection, as ``collection.address``; readers that
+    know only {name, family} ignore the extra key."""
+    if not isinstance(collection, CollectionRef):
+        raise _invalid("metadata.collection must be a CollectionRef")
+    for field in ("name", "family", "key"):
+        value = getattr(collection, field)
+        if not isinstance(value, str) or not value.strip():
+            raise _invalid(f"metadata.collection.{field} must be a non-empty string")
+    if not _is_base58_address(collection.address):
+        raise _invalid(
+            f"metadata.collection.address {collection.address!r} is not a base58 Solana address"
+        )
+    return {"name": collection.name, "family": collection.family, "address": collection.address}
+
+
+def _is_base58_address(address: object) -> bool:
+    """A 32-byte key in its one canonical base58 spelling (so the bytes stay deterministic)."""
+    if not isinstance(address, str):
+        return False
+    try:
+        return str(Pubkey.from_string(address)) == address
+    except ValueError:
+        return False

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mintsaga.ipfs.metadata import ContentLinks, links_of, metaplex_metadata
+from mintsaga.ipfs.cid import cid_sync
+from mintsaga.ipfs.metadata import CollectionRef, ContentLinks, links_of, metaplex_metadata
 from mintsaga.settings import Settings, SettingsError
 from tests.unit.solana.settings_env import settings_env
 
@@ -42,6 +43,49 @@ def test_gateway_style_links_the_image_by_url_and_keeps_ipfs_in_files() -> None:
 def test_ipfs_style_is_the_behaviour_before_the_option() -> None:
     assert document(ContentLinks("ipfs")) == document(None)
     assert document(None)["image"] == f"ipfs://{IMAGE_CID}"
+
+
+def test_the_gateway_style_writes_the_bytes_it_wrote_before_issue_18() -> None:
+    # Computed from metaplex_metadata before external_url and collection existed: a mint in
+    # flight re-uploads its metadata and must pin the same CID.
+    expected = (
+        b'{"name":"N","symbol":"S","description":"","image":"https://nfts.example.com/ipfs/'
+        + IMAGE_CID.encode()
+        + b'","attributes":[],"properties":{"files":[{"uri":"ipfs://'
+        + IMAGE_CID.encode()
+        + b'","type":"image/png"}],"category":"image"}}'
+    )
+    raw = metaplex_metadata(
+        name="N",
+        symbol="S",
+        description="",
+        image_cid=IMAGE_CID,
+        attributes=[],
+        image_content_type="image/png",
+        links=ContentLinks("gateway", GATEWAY),
+    )
+    assert raw == expected
+    assert cid_sync(raw) == "bafkreiaba742q6rorgmanyzxwh27blcd7ipg5ieqedsjuq4hosdn77g4si"
+
+
+def test_a_collection_leaves_the_links_as_they_were() -> None:
+    gateway = ContentLinks("gateway", GATEWAY)
+    collection = CollectionRef(
+        name="Gold", family="AIW3", address="4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T", key="k"
+    )
+    raw = metaplex_metadata(
+        name="N",
+        symbol="S",
+        description="",
+        image_cid=IMAGE_CID,
+        attributes=[],
+        image_content_type="image/png",
+        links=gateway,
+        collection=collection,
+        external_url="https://aiw3.example/",
+    )
+    doc, plain = json.loads(raw), document(gateway)
+    assert (doc["image"], doc["properties"]) == (plain["image"], plain["properties"])
 
 
 def test_a_link_is_read_back_into_its_style_or_refused() -> None:

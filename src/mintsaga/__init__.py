@@ -18,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mintsaga.api.collections import CollectionCreated, create_collection, list_collections
     from mintsaga.api.errors import StarterError
     from mintsaga.api.events import list_events
     from mintsaga.api.mints import (
@@ -48,6 +49,9 @@ if TYPE_CHECKING:
 
 # name -> the module that defines it
 _EXPORTS = {
+    "CollectionCreated": "mintsaga.api.collections",
+    "create_collection": "mintsaga.api.collections",
+    "list_collections": "mintsaga.api.collections",
     "StarterError": "mintsaga.api.errors",
     "list_events": "mintsaga.api.events",
     "compensate": "mintsaga.api.mints",
@@ -76,6 +80,7 @@ _EXPORTS = {
 
 __all__ = [
     "Attribute",
+    "CollectionCreated",
     "ErrorInfo",
     "ImageRef",
     "MintNotice",
@@ -89,7 +94,9 @@ __all__ = [
     "StatusView",
     "compensate",
     "connect",
+    "create_collection",
     "get_status",
+    "list_collections",
     "list_events",
     "list_mints",
     "mint_timeline",

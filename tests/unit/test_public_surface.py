@@ -17,6 +17,7 @@ import mintsaga
 
 PUBLIC = [
     "Attribute",
+    "CollectionCreated",
     "ErrorInfo",
     "ImageRef",
     "MintNotice",
@@ -30,7 +31,9 @@ PUBLIC = [
     "StatusView",
     "compensate",
     "connect",
+    "create_collection",
     "get_status",
+    "list_collections",
     "list_events",
     "list_mints",
     "mint_timeline",

@@ -21,6 +21,8 @@ def _print_status(view: StatusView) -> None:
     print(f"mint {view.mint_id}: {view.status} at {view.stage}")
     print(f"  owner         {view.owner}")
     print(f"  mint address  {view.mint_address or '-'}")
+    if view.collection:
+        print(f"  collection    {view.collection}")
     print(f"  image         {view.image_cid or '-'}")
     print(f"  metadata      {view.metadata_cid or '-'}")
     print(f"  signature     {view.signature or '-'}")

@@ -195,7 +195,8 @@ def _external_url(url: object) -> str:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         raise _invalid(f"{field} is not a URL") from None
-    if parts.scheme != "https":
+    # Literally "https://": urlsplit lowercases the scheme, and the JSON keeps the URL as given.
+    if parts.scheme != "https" or not url.startswith("https://"):
         raise _invalid(f"{field} must be an https URL (scheme {parts.scheme or 'missing'!r})")
     if "@" in parts.netloc:
         raise _invalid(f"{field} must not carry a user name or password")

@@ -149,6 +149,8 @@ def test_external_url_and_collection_sit_in_the_standards_order() -> None:
     [
         ("http://aiw3.example/nft/7", "must be an https URL"),
         ("ipfs://bafy", "must be an https URL"),
+        ("HTTPS://aiw3.example/", "must be an https URL"),
+        ("https:aiw3.example", "must be an https URL"),
         ("aiw3.example/nft/7", "must be an https URL"),
         ("https://user:hunter2@aiw3.example/", "must not carry a user name or password"),
         ("https://@aiw3.example/", "must not carry a user name or password"),

@@ -93,6 +93,21 @@ def test_every_image_type_the_service_accepts_validates(content_type: str) -> No
     VALIDATOR.validate(document(image_content_type=content_type, collection=GOLD))
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://aiw3.example",
+        "https://aiw3.example/",
+        "https://aiw3.example:8443/nft/7?a=1&b=%20#top",
+        "https://例え.jp/nft/é",
+        "https://[2001:db8::1]/nft",
+        "https://aiw3.example/" + "x" * 179,
+    ],
+)
+def test_every_external_url_the_writer_accepts_validates(url: str) -> None:
+    VALIDATOR.validate(document(external_url=url))
+
+
 def test_the_document_before_issue_18_validates() -> None:
     # links=None, no external_url, no collection: what mints in flight re-upload
     VALIDATOR.validate(document(links=None))

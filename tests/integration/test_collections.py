@@ -8,12 +8,17 @@ extensions), nothing of ours.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
+import jsonschema
 import pytest
+from solders.keypair import Keypair
 from temporalio.client import Client
 
 import mintsaga
@@ -23,9 +28,20 @@ from devstack.requests import mint_request
 from mintsaga.db.fleet_gauges import FleetGauges
 from mintsaga.solana.mint_keys import load_keypair_file
 from mintsaga.workflows.models import MintStatus
-from tests.saga_support import chain_nft, pinned_anywhere, rpc, run_starter
+from tests.saga_support import (
+    chain_nft,
+    pinned_anywhere,
+    rpc,
+    run_starter,
+    running_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
+
+SCHEMA = json.loads(
+    (Path(__file__).parents[2] / "schemas" / "nft_metadata.schema.json").read_text()
+)
 
 
 def _key() -> str:
@@ -94,10 +110,27 @@ async def test_a_collection_is_made_once_and_a_mint_joins_it_in_its_own_transact
     assert (again["address"], again["sent"]) == (made["address"], False)
     assert rpc(stack, "getBalance", [payer, {"commitment": "processed"}])["value"] == before
 
-    request = mint_request(stack, collection=key)
+    request = mint_request(stack, collection=key, external_url="https://example.com/saga/1")
     handle = await mintsaga.start_mint(client, request, queue=worker)
     result = await handle.result()
     assert result.status == MintStatus.MINTED, result.reason
+
+    # Its metadata, as a wallet reads it (the on-chain uri, plain HTTP): to the standard, naming
+    # the collection and the image's type.
+    assert result.metadata_uri is not None
+    async with httpx.AsyncClient(timeout=10) as http:
+        metadata = (await http.get(result.metadata_uri)).raise_for_status().json()
+    jsonschema.Draft202012Validator(SCHEMA).validate(metadata)
+    assert metadata["collection"] == {
+        "name": made["name"],
+        "family": "GOLD",
+        "address": made["address"],
+    }
+    assert metadata["properties"]["files"][0] == {
+        "uri": f"ipfs://{result.image_cid}",
+        "type": "image/png",
+    }
+    assert metadata["external_url"] == "https://example.com/saga/1"
     assert result.collection == key and result.mint_address is not None
     member_info = chain_nft(stack, result.mint_address)
     assert member_info is not None
@@ -196,3 +229,53 @@ async def test_collection_create_names_a_bad_argument_or_a_missing_setting(
         "--max-size", "5",
     )  # fmt: skip
     assert missing.returncode == 2 and "MINT_GROUP_AUTHORITY_KEYPAIR is not set" in missing.stderr
+
+
+async def test_the_group_authority_is_rotated_by_a_command_and_workers_follow_the_new_key(
+    stack: StackConfig, client: Client, worker: str, tmp_path: Path
+) -> None:
+    key = _key()
+    made = await create(stack, key, 5)
+    new = Keypair()
+    new_file = tmp_path / "new-group-authority.json"
+    new_file.write_text(json.dumps(list(bytes(new))))
+    env = {**os.environ, **stack.worker_env()}
+    rotated = await run_starter(
+        env, "collection", "rotate-authority", "--key", key, "--new-keypair", str(new_file),
+        timeout_s=120,
+    )  # fmt: skip
+    assert rotated.returncode == 0, rotated.stderr
+    assert group_of(stack, made["address"])["updateAuthority"] == str(new.pubkey())
+    payer = str(system_wallet(stack.state_dir).pubkey())
+    before = rpc(stack, "getBalance", [payer, {"commitment": "processed"}])["value"]
+    again = await run_starter(
+        env, "collection", "rotate-authority", "--key", key, "--new-keypair", str(new_file)
+    )
+    assert again.returncode == 0 and "nothing sent" in again.stderr
+    assert rpc(stack, "getBalance", [payer, {"commitment": "processed"}])["value"] == before
+
+    # A worker still holding the old key signs nothing for it: the mint waits for an operator.
+    stale = mint_request(stack, collection=key)
+    handle = await mintsaga.start_mint(client, stale, queue=worker)
+    await wait_for(
+        client,
+        stale.mint_id,
+        lambda v: (
+            v.awaiting_operator
+            and v.last_error is not None
+            and v.last_error.type == "GroupAuthorityMismatch"
+        ),
+    )
+    await mintsaga.compensate(client, stale.mint_id)
+    assert (await handle.result()).status == MintStatus.ROLLED_BACK
+
+    # Workers given the new key mint into it.
+    queue = f"rotated-{uuid.uuid4().hex[:8]}"
+    async with running_worker(
+        stack, client, queue, env={"MINT_GROUP_AUTHORITY_KEYPAIR": str(new_file)}
+    ):
+        result = await (
+            await mintsaga.start_mint(client, mint_request(stack, collection=key), queue=queue)
+        ).result()
+    assert result.status == MintStatus.MINTED, result.reason
+    assert group_of(stack, made["address"])["size"] == 1

@@ -24,7 +24,7 @@ from mintsaga.ipfs.cid import compute_cid
 from mintsaga.ipfs.gateways import GatewayReader
 from mintsaga.ipfs.images import ImageLoader
 from mintsaga.ipfs.kubo import KuboClient
-from mintsaga.ipfs.metadata import ContentLinks, metaplex_metadata
+from mintsaga.ipfs.metadata import CollectionRef, ContentLinks, metaplex_metadata
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.uploads import IpfsUploader, Provider
 from mintsaga.workflows import activity_models as io
@@ -134,6 +134,9 @@ class IpfsActivities:
     @activity.defn(name=UPLOAD_METADATA.name)
     async def upload_metadata(self, arg: io.UploadMetadataIn) -> io.UploadOut:
         async with classified(heartbeat=True):
+            # The collection the mint joins, as its claim recorded it (an immutable row: a
+            # retried upload writes the same bytes).
+            joins = await self._store.collection_of(arg.mint_id)
             document = metaplex_metadata(
                 name=arg.name,
                 symbol=arg.symbol,
@@ -142,6 +145,12 @@ class IpfsActivities:
                 attributes=[(a.trait_type, a.value) for a in arg.attributes],
                 image_content_type=arg.image_content_type,
                 links=self._links,
+                external_url=arg.external_url,
+                collection=None
+                if joins is None
+                else CollectionRef(
+                    name=joins.name, family=joins.symbol, address=joins.address, key=joins.key
+                ),
             )
             local = await compute_cid(document)
             await self._record_pins(arg.mint_id, local)

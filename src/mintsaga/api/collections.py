@@ -41,7 +41,12 @@ from mintsaga.solana.minter import SolanaMinter
 from mintsaga.solana.rpc import SolanaRpc
 from mintsaga.workflows.models import COLLECTION_KEY_PATTERN, MAX_NAME_BYTES, MAX_SYMBOL_BYTES
 
-__all__ = ["CollectionCreated", "create_collection", "list_collections"]
+__all__ = [
+    "CollectionCreated",
+    "create_collection",
+    "list_collections",
+    "rotate_group_authority",
+]
 
 MAX_COLLECTION_SIZE = 1_000_000_000
 SEND_ROUNDS = 3  # signed again with a fresh blockhash when one expired unlanded
@@ -279,18 +284,102 @@ async def _land(
         )
         progress(f"sending {signed.signature}")
         await minter.send(signed.tx_base64)
-        while True:
-            status = await minter.signature_status(signed.signature)
-            if status.found and status.err is not None:
-                raise StarterError(f"collection {row.key}: its transaction failed: {status.err}")
-            if status.found and status.confirmation_status in ("confirmed", "finalized"):
-                progress(f"confirmed at slot {status.slot}")
-                return signed.signature
-            if await minter.block_height() > signed.last_valid_block_height:
-                break  # expired unlanded: signed again with a fresh blockhash
-            await asyncio.sleep(1.0)
+        if await _confirmed(minter, signed.signature, signed.last_valid_block_height):
+            progress("confirmed")
+            return signed.signature
         progress("its blockhash expired before it landed: signing again")
     raise StarterError(f"collection {row.key}: not landed after {SEND_ROUNDS} blockhashes")
+
+
+async def rotate_group_authority(
+    settings: Settings,
+    *,
+    key: str,
+    new_keypair: Path,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> CollectionRow:
+    """Hand collection ``key``'s group authority from this worker's MINT_GROUP_AUTHORITY_KEYPAIR
+    to the keypair in ``new_keypair`` (token-group ``UpdateGroupAuthority``, signed by the
+    current one), then record it. Again, or after a run that sent and stopped: nothing sent.
+    Give the workers the new keypair as MINT_GROUP_AUTHORITY_KEYPAIR afterwards: until then a
+    mint joining the collection waits for an operator (GroupAuthorityMismatch), nothing
+    signed."""
+    if settings.mint_group_authority_keypair is None:
+        raise StarterError(f"{GROUP_AUTHORITY_SETTING} is not set: it must be the current key")
+    current = load_keypair_file(
+        settings.mint_group_authority_keypair, setting=GROUP_AUTHORITY_SETTING
+    )
+    new = load_keypair_file(new_keypair, setting="--new-keypair")
+    payer = load_keypair_file(settings.mint_authority_keypair)
+    if new.pubkey() == payer.pubkey():
+        raise StarterError("--new-keypair is the system wallet's key: give the group its own")
+    dsn = settings.database_url.get_secret_value()
+    store = await MintStore.connect(dsn, min_size=1, max_size=2)
+    try:
+        row = await store.collection(key)
+        if row is None or not row.created:
+            raise StarterError(f"collection {key!r} does not exist (or is being created)")
+        if row.group_authority == str(new.pubkey()):
+            progress(f"collection {key}'s group authority is {new.pubkey()} already: nothing sent")
+            return row
+        if row.group_authority != str(current.pubkey()):
+            raise StarterError(
+                f"collection {key}'s group authority is {row.group_authority}, not this"
+                f" {GROUP_AUTHORITY_SETTING} ({current.pubkey()}): only the current key can"
+                " hand it on"
+            )
+        async with SolanaRpc(
+            settings.solana_rpc_endpoints, timeout=settings.solana_timeout_s
+        ) as rpc:
+            minter = SolanaMinter(
+                rpc,
+                payer,
+                parse_seed(settings.mint_key_seed.get_secret_value()),
+                priority_fee_cap=settings.solana_priority_fee_cap,
+                priority_fee_percentile=settings.solana_priority_fee_percentile,
+            )
+            for _ in range(SEND_ROUNDS):
+                on_chain = await minter.nft_state(row.address, str(payer.pubkey()))
+                if on_chain is None or on_chain.group is None:
+                    raise StarterError(f"collection {key}: no group at {row.address} on chain")
+                if on_chain.group.update_authority == str(new.pubkey()):
+                    progress("the chain already names the new authority: nothing sent")
+                    break
+                signed = await minter.prepare_group_authority_rotation(
+                    key,
+                    row.address,
+                    current,
+                    new.pubkey(),
+                    reserve=lambda cost: _reserve(
+                        store, minter, key, cost, settings.solana_spend_limit_lamports_per_hour
+                    ),
+                )
+                progress(f"sending {signed.signature}")
+                await minter.send(signed.tx_base64)
+                if await _confirmed(minter, signed.signature, signed.last_valid_block_height):
+                    progress("confirmed")
+                    break
+                progress("its blockhash expired before it landed: signing again")
+            else:
+                raise StarterError(f"collection {key}: rotation not landed after {SEND_ROUNDS}")
+        return await store.set_group_authority(key, str(current.pubkey()), str(new.pubkey()))
+    except ServiceError as exc:
+        raise StarterError(f"collection rotate-authority {key}: {exc}") from exc
+    finally:
+        await store.close()
+
+
+async def _confirmed(minter: SolanaMinter, signature: str, last_valid_block_height: int) -> bool:
+    """True once ``signature`` is confirmed; False when its blockhash expired unlanded."""
+    while True:
+        status = await minter.signature_status(signature)
+        if status.found and status.err is not None:
+            raise StarterError(f"transaction {signature} failed: {status.err}")
+        if status.found and status.confirmation_status in ("confirmed", "finalized"):
+            return True
+        if await minter.block_height() > last_valid_block_height:
+            return False
+        await asyncio.sleep(1.0)
 
 
 async def _on_chain(minter: SolanaMinter, address: str) -> bool:

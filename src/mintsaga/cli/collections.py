@@ -2,6 +2,7 @@
 
     mintsaga collection create --key KEY --name NAME --symbol SYM --max-size N
                                [--image PATH] [--description TEXT] [--json]
+    mintsaga collection rotate-authority --key KEY --new-keypair FILE
     mintsaga collection list [--json]
 
 `create` runs with a worker's settings (it pins like a mint and signs with the system wallet);
@@ -16,7 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mintsaga.api.collections import CollectionCreated, create_collection, list_collections
+from mintsaga.api.collections import (
+    CollectionCreated,
+    create_collection,
+    list_collections,
+    rotate_group_authority,
+)
 from mintsaga.api.errors import StarterError
 from mintsaga.api.switches import database_url
 from mintsaga.errors import ServiceError
@@ -39,6 +45,14 @@ def add_collection_parser(commands: Any) -> None:
     create.add_argument("--image", type=Path, default=None, help="the collection's image file")
     create.add_argument("--description", default="", help="its metadata's description")
     create.add_argument("--json", action="store_true", help="end with one JSON line")
+    rotate = actions.add_parser(
+        "rotate-authority",
+        help="hand the group authority from MINT_GROUP_AUTHORITY_KEYPAIR to another keypair",
+    )
+    rotate.add_argument("--key", required=True, help="the collection's key")
+    rotate.add_argument(
+        "--new-keypair", required=True, type=Path, help="the new authority's keypair file"
+    )
     listing = actions.add_parser("list", help="every collection, with its members")
     listing.add_argument("--json", action="store_true", help="one JSON object")
     collection.set_defaults(func=cmd_collection, temporal=False)
@@ -71,7 +85,15 @@ async def cmd_collection(_client: object, args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
-        raise StarterError(f"collection create runs with a worker's settings: {exc}") from exc
+        raise StarterError(
+            f"collection {args.action} runs with a worker's settings: {exc}"
+        ) from exc
+    if args.action == "rotate-authority":
+        row = await rotate_group_authority(
+            settings, key=args.key, new_keypair=args.new_keypair, progress=_progress
+        )
+        print(f"collection {row.key}'s group authority is {row.group_authority}")
+        return 0
     done = await create_collection(
         settings,
         key=args.key,

@@ -146,6 +146,23 @@ class CollectionsMixin:
             raise permanent("UnknownCollection", f"collection {key!r} does not exist", None)
         return _row(record)
 
+    async def set_group_authority(self, key: str, old: str, new: str) -> CollectionRow:
+        """Record a rotated group authority (from ``old``; a second call finds ``new``)."""
+        record = await self._db.run(
+            lambda conn: conn.fetchrow(
+                f"""UPDATE collections SET group_authority = $3, updated_at = now()
+                    WHERE key = $1 AND group_authority IN ($2, $3) RETURNING {_COLUMNS}""",
+                key,
+                old,
+                new,
+            )
+        )
+        if record is None:
+            raise permanent(
+                "Conflict", f"collection {key!r}'s group authority is neither {old} nor {new}", None
+            )
+        return _row(record)
+
     async def collection(self, key: str) -> CollectionRow | None:
         """The collection ``key`` with its member count, or None."""
         record = await self._db.run(

@@ -64,6 +64,7 @@ from mintsaga.solana.nft import (
     build_nft_instructions,
     collection_mint_account_size,
     nft_mint_account_size,
+    update_group_authority_ix,
 )
 from mintsaga.solana.rpc import PREFLIGHT_FAILURE, SERVICE, SolanaRpc, classify_rpc_error
 
@@ -466,6 +467,38 @@ class MintPreparer:
             reserve=reserve,
         )
 
+    async def prepare_group_authority_rotation(
+        self,
+        key: str,
+        group: str,
+        current: Keypair,
+        new: Pubkey,
+        *,
+        reserve: Callable[[int], Awaitable[None]] | None = None,
+    ) -> SignedMint:
+        """Sign token-group ``UpdateGroupAuthority`` for collection ``key``'s ``group``: from
+        ``current`` (who signs) to ``new``; the system wallet pays. Nothing is sent."""
+        payer = self._payer.pubkey()
+        fee = await self.priority_fee(
+            percentile=self.priority_fee_percentile,
+            cap_micro_lamports=self.priority_fee_cap,
+            accounts=[str(payer), group],
+        )
+        instruction = update_group_authority_ix(
+            group=Pubkey.from_string(group), current_authority=current.pubkey(), new_authority=new
+        )
+        return await self._sign(
+            f"collection {key}'s group authority rotation",
+            [instruction],
+            [self._payer, current],
+            rent=0,
+            size=0,
+            fee=fee,
+            cap=self.priority_fee_cap,
+            blockhash=await self._latest_blockhash(f"rotate:{key}", fresh=True),
+            reserve=reserve,
+        )
+
     async def _sign(
         self,
         what: str,
@@ -480,7 +513,7 @@ class MintPreparer:
         reserve: Callable[[int], Awaitable[None]] | None,
     ) -> SignedMint:
         """Simulate for the compute limit, check the cost against the budget, reserve it, sign.
-        ``signers[1]`` is the new mint account."""
+        ``signers[1]`` is the new mint account (for a rotation: the current authority)."""
         payer = self._payer.pubkey()
         latest, last_valid = blockhash
         # The simulated message has the final one's layout (so its size and the budget

@@ -161,6 +161,7 @@ class UploadMetadataIn(_Model):
     attributes: tuple[Attribute, ...]
     image_cid: str
     image_content_type: str
+    external_url: str | None = None  # the request's; None in histories before issue 18
 
 
 class UploadOut(StepOut):

@@ -319,6 +319,7 @@ class MintSaga(Saga):
             attributes=req.attributes,
             image_cid=image_cid,
             image_content_type=image.content_type,
+            external_url=req.external_url,
         )
 
     # ---------------------------------------------------------------- 3. database record

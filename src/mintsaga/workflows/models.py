@@ -234,6 +234,12 @@ class MintRequest(_Frozen):
             " the NFT joins it in its own transaction"
         ),
     )
+    external_url: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=r"^https://[^\s@]+$",
+        description="an https page about the NFT, written as the metadata's external_url",
+    )
     options: MintOptions = MintOptions()
 
     @field_validator("wallet")

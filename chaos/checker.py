@@ -4,9 +4,10 @@ Independent of the workflow's own reporting, it observes every mint through:
 - Temporal: each workflow's description (status, `MintStatus` search attribute), its result
   when closed, its `status` query when running, and its full history;
 - Postgres (asyncpg on the stack's `DATABASE_URL`): `mints`, `mint_events`, `mint_pins`,
-  `mint_submissions`;
+  `mint_submissions`, and the `collections` the mints name (with their MINTED count);
 - Solana JSON-RPC: the account at each mint's derived address (`jsonParsed`), the requested
-  wallet's associated token account, the status of every recorded signature;
+  wallet's associated token account, each named collection's group mint (its TokenGroup), the
+  status of every recorded signature;
 - IPFS: Pinata's `pinList`, Kubo's `pin/ls`, and the gateways' `GET /ipfs/{cid}` (the bytes
   hashed again to their CID);
 
@@ -40,11 +41,11 @@ from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
 from devstack.config import SOLANA_ENDPOINTS, StackConfig
-from devstack.dev_identity import system_wallet
+from devstack.dev_identity import group_authority_file, system_wallet, update_authority
 from devstack.ipfs.cid import InvalidCid, cid_of, parse_cid
 from devstack.ipfs.unixfs import UNIXFS_V1_2025, build_file
 from devstack.solana.ledger import MAX_PROCESSING_AGE
-from mintsaga.solana.mint_keys import derive_mint_keypair, parse_seed
+from mintsaga.solana.mint_keys import derive_mint_keypair, load_keypair_file, parse_seed
 from mintsaga.stages import MintStage
 from mintsaga.workflows.models import (
     MintRequest,
@@ -143,6 +144,12 @@ def secrets_of(stack: StackConfig, mint_ids: Iterable[str]) -> dict[str, str]:
         "MINT_KEY_SEED (base64)": base64.b64encode(seed).decode(),
         "PINATA_JWT": env["PINATA_JWT"],
         **_key_spellings("system wallet", bytes(system_wallet(stack.state_dir))),
+        # Issue 18: the group authority signs members in (a worker holds it); the update
+        # authority is kept off the workers, so it must never show anywhere either.
+        **_key_spellings(
+            "group authority", bytes(load_keypair_file(group_authority_file(stack.state_dir)))
+        ),
+        **_key_spellings("update authority", bytes(update_authority(stack.state_dir))),
     }
     for mint_id in mint_ids:
         spelled.update(_mint_key_spellings(seed, mint_id))
@@ -200,6 +207,13 @@ class Observations:
     secrets: dict[str, str]  # the spellings every history is scanned for
     seed: bytes
     outcomes: dict[str, MintOutcome] = field(default_factory=dict)
+    # key -> the collections row (key, address, max_size, state) with `minted` (its MINTED
+    # mints in the whole database) and `unfinished` (its rows neither MINTED nor ended before
+    # the pivot: mint_id, stage, mint_address), for every collection the requests or rows name
+    collections: dict[str, Row] = field(default_factory=dict)
+    # cid -> the collection key whose metadata (or the image it names) it is: a collection's
+    # own pins have no mint_pins row; the collection holds them for as long as it exists
+    collection_pins: dict[str, str] = field(default_factory=dict)
 
     def outcome(self, mint_id: str) -> str | None:
         found = self.outcomes.get(mint_id)
@@ -229,10 +243,15 @@ async def observe(
             _tables(db, by_id),
             _pin_lists(http, stack),
         )
+        named = {r.collection for r in by_id.values() if r.collection} | {
+            row["collection"] for row in tables.rows.values() if row.get("collection")
+        }
+        collections = await _collections(db, named)
         seen = Observations(
             requests=by_id,
             derived=derived,
             workflows=workflows,
+            collections=collections,
             **tables._asdict(),
             running_elsewhere=set(),
             accounts={},
@@ -255,7 +274,7 @@ async def observe(
         }
         holders, accounts, signatures, running = await asyncio.gather(
             _holders(db, set().union(*seen.pinned.values())),
-            rpc.accounts(list(derived.values())),
+            rpc.accounts([*derived.values(), *_collection_accounts(collections, seed)]),
             rpc.signature_statuses(
                 [s["signature"] for subs in tables.submissions.values() for s in subs]
             ),
@@ -266,6 +285,7 @@ async def observe(
         seen.accounts.update(accounts)
         seen.accounts.update(await rpc.accounts(_token_accounts(seen)))
         gateways = [g for g in env["IPFS_GATEWAYS"].split(",") if g]
+        seen.collection_pins = await _collection_pins(db, http, gateways, seen)
         for _ in range(2):  # the metadata first, then the image it names if that is another
             wanted = {c for m in _minted(seen) for c in _nft_cids(seen, m)} - set(seen.served)
             seen.served |= await _bounded_all(
@@ -368,7 +388,8 @@ class Tables(NamedTuple):
 
 async def _tables(db: asyncpg.Connection, requests: dict[str, MintRequest]) -> Tables:
     ids = list(requests)
-    rows, foreign = {}, {}
+    rows: dict[str, Row] = {}
+    foreign: dict[str, Row] = {}
     for record in await db.fetch("SELECT * FROM mints WHERE mint_id = ANY($1)", ids):
         row, request = dict(record), requests[record["mint_id"]]
         ours = (row["user_id"], row["wallet"]) == (request.user_id, request.wallet)
@@ -397,6 +418,72 @@ async def _tables(db: asyncpg.Connection, requests: dict[str, MintRequest]) -> T
     ):
         blockers[record["user_id"]].append(dict(record))
     return Tables(rows, foreign, events, submissions, dict(blockers))
+
+
+async def _collections(db: asyncpg.Connection, keys: set[str]) -> dict[str, Row]:
+    """The named collections' rows, each with `minted`: how many mints of it are MINTED in the
+    whole database (the group's size counts every member that ever joined, whichever run or
+    test minted it), and `unfinished`: its rows still short of an end (a mint that landed and
+    waits, e.g. for an operator at verify, is already counted by the group)."""
+    found = {
+        r["key"]: {**dict(r), "minted": 0, "unfinished": []}
+        for r in await db.fetch(
+            "SELECT key, address, max_size, state FROM collections WHERE key = ANY($1)",
+            sorted(keys),
+        )
+    }
+    for record in await db.fetch(
+        "SELECT collection, count(*) AS n FROM mints WHERE collection = ANY($1) AND stage = $2"
+        " GROUP BY collection",
+        list(found),
+        MintStage.MINTED.value,
+    ):
+        found[record["collection"]]["minted"] = record["n"]
+    for record in await db.fetch(
+        "SELECT mint_id, collection, stage, mint_address FROM mints"
+        " WHERE collection = ANY($1) AND stage <> ALL($2) ORDER BY mint_id",
+        list(found),
+        [s.value for s in (MintStage.MINTED, MintStage.ROLLED_BACK, MintStage.FAILED)],
+    ):
+        found[record["collection"]]["unfinished"].append(dict(record))
+    return found
+
+
+async def _collection_pins(
+    db: asyncpg.Connection, http: httpx.AsyncClient, gateways: list[str], seen: Observations
+) -> dict[str, str]:
+    """The CIDs every collection holds: its metadata (its row's uri) and the image that
+    metadata names, read from a gateway when the metadata is pinned (api/collections.py pins
+    both like a mint's, without a mint_pins row)."""
+    held: dict[str, str] = {}
+    pinned = set().union(*seen.pinned.values()) if seen.pinned else set()
+    for record in await db.fetch("SELECT key, uri FROM collections ORDER BY key"):
+        cid = cid_of_link(record["uri"])
+        if cid is None:
+            continue
+        held[cid] = record["key"]
+        if cid in pinned:
+            data, _ = await _fetch_verified(http, gateways, cid)
+            try:
+                document = json.loads(data) if data is not None else None
+            except ValueError:
+                document = None
+            image = _image_cid_of(document if isinstance(document, dict) else None)
+            if image is not None:
+                held[image] = record["key"]
+    return held
+
+
+def _collection_accounts(collections: dict[str, Row], seed: bytes) -> list[str]:
+    """The group mints, and where each unfinished member would be (its row's or derived address)."""
+    addresses = [c["address"] for c in collections.values()]
+    for collection in collections.values():
+        addresses += [_row_address(row, seed) for row in collection["unfinished"]]
+    return addresses
+
+
+def _row_address(row: Row, seed: bytes) -> str:
+    return str(row["mint_address"] or derive_mint_keypair(seed, row["mint_id"]).pubkey())
 
 
 async def _grouped(db: asyncpg.Connection, sql: str, ids: list[str]) -> dict[str, list[Row]]:
@@ -507,8 +594,14 @@ def _token_accounts(seen: Observations) -> list[str]:
 
 
 def _token_metadata(info: Row) -> Row | None:
+    return _extension(info, "tokenMetadata")
+
+
+def _extension(info: Row, name: str) -> Row | None:
+    """The state of a Token-2022 extension as jsonParsed renders it (devstack/solana/parsed.py:
+    tokenMetadata, tokenGroup, tokenGroupMember, groupMemberPointer, ...), None when absent."""
     for extension in info.get("extensions", []):
-        if extension.get("extension") == "tokenMetadata":
+        if extension.get("extension") == name:
             state: Row = extension.get("state", {})
             return state
     return None
@@ -742,7 +835,9 @@ def settled(seen: Observations) -> list[Violation]:
 
 def minted_nft(seen: Observations) -> list[Violation]:
     """2. MINTED: exactly one NFT at the derived address (supply 1, decimals 0, no mint
-    authority, metadata as requested) held by the requested wallet; the row agrees."""
+    authority, metadata as requested, a member of the collection it names and of no other)
+    held by the requested wallet; the row agrees. Each named collection's group counts exactly
+    its MINTED members (issue 18)."""
     found = []
     for mint_id in _minted(seen):
         request, outcome, row = (
@@ -777,6 +872,7 @@ def minted_nft(seen: Observations) -> list[Violation]:
                 have = (metadata.get("name"), metadata.get("symbol"), cid_of_link(uri))
                 if have != asked:
                     wrong.append(f"metadata name/symbol/uri {have} ({uri!r}), expected {asked}")
+            wrong += _membership(seen, mint_id, info)
             ata = _ata_of(seen, mint_id)
             kind, held = _parsed(seen.accounts.get(ata or ""))
             amount = held.get("tokenAmount", {}).get("amount")
@@ -794,6 +890,7 @@ def minted_nft(seen: Observations) -> list[Violation]:
                 "image_cid": outcome.image_cid,
                 "metadata_cid": outcome.metadata_cid,
                 "signature": result.signature if result else row["signature"],
+                "collection": request.collection,
             }
             for column, value in expected.items():
                 if row[column] != value:
@@ -804,6 +901,82 @@ def minted_nft(seen: Observations) -> list[Violation]:
             elif status is None or status.get("err") is not None:
                 wrong.append(f"signature {row['signature']} is not confirmed on chain ({status})")
         found += [Violation(2, mint_id, f"MINTED but {w}") for w in wrong]
+    return found + _group_sizes(seen)
+
+
+def _membership(seen: Observations, mint_id: str, info: Row) -> list[str]:
+    """A MINTED mint naming a collection: its TokenGroupMember names the collection's group and
+    itself, and its GroupMemberPointer points at itself. Naming none: it joined no group."""
+    key, derived = seen.requests[mint_id].collection, seen.derived[mint_id]
+    member = _extension(info, "tokenGroupMember")
+    if key is None:
+        if member is not None:
+            return [f"it joined the group {member.get('group')} though it names no collection"]
+        return []
+    collection = seen.collections.get(key)
+    if collection is None:
+        return [f"its collection {key!r} has no collections row"]
+    group, wrong = collection["address"], []
+    if member is None:
+        wrong.append(f"no TokenGroupMember: not a member of its collection {key} ({group})")
+    elif (member.get("group"), member.get("mint")) != (group, derived):
+        wrong.append(
+            f"its TokenGroupMember names group {member.get('group')} and mint"
+            f" {member.get('mint')}, expected its collection {key}'s {group} and {derived}"
+        )
+    pointer = _extension(info, "groupMemberPointer")
+    if (pointer or {}).get("memberAddress") != derived:
+        wrong.append(f"its GroupMemberPointer is {pointer}, not at itself ({derived})")
+    return wrong
+
+
+def _group_sizes(seen: Observations) -> list[Violation]:
+    """Each named collection's TokenGroup: its size is the number of its MINTED mints in the
+    database (plus any unfinished one already on chain, still waiting to be recorded), within
+    its maxSize, which is the row's; this run's MINTED members hold distinct member numbers."""
+    found = []
+    for key, collection in sorted(seen.collections.items()):
+        address = collection["address"]
+        account = seen.accounts.get(address)
+        group = _extension(_parsed(account)[1], "tokenGroup")
+        landed = [
+            row["mint_id"]
+            for row in collection["unfinished"]
+            if seen.accounts.get(_row_address(row, seen.seed)) is not None
+        ]
+        expected, wrong = collection["minted"] + len(landed), []
+        if account is None:
+            if expected:
+                wrong.append(f"no account at its address, yet {expected} mints joined it")
+        elif group is None:
+            wrong.append("its mint holds no TokenGroup")
+        else:
+            size, max_size = group.get("size"), group.get("maxSize")
+            if group.get("mint") != address:
+                wrong.append(f"its TokenGroup names mint {group.get('mint')}")
+            if size != expected:
+                waiting = f" and {len(landed)} landed, not finished ({landed})" if landed else ""
+                wrong.append(
+                    f"the group's size is {size} but {collection['minted']} of its mints are"
+                    f" MINTED in the database{waiting}"
+                )
+            if not isinstance(size, int) or not isinstance(max_size, int) or size > max_size:
+                wrong.append(f"the group's size {size} exceeds its maxSize {max_size}")
+            if max_size != collection["max_size"]:
+                wrong.append(f"maxSize {max_size} on chain, {collection['max_size']} in its row")
+            numbers: dict[Any, list[str]] = defaultdict(list)
+            for mint_id in _minted(seen):
+                if seen.requests[mint_id].collection == key:
+                    _, info = _parsed(seen.accounts.get(seen.derived[mint_id]))
+                    number = (_extension(info, "tokenGroupMember") or {}).get("memberNumber")
+                    if number is not None:
+                        numbers[number].append(mint_id)
+            shared = {n: ids for n, ids in numbers.items() if len(ids) > 1}
+            if shared:
+                wrong.append(f"members share a member number: {shared}")
+            if any(not isinstance(n, int) or not 1 <= n <= (size or 0) for n in numbers):
+                wrong.append(f"member numbers {sorted(numbers)} outside 1..{size}")
+        found += [Violation(2, None, f"collection {key} ({address}): {w}") for w in wrong]
     return found
 
 
@@ -852,7 +1025,7 @@ def pins_held(seen: Observations) -> list[Violation]:
     for provider in PROVIDERS:
         for cid in sorted(seen.pinned.get(provider, ())):
             rows = [h for h in seen.holders.get(cid, []) if h["provider"] == provider]
-            if any(_live(seen, h) for h in rows):
+            if any(_live(seen, h) for h in rows) or cid in seen.collection_pins:
                 continue
             ours = [h["mint_id"] for h in rows if h["mint_id"] in seen.requests]
             held = ", ".join(_holding(seen, h) for h in rows) or "no mint_pins row at all"

@@ -1,7 +1,8 @@
 """One chaos run: mints through real worker processes while the seeded schedule breaks things.
 
 Top to bottom, `ChaosRun.run`:
-1. start a devstack of its own (fresh state, its own ports) and the worker processes;
+1. start a devstack of its own (fresh state, its own ports) and the worker processes, and
+   create a collection (a fresh key per run) that a share of the mints name (issue 18);
 2. at once: submit the mints (as a backend would: retrying the start until Temporal takes it),
    carry out the fault schedule, and act as the operator on every mint that waits for one;
 3. clear the faults, let every mint settle (the operator keeps working);
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import sys
 import time
 from collections import Counter
@@ -36,12 +38,15 @@ from chaos.schedule import WARP_SLOTS, Action, build_schedule
 from devstack.config import SOLANA_ENDPOINTS, StackConfig
 from devstack.dev_identity import images_dir, png
 from devstack.supervisor import PROJECT_ROOT
+from mintsaga.api.collections import create_collection
+from mintsaga.settings import Settings
 from mintsaga.workflows.models import MintRequest, MintStatus
 
 TASK_QUEUE = "chaos"
 TIERS = ("gold", "silver", "bronze")  # shared images: one CID held by many mints
 SHARED_IMAGE_SHARE = 0.4
 DUPLICATE_START_SHARE = 0.05  # the backend sends the same request twice
+COLLECTION_EVERY = 3  # every third mint names the run's collection (issue 18)
 OPERATOR_POLL_S = 2.0
 OPERATOR_DELAY_S = 2.0  # a person does not act within the same second
 COMPENSATE_SHARE = 0.25  # of the waiting mints an operator may roll back, some are
@@ -85,8 +90,11 @@ class RunResult:
     settle_s: float
 
 
-def build_requests(config: StackConfig, options: RunOptions) -> list[MintRequest]:
-    """The run's mints, seeded: fresh wallets and users, a share of them on shared tier images."""
+def build_requests(
+    config: StackConfig, options: RunOptions, collection: str | None = None
+) -> list[MintRequest]:
+    """The run's mints, seeded: fresh wallets and users, a share of them on shared tier images,
+    and every third one naming `collection` (when given)."""
     rng = random.Random(options.seed)
     folder = images_dir(config.state_dir)
     (folder / "tiers").mkdir(parents=True, exist_ok=True)
@@ -115,6 +123,7 @@ def build_requests(config: StackConfig, options: RunOptions) -> list[MintRequest
                     "image": {"path": image},
                     # A mint stuck for an operator the harness never reaches compensates alone.
                     "options": {"operator_timeout_s": 3600},
+                    "collection": collection if n % COLLECTION_EVERY == 1 else None,
                 }
             )
         )
@@ -144,7 +153,8 @@ class ChaosRun:
         began = time.monotonic()
         self.progress(f"devstack: starting in {self.config.state_dir}")
         await self.stack.up()
-        requests = build_requests(self.config, self.options)
+        collection = await self._create_collection()
+        requests = build_requests(self.config, self.options, collection)
         await self.workers.start_all()
         self.client = await mintsaga.connect(self.config.temporal_address)
         schedule = build_schedule(self.options.seed, self.options.duration_s)
@@ -169,6 +179,18 @@ class ChaosRun:
                 await operator
         self.progress("chaos: settled; reading histories, logs, chain, database and pins")
         return await self._measure(requests, began, settle_s)
+
+    async def _create_collection(self) -> str:
+        """A collection of the run's own (a fresh key: a run never finds another's members in
+        it), created before any fault, with room for every mint: the checker then compares its
+        group's size with its MINTED members."""
+        key = f"chaos-{self.options.seed}-{secrets.token_hex(4)}"
+        settings = Settings.from_env(self.config.worker_env())
+        made = await create_collection(
+            settings, key=key, name="Chaos collection", symbol="CHAOS", max_size=self.options.mints
+        )
+        self.progress(f"collection {key}: {made.collection.address}")
+        return key
 
     async def close(self) -> None:
         await asyncio.to_thread(self.workers.stop_all)

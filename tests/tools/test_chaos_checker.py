@@ -5,6 +5,9 @@ Each broken build is the product's own worker with one behaviour broken by wrapp
 activity (only for the mints a test picks), run on the session devstack; the faults are real
 where a fault is needed. The checker then reads the chain, the database, the pin lists and the
 histories, and must name the invariant and the mint.
+
+Collections (issue 18): a MINTED mint naming a collection is checked to be in its group, and
+each group's size against the MINTED members in the database.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from temporalio.worker import UnsandboxedWorkflowRunner
 import mintsaga
 from chaos.checker import CheckResult, Violation, check
 from devstack.config import StackConfig
+from devstack.dev_identity import group_authority_file
 from devstack.requests import mint_request, new_image
+from mintsaga.api.collections import create_collection
+from mintsaga.solana.mint_keys import load_keypair_file
 from mintsaga.worker import build_workers, mint_activities, running
 from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.mint_saga import MintSaga
@@ -113,6 +119,15 @@ def mints_of(result: CheckResult, invariant: int) -> set[str | None]:
     return {v.mint_id for v in of(result, invariant)}
 
 
+async def new_collection(stack: StackConfig, max_size: int = 10) -> str:
+    """A fresh collection on the session stack (a key no other test uses); its key."""
+    key = f"checker-{uuid.uuid4().hex[:8]}"
+    await create_collection(
+        settings_for(stack), key=key, name="Checker", symbol="CHK", max_size=max_size
+    )
+    return key
+
+
 def statuses(result: CheckResult) -> dict[str, str]:
     return {m.mint_id: m.status for m in result.mints}
 
@@ -122,8 +137,11 @@ def statuses(result: CheckResult) -> dict[str, str]:
 
 async def test_honest_mints_break_no_invariant(stack: StackConfig, client: Client) -> None:
     """One MINTED; one ROLLED_BACK by a permanent failure after its uploads (pins released);
-    one waiting for an operator at prepare_transaction (its pins live), then compensated."""
-    minted, rolled_back, waiting = (mint_request(stack) for _ in range(3))
+    one waiting for an operator at prepare_transaction (its pins live), then compensated.
+    The first two name a collection: one member in the group, a size of one."""
+    key = await new_collection(stack)
+    minted, rolled_back = (mint_request(stack, collection=key) for _ in range(2))
+    waiting = mint_request(stack)
     wrap = {"prepare_transaction": _prepare_refusing({rolled_back.mint_id}, {waiting.mint_id})}
     task_queue = queue()
     async with running_worker(stack, client, task_queue, wrap=wrap):
@@ -236,6 +254,66 @@ async def test_2_an_nft_for_the_wrong_owner_or_a_row_naming_other_metadata(
     assert mints_of(result, 2) == {wrong_owner.mint_id, wrong_row.mint_id}
     text = " | ".join(v.message for v in of(result, 2))
     assert wrong_owner.wallet in text and "row.metadata_cid" in text
+
+
+async def test_2_a_member_outside_its_group_or_a_group_larger_than_its_minted_members(
+    stack: StackConfig, client: Client
+) -> None:
+    """A build whose claim forgets the collection: the mint ends MINTED outside its group. A
+    build that sends the transaction and then rolls back: the group counts a member that is
+    not MINTED. A clean member of a third collection: nothing said of it or its group."""
+    outside_key, counted_key, clean_key = [await new_collection(stack) for _ in range(3)]
+    outside = mint_request(stack, collection=outside_key)
+    counted = mint_request(stack, collection=counted_key)
+    clean = mint_request(stack, collection=clean_key)
+
+    async def claims_without_the_collection(original: Activity, arg: Any) -> Any:
+        return await original(arg.model_copy(update={"collection": None}))
+
+    async def sends_then_fails(original: Activity, arg: Any) -> Any:
+        prepared: io.PreparedTx = await original(arg)
+        await _land(stack, prepared.tx_base64)
+        raise ApplicationError("refused for good", {"kind": "permanent"}, non_retryable=True)
+
+    task_queue = queue()
+    wrap = {
+        "claim_mint": broken({outside.mint_id}, claims_without_the_collection),
+        "admit_mint": broken({outside.mint_id}, claims_without_the_collection),
+        "prepare_transaction": broken({counted.mint_id}, sends_then_fails),
+    }
+    async with running_worker(stack, client, task_queue, wrap=wrap):
+        results = await asyncio.gather(
+            *(mint(client, r, task_queue) for r in (outside, counted, clean))
+        )
+        result = await check(stack, client, [outside, counted, clean], pins="mints")
+
+    assert [r.status for r in results] == [
+        MintStatus.MINTED,
+        MintStatus.ROLLED_BACK,
+        MintStatus.MINTED,
+    ]
+    assert mints_of(result, 2) == {outside.mint_id, None}
+    members = " | ".join(v.message for v in of(result, 2) if v.mint_id == outside.mint_id)
+    assert f"not a member of its collection {outside_key}" in members
+    assert f"row.collection is None, expected {outside_key}" in members
+    [group] = [v.message for v in of(result, 2) if v.mint_id is None]
+    assert f"collection {counted_key} " in group
+    assert "the group's size is 1 but 0 of its mints are MINTED" in group
+    assert mints_of(result, 3) == {counted.mint_id}  # its account exists: rolled back unclean
+    about_clean = [
+        v for v in result.violations if clean.mint_id == v.mint_id or clean_key in v.message
+    ]
+    assert about_clean == []
+
+
+async def _land(stack: StackConfig, tx_base64: str) -> None:
+    """Send a signed transaction and wait until the node shows its signature."""
+    config = {"encoding": "base64", "preflightCommitment": "confirmed"}
+    signature = await solana(stack, "sendTransaction", [tx_base64, config])
+    for _ in range(50):  # it lands at once; wait for it to show, to be sure
+        if (await solana(stack, "getSignatureStatuses", [[signature]]))["value"][0]:
+            return
+        await asyncio.sleep(0.1)
 
 
 # ---------------------------------------------------- 3. a ROLLED_BACK mint left nothing behind
@@ -362,7 +440,8 @@ async def test_5_an_error_message_carrying_the_pinata_jwt_and_the_key_seed(
 ) -> None:
     request = mint_request(stack)
     env = stack.worker_env()
-    leak = f"Pinata refused {env['PINATA_JWT']} (seed {env['MINT_KEY_SEED']})"
+    group_key = load_keypair_file(group_authority_file(stack.state_dir))
+    leak = f"Pinata refused {env['PINATA_JWT']} (seed {env['MINT_KEY_SEED']}, group {group_key})"
     task_queue = queue()
     wrap = {"check_ipfs": broken({request.mint_id}, refuse("permanent", leak))}
     async with leaky_worker(stack, client, task_queue, wrap):
@@ -375,6 +454,7 @@ async def test_5_an_error_message_carrying_the_pinata_jwt_and_the_key_seed(
     assert mints_of(result, 5) == {request.mint_id}
     assert "PINATA_JWT" in result.violations[0].message
     assert "MINT_KEY_SEED" in result.violations[0].message
+    assert "group authority (base58)" in result.violations[0].message
 
 
 # ------------------------------------------------------------------- 6. the story in order

@@ -135,6 +135,13 @@ async def mint_activities(
             f"{GROUP_AUTHORITY_SETTING} is the system wallet's own keypair"
             " (MINT_AUTHORITY_KEYPAIR): give the collections' group authority a key of its own"
         )
+    if group_authority is not None and str(group_authority.pubkey()) == (
+        settings.mint_update_authority
+    ):
+        raise SettingsError(
+            f"{GROUP_AUTHORITY_SETTING} is MINT_UPDATE_AUTHORITY's keypair: that key must stay"
+            " off the workers; give the group authority a key of its own"
+        )
     seed = parse_seed(settings.mint_key_seed.get_secret_value())
     breakers = breakers or BreakerRegistry(on_transition=record_breaker_transition)
     async with (

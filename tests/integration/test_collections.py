@@ -103,6 +103,11 @@ async def test_a_collection_is_made_once_and_a_mint_joins_it_in_its_own_transact
     assert info is not None
     cold = str(update_authority(stack.state_dir).pubkey())
     assert _extension(info, "tokenMetadata")["updateAuthority"] == cold  # type: ignore[index]
+    # Who may repoint the collection at another group: the cold key, not the hot group key.
+    assert _extension(info, "groupPointer") == {
+        "authority": cold,
+        "groupAddress": made["address"],
+    }
 
     # Again: the same address, and nothing signed (the system wallet paid nothing).
     before = rpc(stack, "getBalance", [payer, {"commitment": "processed"}])["value"]
@@ -279,3 +284,48 @@ async def test_the_group_authority_is_rotated_by_a_command_and_workers_follow_th
         ).result()
     assert result.status == MintStatus.MINTED, result.reason
     assert group_of(stack, made["address"])["size"] == 1
+
+
+async def test_concurrent_claims_take_each_slot_once_and_a_rollback_gives_its_slot_back(
+    stack: StackConfig,
+) -> None:
+    """The claims themselves (MintStore), many at once on a collection of 3: exactly 3 claimed,
+    the rest refused CollectionFull; a retried claim of a claimed mint is answered with its row
+    even when full; a rolled-back member frees its slot; another collection is a Conflict."""
+    from mintsaga.db.collections import CollectionSpec
+    from mintsaga.db.mint_store import MintStore
+    from mintsaga.errors import ServiceError
+
+    store = await MintStore.connect(stack.direct_database_url, min_size=2, max_size=10)
+    try:
+        key = _key()
+        await store.begin_collection(
+            CollectionSpec(key, str(Keypair().pubkey()), "n", "S", "ipfs://x", 3, "g", None)
+        )
+        await store.mark_collection_created(key, None)
+        ids = [f"slot-{uuid.uuid4().hex[:10]}" for _ in range(8)]
+        wallet = str(Keypair().pubkey())
+
+        async def claim(mint_id: str) -> str:
+            try:
+                await store.claim(mint_id, f"u-{mint_id}", wallet, None, key)
+            except ServiceError as exc:
+                return exc.code or ""
+            return "claimed"
+
+        outcomes = await asyncio.gather(*(claim(m) for m in ids))
+        assert sorted(outcomes) == ["CollectionFull"] * 5 + ["claimed"] * 3
+        claimed = [m for m, o in zip(ids, outcomes, strict=True) if o == "claimed"]
+        row = await store.claim(claimed[0], f"u-{claimed[0]}", wallet, None, key)
+        assert row.collection == key  # a retried claim: its own row, full or not
+        with pytest.raises(ServiceError) as conflict:
+            await store.claim(claimed[0], f"u-{claimed[0]}", row.wallet, None, None)
+        assert conflict.value.code == "Conflict" and "collection" in str(conflict.value)
+        assert await store.mark_rolled_back(claimed[1], "test")
+        late = f"slot-{uuid.uuid4().hex[:10]}"
+        assert await claim(late) == "claimed"
+        assert await claim(f"slot-{uuid.uuid4().hex[:10]}") == "CollectionFull"
+        found = await store.collection(key)
+        assert found is not None and found.members == 3
+    finally:
+        await store.close()

@@ -111,7 +111,10 @@ class VerificationActivities:
         problems = check_nft(state, owner=arg.owner, name=arg.name, symbol=arg.symbol, uri=arg.uri)
         member = state.member
         if group is not None and (
-            member is None or member.group != group or member.mint != arg.mint_address
+            member is None
+            or member.group != group
+            or member.mint != arg.mint_address
+            or state.groups.member_address != arg.mint_address
         ):
             where = "none" if member is None else member.group
             problems.append(f"not a member of its collection {group} (member of: {where})")

@@ -31,7 +31,7 @@ from mintsaga.errors import ServiceError
 from mintsaga.ipfs.gateways import GatewayReader
 from mintsaga.ipfs.images import sniff_image_type
 from mintsaga.ipfs.kubo import KuboClient
-from mintsaga.ipfs.metadata import ContentLinks, UriStyle, ipfs_uri, metaplex_metadata
+from mintsaga.ipfs.metadata import ContentLinks, UriStyle, metaplex_metadata
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.provider_cids import ProviderCids
 from mintsaga.ipfs.uploads import IpfsUploader
@@ -165,7 +165,7 @@ async def _metadata_uri(
             keyvalues={**keyvalues, "kind": "metadata"},
             content_type="application/json",
         )
-    return links.uri(pinned.cid) if image is not None else ipfs_uri(pinned.cid)
+    return links.uri(pinned.cid)
 
 
 async def create_collection(
@@ -187,10 +187,11 @@ async def create_collection(
             f"{GROUP_AUTHORITY_SETTING} is not set: a collection's members are signed in by its"
             " group authority, a keypair the workers hold (docs/design.md, Authorities)"
         )
-    payer = load_keypair_file(settings.mint_authority_keypair)
-    group_authority = load_keypair_file(
-        settings.mint_group_authority_keypair, setting=GROUP_AUTHORITY_SETTING
+    payer, group_authority = (
+        _keys(settings.mint_authority_keypair, None),
+        _keys(settings.mint_group_authority_keypair, GROUP_AUTHORITY_SETTING),
     )
+    _distinct(settings, payer, group_authority.pubkey(), GROUP_AUTHORITY_SETTING)
     collection = derive_collection_keypair(
         parse_seed(settings.mint_key_seed.get_secret_value()), key
     )
@@ -202,15 +203,18 @@ async def create_collection(
         if existing is not None and existing.created:
             progress(f"collection {key} exists at {existing.address}: nothing sent")
             return CollectionCreated(existing, sent=False)
-        uri = await _metadata_uri(
-            settings,
-            key=key,
-            name=name,
-            symbol=symbol,
-            description=description,
-            image=image,
-            progress=progress,
-        )
+        if existing is not None:  # an earlier run stopped: its metadata was pinned, reuse it
+            uri = existing.uri
+        else:
+            uri = await _metadata_uri(
+                settings,
+                key=key,
+                name=name,
+                symbol=symbol,
+                description=description,
+                image=image,
+                progress=progress,
+            )
         row = await store.begin_collection(
             CollectionSpec(
                 key=key,
@@ -283,7 +287,7 @@ async def _land(
             reserve=lambda cost: reserve(row.key, cost),
         )
         progress(f"sending {signed.signature}")
-        await minter.send(signed.tx_base64)
+        await _send(minter, signed.tx_base64, progress)
         if await _confirmed(minter, signed.signature, signed.last_valid_block_height):
             progress("confirmed")
             return signed.signature
@@ -306,13 +310,10 @@ async def rotate_group_authority(
     signed."""
     if settings.mint_group_authority_keypair is None:
         raise StarterError(f"{GROUP_AUTHORITY_SETTING} is not set: it must be the current key")
-    current = load_keypair_file(
-        settings.mint_group_authority_keypair, setting=GROUP_AUTHORITY_SETTING
-    )
-    new = load_keypair_file(new_keypair, setting="--new-keypair")
-    payer = load_keypair_file(settings.mint_authority_keypair)
-    if new.pubkey() == payer.pubkey():
-        raise StarterError("--new-keypair is the system wallet's key: give the group its own")
+    current = _keys(settings.mint_group_authority_keypair, GROUP_AUTHORITY_SETTING)
+    new = _keys(new_keypair, "--new-keypair")
+    payer = _keys(settings.mint_authority_keypair, None)
+    _distinct(settings, payer, new.pubkey(), "--new-keypair")
     dsn = settings.database_url.get_secret_value()
     store = await MintStore.connect(dsn, min_size=1, max_size=2)
     try:
@@ -355,7 +356,7 @@ async def rotate_group_authority(
                     ),
                 )
                 progress(f"sending {signed.signature}")
-                await minter.send(signed.tx_base64)
+                await _send(minter, signed.tx_base64, progress)
                 if await _confirmed(minter, signed.signature, signed.last_valid_block_height):
                     progress("confirmed")
                     break
@@ -367,6 +368,37 @@ async def rotate_group_authority(
         raise StarterError(f"collection rotate-authority {key}: {exc}") from exc
     finally:
         await store.close()
+
+
+def _keys(path: Path | None, setting: str | None) -> Keypair:
+    """A keypair file, its problem named as StarterError (never a key byte)."""
+    assert path is not None
+    try:
+        return load_keypair_file(path, **({"setting": setting} if setting else {}))
+    except ValueError as exc:  # KeyMaterialError: names the setting and the file
+        raise StarterError(str(exc)) from None
+
+
+def _distinct(settings: Settings, payer: Keypair, key: Pubkey, what: str) -> None:
+    """The group authority is a key of its own: neither the system wallet nor the cold
+    metadata authority (which must stay off the workers)."""
+    if key == payer.pubkey():
+        raise StarterError(f"{what} is the system wallet's key: give the group its own")
+    if str(key) == settings.mint_update_authority:
+        raise StarterError(
+            f"{what} is MINT_UPDATE_AUTHORITY's key, which must stay off the workers: give the"
+            " group its own"
+        )
+
+
+async def _send(minter: SolanaMinter, tx_base64: str, progress: Callable[[str], None]) -> None:
+    """Send; an unanswered send is not a failure (it may have landed): the status tells."""
+    try:
+        await minter.send(tx_base64)
+    except ServiceError as exc:
+        if not exc.retryable:
+            raise
+        progress(f"no clear answer to the send ({exc.code}): looking for its status")
 
 
 async def _confirmed(minter: SolanaMinter, signature: str, last_valid_block_height: int) -> bool:

@@ -166,7 +166,8 @@ async def _fields_differing(
         except Exception:  # started by hand, or from another language, with something else
             return ["request (the existing one is not a valid MintRequest)"]
         ours, theirs = request.model_dump(mode="json"), started.model_dump(mode="json")
-        return [name for name in MintRequest.model_fields if ours[name] != theirs[name]]
+        # .get: fields left out of the payload when unset (MintRequest's serializer).
+        return [name for name in MintRequest.model_fields if ours.get(name) != theirs.get(name)]
     raise StarterError(f"mint {request.mint_id}: its workflow has no history to compare with")
 
 

@@ -17,6 +17,7 @@
     mintsaga webhooks list [--state pending|failed|delivered] [--mint MINT_ID] [--json]
     mintsaga webhooks retry (EVENT_ID... | --failed)
     mintsaga collection create --key KEY --name NAME --symbol SYM --max-size N [--image PATH]
+    mintsaga collection rotate-authority --key KEY --new-keypair FILE
     mintsaga collection list [--json]
 
 Reads TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE and TEMPORAL_TASK_QUEUE (defaults: 127.0.0.1:7233,

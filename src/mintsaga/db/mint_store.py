@@ -209,10 +209,13 @@ class MintStore(
                 f" {collection} ...`); mint {mint_id} was not started",
                 self._endpoint,
             )
+        # Not this mint: a retried claim whose first attempt committed meanwhile holds its slot.
         members = await conn.fetchval(
             f"""SELECT count(*) FROM mints
-                WHERE collection = $1 AND stage <> '{MintStage.ROLLED_BACK.value}'""",
+                WHERE collection = $1 AND stage <> '{MintStage.ROLLED_BACK.value}'
+                  AND mint_id <> $2""",
             collection,
+            mint_id,
         )
         if members >= found["max_size"]:
             raise permanent(

@@ -223,8 +223,9 @@ async def _gather_answers(
 
 
 class SolanaMinter(MintPreparer):
-    """Mints the NFT (docs/design.md, "The NFT") with ``payer`` as system wallet, fee payer and
-    update authority: ``prepare`` (inherited) signs it, ``send`` sends it, the reads follow it on
+    """Mints the NFT (docs/design.md, "The NFT") with ``payer`` as system wallet and fee payer
+    (the metadata's update authority is another key, ``MINT_UPDATE_AUTHORITY``): ``prepare``
+    (inherited) signs it, ``send`` sends it, the reads follow it on
     the chain."""
 
     _poller: StatusPoller[SigStatus] | None = None

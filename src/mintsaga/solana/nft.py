@@ -505,7 +505,8 @@ def build_collection_instructions(
 
     Order: create_account (space for MetadataPointer + GroupPointer, lamports for
     ``collection_mint_account_size(...)``), MetadataPointer -> self, GroupPointer -> self
-    (authority: ``group_update_authority``), InitializeMint2, TokenMetadata Initialize,
+    (authority: the metadata's, ``update_authority``, none when immutable), InitializeMint2,
+    TokenMetadata Initialize,
     InitializeGroup(``max_size``, ``group_update_authority``), the owner's ATA, MintToChecked 1,
     SetAuthority(MintTokens, None). Signers: ``payer`` (temporary mint authority) and ``mint``;
     neither ``update_authority`` (default ``payer``) nor ``group_update_authority`` signs here.
@@ -525,7 +526,10 @@ def build_collection_instructions(
             )
         ),
         initialize_metadata_pointer_ix(mint, authority, mint),
-        initialize_group_pointer_ix(mint, group_update_authority, mint),
+        # The pointer (who may repoint the collection at another group account) answers to the
+        # metadata's cold authority, not the hot group key: a stolen worker key must not be
+        # able to unhook the collection, even after the group authority is rotated away.
+        initialize_group_pointer_ix(mint, authority, mint),
         initialize_mint2_ix(mint, NFT_DECIMALS, payer, None),
         *_metadata(payer=payer, mint=mint, authority=authority, name=name, symbol=symbol, uri=uri),
         initialize_group_ix(

@@ -80,6 +80,14 @@ class ClaimIn(_Model):
     wallet: str
     collection: str | None = None  # the collection's key: the claim takes one of its slots
 
+    @model_serializer(mode="wrap")
+    def _without_unset_collection(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Left out when None: a worker not yet upgraded reads it as before (rolling deploy).
+        data = handler(self)
+        if isinstance(data, dict) and self.collection is None:
+            data.pop("collection", None)
+        return data
+
 
 class ClaimOut(StepOut):
     mint_address: str
@@ -162,6 +170,14 @@ class UploadMetadataIn(_Model):
     image_cid: str
     image_content_type: str
     external_url: str | None = None  # the request's; None in histories before issue 18
+
+    @model_serializer(mode="wrap")
+    def _without_unset_external_url(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Left out when None: a worker not yet upgraded reads it as before (rolling deploy).
+        data = handler(self)
+        if isinstance(data, dict) and self.external_url is None:
+            data.pop("external_url", None)
+        return data
 
 
 class UploadOut(StepOut):

@@ -242,6 +242,17 @@ class MintRequest(_Frozen):
     )
     options: MintOptions = MintOptions()
 
+    @model_serializer(mode="wrap")
+    def _without_unset_new_fields(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Issue 18's fields are left out when unset, so a worker not yet upgraded (extra fields
+        # forbidden) still reads every request that does not use them during a rolling deploy.
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in ("collection", "external_url"):
+                if data.get(name) is None:
+                    data.pop(name, None)
+        return data
+
     @field_validator("wallet")
     @classmethod
     def _wallet_is_an_ed25519_key(cls, value: str) -> str:

@@ -280,7 +280,8 @@ def test_collection_lands_with_its_group_and_separate_authorities():
     assert len(data) == collection_mint_account_size(*COLLECTION) == 504
     groups = decode_group_extensions(str(address), data)
     assert groups.group_address == str(address)
-    assert groups.group_pointer_authority == str(chain.group_authority.pubkey())
+    # The pointer answers to the cold metadata authority, never the hot group key.
+    assert groups.group_pointer_authority == str(chain.metadata_authority.pubkey())
     assert groups.group == TokenGroupState(
         update_authority=str(chain.group_authority.pubkey()),
         mint=str(address),

@@ -130,7 +130,7 @@ def test_the_default_is_the_gateway_style_on_the_first_gateway(tmp_path: Path) -
             {"METADATA_GATEWAY_URL": "https://gw.example/?pinataGatewayToken=secret"},
             "METADATA_GATEWAY_URL: a gateway URL for NFTs has no query",
         ),
-        ({"METADATA_GATEWAY_URL": "https://" + "g" * 200}, "longer than 200"),
+        ({"METADATA_GATEWAY_URL": "https://" + "g" * 190}, "longer than 190"),
     ],
 )
 def test_a_gateway_wallets_cannot_use_is_refused_by_name(

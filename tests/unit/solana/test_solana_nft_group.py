@@ -483,3 +483,33 @@ def test_lamports_must_cover_the_final_size():
     assert _error(result) == TransactionErrorInsufficientFundsForRent(1)
     group = chain.group()
     assert group is not None and group.size == 0
+
+
+def test_the_largest_member_transaction_fits_with_the_longest_gateway_url() -> None:
+    """METADATA_GATEWAY_URL at its longest, a name and symbol at theirs, a CIDv1 uri, immutable
+    metadata (one more instruction) and a collection (a third signer): still one packet."""
+    from solders.hash import Hash
+    from solders.message import MessageV0
+
+    from mintsaga.settings import METADATA_GATEWAY_URL_MAX
+    from mintsaga.solana.prepare import MAX_TRANSACTION_SIZE, _with_budget
+
+    payer, mint, group, group_authority = Keypair(), Keypair(), Keypair(), Keypair()
+    gateway = "https://" + "g" * (METADATA_GATEWAY_URL_MAX - len("https://"))
+    uri = f"{gateway}/ipfs/bafkrei{'a' * 52}"
+    ixs = build_nft_instructions(
+        payer=payer.pubkey(),
+        mint=mint.pubkey(),
+        owner=Keypair().pubkey(),
+        name="N" * 32,
+        symbol="S" * 10,
+        uri=uri,
+        rent_lamports=10**7,
+        immutable_metadata=True,
+        collection=(group.pubkey(), group_authority.pubkey()),
+    )
+    message = MessageV0.try_compile(
+        payer.pubkey(), _with_budget(ixs, 1_400_000, 10**6), [], Hash.default()
+    )
+    size = len(bytes(VersionedTransaction(message, [payer, mint, group_authority])))
+    assert size <= MAX_TRANSACTION_SIZE, size

@@ -99,6 +99,18 @@ async def test_a_collection_is_made_once_and_a_mint_joins_it_in_its_own_transact
         "maxSize": 1000,
     }
     assert group_key != payer
+    # Its image and metadata are held in mint_pins by the collection itself (a holder no mint
+    # can be), so a rolled-back mint sharing a CID (the tier image) never unpins them.
+    conn = await asyncpg.connect(stack.direct_database_url)
+    try:
+        held = await conn.fetch(
+            "SELECT DISTINCT cid FROM mint_pins WHERE mint_id = $1 AND released_at IS NULL",
+            f"collection/{key}",
+        )
+    finally:
+        await conn.close()
+    held_cids = {r["cid"] for r in held}
+    assert len(held_cids) >= 2 and made["uri"].rsplit("/", 1)[-1] in held_cids
     info = chain_nft(stack, made["address"])
     assert info is not None
     cold = str(update_authority(stack.state_dir).pubkey())

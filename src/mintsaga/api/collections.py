@@ -28,6 +28,7 @@ from mintsaga.db.collections import CollectionRow, CollectionSpec
 from mintsaga.db.mint_store import MintStore
 from mintsaga.db.wallet_spend import spend_breaker_open
 from mintsaga.errors import ServiceError
+from mintsaga.ipfs.cid import compute_cid
 from mintsaga.ipfs.gateways import GatewayReader
 from mintsaga.ipfs.images import sniff_image_type
 from mintsaga.ipfs.kubo import KuboClient
@@ -51,6 +52,7 @@ __all__ = [
 MAX_COLLECTION_SIZE = 1_000_000_000
 SEND_ROUNDS = 3  # signed again with a fresh blockhash when one expired unlanded
 HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+PROVIDERS = ("pinata", "kubo")  # where an upload may land (ipfs/uploads.py)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ async def _uploader(settings: Settings) -> AsyncIterator[IpfsUploader]:
 
 async def _metadata_uri(
     settings: Settings,
+    store: MintStore,
     *,
     key: str,
     name: str,
@@ -141,6 +144,7 @@ async def _metadata_uri(
             if content_type is None:
                 raise StarterError(f"--image {image}: not a PNG, JPEG, GIF, WebP or SVG image")
             progress(f"pinning the image ({len(data)} bytes)")
+            await store.hold_collection_pin(key, await compute_cid(data), PROVIDERS)
             pinned = await uploader.upload(
                 data,
                 filename=image.name,
@@ -148,6 +152,7 @@ async def _metadata_uri(
                 keyvalues={**keyvalues, "kind": "image"},
                 content_type=content_type,
             )
+            await store.hold_collection_pin(key, pinned.cid, PROVIDERS)
             document = metaplex_metadata(
                 name=name,
                 symbol=symbol,
@@ -158,6 +163,7 @@ async def _metadata_uri(
                 links=links,
             )
         progress("pinning the metadata")
+        await store.hold_collection_pin(key, await compute_cid(document), PROVIDERS)
         pinned = await uploader.upload(
             document,
             filename="metadata.json",
@@ -165,6 +171,7 @@ async def _metadata_uri(
             keyvalues={**keyvalues, "kind": "metadata"},
             content_type="application/json",
         )
+        await store.hold_collection_pin(key, pinned.cid, PROVIDERS)
     return links.uri(pinned.cid)
 
 
@@ -208,6 +215,7 @@ async def create_collection(
         else:
             uri = await _metadata_uri(
                 settings,
+                store,
                 key=key,
                 name=name,
                 symbol=symbol,

@@ -18,7 +18,13 @@ from mintsaga.db.errors import permanent
 from mintsaga.db.executor import Executor
 from mintsaga.stages import MintStage
 
-__all__ = ["CollectionRow", "CollectionSpec", "CollectionsMixin"]
+__all__ = ["CollectionRow", "CollectionSpec", "CollectionsMixin", "collection_holder"]
+
+
+def collection_holder(key: str) -> str:
+    """The holder name of a collection's pins: '/' is in no mint_id (MintRequest's pattern)."""
+    return f"collection/{key}"
+
 
 _FIELDS = (
     "key",
@@ -129,6 +135,21 @@ class CollectionsMixin:
                 self._endpoint,
             )
         return row
+
+    async def hold_collection_pin(self, key: str, cid: str, providers: tuple[str, ...]) -> None:
+        """Note that collection ``key`` holds ``cid`` for good: a row in ``mint_pins`` under
+        ``collection_holder(key)`` (no mint has that id, none is ever rolled back), so a mint
+        sharing the CID (a tier image) that is rolled back never unpins it."""
+        await self._db.run(
+            lambda conn: conn.execute(
+                """INSERT INTO mint_pins (mint_id, cid, provider)
+                   SELECT $1, $2, p FROM unnest($3::text[]) AS p
+                   ON CONFLICT DO NOTHING""",
+                collection_holder(key),
+                cid,
+                list(providers),
+            )
+        )
 
     async def mark_collection_created(self, key: str, signature: str | None) -> CollectionRow:
         """The chain shows the group: the collection admits members from now on."""

@@ -132,6 +132,27 @@ def priority_fee_accounts_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
     return accounts
 
 
+def priority_fee_blind_warning(
+    estimator: str, accounts: Sequence[str], endpoints: Sequence[str]
+) -> str | None:
+    """The worker's start-up warning (issue 15) when the priority fee would read ~0 on a real
+    cluster: the ``rpc`` estimator with no SOLANA_PRIORITY_FEE_ACCOUNTS samples only the mint's
+    own new accounts and the Token-2022 program (never write-locked), for which a node answers
+    the block's minimum, most often 0. None when ``helius`` estimates, when accounts are named,
+    or when every endpoint is on this machine (the devstack, tests)."""
+    if estimator != "rpc" or accounts:
+        return None
+    if all(_is_loopback(urlsplit(url).hostname or "") for url in endpoints):
+        return None
+    return (
+        "SOLANA_PRIORITY_FEE_ESTIMATOR=rpc with SOLANA_PRIORITY_FEE_ACCOUNTS empty: the priority"
+        " fee samples only the mint's own new accounts and the Token-2022 program, ~0 on mainnet,"
+        " so mints under load may expire and re-sign; set SOLANA_PRIORITY_FEE_ACCOUNTS to busy"
+        " writable accounts, or SOLANA_PRIORITY_FEE_ESTIMATOR=helius on Helius endpoints"
+        " (docs/deploy.md, 'The priority fee on mainnet')"
+    )
+
+
 # SOLANA_COMMITMENT: what the confirmation wait takes as landed and the verification before
 # MINTED reads at. ``processed`` is refused: a processed block can still be skipped.
 SOLANA_COMMITMENTS = ("confirmed", "finalized")

@@ -94,6 +94,7 @@ from mintsaga.settings import (
     Settings,
     SettingsError,
     WorkerTuning,
+    priority_fee_blind_warning,
 )
 from mintsaga.solana.mint_keys import KeyMaterialError, load_keypair_file, parse_seed
 from mintsaga.solana.minter import SolanaMinter
@@ -474,7 +475,20 @@ async def sampling_fleet(client: Client, settings: Settings) -> AsyncIterator[No
         yield
 
 
+def warn_if_fee_estimate_blind(settings: Settings) -> None:
+    """One warning line at start when the priority fee would read ~0 on a real cluster
+    (mintsaga.settings.priority_fee_blind_warning; issue 15)."""
+    warning = priority_fee_blind_warning(
+        settings.solana_priority_fee_estimator,
+        settings.solana_priority_fee_accounts,
+        (*settings.solana_rpc_endpoints, *settings.solana_emergency_endpoints),
+    )
+    if warning:
+        log.warning("%s", warning)
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    warn_if_fee_estimate_blind(settings)
     await check_pinata_jwt(settings)
     await check_kubo(settings)
     client = await connect_temporal(settings)

@@ -60,6 +60,7 @@ NAMES = {
     "rollback_mint",
     "admit_mint",
     "look_up_mint",
+    "maintenance_mode",
     "record_notices",
     "health_solana",
     "health_postgres",

@@ -21,6 +21,10 @@ INTERVAL_S = 2.0
 async def heartbeating(interval_s: float = INTERVAL_S) -> AsyncIterator[None]:
     """Heartbeat every `interval_s` while the block runs."""
 
+    if activity.info().is_local:  # a local activity has no heartbeat: its workflow task does
+        yield
+        return
+
     async def beat() -> None:
         while True:
             activity.heartbeat()
@@ -49,5 +53,5 @@ def attempt_time_left() -> float:
 
 def keep_alive() -> None:
     """Heartbeat when inside an activity (the guard's `GuardHooks.keep_alive`)."""
-    if activity.in_activity():
+    if activity.in_activity() and not activity.info().is_local:
         activity.heartbeat()

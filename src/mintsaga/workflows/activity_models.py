@@ -74,6 +74,12 @@ class MintRef(_Model):
     mint_id: str
 
 
+class MaintenanceOut(StepOut):
+    """Whether maintenance mode is on now (the lean saga then waits it out)."""
+
+    on: bool
+
+
 class ClaimIn(_Model):
     mint_id: str
     user_id: str

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         COMPUTE_IMAGE_CID,
         FINISH_MINT,
         LOOK_UP_MINT,
+        MAINTENANCE_MODE,
         MAX_RESIGNS,
         PREPARE_TRANSACTION,
         RECORD_MINTED,
@@ -119,7 +120,7 @@ class MintSaga(Saga):
         self._start(operator_timeout_s=request.options.operator_timeout_s)
         # A mint that already ended with this request answers from its row, whether or not
         # its history still exists; nothing runs again. Earlier mints did not look.
-        if workflow.patched("answer-ended-mints-from-row"):
+        if self._patched("answer-ended-mints-from-row"):
             ended = await self._look_up()
             if ended is not None:
                 return self._answer_from_row(ended)
@@ -164,6 +165,7 @@ class MintSaga(Saga):
                 LOOK_UP_MINT,
                 io.ClaimIn(mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet),
                 summary=LOOK_UP_MINT.name,
+                local=self._local(LOOK_UP_MINT),
             )
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
@@ -190,10 +192,17 @@ class MintSaga(Saga):
     # ---------------------------------------------------------------- 0. maintenance mode
 
     async def _wait_out_maintenance(self) -> None:
+        ref = io.MintRef(mint_id=self._req.mint_id)
+        if self._lean:  # a look first, in this workflow task; the wait only when it is on
+            if not (await self._step(MAINTENANCE_MODE, ref)).on:
+                return
+            self._set_details("waiting while maintenance mode is on")
+            await self._step(WAIT_OUT_MAINTENANCE, ref)
+            return
         # Mints started before maintenance mode existed have no such step in their history.
         if workflow.patched("maintenance-gate"):
             self._set_details("waiting while maintenance mode is on (returns at once when off)")
-            await self._step(WAIT_OUT_MAINTENANCE, io.MintRef(mint_id=self._req.mint_id))
+            await self._step(WAIT_OUT_MAINTENANCE, ref)
 
     # ---------------------------------------------------------------- 1. pre-mint checks
 
@@ -209,7 +218,7 @@ class MintSaga(Saga):
         # The image first: a bad reference (a private host, too big, not an image, outside
         # MINT_IMAGE_DIR) ends the mint before anything is written, pinned or sent. Mints
         # started before this change claimed their row first; their histories replay that way.
-        if workflow.patched("image-before-claim"):
+        if self._patched("image-before-claim"):
             await self._compute_image_cid()
             await self._claim()
         else:
@@ -231,7 +240,7 @@ class MintSaga(Saga):
                 mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet, reason=reason
             ),
         )
-        if not workflow.patched("admission-control"):  # mints started before it
+        if not self._patched("admission-control"):  # mints started before it
             claimed = await self._step(
                 CLAIM_MINT,
                 io.ClaimIn(
@@ -260,6 +269,7 @@ class MintSaga(Saga):
                     collection=req.collection,
                     wait_s=wait_s,
                 ),
+                remote=wait_s > 0,  # a queued mint waits in a regular activity
             )
             if admitted.ended is not None:
                 raise EndedBefore(admitted.ended)
@@ -295,7 +305,7 @@ class MintSaga(Saga):
         # blocks prove the bytes, ipfs/provider_cids.py): the NFT must name the CID that is
         # pinned, so the metadata is uploaded again naming it (both pins are the mint's).
         # Mints started before this change named the CID computed locally.
-        if workflow.patched("image-cid-from-upload") and uploaded.cid != image.cid:
+        if self._patched("image-cid-from-upload") and uploaded.cid != image.cid:
             self._image_cid = uploaded.cid
             self._set_details(
                 f"the image is pinned as {uploaded.cid}: uploading its metadata again"
@@ -304,7 +314,7 @@ class MintSaga(Saga):
         self._metadata_cid = metadata.cid
         # The worker chooses how the NFT links its metadata (METADATA_URI_STYLE); mints that
         # uploaded before this change link it as ipfs://<cid>, and replay that way.
-        if workflow.patched("metadata-uri-from-upload"):
+        if self._patched("metadata-uri-from-upload"):
             self._metadata_link = metadata.uri
         self._enter(MintStage.IPFS_UPLOADED, f"image and metadata pinned; metadata {metadata.cid}")
 

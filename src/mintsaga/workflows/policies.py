@@ -50,12 +50,28 @@ WAIT_OUT_MAINTENANCE = Step(
     timeout=24 * 3600 * S,
     heartbeat=30 * S,
 )
+# The lean saga's look at maintenance mode (a local activity, answering at once): only when
+# it is on does the saga wait in WAIT_OUT_MAINTENANCE.
+MAINTENANCE_MODE = Step(
+    "maintenance_mode", io.MintRef, io.MaintenanceOut, "db", attempts=3, timeout=10 * S, local=True
+)
 # 1. pre-mint checks (in parallel), the image, and the mint's row
 CHECK_IPFS = Step(
-    "check_ipfs", io.MintRef, io.StepOut, "ipfs", attempts=3, timeout=10 * S, provider=PINATA
+    "check_ipfs",
+    io.MintRef,
+    io.StepOut,
+    "ipfs",
+    attempts=3,
+    timeout=10 * S,
+    provider=PINATA,
+    local=True,
 )
-CHECK_DATABASE = Step("check_database", io.MintRef, io.StepOut, "db", attempts=2, timeout=10 * S)
-CHECK_RPC = Step("check_rpc", io.MintRef, io.StepOut, "solana", attempts=3, timeout=10 * S)
+CHECK_DATABASE = Step(
+    "check_database", io.MintRef, io.StepOut, "db", attempts=2, timeout=10 * S, local=True
+)
+CHECK_RPC = Step(
+    "check_rpc", io.MintRef, io.StepOut, "solana", attempts=3, timeout=10 * S, local=True
+)
 CLAIM_MINT = Step("claim_mint", io.ClaimIn, io.ClaimOut, "db", attempts=3, timeout=10 * S)
 # The claim behind the admission limit: each attempt waits up to AdmitIn.wait_s for a slot
 # (ADMISSION_WAIT_S), heartbeating while it polls.
@@ -67,13 +83,18 @@ ADMIT_MINT = Step(
     attempts=3,
     timeout=ADMISSION_WAIT_S * S + 30 * S,
     heartbeat=15 * S,
+    local=True,
 )
 # The first step: a mint that already ended with this request (its history may be gone: the
 # namespace's retention) answers from its row, and nothing runs.
-LOOK_UP_MINT = Step("look_up_mint", io.ClaimIn, io.LookupOut, "db", attempts=3, timeout=10 * S)
+LOOK_UP_MINT = Step(
+    "look_up_mint", io.ClaimIn, io.LookupOut, "db", attempts=3, timeout=10 * S, local=True
+)
 # The backend's notices (mintsaga.notices), recorded in order off the mint's critical path;
 # retried without limit (a notice is never dropped), each attempt short.
-RECORD_NOTICES = Step("record_notices", io.NoticesIn, io.StepOut, "db", attempts=0, timeout=15 * S)
+RECORD_NOTICES = Step(
+    "record_notices", io.NoticesIn, io.StepOut, "db", attempts=0, timeout=15 * S, local=True
+)
 # 2. uploads: the image's CID is computed first so both uploads run in parallel
 COMPUTE_IMAGE_CID = Step(
     "compute_image_cid",
@@ -83,6 +104,7 @@ COMPUTE_IMAGE_CID = Step(
     attempts=5,
     timeout=60 * S,
     heartbeat=10 * S,
+    local=True,
 )
 UPLOAD_IMAGE = Step(
     "upload_image",
@@ -106,11 +128,23 @@ UPLOAD_METADATA = Step(
 )
 # 3. database record
 RECORD_UPLOADS = Step(
-    "record_uploads", io.RecordUploadsIn, io.StepOut, "db", attempts=3, timeout=10 * S
+    "record_uploads",
+    io.RecordUploadsIn,
+    io.StepOut,
+    "db",
+    attempts=3,
+    timeout=10 * S,
+    local=True,
 )
 # 4. the transaction; the pivot is the first send
 PREPARE_TRANSACTION = Step(
-    "prepare_transaction", io.PrepareIn, io.PreparedTx, "solana", attempts=3, timeout=30 * S
+    "prepare_transaction",
+    io.PrepareIn,
+    io.PreparedTx,
+    "solana",
+    attempts=3,
+    timeout=30 * S,
+    local=True,
 )
 SEND_TRANSACTION = Step(
     "send_transaction", io.SendIn, io.StepOut, "solana", attempts=3, timeout=30 * S
@@ -127,10 +161,18 @@ AWAIT_CONFIRMATION = Step(
     heartbeat=10 * S,
 )
 RECORD_MINTED = Step(
-    "record_minted", io.RecordMintedIn, io.StepOut, "db", attempts=3, timeout=10 * S
+    "record_minted",
+    io.RecordMintedIn,
+    io.StepOut,
+    "db",
+    attempts=3,
+    timeout=10 * S,
+    local=True,
 )
 # 5. on-chain verification, each attempt against the next endpoint
-VERIFY_NFT = Step("verify_nft", io.VerifyIn, io.StepOut, "solana", attempts=5, timeout=30 * S)
+VERIFY_NFT = Step(
+    "verify_nft", io.VerifyIn, io.StepOut, "solana", attempts=5, timeout=30 * S, local=True
+)
 # 6. post-mint checks (in parallel), then the final record
 CHECK_GATEWAYS = Step(
     "check_gateways",
@@ -140,14 +182,29 @@ CHECK_GATEWAYS = Step(
     attempts=3,
     timeout=60 * S,
     heartbeat=10 * S,
+    local=True,
 )
 CHECK_PARTNER_VIEW = Step(
-    "check_partner_view", io.PartnerViewIn, io.StepOut, "ipfs", attempts=2, timeout=60 * S
+    "check_partner_view",
+    io.PartnerViewIn,
+    io.StepOut,
+    "ipfs",
+    attempts=2,
+    timeout=60 * S,
+    local=True,
 )
 CHECK_DB_CONSISTENCY = Step(
-    "check_db_consistency", io.ConsistencyIn, io.StepOut, "db", attempts=2, timeout=30 * S
+    "check_db_consistency",
+    io.ConsistencyIn,
+    io.StepOut,
+    "db",
+    attempts=2,
+    timeout=30 * S,
+    local=True,
 )
-FINISH_MINT = Step("finish_mint", io.FinishIn, io.StepOut, "db", attempts=3, timeout=10 * S)
+FINISH_MINT = Step(
+    "finish_mint", io.FinishIn, io.StepOut, "db", attempts=3, timeout=10 * S, local=True
+)
 # compensations: idempotent, so they may retry more than the steps they undo
 RELEASE_PINS = Step(
     "release_pins",
@@ -159,7 +216,9 @@ RELEASE_PINS = Step(
     heartbeat=10 * S,
     provider=PINATA,
 )
-ROLLBACK_MINT = Step("rollback_mint", io.RollbackIn, io.StepOut, "db", attempts=10, timeout=10 * S)
+ROLLBACK_MINT = Step(
+    "rollback_mint", io.RollbackIn, io.StepOut, "db", attempts=10, timeout=10 * S, local=True
+)
 
 SAGA_STEPS: tuple[Step[Any, Any], ...] = (
     WAIT_OUT_MAINTENANCE,
@@ -185,6 +244,7 @@ SAGA_STEPS: tuple[Step[Any, Any], ...] = (
     ADMIT_MINT,
     LOOK_UP_MINT,
     RECORD_NOTICES,
+    MAINTENANCE_MODE,
 )
 # Looked up by activity name (activities.failures, bench, chaos).
 STEPS: dict[str, Step[Any, Any]] = {step.name: step for step in SAGA_STEPS}

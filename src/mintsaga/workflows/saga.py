@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from temporalio import workflow
-from temporalio.common import Priority, SearchAttributeKey
+from temporalio.common import Priority, SearchAttributeKey, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 from temporalio.workflow import ActivityCancellationType
@@ -64,6 +64,10 @@ OVERRIDES_PER_RETRY = "operator-overrides-per-retry"
 # dispatched first" (issue 17).
 STATUS_NOTICES = "status-notices"
 POST_PIVOT_PRIORITY = "post-pivot-priority"
+# The patch id of the lean saga (issue 19, docs/design.md "Local activities"): the short steps
+# run as local activities, search attributes change only with MintStatus, and every patch
+# above is taken as applied without its marker.
+LEAN_SAGA = "lean-saga"
 # Temporal's priority keys run from 1 (first) to 5, default 3: a mint past the pivot is
 # finished before new mints are started. Servers without task priorities ignore the key.
 AFTER_PIVOT = Priority(priority_key=1)
@@ -166,9 +170,13 @@ class Saga:
         self._running: dict[str, str] = {}  # steps running now, with their service
         self._prioritise = False  # POST_PIVOT_PRIORITY
         self._background: set[asyncio.Future[None]] = set()  # the notice tasks
+        self._lean = False  # LEAN_SAGA
 
     def _start(self, *, operator_timeout_s: float) -> None:
         self._operator_timeout_s = operator_timeout_s
+        self._lean = workflow.patched(LEAN_SAGA)
+        if self._lean and _attributes_set(workflow.info().typed_search_attributes):
+            return  # the starter set both (mintsaga.start_mint does)
         # Set both attributes at once, for starters (another language) that set neither.
         workflow.upsert_search_attributes(
             [
@@ -177,10 +185,15 @@ class Saga:
             ]
         )
 
+    def _patched(self, patch_id: str) -> bool:
+        """`workflow.patched(patch_id)`, except in the lean saga, which came after every patch
+        before it: there they all hold, and none records a marker."""
+        return self._lean or workflow.patched(patch_id)
+
     def _begin_notices(self, mint_id: str, *, delay_notice_s: float) -> None:
         """Tell the backend the mint started, and a delay if it is not over in time."""
-        self._prioritise = workflow.patched(POST_PIVOT_PRIORITY)
-        self._notices_on = workflow.patched(STATUS_NOTICES)
+        self._prioritise = self._patched(POST_PIVOT_PRIORITY)
+        self._notices_on = self._patched(STATUS_NOTICES)
         if not self._notices_on:
             return
         self._notice_mint_id = mint_id
@@ -195,25 +208,31 @@ class Saga:
         arg: In | Callable[[], In],
         *,
         handled: tuple[str, ...] = (),
+        remote: bool = False,
     ) -> Out:
         """Run one activity with its policy; when it spends its retries, ask an operator.
 
         `arg` may be a function, so a retry after an operator's overrides builds a new input.
         A cancelled workflow waits for a running activity to finish or acknowledge the
         cancellation before compensating, so no step lands after its compensation ran.
+        `remote`: a regular activity even where the lean saga would run it locally (a wait).
         """
         name = step.name
         while True:
             self._attempts[name] = self._attempts.get(name, 0) + 1
             self._running[name] = step.service
+            local = self._local(step) and not remote
             try:
                 out = await execute(
                     step,
                     arg() if callable(arg) else arg,
                     summary=name,
                     cancellation_type=self._cancellation_type(),
-                    task_queue=self._task_queue(step),
-                    priority=AFTER_PIVOT if self._pivoted and self._prioritise else None,
+                    task_queue=None if local else self._task_queue(step),
+                    priority=AFTER_PIVOT
+                    if self._pivoted and self._prioritise and not local
+                    else None,
+                    local=local,
                 )
             except ActivityError as err:
                 self._running.pop(name, None)
@@ -232,21 +251,23 @@ class Saga:
             self._count_retries(step.service, out.attempt)
             return out
 
-    @staticmethod
-    def _task_queue(step: Step[Any, Any]) -> str | None:
+    def _local(self, step: Step[Any, Any]) -> bool:
+        """The lean saga runs a step that allows it as a local activity."""
+        return self._lean and step.local
+
+    def _task_queue(self, step: Step[Any, Any]) -> str | None:
         """A step that calls a rate-limited provider (Pinata) runs on that provider's queue,
         where Temporal holds the provider's rate for the whole fleet. Mints started before
         this change schedule every step on the saga's queue (their histories say so); the
         worker serves every activity there too."""
-        if step.provider is None or not workflow.patched("pinata-task-queue"):
+        if step.provider is None or not self._patched("pinata-task-queue"):
             return None
         return provider_task_queue(workflow.info().task_queue, step.provider)
 
-    @staticmethod
-    def _cancellation_type() -> ActivityCancellationType:
+    def _cancellation_type(self) -> ActivityCancellationType:
         # Mints started before this change cancel their running step at once (their
         # histories say so); newer ones wait for it, so nothing lands after compensation.
-        if workflow.patched("wait-for-cancelled-steps"):
+        if self._patched("wait-for-cancelled-steps"):
             return ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
         return ActivityCancellationType.TRY_CANCEL
 
@@ -324,8 +345,12 @@ class Saga:
         for compensation in pending:
             step = compensation.step
             try:
+                local = self._local(step)
                 await execute(
-                    step, compensation.make_input(reason), task_queue=self._task_queue(step)
+                    step,
+                    compensation.make_input(reason),
+                    task_queue=None if local else self._task_queue(step),
+                    local=local,
                 )
             except ActivityError as err:
                 self._last_error = error_info(step.name, err)
@@ -352,7 +377,7 @@ class Saga:
         this rule (no marker in their history) replay as they ran: an empty retry kept the
         overrides in force, a retry with any replaced them all.
         """
-        if workflow.patched(OVERRIDES_PER_RETRY):
+        if self._patched(OVERRIDES_PER_RETRY):
             return given.over(self._overrides) if given.keep_overrides else given.changes
         return given.changes if given.changes != RetryOverrides() else self._overrides
 
@@ -411,7 +436,10 @@ class Saga:
         self._stage_seconds[self._stage] = self._stage_seconds.get(self._stage, 0.0) + elapsed
         entered = stage != self._stage
         self._stage, self._stage_started = stage, now
-        workflow.upsert_search_attributes([MINT_STAGE.value_set(stage.value)])
+        # The lean saga publishes the stage with the status only (`_publish_status`): what
+        # an operator filters on; the stage in between is in the status query and the events.
+        if not self._lean:
+            workflow.upsert_search_attributes([MINT_STAGE.value_set(stage.value)])
         self._set_details(details)
         # The outcomes (MINTED, ROLLED_BACK, FAILED) are told where they are decided.
         if entered and stage.in_progress:
@@ -434,7 +462,10 @@ class Saga:
             self._awaiting_since = workflow.now()
         if shown != self._published_status:
             self._published_status = shown
-            workflow.upsert_search_attributes([MINT_STATUS.value_set(shown.value)])
+            published = [MINT_STATUS.value_set(shown.value)]
+            if self._lean:
+                published.insert(0, MINT_STAGE.value_set(self._stage.value))
+            workflow.upsert_search_attributes(published)
 
     def _count_retries(self, service: str, attempts: int) -> None:
         self._retries[service] = self._retries.get(service, 0) + max(0, attempts - 1)
@@ -491,10 +522,17 @@ class Saga:
         self._notify(NoticeType.DELAYED, cause=cause)
 
     async def _watch_for_delay(self, after_s: float) -> None:
+        why = f"not minted within {after_s:.0f} s (options.delay_notice_s)"
+        if self._lean:
+            # A plain timer, left running when the mint ends in time: cancelling it would be
+            # one more command and event per mint, for nothing.
+            await workflow.sleep(after_s)
+            self._notify_delayed(why)  # says nothing once settled
+            return
         try:
             await workflow.wait_condition(lambda: self._settled, timeout=after_s)
         except TimeoutError:
-            self._notify_delayed(f"not minted within {after_s:.0f} s (options.delay_notice_s)")
+            self._notify_delayed(why)
 
     async def _record_notices(self) -> None:
         """Record the queued notices in order, a batch per activity, until none is left."""
@@ -505,6 +543,7 @@ class Saga:
                     RECORD_NOTICES,
                     NoticesIn(mint_id=self._notice_mint_id, notices=batch),
                     summary=RECORD_NOTICES.name,
+                    local=self._local(RECORD_NOTICES),
                 )
             except ActivityError as err:  # retried without limit: only a bug ends it
                 workflow.logger.error("notices %s not recorded: %s", batch[0].event_key, err)
@@ -515,3 +554,8 @@ class Saga:
         """The outcome is known: no more delay notice; wait until every notice is recorded."""
         self._settled = True
         await workflow.wait_condition(lambda: not self._recording)
+
+
+def _attributes_set(attributes: TypedSearchAttributes) -> bool:
+    """Whether the start set both MintStage and MintStatus."""
+    return attributes.get(MINT_STAGE) is not None and attributes.get(MINT_STATUS) is not None

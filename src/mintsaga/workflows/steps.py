@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from temporalio import workflow
 from temporalio.common import Priority, RetryPolicy
+from temporalio.exceptions import ActivityError, FailureError
 from temporalio.workflow import ActivityCancellationType
 
 # One backoff table (base, cap, jitter) per service, shared with activities.pacing, which
@@ -47,6 +48,9 @@ class Step(Generic[In, Out]):
         retry: its retry policy when not the service's backoff (the health probes'); its
             `maximum_attempts` must be `attempts`.
         deadline: a schedule-to-close timeout over all attempts, if any.
+        local: short, idempotent and calling no rate-limited provider: the lean saga runs
+            it as a local activity (docs/design.md "Local activities"), with the same
+            timeout and retry policy; the step's name and models do not change.
     """
 
     name: str
@@ -59,6 +63,7 @@ class Step(Generic[In, Out]):
     provider: str | None = None
     retry: RetryPolicy | None = None
     deadline: timedelta | None = None
+    local: bool = False
 
     def __post_init__(self) -> None:
         if self.retry is None and self.service not in BACKOFF_BY_SERVICE:
@@ -95,11 +100,44 @@ async def execute(
     summary: str | None = None,
     cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
     priority: Priority | None = None,
+    local: bool = False,
 ) -> Out:
     """Run `step` with `arg` (None for a step without input) and return its typed output.
 
     The one way a workflow here schedules an activity. The keyword defaults are the SDK's.
+    `local`: as a local activity (the step must allow it), on this worker, in the workflow
+    task that asked; a task queue and a priority do not apply to it.
     """
+    if local:
+        if not step.local:
+            raise ValueError(f"{step.name} may not run as a local activity")
+        try:
+            result = await workflow.execute_local_activity(
+                step.name,
+                args=[] if step.input is None else [arg],
+                result_type=step.output,
+                summary=summary,
+                cancellation_type=cancellation_type,
+                start_to_close_timeout=step.timeout,
+                schedule_to_close_timeout=step.deadline,
+                retry_policy=step.retry_policy(),
+            )
+        except ActivityError:
+            raise
+        except FailureError as exc:
+            # A local activity's failure arrives as its cause alone (the ApplicationError, the
+            # timeout, the cancellation): wrapped as a regular activity's is, so the saga
+            # reads both the same way.
+            raise ActivityError(
+                f"local activity {step.name} failed",
+                scheduled_event_id=0,
+                started_event_id=0,
+                identity="",
+                activity_type=step.name,
+                activity_id="",
+                retry_state=None,
+            ) from exc
+        return cast(Out, result)
     result = await workflow.execute_activity(
         step.name,
         args=[] if step.input is None else [arg],

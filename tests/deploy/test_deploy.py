@@ -34,7 +34,7 @@ from packaging.utils import canonicalize_name
 
 from devstack.supervisor import SEARCH_ATTRIBUTES
 from mintsaga.observability import metrics
-from mintsaga.settings import Settings
+from mintsaga.settings import Settings, SettingsError, priority_fee_blind_warning
 from tests.paths import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -81,10 +81,25 @@ def stand_in_secret(name: str) -> str:
     return "stand-in-secret-value"
 
 
-def settings_with_files(env: dict[str, str], mounts: dict[str, Path], tmp_path: Path) -> Settings:
+# What deploy/ cannot choose for the operator: a placeholder (`<...>`) in the ConfigMap, a
+# required variable (`${NAME:?...}`) in the compose file; the tests stand in for the operator.
+OPERATOR_VALUES = {"METADATA_GATEWAY_URL": "https://mintsaga-example.mypinata.cloud"}
+
+
+def is_placeholder(value: str) -> bool:
+    return value.startswith("<") and value.endswith(">")
+
+
+def settings_with_files(
+    env: dict[str, str], mounts: dict[str, Path], tmp_path: Path, *, operator: bool = True
+) -> Settings:
     """`Settings.from_env(env)` with each path under a mount point replaced by a temporary file
-    holding a stand-in value (as the mounted secret would)."""
-    resolved = dict(env)
+    holding a stand-in value (as the mounted secret would), and (`operator`) each placeholder by
+    the value an operator would give (OPERATOR_VALUES)."""
+    resolved = {
+        name: OPERATOR_VALUES[name] if operator and is_placeholder(value) else value
+        for name, value in env.items()
+    }
     for name, value in env.items():
         for mount, folder in mounts.items():
             if value.startswith(mount + "/"):
@@ -198,6 +213,59 @@ def test_secrets_are_mounted_files_named_by_file_settings(tmp_path: Path) -> Non
     assert settings.ipfs_dedicated_gateway == "http://kubo.ipfs.svc.cluster.local:8080"
 
 
+def kube_mounts(tmp_path: Path) -> dict[str, Path]:
+    """The worker container's mount points, each standing in as a temporary folder."""
+    (container,) = kube("Deployment", "deployment.yaml")["spec"]["template"]["spec"]["containers"]
+    return {m["mountPath"]: tmp_path / m["name"] for m in container["volumeMounts"]}
+
+
+def test_the_gateway_nfts_link_to_is_the_operators_not_a_public_default(tmp_path: Path) -> None:
+    """METADATA_GATEWAY_URL is written on chain for good: deploy/ ships no default for it (a
+    public gateway is for testing: Pinata's allows 15 requests a minute per CID; issue 16), and
+    a worker with the placeholder left in, or compose without the variable, does not start."""
+    config = kube("ConfigMap", "configmap.yaml")["data"]
+    placeholders = [name for name, value in config.items() if is_placeholder(value)]
+    assert placeholders == ["METADATA_GATEWAY_URL"]
+    with pytest.raises(SettingsError, match="METADATA_GATEWAY_URL"):
+        settings_with_files(config, kube_mounts(tmp_path), tmp_path, operator=False)
+    settings = settings_with_files(config, kube_mounts(tmp_path), tmp_path)
+    assert settings.metadata_gateway_url == OPERATOR_VALUES["METADATA_GATEWAY_URL"]
+
+    raw = load_yaml(DEPLOY / "docker-compose.yml")
+    for unset in ({}, {"METADATA_GATEWAY_URL": ""}):  # `:?`: unset or empty is refused
+        with pytest.raises(KeyError, match="METADATA_GATEWAY_URL"):
+            interpolate(raw, unset)
+    worker_env = environment(compose()["services"]["worker"])
+    settings = settings_with_files(worker_env, {SECRETS_DIR: tmp_path}, tmp_path)
+    assert settings.metadata_gateway_url == OPERATOR_VALUES["METADATA_GATEWAY_URL"]
+    for text in (
+        (KUBE / "configmap.yaml").read_text(),
+        (DEPLOY / "docker-compose.yml").read_text(),
+    ):
+        (line,) = [ln for ln in text.splitlines() if ln.strip().startswith("METADATA_GATEWAY_URL")]
+        assert "gateway.pinata.cloud" not in line and "ipfs.io" not in line, line
+
+
+def test_the_deploy_defaults_make_the_worker_warn_about_the_priority_fee(tmp_path: Path) -> None:
+    """With deploy's priority-fee settings as shipped (`rpc`, no accounts) and a provider's
+    endpoints, the worker warns at start that the estimate reads ~0 on mainnet (issue 15)."""
+    compose_env = environment(compose()["services"]["worker"])
+    for env, mounts in (
+        (kube("ConfigMap", "configmap.yaml")["data"], kube_mounts(tmp_path / "kube")),
+        (compose_env, {SECRETS_DIR: tmp_path / "compose"}),
+    ):
+        assert {"SOLANA_PRIORITY_FEE_ESTIMATOR", "SOLANA_PRIORITY_FEE_ACCOUNTS"} <= env.keys()
+        settings = settings_with_files(env, mounts, tmp_path)
+        assert settings.solana_priority_fee_estimator == "rpc"
+        assert settings.solana_priority_fee_accounts == ()
+        warning = priority_fee_blind_warning(
+            settings.solana_priority_fee_estimator,
+            settings.solana_priority_fee_accounts,
+            settings.solana_rpc_endpoints,
+        )
+        assert warning is not None and "SOLANA_PRIORITY_FEE_ACCOUNTS" in warning
+
+
 def test_hpa_pdb_and_service_select_the_workers() -> None:
     deployment = kube("Deployment", "deployment.yaml")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -289,7 +357,8 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
 
 
 def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
-    return interpolate(load_yaml(DEPLOY / "docker-compose.yml"), env or {})
+    """The compose file as `docker compose` reads it, with the operator's required values set."""
+    return interpolate(load_yaml(DEPLOY / "docker-compose.yml"), {**OPERATOR_VALUES, **(env or {})})
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:

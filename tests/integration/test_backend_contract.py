@@ -295,7 +295,8 @@ async def test_a_rolled_back_request_started_again_after_its_history_is_deleted_
     stack: StackConfig, client: Client, worker: str
 ) -> None:
     """A rolled-back mint_id is settled: started again, it answers ROLLED_BACK from its row and
-    pins, claims and sends nothing (docs/webhooks.md: a new attempt takes a new mint_id)."""
+    pins, claims and sends nothing (docs/design.md "Idempotency" says why; README "What a
+    backend learns": a new attempt takes a new mint_id)."""
     request = mint_request(stack)
     _upload_faults(stack)
     try:
@@ -361,6 +362,13 @@ async def test_with_an_admission_limit_of_5_fifty_mints_hold_at_most_5_slots_and
     assert queued_notices[0][0] > 0  # some mints waited at admission
 
 
+OUTAGE_S = 120  # how long the receiver answers 500, from the mint's start
+# A mint on the devstack takes about a second (BENCHMARKS.md: one mint's p50 0.87 s); this bound
+# leaves room for a busy machine and is a quarter of the outage, so a mint held up by its notices
+# cannot pass.
+NORMAL_MINT_S = 30
+
+
 @pytest.mark.timeout(600)
 async def test_a_backend_down_for_two_minutes_slows_no_mint_and_gets_every_notice_after(
     stack: StackConfig, client: Client
@@ -388,7 +396,13 @@ async def test_a_backend_down_for_two_minutes_slows_no_mint_and_gets_every_notic
             result = await (await mintsaga.start_mint(client, request, queue=queue)).result()
             took = time.monotonic() - started
             assert result.status == MintStatus.MINTED
-            assert took < 120, f"the mint took {took:.0f} s: it waited for the receiver"
+            # Slowed by nothing: done in a mint's normal time, a fraction of the outage, not
+            # merely before the receiver came back.
+            assert took < NORMAL_MINT_S, (
+                f"the mint took {took:.1f} s with the receiver down (at most {NORMAL_MINT_S} s"
+                f" expected, the outage is {OUTAGE_S} s): stage seconds {result.stage_seconds},"
+                f" retries {result.retries}"
+            )
             # Tried meanwhile (an attempt may still be on its way as the result comes), and
             # none accepted.
             try:
@@ -403,7 +417,7 @@ async def test_a_backend_down_for_two_minutes_slows_no_mint_and_gets_every_notic
                 )
                 pytest.fail(f"no attempt answered 500: {receiver.attempts}, rows {rows}")
             assert receiver.for_mint(request.mint_id) == []
-            await asyncio.sleep(max(0.0, 120 - (time.monotonic() - started)))
+            await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - started)))
             receiver.fail_with(None)
             await receiver.wait_for(
                 lambda r: any(m.type == "mint.minted" for m in r.for_mint(request.mint_id)),

@@ -4,6 +4,11 @@ Every error names the variable at fault and never echoes a secret's value. Secre
 `SecretStr`, so printing the settings shows `**********`. Each secret setting (`DATABASE_URL`,
 `PINATA_JWT`, `MINT_KEY_SEED`, `TEMPORAL_API_KEY`, the codec's `MINTSAGA_CODEC_KEYS` and
 `MINTSAGA_CODEC_TOKEN`) may instead name a file holding it: `NAME_FILE` (`secret_from_env`).
+
+Here: `Settings` and the readers of the Solana, IPFS, NFT and webhook settings. Beside it: how one
+variable is read and `SettingsError` (`mintsaga.setting_readers`), the Temporal connection
+(`mintsaga.temporal_settings`), the worker's tuning and the Pinata queue's rate
+(`mintsaga.worker_tuning`).
 """
 
 from __future__ import annotations
@@ -14,14 +19,30 @@ import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
-from temporalio.envconfig import ClientConfigProfile
-from temporalio.service import TLSConfig
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from mintsaga.errors import endpoint_name
+from mintsaga.setting_readers import (
+    SettingsError,
+    _float,
+    _int,
+    _named_urls,
+    _required,
+    _required_secret,
+    _url,
+    _url_list,
+    bool_setting,
+    secret_from_env,
+)
+from mintsaga.temporal_settings import TemporalSecurity, TemporalTarget
+from mintsaga.worker_tuning import (
+    PINATA_DATA_REQUESTS_PER_MINUTE,
+    PINATA_REQUESTS_PER_MINUTE,
+    WorkerTuning,
+    pinata_limits_from_env,
+)
 
 # The priority fee's defaults (mintsaga.solana.fees applies them).
 DEFAULT_PRIORITY_FEE_PERCENTILE = 75
@@ -305,92 +326,6 @@ def webhooks_from_env(env: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[Se
     return urls, tuple(secrets)
 
 
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
-
-
-def _required(env: Mapping[str, str], name: str, what: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise SettingsError(f"{name} is not set: it names {what}")
-    return value
-
-
-FILE_SUFFIX = "_FILE"
-
-
-def _read_setting_file(setting: str, path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise SettingsError(f"{setting}: cannot read {path} ({exc.strerror or exc})") from None
-
-
-def secret_from_env(
-    env: Mapping[str, str], name: str, what: str = "", *, required: bool = True
-) -> str | None:
-    """A secret setting: `NAME` holds the value, or `NAME_FILE` the path of a file holding it
-    (a mounted Kubernetes or compose secret; surrounding whitespace, the final newline too, is
-    dropped). Both set, the file unreadable or empty, or (when `required`) neither set: a
-    SettingsError naming the variable, never the value. None when optional and unset."""
-    file_setting = name + FILE_SUFFIX
-    value = env.get(name, "").strip()
-    path = env.get(file_setting, "").strip()
-    if value and path:
-        raise SettingsError(
-            f"{name} and {file_setting} are both set: set one (the value, or the path of a file"
-            " holding it)"
-        )
-    if path:
-        try:
-            value = _read_setting_file(file_setting, path).decode().strip()
-        except UnicodeDecodeError:
-            raise SettingsError(f"{file_setting}: {path} is not UTF-8 text") from None
-        if not value:
-            raise SettingsError(f"{file_setting}: {path} is empty")
-    if value:
-        return value
-    if required:
-        raise SettingsError(
-            f"{name} is not set (nor {file_setting}, a file holding it): it names {what}"
-        )
-    return None
-
-
-def _required_secret(env: Mapping[str, str], name: str, what: str) -> str:
-    value = secret_from_env(env, name, what)
-    assert value is not None  # required: missing raises
-    return value
-
-
-def _url(name: str, value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"{name}: {parts.scheme or 'no'} scheme; expected an http(s) URL")
-    return value.rstrip("/")
-
-
-def _url_list(env: Mapping[str, str], name: str, what: str) -> tuple[str, ...]:
-    items = [item.strip() for item in _required_secret(env, name, what).split(",") if item.strip()]
-    if not items:
-        raise SettingsError(f"{name} is empty: it lists {what}, comma-separated")
-    return tuple(_url(name, item) for item in items)
-
-
-def _named_urls(env: Mapping[str, str], name: str, what: str) -> tuple[str, ...]:
-    """`_url_list`, each URL's name (`endpoint_name`: the URL without its key) unique: the
-    runtime settings and the breakers know endpoints by those names."""
-    urls = _url_list(env, name, what)
-    names = [endpoint_name(url) for url in urls]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise SettingsError(
-            f"{name}: {', '.join(twice)} is listed twice (the same URL, or the same one with"
-            " another key): each endpoint must be told apart without its key"
-        )
-    return urls
-
-
 def emergency_endpoints_from_env(
     env: Mapping[str, str], endpoints: Sequence[str]
 ) -> tuple[str, ...]:
@@ -409,394 +344,6 @@ def emergency_endpoints_from_env(
             " or emergency, not both"
         )
     return urls
-
-
-def _int(
-    env: Mapping[str, str],
-    name: str,
-    default: int,
-    *,
-    minimum: int = 0,
-    maximum: int | None = None,
-) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: {raw!r} is not an integer") from None
-    if value < minimum:
-        raise SettingsError(f"{name}: {value} is below the minimum {minimum}")
-    if maximum is not None and value > maximum:
-        raise SettingsError(f"{name}: {value} is above the maximum {maximum}")
-    return value
-
-
-def bool_setting(env: Mapping[str, str], name: str) -> bool:
-    """A true/false setting: unset, 0, false or no is false; 1, true or yes is true."""
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no"):
-        return False
-    if raw in ("1", "true", "yes"):
-        return True
-    raise SettingsError(f"{name}: {raw!r} is not a boolean (use true or false)")
-
-
-def _pem_file(
-    env: Mapping[str, str], name: str, what: str, shown: str | None = None
-) -> bytes | None:
-    """The PEM file whose path `name` holds; errors name `shown` (the variable really set)."""
-    path = env.get(name, "").strip()
-    if not path:
-        return None
-    data = _read_setting_file(shown or name, path)
-    if b"-----BEGIN " not in data:
-        raise SettingsError(f"{shown or name}: {path} is not PEM text; expected {what}")
-    return data
-
-
-# The SDK's own names (temporalio.envconfig, the Temporal CLI; the table at
-# https://docs.temporal.io/references/client-environment-configuration) -> the names this
-# project used before it followed them, still read as aliases.
-TEMPORAL_TLS_ALIASES = {
-    "TEMPORAL_TLS_CLIENT_CERT_PATH": "TEMPORAL_TLS_CERT",
-    "TEMPORAL_TLS_CLIENT_KEY_PATH": "TEMPORAL_TLS_KEY",
-    "TEMPORAL_TLS_SERVER_CA_CERT_PATH": "TEMPORAL_TLS_CA",
-}
-
-
-def with_temporal_aliases(env: Mapping[str, str]) -> dict[str, str]:
-    """`env` with each alias (`TEMPORAL_TLS_CERT`, ...) copied to the SDK's name
-    (`TEMPORAL_TLS_CLIENT_CERT_PATH`, ...); both set to different values: a SettingsError."""
-    found = dict(env)
-    for name, alias in TEMPORAL_TLS_ALIASES.items():
-        ours, theirs = env.get(alias, "").strip(), env.get(name, "").strip()
-        if ours and theirs and ours != theirs:
-            raise SettingsError(f"{name} and {alias} (its older name) differ: set one")
-        if ours and not theirs:
-            found[name] = ours
-    return found
-
-
-def _tls_setting_name(env: Mapping[str, str], name: str) -> str:
-    """The variable a TLS setting came from, for messages: the alias when only it is set."""
-    alias = TEMPORAL_TLS_ALIASES[name]
-    return alias if env.get(alias, "").strip() and not env.get(name, "").strip() else name
-
-
-def _sibling(present: str, name: str) -> str:
-    """`name`, or its older alias when the setting beside it (`present`) was an older name."""
-    return TEMPORAL_TLS_ALIASES[name] if present in TEMPORAL_TLS_ALIASES.values() else name
-
-
-class TemporalSecurity(BaseModel):
-    """How the worker and the starter reach a secured Temporal: Temporal Cloud or a cluster
-    with TLS. Plaintext without an API key (the devstack, an in-cluster server) by default.
-    The names are the Temporal SDK's (`temporalio.envconfig`), checked here more strictly than
-    the SDK does, each error naming the variable.
-
-    `TEMPORAL_API_KEY` (or `TEMPORAL_API_KEY_FILE`): sent as a bearer token; turns TLS on
-    unless `TEMPORAL_TLS=false`. `TEMPORAL_TLS_CLIENT_CERT_PATH` and
-    `TEMPORAL_TLS_CLIENT_KEY_PATH` (or their older names `TEMPORAL_TLS_CERT`, `TEMPORAL_TLS_KEY`):
-    paths of the client's PEM certificate and key, for mTLS (both or neither).
-    `TEMPORAL_TLS_SERVER_CA_CERT_PATH` (or `TEMPORAL_TLS_CA`): the PEM CA that signed the
-    server's certificate (default: the system's roots). `TEMPORAL_TLS_SERVER_NAME`: the name to
-    send (SNI) and verify the server's certificate against, when it is not the host of
-    `TEMPORAL_ADDRESS`. Any of these turns TLS on; `TEMPORAL_TLS=true` turns it on with none.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    api_key: SecretStr | None = None
-    tls: bool = False
-    client_cert: bytes | None = None
-    client_key: SecretBytes | None = None
-    server_ca: bytes | None = None
-    server_name: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TemporalSecurity:
-        given = os.environ if env is None else env
-        env = with_temporal_aliases(given)
-        api_key = secret_from_env(env, "TEMPORAL_API_KEY", required=False)
-        cert_name = _tls_setting_name(given, "TEMPORAL_TLS_CLIENT_CERT_PATH")
-        key_name = _tls_setting_name(given, "TEMPORAL_TLS_CLIENT_KEY_PATH")
-        ca_name = _tls_setting_name(given, "TEMPORAL_TLS_SERVER_CA_CERT_PATH")
-        cert = _pem_file(
-            env, "TEMPORAL_TLS_CLIENT_CERT_PATH", "the client's certificate", cert_name
-        )
-        key = _pem_file(env, "TEMPORAL_TLS_CLIENT_KEY_PATH", "the client's private key", key_name)
-        if (cert is None) != (key is None):
-            # The missing one is named the way the present one was set (older name or SDK's).
-            if key is None:
-                key_name = _sibling(cert_name, "TEMPORAL_TLS_CLIENT_KEY_PATH")
-            else:
-                cert_name = _sibling(key_name, "TEMPORAL_TLS_CLIENT_CERT_PATH")
-            missing = key_name if key is None else cert_name
-            raise SettingsError(
-                f"{missing} is not set: mTLS needs both the client's certificate"
-                f" ({cert_name}) and key ({key_name}), paths of PEM files"
-            )
-        ca = _pem_file(
-            env, "TEMPORAL_TLS_SERVER_CA_CERT_PATH", "the CA certificate of the server's", ca_name
-        )
-        server_name = env.get("TEMPORAL_TLS_SERVER_NAME", "").strip() or None
-        tls_settings = [
-            name
-            for name, value in (
-                (cert_name, cert),
-                (ca_name, ca),
-                ("TEMPORAL_TLS_SERVER_NAME", server_name),
-            )
-            if value
-        ]
-        if env.get("TEMPORAL_TLS", "").strip():
-            tls = bool_setting(env, "TEMPORAL_TLS")
-            if not tls and tls_settings:
-                raise SettingsError(
-                    f"TEMPORAL_TLS is false, but {', '.join(tls_settings)} need TLS: unset one"
-                )
-        else:
-            tls = bool(tls_settings) or api_key is not None
-        return cls(
-            api_key=SecretStr(api_key) if api_key else None,
-            tls=tls,
-            client_cert=cert,
-            client_key=SecretBytes(key) if key else None,
-            server_ca=ca,
-            server_name=server_name,
-        )
-
-    def connect_options(self) -> dict[str, Any]:
-        """The `api_key` and `tls` keywords of `Client.connect`."""
-        tls: bool | TLSConfig = self.tls
-        if self.tls and (self.client_cert or self.server_ca or self.server_name):
-            tls = TLSConfig(
-                server_root_ca_cert=self.server_ca,
-                domain=self.server_name,
-                client_cert=self.client_cert,
-                client_private_key=self.client_key.get_secret_value() if self.client_key else None,
-            )
-        return {
-            "api_key": self.api_key.get_secret_value() if self.api_key else None,
-            "tls": tls,
-        }
-
-
-# Set in the environment, these decide the API key and TLS (else a TOML profile's do).
-TEMPORAL_SECURITY_SETTINGS = (
-    "TEMPORAL_API_KEY",
-    "TEMPORAL_API_KEY_FILE",
-    "TEMPORAL_TLS",
-    "TEMPORAL_TLS_SERVER_NAME",
-    *TEMPORAL_TLS_ALIASES,
-    *TEMPORAL_TLS_ALIASES.values(),
-)
-
-
-class TemporalTarget(BaseModel):
-    """Which Temporal to reach and how: what `mintsaga.temporal_client.connect` needs.
-
-    Read with the Temporal SDK's own environment configuration (`temporalio.envconfig`, the
-    same as the `temporal` CLI's: https://docs.temporal.io/references/client-environment-configuration):
-    `TEMPORAL_ADDRESS` (default 127.0.0.1:7233), `TEMPORAL_NAMESPACE` (default `default`),
-    `TEMPORAL_GRPC_META_*`, and a TOML profile (`TEMPORAL_CONFIG_FILE`, `TEMPORAL_PROFILE`)
-    where one exists. The API key and TLS come from `TemporalSecurity` (stricter checks, a
-    `_FILE` secret, the older names) when any of them is set in the environment, else from
-    the profile.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    address: str = "127.0.0.1:7233"
-    namespace: str = "default"
-    security: TemporalSecurity = TemporalSecurity()
-    rpc_metadata: dict[str, str] = {}
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TemporalTarget:
-        env = os.environ if env is None else env
-        security = TemporalSecurity.from_env(env)  # strict checks first, each naming its variable
-        config_file = env.get("TEMPORAL_CONFIG_FILE", "").strip()
-        if config_file and not Path(config_file).is_file():  # the SDK would silently skip it
-            raise SettingsError(f"TEMPORAL_CONFIG_FILE: {config_file} is not a file")
-        # The SDK's default file (~/.config/temporalio/temporal.toml) is read only when asked
-        # for: a developer's Temporal Cloud profile must not redirect the devstack's clients.
-        asked = any(env.get(n, "").strip() for n in ("TEMPORAL_CONFIG_FILE", "TEMPORAL_PROFILE"))
-        try:
-            profile = ClientConfigProfile.load(
-                override_env_vars=with_temporal_aliases(env), disable_file=not asked
-            )
-            config: dict[str, Any] = dict(profile.to_client_connect_config())
-        except Exception as exc:  # the SDK's ConfigError (a malformed file, no such profile)
-            raise SettingsError(f"TEMPORAL_CONFIG_FILE / TEMPORAL_PROFILE: {exc}") from exc
-        if not any(env.get(name, "").strip() for name in TEMPORAL_SECURITY_SETTINGS):
-            security = _security_from_profile(config, security)
-        return cls(
-            address=str(config.get("target_host") or "").strip()
-            or cls.model_fields["address"].default,
-            namespace=str(config.get("namespace") or "").strip()
-            or cls.model_fields["namespace"].default,
-            security=security,
-            rpc_metadata=dict(config.get("rpc_metadata") or {}),
-        )
-
-    def connect_options(self) -> dict[str, Any]:
-        """The keywords of `Client.connect` but the converter, interceptors and runtime."""
-        return {
-            "target_host": self.address,
-            "namespace": self.namespace,
-            "rpc_metadata": dict(self.rpc_metadata),
-            **self.security.connect_options(),
-        }
-
-
-def _security_from_profile(
-    config: Mapping[str, Any], default: TemporalSecurity
-) -> TemporalSecurity:
-    """The API key and TLS a TOML profile set, as a TemporalSecurity (`default` when none)."""
-    api_key, tls = config.get("api_key"), config.get("tls")
-    if api_key is None and tls is None:
-        return default
-    fields: dict[str, Any] = {"api_key": SecretStr(api_key) if api_key else None}
-    if isinstance(tls, TLSConfig):
-        fields |= {
-            "tls": True,
-            "client_cert": tls.client_cert,
-            "client_key": SecretBytes(tls.client_private_key) if tls.client_private_key else None,
-            "server_ca": tls.server_root_ca_cert,
-            "server_name": tls.domain,
-        }
-    else:
-        fields["tls"] = bool(tls)
-    return TemporalSecurity(**fields)
-
-
-# -- worker tuning and the fleet-wide Pinata rate -------------------------------------------
-
-# Pinata's plans (https://docs.pinata.cloud/account-management/limits): Free 60 requests a
-# minute, Picnic 250, Fiesta 500, and on every plan 30 a minute for the /data/* routes
-# (testAuthentication, pinList). PINATA_REQUESTS_PER_MINUTE names the account's plan and has no
-# default (a wrong guess is a 429 storm on a free account or a fleet held back on a paid one);
-# this is the rate `WorkerTuning()` assumes when built without one (the free plan's).
-PINATA_REQUESTS_PER_MINUTE = 60
-PINATA_DATA_REQUESTS_PER_MINUTE = 30
-# The share of it the fleet's Pinata activities may use. The rest is for what the task queue's
-# limit does not pace: the health checks (an upload and an unpin each probe, one schedule for
-# the whole fleet), operators' tools, and the burst Temporal's token bucket lets through after
-# a lull.
-PINATA_HEADROOM = 0.8
-# Pinata requests per activity on the Pinata queue: 0 for check_ipfs (it asks no Pinata
-# endpoint: activities/ipfs.py), 1 for upload_image and upload_metadata, 2 for release_pins
-# (image and metadata unpinned). The worst mix, every mint rolled back after its uploads,
-# averages (0 + 1 + 1 + 2) / 4 = 1; the happy path (0 + 1 + 1) / 3 = 0.67.
-PINATA_REQUESTS_PER_ACTIVITY = 1.0
-
-
-def pinata_activities_per_second(requests_per_minute: int = PINATA_REQUESTS_PER_MINUTE) -> float:
-    """The task-queue-wide activity rate that keeps the whole fleet under a Pinata plan of
-    `requests_per_minute`: for the free plan's 60, 60 x 0.8 / 60 / 1 = 0.8 activities a
-    second."""
-    return round(requests_per_minute * PINATA_HEADROOM / 60 / PINATA_REQUESTS_PER_ACTIVITY, 3)
-
-
-def pinata_limits_from_env(env: Mapping[str, str]) -> tuple[int, int]:
-    """(PINATA_REQUESTS_PER_MINUTE, PINATA_DATA_REQUESTS_PER_MINUTE): the account's plan,
-    required, and its /data/* limit (30, Pinata's documented figure for every plan)."""
-    name = "PINATA_REQUESTS_PER_MINUTE"
-    if not env.get(name, "").strip():
-        raise SettingsError(
-            f"{name} is not set: it names the Pinata plan's request limit (60 on the free plan,"
-            " 250 Picnic, 500 Fiesta: https://docs.pinata.cloud/account-management/limits)"
-        )
-    rpm = _int(env, name, PINATA_REQUESTS_PER_MINUTE, minimum=1)
-    data = _int(env, "PINATA_DATA_REQUESTS_PER_MINUTE", PINATA_DATA_REQUESTS_PER_MINUTE, minimum=1)
-    return rpm, data
-
-
-def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: {raw!r} is not a number") from None
-    if not value >= minimum or value == float("inf"):  # NaN fails the first test
-        raise SettingsError(f"{name}: {raw} is not a finite number >= {minimum:g}")
-    return value
-
-
-class Pollers(BaseModel):
-    """How many long polls a worker keeps open on a task queue: at most `maximum`, or, with
-    `minimum` set, as many between the two as the server's backlog hints ask for (autoscaling)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    maximum: int = 5  # the Temporal SDK's default
-    minimum: int | None = None  # None: a fixed maximum; set: autoscaling between the two
-
-
-def _pollers(env: Mapping[str, str], name: str, *, least: int) -> Pollers:
-    """`N` (at most N polls), `auto` (autoscaling, `least`..100) or `auto:MIN:MAX`."""
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return Pollers()
-    usage = f"use a number of pollers (at least {least}), auto, or auto:MIN:MAX"
-    if raw == "auto":
-        return Pollers(minimum=least, maximum=100)
-    if raw.startswith("auto:"):
-        bounds = raw.removeprefix("auto:").split(":")
-        if len(bounds) != 2 or not all(b.isdigit() for b in bounds):
-            raise SettingsError(f"{name}: {raw!r} is not auto:MIN:MAX; {usage}")
-        low, high = (int(b) for b in bounds)
-        if not least <= low <= high:
-            raise SettingsError(f"{name}: {raw!r} needs {least} <= MIN <= MAX")
-        return Pollers(minimum=low, maximum=high)
-    if not raw.isdigit() or int(raw) < least:
-        raise SettingsError(f"{name}: {raw!r}: {usage}")
-    return Pollers(maximum=int(raw))
-
-
-class WorkerTuning(BaseModel):
-    """How much one worker process takes on, and how it stops (docs/configuration.md, "Worker
-    settings")."""
-
-    model_config = ConfigDict(frozen=True)
-
-    max_concurrent_activities: int = 100  # per task queue the process serves
-    max_concurrent_workflow_tasks: int = 100
-    max_cached_workflows: int = 1000  # the sticky cache; 0: every task replays the history
-    workflow_pollers: Pollers = Pollers()
-    activity_pollers: Pollers = Pollers()
-    drain_s: int = 30  # after SIGTERM: running activities get this long to finish
-    # Temporal's task-queue-wide limit on the Pinata queue, for the whole fleet; None: no limit.
-    pinata_activities_per_second: float | None = pinata_activities_per_second()
-
-    @classmethod
-    def from_env(
-        cls, env: Mapping[str, str], *, pinata_requests_per_minute: int | None = None
-    ) -> WorkerTuning:
-        """From `env`; the Pinata queue's rate is PINATA_ACTIVITIES_PER_SECOND when set, else
-        what the plan (`pinata_requests_per_minute`, the free plan's when None) allows."""
-        cached = _int(env, "WORKER_MAX_CACHED_WORKFLOWS", 1000, minimum=0)
-        plan_rate = pinata_activities_per_second(
-            pinata_requests_per_minute or PINATA_REQUESTS_PER_MINUTE
-        )
-        rate = _float(env, "PINATA_ACTIVITIES_PER_SECOND", plan_rate)
-        return cls(
-            max_concurrent_activities=_int(env, "WORKER_MAX_CONCURRENT_ACTIVITIES", 100, minimum=1),
-            max_concurrent_workflow_tasks=_int(
-                env, "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 100, minimum=1
-            ),
-            max_cached_workflows=cached,
-            # With a sticky cache, the SDK needs two workflow pollers (sticky and normal queue).
-            workflow_pollers=_pollers(env, "WORKER_WORKFLOW_POLLERS", least=2 if cached else 1),
-            activity_pollers=_pollers(env, "WORKER_ACTIVITY_POLLERS", least=1),
-            drain_s=_int(env, "WORKER_DRAIN_S", 30, minimum=0),
-            pinata_activities_per_second=rate or None,
-        )
 
 
 class Settings(BaseModel):

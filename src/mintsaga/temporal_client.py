@@ -15,7 +15,7 @@ from temporalio.client import Client, Interceptor
 from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 
-from mintsaga.settings import TemporalTarget
+from mintsaga.temporal_settings import TemporalTarget
 
 
 async def connect(

@@ -88,18 +88,13 @@ from mintsaga.observability.temporal_metrics import temporal_runtime
 from mintsaga.observability.tracing import configure_tracing, interceptors, shutdown_tracing
 from mintsaga.process_exit import exit_now
 from mintsaga.resilience.breaker import BreakerRegistry, Override
-from mintsaga.settings import (
-    GROUP_AUTHORITY_SETTING,
-    Pollers,
-    Settings,
-    SettingsError,
-    WorkerTuning,
-    priority_fee_blind_warning,
-)
+from mintsaga.setting_readers import SettingsError
+from mintsaga.settings import GROUP_AUTHORITY_SETTING, Settings, priority_fee_blind_warning
 from mintsaga.solana.mint_keys import KeyMaterialError, load_keypair_file, parse_seed
 from mintsaga.solana.minter import SolanaMinter
 from mintsaga.solana.rpc import SolanaRpc
 from mintsaga.webhooks.dispatcher import dispatching
+from mintsaga.worker_tuning import Pollers, WorkerTuning
 from mintsaga.workflows.health import HealthCheck, HealthPinCleanup
 from mintsaga.workflows.mint_saga import MintSaga
 from mintsaga.workflows.pin_repair import PIN_REPAIR_PINATA_STEPS, PinRepair

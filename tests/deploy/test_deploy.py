@@ -34,7 +34,8 @@ from packaging.utils import canonicalize_name
 
 from devstack.supervisor import SEARCH_ATTRIBUTES
 from mintsaga.observability import metrics
-from mintsaga.settings import Settings, SettingsError, priority_fee_blind_warning
+from mintsaga.setting_readers import SettingsError
+from mintsaga.settings import Settings, priority_fee_blind_warning
 from tests.paths import ROOT
 
 DEPLOY = ROOT / "deploy"

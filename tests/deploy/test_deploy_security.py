@@ -15,7 +15,7 @@ import pytest
 from temporalio.service import TLSConfig
 
 from mintsaga.db.migrate import WORKER_ROLE_SETTING
-from mintsaga.settings import TEMPORAL_TLS_ALIASES
+from mintsaga.temporal_settings import TEMPORAL_TLS_ALIASES
 from tests.deploy.test_deploy import kube, kube_docs, settings_with_files
 
 WORKER_LABELS = {"app.kubernetes.io/name": "mintsaga-worker"}

@@ -20,13 +20,9 @@ from mintsaga.codec import data_converter_from_env, keys_from_env
 from mintsaga.codec.payloads import new_key_entry
 from mintsaga.codec.server import server_settings_from_env
 from mintsaga.observability.logging import secrets_from_env
-from mintsaga.settings import (
-    Settings,
-    SettingsError,
-    TemporalSecurity,
-    TemporalTarget,
-    secret_from_env,
-)
+from mintsaga.setting_readers import SettingsError, secret_from_env
+from mintsaga.settings import Settings
+from mintsaga.temporal_settings import TemporalSecurity, TemporalTarget
 from tests.paths import ROOT
 
 SEED = "ab" * 32

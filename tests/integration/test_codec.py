@@ -58,7 +58,7 @@ from mintsaga.codec.server import (
     serving,
 )
 from mintsaga.observability import logging as obs_logging
-from mintsaga.settings import SettingsError
+from mintsaga.setting_readers import SettingsError
 from mintsaga.workflows.models import MintResult, MintStatus
 from tests.saga_support import fault_first, running_worker, temporal_client
 

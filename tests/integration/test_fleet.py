@@ -35,11 +35,11 @@ from chaos.checker import check
 from chaos.processes import Workers
 from devstack.config import StackConfig
 from devstack.requests import mint_request
-from mintsaga.settings import (
+from mintsaga.setting_readers import SettingsError
+from mintsaga.worker_tuning import (
     PINATA_HEADROOM,
     PINATA_REQUESTS_PER_ACTIVITY,
     Pollers,
-    SettingsError,
     WorkerTuning,
     pinata_activities_per_second,
 )

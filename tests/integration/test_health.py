@@ -38,7 +38,7 @@ from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.ipfs.uploads import IpfsUploader
 from mintsaga.observability.metrics import BREAKER_STATE, record_breaker_state, sample_value
 from mintsaga.resilience.breaker import BreakerRegistry
-from mintsaga.settings import SettingsError
+from mintsaga.setting_readers import SettingsError
 from mintsaga.workflows.health import (
     SCHEDULED_RUN_ID_PREFIX,
     HealthCheck,

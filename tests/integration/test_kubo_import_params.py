@@ -22,7 +22,7 @@ from devstack.requests import image_dir, mint_request
 from mintsaga.ipfs.cid import cid_sync
 from mintsaga.ipfs.kubo import KuboClient
 from mintsaga.ipfs.kubo_import import check_kubo_import
-from mintsaga.settings import SettingsError
+from mintsaga.setting_readers import SettingsError
 from mintsaga.workflows.models import MintStatus
 from tests.paths import ROOT
 from tests.saga_support import add_fault, clear_faults, gateway_status, pinata_get

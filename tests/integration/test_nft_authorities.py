@@ -15,7 +15,7 @@ import mintsaga
 from devstack.config import StackConfig
 from devstack.dev_identity import system_wallet, update_authority
 from devstack.requests import mint_request
-from mintsaga.settings import SettingsError
+from mintsaga.setting_readers import SettingsError
 from mintsaga.worker import mint_activities
 from mintsaga.workflows.models import MintStatus
 from tests.saga_support import chain_nft, running_worker, settings_for

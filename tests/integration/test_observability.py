@@ -38,7 +38,8 @@ from mintsaga.observability.sampler import mint_query, sample_backlog, sample_mi
 from mintsaga.observability.temporal_metrics import TemporalMetricsCollector
 from mintsaga.observability.tracing import configure_tracing, install_memory_exporter
 from mintsaga.resilience.breaker import BreakerConfig, BreakerRegistry
-from mintsaga.settings import Settings, SettingsError
+from mintsaga.setting_readers import SettingsError
+from mintsaga.settings import Settings
 from mintsaga.workflows.models import MintStatus
 from tests.saga_support import add_fault, fault_first, running_worker, settings_for
 

@@ -23,7 +23,7 @@ from temporalio.client import Client
 
 from devstack.config import StackConfig
 from devstack.requests import mint_request
-from mintsaga.settings import pinata_activities_per_second
+from mintsaga.worker_tuning import pinata_activities_per_second
 from mintsaga.workflows.models import MintStatus
 from tests.integration.test_fleet import admin, fleet, start_all
 

@@ -37,7 +37,8 @@ from mintsaga.db.runtime_settings import (
 )
 from mintsaga.db.runtime_watcher import RuntimeConfigWatcher
 from mintsaga.errors import ErrorKind, ServiceError, endpoint_name
-from mintsaga.settings import Settings, SettingsError
+from mintsaga.setting_readers import SettingsError
+from mintsaga.settings import Settings
 from tests.saga_support import Ran, run_starter
 
 pytestmark = pytest.mark.integration

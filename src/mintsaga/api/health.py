@@ -32,7 +32,7 @@ from temporalio.client import (
     WorkflowHandle,
 )
 
-from mintsaga.settings import SettingsError
+from mintsaga.setting_readers import SettingsError
 from mintsaga.workflows.health import SCHEDULED_RUN_ID_PREFIX, HealthCheck, HealthRow
 
 log = logging.getLogger("mintsaga.health")

@@ -12,7 +12,7 @@ import os
 
 from mintsaga.api.errors import StarterError
 from mintsaga.ipfs.images import PRIVATE_URLS_SETTING, url_problem
-from mintsaga.settings import SettingsError, bool_setting
+from mintsaga.setting_readers import SettingsError, bool_setting
 from mintsaga.workflows.models import (
     MintRequest,
 )

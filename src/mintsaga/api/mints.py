@@ -34,7 +34,8 @@ from mintsaga.api.image_urls import (
 )
 from mintsaga.codec import data_converter_from_env
 from mintsaga.observability.tracing import interceptors
-from mintsaga.settings import SettingsError, operator_fee_cap_from_env, priority_fee_cap_from_env
+from mintsaga.setting_readers import SettingsError
+from mintsaga.settings import operator_fee_cap_from_env, priority_fee_cap_from_env
 from mintsaga.stages import MintStage
 from mintsaga.workflows.mint_saga import MINT_STAGE, MINT_STATUS, MintSaga
 from mintsaga.workflows.models import (

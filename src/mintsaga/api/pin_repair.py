@@ -29,7 +29,7 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
-from mintsaga.settings import SettingsError
+from mintsaga.setting_readers import SettingsError
 from mintsaga.workflows.pin_repair import PinRepair
 
 log = logging.getLogger("mintsaga.pin_repair")

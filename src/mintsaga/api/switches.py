@@ -17,7 +17,7 @@ from mintsaga.api.errors import StarterError
 from mintsaga.db.runtime_config import RuntimeConfigStore
 from mintsaga.db.runtime_settings import SettingChange, endpoint_name, endpoint_order
 from mintsaga.errors import redact_url
-from mintsaga.settings import SettingsError, secret_from_env
+from mintsaga.setting_readers import SettingsError, secret_from_env
 
 # `breaker ACTION NAME` -> the override it sets (resilience.breaker.Override values).
 BREAKER_ACTIONS = {

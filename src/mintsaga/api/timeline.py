@@ -26,7 +26,7 @@ from mintsaga.api.mints import (
 from mintsaga.api.stuck import _status_or_none
 from mintsaga.db.mint_store import MintStore
 from mintsaga.errors import ServiceError
-from mintsaga.settings import SettingsError, secret_from_env
+from mintsaga.setting_readers import SettingsError, secret_from_env
 from mintsaga.workflows.mint_saga import MINT_STAGE, MINT_STATUS
 from mintsaga.workflows.models import (
     workflow_id_for,

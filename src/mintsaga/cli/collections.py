@@ -26,7 +26,8 @@ from mintsaga.api.collections import (
 from mintsaga.api.errors import StarterError
 from mintsaga.api.switches import database_url
 from mintsaga.errors import ServiceError
-from mintsaga.settings import Settings, SettingsError
+from mintsaga.setting_readers import SettingsError
+from mintsaga.settings import Settings
 
 __all__ = ["add_collection_parser", "cmd_collection"]
 

@@ -53,7 +53,8 @@ from mintsaga.cli.render import (
 from mintsaga.db.runtime_config import (
     RuntimeConfigStore,
 )
-from mintsaga.settings import Settings, SettingsError
+from mintsaga.setting_readers import SettingsError
+from mintsaga.settings import Settings
 from mintsaga.workflows.models import (
     MintStatus,
     RetryOverrides,

@@ -79,7 +79,8 @@ from mintsaga.errors import ServiceError
 from mintsaga.observability.logging import configure_logging
 from mintsaga.observability.tracing import configure_tracing, shutdown_tracing
 from mintsaga.process_exit import exit_now
-from mintsaga.settings import SettingsError, TemporalTarget
+from mintsaga.setting_readers import SettingsError
+from mintsaga.temporal_settings import TemporalTarget
 
 
 def _precheck(args: argparse.Namespace) -> None:

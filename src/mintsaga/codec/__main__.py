@@ -14,7 +14,7 @@ import sys
 from mintsaga.codec.payloads import new_key_entry
 from mintsaga.codec.server import DEFAULT_PORT, serve, server_settings_from_env
 from mintsaga.observability.logging import configure_logging
-from mintsaga.settings import SettingsError
+from mintsaga.setting_readers import SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:

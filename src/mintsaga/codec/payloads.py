@@ -45,7 +45,7 @@ from temporalio.converter import (
 )
 
 from mintsaga.observability.logging import add_secret
-from mintsaga.settings import SettingsError, bool_setting, secret_from_env
+from mintsaga.setting_readers import SettingsError, bool_setting, secret_from_env
 
 KEYS_SETTING = "MINTSAGA_CODEC_KEYS"
 ALLOW_PLAINTEXT_SETTING = "MINTSAGA_CODEC_ALLOW_PLAINTEXT"

@@ -48,7 +48,7 @@ from mintsaga.codec.payloads import (
     keys_from_env,
 )
 from mintsaga.observability.logging import add_secret
-from mintsaga.settings import SettingsError, secret_from_env
+from mintsaga.setting_readers import SettingsError, secret_from_env
 
 TOKEN_SETTING = "MINTSAGA_CODEC_TOKEN"
 ORIGIN_SETTING = "MINTSAGA_CODEC_UI_ORIGIN"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import asyncpg
 
-from mintsaga.settings import SettingsError, secret_from_env
+from mintsaga.setting_readers import SettingsError, secret_from_env
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")

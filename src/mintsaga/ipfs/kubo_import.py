@@ -26,7 +26,7 @@ from typing import Any
 from mintsaga.errors import ServiceError, redact_url
 from mintsaga.ipfs.cid import compute_cid
 from mintsaga.ipfs.kubo import CHUNKER, HASH, MAX_FILE_LINKS, KuboClient, import_params
-from mintsaga.settings import SettingsError
+from mintsaga.setting_readers import SettingsError
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from temporalio import activity, workflow
 
 from mintsaga.errors import redact_url, url_secrets
-from mintsaga.settings import SettingsError, secret_from_env
+from mintsaga.setting_readers import SettingsError, secret_from_env
 
 FORMAT_SETTING = "LOG_FORMAT"
 FORMATS = ("text", "json")

@@ -50,7 +50,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from mintsaga.observability.readiness import start_http_server  # /metrics, /healthz, /readyz
-from mintsaga.settings import SettingsError
+from mintsaga.setting_readers import SettingsError
 
 # `*_created` series double every counter for nothing a dashboard uses.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from temporalio.client import Interceptor
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
-from mintsaga.settings import SettingsError
+from mintsaga.setting_readers import SettingsError
 
 TRACER_NAME = "mintsaga"
 ENDPOINT_SETTING = "OTEL_EXPORTER_OTLP_ENDPOINT"

@@ -28,7 +28,7 @@ from mintsaga.codec import (
 )
 from mintsaga.codec.payloads import ENCODING, new_key_entry
 from mintsaga.codec.server import TOKEN_SETTING, build_app, server_settings_from_env
-from mintsaga.settings import SettingsError
+from mintsaga.setting_readers import SettingsError
 
 K1 = new_key_entry("k1")
 TOKEN = "unit-codec-token-0123456789abcdef"

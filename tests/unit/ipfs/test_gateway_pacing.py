@@ -16,7 +16,8 @@ from mintsaga.errors import ServiceError
 from mintsaga.ipfs.cid import cid_sync
 from mintsaga.ipfs.gateways import RAISED_RETRY_AFTER_MAX_S, RAW_TYPE, GatewayReader
 from mintsaga.observability.metrics import sample_value
-from mintsaga.settings import Settings, SettingsError
+from mintsaga.setting_readers import SettingsError
+from mintsaga.settings import Settings
 from tests.unit.solana.settings_env import settings_env
 
 DATA = b'{"name": "pacing"}'

@@ -9,7 +9,8 @@ import pytest
 
 from mintsaga.ipfs.cid import cid_sync
 from mintsaga.ipfs.metadata import CollectionRef, ContentLinks, links_of, metaplex_metadata
-from mintsaga.settings import Settings, SettingsError
+from mintsaga.setting_readers import SettingsError
+from mintsaga.settings import Settings
 from tests.unit.solana.settings_env import settings_env
 
 IMAGE_CID = "bafkreibnoelefnzgwbcacyt4vh52ymxvzbjq7mmqhtcnwarfq4lzegsiqe"

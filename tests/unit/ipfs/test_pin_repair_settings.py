@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from mintsaga.api import health, pin_repair
-from mintsaga.settings import SettingsError
+from mintsaga.setting_readers import SettingsError
 
 
 def test_the_repair_interval_and_batch_have_defaults_and_limits() -> None:

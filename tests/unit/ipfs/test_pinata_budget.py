@@ -14,11 +14,11 @@ from devstack.ipfs.limits import DATA, GENERAL, PLANS, PinataLimits, PlanError, 
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.ipfs.pinata import PinataClient, not_pinned
 from mintsaga.ipfs.pinata_data import JITTER_S, DataBudget
-from mintsaga.settings import (
+from mintsaga.setting_readers import SettingsError
+from mintsaga.settings import Settings
+from mintsaga.worker_tuning import (
     PINATA_HEADROOM,
     PINATA_REQUESTS_PER_ACTIVITY,
-    Settings,
-    SettingsError,
     WorkerTuning,
     pinata_activities_per_second,
     pinata_limits_from_env,

@@ -18,7 +18,8 @@ from temporalio.testing import ActivityEnvironment
 from mintsaga.activities import solana as solana_activities
 from mintsaga.activities.solana import SolanaActivities
 from mintsaga.observability.metrics import sample_value
-from mintsaga.settings import Settings, SettingsError, commitment_from_env
+from mintsaga.setting_readers import SettingsError
+from mintsaga.settings import Settings, commitment_from_env
 from mintsaga.solana.minter import SigStatus
 from mintsaga.workflows import activity_models as io
 from tests.unit.solana.settings_env import settings_env

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mintsaga.setting_readers import SettingsError
 from mintsaga.settings import (
     DEFAULT_PRIORITY_FEE_CAP,
     MAX_PRIORITY_FEE_MICRO_LAMPORTS,
     Settings,
-    SettingsError,
     operator_fee_cap_from_env,
     priority_fee_cap_from_env,
 )

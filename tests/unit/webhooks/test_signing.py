@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from mintsaga.notices import MintNotice, NoticeType
-from mintsaga.settings import SettingsError, webhooks_from_env
+from mintsaga.setting_readers import SettingsError
+from mintsaga.settings import webhooks_from_env
 from mintsaga.webhooks.signing import Signer
 from tests.tools.webhook_receiver import verify_message
 

@@ -1,0 +1,121 @@
+"""How much one worker process takes on (`WorkerTuning`, its `Pollers`), and the fleet-wide
+rate of the Pinata task queue that keeps every worker together under the Pinata plan
+(`pinata_activities_per_second`; docs/deploy.md, "The Pinata rate's arithmetic")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict
+
+from mintsaga.setting_readers import SettingsError, _float, _int
+
+# Pinata's plans (https://docs.pinata.cloud/account-management/limits): Free 60 requests a
+# minute, Picnic 250, Fiesta 500, and on every plan 30 a minute for the /data/* routes
+# (testAuthentication, pinList). PINATA_REQUESTS_PER_MINUTE names the account's plan and has no
+# default (a wrong guess is a 429 storm on a free account or a fleet held back on a paid one);
+# this is the rate `WorkerTuning()` assumes when built without one (the free plan's).
+PINATA_REQUESTS_PER_MINUTE = 60
+PINATA_DATA_REQUESTS_PER_MINUTE = 30
+# The share of it the fleet's Pinata activities may use. The rest is for what the task queue's
+# limit does not pace: the health checks (an upload and an unpin each probe, one schedule for
+# the whole fleet), operators' tools, and the burst Temporal's token bucket lets through after
+# a lull.
+PINATA_HEADROOM = 0.8
+# Pinata requests per activity on the Pinata queue: 0 for check_ipfs (it asks no Pinata
+# endpoint: activities/ipfs.py), 1 for upload_image and upload_metadata, 2 for release_pins
+# (image and metadata unpinned). The worst mix, every mint rolled back after its uploads,
+# averages (0 + 1 + 1 + 2) / 4 = 1; the happy path (0 + 1 + 1) / 3 = 0.67.
+PINATA_REQUESTS_PER_ACTIVITY = 1.0
+
+
+def pinata_activities_per_second(requests_per_minute: int = PINATA_REQUESTS_PER_MINUTE) -> float:
+    """The task-queue-wide activity rate that keeps the whole fleet under a Pinata plan of
+    `requests_per_minute`: for the free plan's 60, 60 x 0.8 / 60 / 1 = 0.8 activities a
+    second."""
+    return round(requests_per_minute * PINATA_HEADROOM / 60 / PINATA_REQUESTS_PER_ACTIVITY, 3)
+
+
+def pinata_limits_from_env(env: Mapping[str, str]) -> tuple[int, int]:
+    """(PINATA_REQUESTS_PER_MINUTE, PINATA_DATA_REQUESTS_PER_MINUTE): the account's plan,
+    required, and its /data/* limit (30, Pinata's documented figure for every plan)."""
+    name = "PINATA_REQUESTS_PER_MINUTE"
+    if not env.get(name, "").strip():
+        raise SettingsError(
+            f"{name} is not set: it names the Pinata plan's request limit (60 on the free plan,"
+            " 250 Picnic, 500 Fiesta: https://docs.pinata.cloud/account-management/limits)"
+        )
+    rpm = _int(env, name, PINATA_REQUESTS_PER_MINUTE, minimum=1)
+    data = _int(env, "PINATA_DATA_REQUESTS_PER_MINUTE", PINATA_DATA_REQUESTS_PER_MINUTE, minimum=1)
+    return rpm, data
+
+
+class Pollers(BaseModel):
+    """How many long polls a worker keeps open on a task queue: at most `maximum`, or, with
+    `minimum` set, as many between the two as the server's backlog hints ask for (autoscaling)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    maximum: int = 5  # the Temporal SDK's default
+    minimum: int | None = None  # None: a fixed maximum; set: autoscaling between the two
+
+
+def _pollers(env: Mapping[str, str], name: str, *, least: int) -> Pollers:
+    """`N` (at most N polls), `auto` (autoscaling, `least`..100) or `auto:MIN:MAX`."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return Pollers()
+    usage = f"use a number of pollers (at least {least}), auto, or auto:MIN:MAX"
+    if raw == "auto":
+        return Pollers(minimum=least, maximum=100)
+    if raw.startswith("auto:"):
+        bounds = raw.removeprefix("auto:").split(":")
+        if len(bounds) != 2 or not all(b.isdigit() for b in bounds):
+            raise SettingsError(f"{name}: {raw!r} is not auto:MIN:MAX; {usage}")
+        low, high = (int(b) for b in bounds)
+        if not least <= low <= high:
+            raise SettingsError(f"{name}: {raw!r} needs {least} <= MIN <= MAX")
+        return Pollers(minimum=low, maximum=high)
+    if not raw.isdigit() or int(raw) < least:
+        raise SettingsError(f"{name}: {raw!r}: {usage}")
+    return Pollers(maximum=int(raw))
+
+
+class WorkerTuning(BaseModel):
+    """How much one worker process takes on, and how it stops (docs/configuration.md, "Worker
+    settings")."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_concurrent_activities: int = 100  # per task queue the process serves
+    max_concurrent_workflow_tasks: int = 100
+    max_cached_workflows: int = 1000  # the sticky cache; 0: every task replays the history
+    workflow_pollers: Pollers = Pollers()
+    activity_pollers: Pollers = Pollers()
+    drain_s: int = 30  # after SIGTERM: running activities get this long to finish
+    # Temporal's task-queue-wide limit on the Pinata queue, for the whole fleet; None: no limit.
+    pinata_activities_per_second: float | None = pinata_activities_per_second()
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], *, pinata_requests_per_minute: int | None = None
+    ) -> WorkerTuning:
+        """From `env`; the Pinata queue's rate is PINATA_ACTIVITIES_PER_SECOND when set, else
+        what the plan (`pinata_requests_per_minute`, the free plan's when None) allows."""
+        cached = _int(env, "WORKER_MAX_CACHED_WORKFLOWS", 1000, minimum=0)
+        plan_rate = pinata_activities_per_second(
+            pinata_requests_per_minute or PINATA_REQUESTS_PER_MINUTE
+        )
+        rate = _float(env, "PINATA_ACTIVITIES_PER_SECOND", plan_rate)
+        return cls(
+            max_concurrent_activities=_int(env, "WORKER_MAX_CONCURRENT_ACTIVITIES", 100, minimum=1),
+            max_concurrent_workflow_tasks=_int(
+                env, "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 100, minimum=1
+            ),
+            max_cached_workflows=cached,
+            # With a sticky cache, the SDK needs two workflow pollers (sticky and normal queue).
+            workflow_pollers=_pollers(env, "WORKER_WORKFLOW_POLLERS", least=2 if cached else 1),
+            activity_pollers=_pollers(env, "WORKER_ACTIVITY_POLLERS", least=1),
+            drain_s=_int(env, "WORKER_DRAIN_S", 30, minimum=0),
+            pinata_activities_per_second=rate or None,
+        )

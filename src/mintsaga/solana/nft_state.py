@@ -27,7 +27,7 @@ from mintsaga.solana.nft import (
     TOKEN_GROUP_MEMBER_SIZE,
     TOKEN_GROUP_SIZE,
 )
-from mintsaga.solana.rpc import SERVICE
+from mintsaga.solana.rpc_errors import SERVICE
 
 __all__ = [
     "GroupExtensions",

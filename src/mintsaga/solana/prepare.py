@@ -66,7 +66,8 @@ from mintsaga.solana.nft import (
     nft_mint_account_size,
     update_group_authority_ix,
 )
-from mintsaga.solana.rpc import PREFLIGHT_FAILURE, SERVICE, SolanaRpc, classify_rpc_error
+from mintsaga.solana.rpc import SolanaRpc
+from mintsaga.solana.rpc_errors import PREFLIGHT_FAILURE, SERVICE, classify_rpc_error
 
 __all__ = [
     "BLOCKHASH_REUSE_S",

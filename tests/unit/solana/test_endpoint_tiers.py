@@ -26,7 +26,7 @@ from mintsaga.observability.metrics import sample_value
 from mintsaga.resilience.breaker import SOLANA_BREAKER, BreakerRegistry, BreakerState, Override
 from mintsaga.setting_readers import SettingsError
 from mintsaga.settings import DEFAULT_MAX_SLOT_LAG, Settings
-from mintsaga.solana import rpc as rpc_module
+from mintsaga.solana import rpc_pool as rpc_module
 from mintsaga.solana.rpc import SolanaRpc
 from tests.unit.solana.rpc_nodes import Answer, Behaviour, Params, http, result, serving
 from tests.unit.solana.settings_env import settings_env

@@ -34,7 +34,8 @@ from mintsaga.resilience import guard
 from mintsaga.resilience.breaker import BreakerRegistry, BreakerState
 from mintsaga.settings import Settings
 from mintsaga.solana.minter import SolanaMinter
-from mintsaga.solana.rpc import DEFAULT_TIMEOUT_S, MIN_CALL_TIMEOUT_S, SolanaRpc
+from mintsaga.solana.rpc import SolanaRpc
+from mintsaga.solana.rpc_pool import DEFAULT_TIMEOUT_S, MIN_CALL_TIMEOUT_S
 from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.policies import CHECK_RPC, PREPARE_TRANSACTION
 from tests.unit.solana.rpc_nodes import (

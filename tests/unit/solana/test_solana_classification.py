@@ -26,7 +26,8 @@ from solders.rpc.responses import GetSlotResp
 
 from mintsaga.errors import ErrorKind, ServiceError, redact_url
 from mintsaga.solana.minter import SolanaMinter
-from mintsaga.solana.rpc import SolanaRpc, classify_error, parse_retry_after
+from mintsaga.solana.rpc import SolanaRpc
+from mintsaga.solana.rpc_errors import classify_error, parse_retry_after
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
 PAYER = "BsQ2ieLx5V1ZhiyyohAKgXUWKYeRKQn6ic5pWmNqSXzu"

@@ -21,11 +21,8 @@ from devstack.config import StackConfig
 from devstack.requests import mint_request
 from mintsaga.errors import ServiceError
 from mintsaga.settings import Settings
-from mintsaga.solana.prepare import (
-    MAX_PROCESSING_AGE,
-    MintPreparer,
-    blockhash_window_is_plausible,
-)
+from mintsaga.solana.prepare import MintPreparer
+from mintsaga.solana.prepare_checks import MAX_PROCESSING_AGE, blockhash_window_is_plausible
 from mintsaga.solana.rpc import SolanaRpc
 from mintsaga.workflows.models import MintStatus
 from tests.saga_support import lying_rpc, running_worker, wait_for

@@ -27,7 +27,8 @@ from mintsaga.errors import ErrorKind, ServiceError, endpoint_name, redact_url
 from mintsaga.resilience.guard import keep_alive
 from mintsaga.solana.nft import associated_token_address
 from mintsaga.solana.nft_state import NftState, nft_state_from_accounts
-from mintsaga.solana.prepare import COMMITMENT, MintPreparer
+from mintsaga.solana.prepare import MintPreparer
+from mintsaga.solana.prepare_checks import COMMITMENT
 from mintsaga.solana.rpc import BUDGET_EXHAUSTED
 from mintsaga.solana.rpc_errors import SERVICE
 from mintsaga.solana.status_poller import StatusPoller

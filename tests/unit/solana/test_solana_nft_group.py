@@ -492,7 +492,8 @@ def test_the_largest_member_transaction_fits_with_the_longest_gateway_url() -> N
     from solders.message import MessageV0
 
     from mintsaga.settings import METADATA_GATEWAY_URL_MAX
-    from mintsaga.solana.prepare import MAX_TRANSACTION_SIZE, _with_budget
+    from mintsaga.solana.prepare import _with_budget
+    from mintsaga.solana.prepare_checks import MAX_TRANSACTION_SIZE
 
     payer, mint, group, group_authority = Keypair(), Keypair(), Keypair(), Keypair()
     gateway = "https://" + "g" * (METADATA_GATEWAY_URL_MAX - len("https://"))

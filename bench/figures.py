@@ -131,6 +131,9 @@ class HistoryProfile:
     activities: list[ActivityRun] = field(default_factory=list)
     workflow_task_queued_s: float = 0.0
     workflow_task_ran_s: float = 0.0
+    events: int = 0  # history events, first to last
+    actions: int = 0  # Temporal Cloud's billable actions (`billable_actions`)
+    workflow_tasks: int = 0  # completed
 
     @property
     def in_activities_s(self) -> float:
@@ -156,7 +159,11 @@ def profile_history(history: WorkflowHistory) -> HistoryProfile:
     """Where one workflow's time went, from its history's event times."""
     events = list(history.events)
     first, last = events[0].event_time.ToDatetime(), events[-1].event_time.ToDatetime()
-    profile = HistoryProfile(total_s=(last - first).total_seconds())
+    profile = HistoryProfile(
+        total_s=(last - first).total_seconds(),
+        events=len(events),
+        actions=billable_actions(events),
+    )
     by_scheduled: dict[int, ActivityRun] = {}
     wft_scheduled: datetime | None = None
     wft_started: datetime | None = None
@@ -170,6 +177,7 @@ def profile_history(history: WorkflowHistory) -> HistoryProfile:
             wft_started = at
         elif kind in (E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, E.EVENT_TYPE_WORKFLOW_TASK_FAILED):
             profile.workflow_task_ran_s += _seconds(wft_started, at)
+            profile.workflow_tasks += kind == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
         elif kind == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
             run = ActivityRun(
@@ -188,6 +196,48 @@ def profile_history(history: WorkflowHistory) -> HistoryProfile:
             run = by_scheduled[attrs.scheduled_event_id]
             run.closed, run.outcome = at, outcome
     return profile
+
+
+# One billable action each (Temporal Cloud, "Temporal Cloud Actions",
+# https://docs.temporal.io/cloud/actions): a start, a search attribute upsert, a timer, a
+# signal, an accepted update, a child workflow started. Activities and local activities are
+# counted by `billable_actions` itself.
+_ONE_ACTION = frozenset(
+    {
+        E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
+        E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
+        E.EVENT_TYPE_TIMER_STARTED,
+        E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+        E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+        E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,
+    }
+)
+LOCAL_ACTIVITY_MARKER = (
+    "core_local_activity"  # the marker the SDKs' core records per local activity
+)
+
+
+def billable_actions(events: Sequence[Any]) -> int:
+    """A workflow's billable actions, counted from its history by Temporal Cloud's published
+    rules (https://docs.temporal.io/cloud/actions): the start, each activity attempt (an
+    activity started or retried: its last attempt number), one per workflow task that ran
+    local activities (all of one task's count as one), each upsert, timer, signal and accepted
+    update. Not in a history, so not counted: heartbeats sent to the server, queries, and
+    retries of local activities past the workflow task they began in. Patch markers are no
+    action."""
+    actions = 0
+    tasks_with_local: set[int] = set()
+    for event in events:
+        kind = event.event_type
+        if kind in _ONE_ACTION:
+            actions += 1
+        elif kind == E.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            actions += max(1, event.activity_task_started_event_attributes.attempt)
+        elif kind == E.EVENT_TYPE_MARKER_RECORDED:
+            attrs = event.marker_recorded_event_attributes
+            if attrs.marker_name == LOCAL_ACTIVITY_MARKER:
+                tasks_with_local.add(attrs.workflow_task_completed_event_id)
+    return actions + len(tasks_with_local)
 
 
 _ACTIVITY_CLOSES = {
@@ -227,6 +277,9 @@ def summarize_profiles(profiles: Sequence[HistoryProfile]) -> dict[str, Any]:
         "in_temporal_s": median(p.in_temporal_s for p in profiles),
         "workflow_task_queued_s": median(p.workflow_task_queued_s for p in profiles),
         "workflow_task_ran_s": median(p.workflow_task_ran_s for p in profiles),
+        "history_events": median(p.events for p in profiles),
+        "actions": median(p.actions for p in profiles),
+        "workflow_tasks": median(p.workflow_tasks for p in profiles),
         "activities": {
             name: {"queued_s": median(times["queued"]), "ran_s": median(times["ran"])}
             for name, times in per_activity.items()

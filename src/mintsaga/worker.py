@@ -227,7 +227,10 @@ async def mint_activities(
                 ),
             )
             database = DatabaseActivities(
-                store=store, minter=minter, admission_limit=settings.admission_limit
+                store=store,
+                minter=minter,
+                admission_limit=settings.admission_limit,
+                maintenance=lambda: watcher.current.maintenance,
             )
             solana = SolanaActivities(
                 minter=minter,

@@ -22,11 +22,12 @@ PINATA_DATA_REQUESTS_PER_MINUTE = 30
 # the whole fleet), operators' tools, and the burst Temporal's token bucket lets through after
 # a lull.
 PINATA_HEADROOM = 0.8
-# Pinata requests per activity on the Pinata queue: 0 for check_ipfs (it asks no Pinata
-# endpoint: activities/ipfs.py), 1 for upload_image and upload_metadata, 2 for release_pins
-# (image and metadata unpinned). The worst mix, every mint rolled back after its uploads,
-# averages (0 + 1 + 1 + 2) / 4 = 1; the happy path (0 + 1 + 1) / 3 = 0.67.
-PINATA_REQUESTS_PER_ACTIVITY = 1.0
+# Pinata requests per activity on the Pinata queue, for the lean saga (issue 19): 2 for
+# upload_assets (the image and its metadata; 3 when the metadata must name another layout's
+# CID, a Kubo fallback that asks Pinata nothing more), 2 for release_pins (image and metadata
+# unpinned). The happy path averages 2 / 1, the worst mix (rolled back after its uploads)
+# (2 + 2) / 2 = 2. Mints started before it make fewer: check_ipfs 0, each upload 1.
+PINATA_REQUESTS_PER_ACTIVITY = 2.0
 
 
 def pinata_activities_per_second(requests_per_minute: int = PINATA_REQUESTS_PER_MINUTE) -> float:

@@ -69,7 +69,7 @@ def test_worker_tuning_defaults_are_the_sdks_and_the_pinata_plans() -> None:
     assert tuning.workflow_pollers == tuning.activity_pollers == Pollers(maximum=5)
     assert tuning.drain_s == 30
     # The free plan's 60 requests a minute when no plan is named (PINATA_REQUESTS_PER_MINUTE).
-    assert tuning.pinata_activities_per_second == pytest.approx(0.8)
+    assert tuning.pinata_activities_per_second == pytest.approx(0.4)
 
 
 def test_worker_tuning_from_the_environment() -> None:
@@ -316,7 +316,7 @@ async def test_a_sigtermed_worker_finishes_its_running_activity_and_loses_none(
 # ------------------------------------------------------------------ three workers (make fleet)
 
 FLEET_MINTS = 30
-FLEET_PINATA_RPM = 60  # low, so the limit binds: 30 mints make 90 Pinata requests
+FLEET_PINATA_RPM = 60  # low, so the limit binds: 30 mints make 60 Pinata requests
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@ two `worker.py` processes all end MINTED, and Pinata's own counters (the devstac
 /pinata/plan`) show no 429 in either bucket and no `testAuthentication` call per mint.
 
 The workers are told the plan (PINATA_REQUESTS_PER_MINUTE=60) and nothing else: the Pinata
-queue's fleet-wide rate (0.8 activities a second) comes from it. 60 mints make 120 uploads, so
+queue's fleet-wide rate (0.4 activities a second, two requests each) comes from it. 60 mints
+make 120 uploads in 60 upload_assets activities, so
 the batch takes three to four minutes: marked slow, it runs in `make fleet` (CI), not in
 `make test`.
 """

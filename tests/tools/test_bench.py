@@ -139,7 +139,13 @@ async def test_the_baseline_workflow_runs_the_sagas_rounds(client: Client) -> No
 
 def well_formed() -> dict[str, Any]:
     results: dict[str, Any] = {
-        "throughput_ratio": 0.8,
+        "throughput_vs_v1_shape": 1.7,
+        "latency_p50_s": 0.41,
+        "actions_per_mint": 11,
+        "history_events_per_mint": 44,
+        "server_cpu_s_per_mint": 0.12,
+        "worker_cpu_s_per_mint": 0.1,
+        "rss_slope_kb_per_mint": 1.5,
         "latency_p50_ratio": 1.1,
         "latency_p99_ratio": 1.2,
         "faulted_completion": 1.0,
@@ -149,7 +155,7 @@ def well_formed() -> dict[str, Any]:
         "rss_growth_mb": 4.2,
         "max_in_flight": 200,
         "rpc_requests_per_mint": 14.8,
-        "raw": {section: {} for section in ("baseline", "mints", "faulted", "failover", "memory")},
+        "raw": {section: {} for section in ("v1_shape", "mints", "faulted", "failover", "memory")},
         "machine": {"cpus": 2},
     }
     results["raw"]["profile"] = {}
@@ -161,6 +167,8 @@ def test_well_formed_results_have_no_problems() -> None:
     assert problems(well_formed()) == []
     recovered_never = well_formed() | {"failover_recovery_s": None}
     assert problems(recovered_never) == []
+    one_wave = well_formed() | {"rss_slope_kb_per_mint": None}  # a quick run
+    assert problems(one_wave) == []
     # a slow machine may complete nothing of the faulted batch in time: a figure, not a fault
     nothing_in_time = well_formed() | {"faulted_completion": 0.0, "faulted_throughput_ratio": 0}
     assert problems(nothing_in_time) == []
@@ -169,7 +177,9 @@ def test_well_formed_results_have_no_problems() -> None:
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        ({"throughput_ratio": None}, "throughput_ratio"),
+        ({"throughput_vs_v1_shape": None}, "throughput_vs_v1_shape"),
+        ({"actions_per_mint": 0}, "actions_per_mint"),
+        ({"server_cpu_s_per_mint": -0.1}, "server_cpu_s_per_mint"),
         ({"latency_p50_ratio": math.nan}, "latency_p50_ratio"),
         ({"latency_p99_ratio": 0.0}, "latency_p99_ratio"),
         ({"faulted_completion": 1.5}, "faulted_completion"),
@@ -206,7 +216,7 @@ def test_the_markdown_table_replaces_only_its_own_block(tmp_path: Path) -> None:
         assert f"`{name}`" in first
     target.write_text(first + "\n## After\n\nkept\n")
     changed = copy.deepcopy(results)
-    changed["throughput_ratio"] = 0.123
+    changed["throughput_vs_v1_shape"] = 0.123
     write_markdown(target, changed)
     second = target.read_text()
     assert second.count("bench:begin") == 1 and "| 0.123 |" in second

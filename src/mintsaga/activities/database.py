@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from temporalio import activity
@@ -28,6 +29,7 @@ from mintsaga.workflows.policies import (
     CLAIM_MINT,
     FINISH_MINT,
     LOOK_UP_MINT,
+    OPEN_MINT,
     RECORD_MINTED,
     RECORD_NOTICES,
     RECORD_UPLOADS,
@@ -39,11 +41,17 @@ ADMISSION_POLL_S = 1.0  # how often a queued mint looks for a free slot (jittere
 
 class DatabaseActivities:
     def __init__(
-        self, *, store: MintStore, minter: SolanaMinter, admission_limit: int | None = None
+        self,
+        *,
+        store: MintStore,
+        minter: SolanaMinter,
+        admission_limit: int | None = None,
+        maintenance: Callable[[], bool] = lambda: False,
     ) -> None:
         self._store = store
         self._minter = minter
         self._admission_limit = admission_limit  # MINT_ADMISSION_LIMIT; None: no limit
+        self._maintenance = maintenance  # whether maintenance mode is on (runtime config)
 
     @activity.defn(name=CHECK_DATABASE.name)
     async def check_database(self, ref: io.MintRef) -> io.StepOut:
@@ -130,6 +138,18 @@ class DatabaseActivities:
         if row.stage not in (MintStage.MINTED, MintStage.ROLLED_BACK):
             return None
         return _recorded(row)
+
+    @activity.defn(name=OPEN_MINT.name)
+    async def open_mint(self, arg: io.ClaimIn) -> io.OpenOut:
+        """The lean saga's first look, in one round trip: the database answers (the pre-mint
+        database check), the row if the mint ended with this request (`look_up_mint`), and
+        whether maintenance mode is on."""
+        with classified():
+            await self._store.health()
+            ended = await self._ended(arg)
+        return io.OpenOut(
+            attempt=activity.info().attempt, ended=ended, maintenance=self._maintenance()
+        )
 
     @activity.defn(name=RECORD_NOTICES.name)
     async def record_notices(self, arg: io.NoticesIn) -> io.StepOut:

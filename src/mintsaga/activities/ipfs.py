@@ -33,6 +33,7 @@ from mintsaga.workflows.policies import (
     CHECK_IPFS,
     COMPUTE_IMAGE_CID,
     RELEASE_PINS,
+    UPLOAD_ASSETS,
     UPLOAD_IMAGE,
     UPLOAD_METADATA,
 )
@@ -169,6 +170,23 @@ class IpfsActivities:
             provider=upload.provider,
             uri=self._links.uri(upload.cid),
         )
+
+    @activity.defn(name=UPLOAD_ASSETS.name)
+    async def upload_assets(self, arg: io.UploadAssetsIn) -> io.UploadAssetsOut:
+        """The lean saga's uploads in one activity: the image and its metadata at once, each
+        as its own step would (pins recorded first, idempotent by CID); when the provider
+        pinned the image under another layout's CID, the metadata again, naming that one."""
+        uploads = await asyncio.gather(
+            self.upload_image(arg.image), self.upload_metadata(arg.metadata), return_exceptions=True
+        )
+        for outcome in uploads:  # both ran to their end: nothing is left uploading
+            if isinstance(outcome, BaseException):
+                raise outcome
+        image, metadata = cast(tuple[io.UploadOut, io.UploadOut], tuple(uploads))
+        if image.cid != arg.metadata.image_cid:
+            named = arg.metadata.model_copy(update={"image_cid": image.cid})
+            metadata = await self.upload_metadata(named)
+        return io.UploadAssetsOut(attempt=activity.info().attempt, image=image, metadata=metadata)
 
     async def _unpin(self, cid: str, provider: str) -> None:
         """What `MintStore.release_pins` calls for each pin it releases (repeatable)."""

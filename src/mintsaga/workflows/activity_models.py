@@ -74,12 +74,6 @@ class MintRef(_Model):
     mint_id: str
 
 
-class MaintenanceOut(StepOut):
-    """Whether maintenance mode is on now (the lean saga then waits it out)."""
-
-    on: bool
-
-
 class ClaimIn(_Model):
     mint_id: str
     user_id: str
@@ -149,6 +143,12 @@ class LookupOut(StepOut):
     ended: RecordedMint | None = None
 
 
+class OpenOut(LookupOut):
+    """`open_mint`: the database answered; the ended row, if any; maintenance mode now."""
+
+    maintenance: bool = False
+
+
 class ImageIn(_Model):
     mint_id: str
     image: ImageRef
@@ -192,6 +192,18 @@ class UploadOut(StepOut):
     # The link to ``cid`` the NFT uses (METADATA_URI_STYLE), for the metadata upload; None from
     # workers before issue 16 (and for the image): ``ipfs://<cid>``.
     uri: str | None = None
+
+
+class UploadAssetsIn(_Model):
+    """Both uploads of the lean saga: the image, and its metadata naming the computed CID."""
+
+    image: UploadImageIn
+    metadata: UploadMetadataIn
+
+
+class UploadAssetsOut(StepOut):
+    image: UploadOut
+    metadata: UploadOut  # names `image.cid`, the CID the provider pinned
 
 
 class RecordUploadsIn(_Model):

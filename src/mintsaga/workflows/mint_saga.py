@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from mintsaga.notices import NoticeType
     from mintsaga.stages import MintStage
     from mintsaga.workflows import activity_models as io
+    from mintsaga.workflows.mint_state import MintState
     from mintsaga.workflows.models import (
         ErrorInfo,
         MintRequest,
@@ -52,20 +53,21 @@ with workflow.unsafe.imports_passed_through():
         COMPUTE_IMAGE_CID,
         FINISH_MINT,
         LOOK_UP_MINT,
-        MAINTENANCE_MODE,
         MAX_RESIGNS,
+        OPEN_MINT,
         PREPARE_TRANSACTION,
         RECORD_MINTED,
         RECORD_UPLOADS,
         RELEASE_PINS,
         ROLLBACK_MINT,
         SEND_TRANSACTION,
+        UPLOAD_ASSETS,
         UPLOAD_IMAGE,
         UPLOAD_METADATA,
         VERIFY_NFT,
         WAIT_OUT_MAINTENANCE,
     )
-    from mintsaga.workflows.saga import MINT_STAGE, MINT_STATUS, HandledError, Saga, StepFailed
+    from mintsaga.workflows.saga import MINT_STAGE, MINT_STATUS, HandledError, StepFailed
     from mintsaga.workflows.steps import execute
 
 __all__ = ["MINT_STAGE", "MINT_STATUS", "MintSaga"]
@@ -94,21 +96,7 @@ class EndedBefore(Exception):
 
 
 @workflow.defn(name="MintSaga")
-class MintSaga(Saga):
-    def __init__(self) -> None:
-        super().__init__()
-        self._request: MintRequest | None = None
-        self._mint_address: str | None = None
-        self._image: io.ImageCidOut | None = None  # checked and hashed, not uploaded yet
-        self._image_cid: str | None = None
-        self._image_type = "application/octet-stream"
-        self._metadata_cid: str | None = None
-        self._metadata_link: str | None = None  # the upload's uri; None: ipfs://<cid>
-        self._prepared: io.PreparedTx | None = None
-        self._resigns = 0
-        self._signature: str | None = None
-        self._slot: int | None = None
-
+class MintSaga(MintState):
     # ---------------------------------------------------------------- the saga, top to bottom
 
     @workflow.run
@@ -120,7 +108,15 @@ class MintSaga(Saga):
         self._start(operator_timeout_s=request.options.operator_timeout_s)
         # A mint that already ended with this request answers from its row, whether or not
         # its history still exists; nothing runs again. Earlier mints did not look.
-        if self._patched("answer-ended-mints-from-row"):
+        if self._lean:
+            try:
+                ended = await self._open()
+            except (StepFailed, asyncio.CancelledError) as exc:  # nothing done yet
+                await self._roll_back(exc)
+                return self._result(MintStatus.ROLLED_BACK)
+            if ended is not None:
+                return self._answer_from_row(ended)
+        elif self._patched("answer-ended-mints-from-row"):
             ended = await self._look_up()
             if ended is not None:
                 return self._answer_from_row(ended)
@@ -156,6 +152,16 @@ class MintSaga(Saga):
         await self._notices_recorded()
         return self._result(MintStatus.MINTED)
 
+    async def _open(self) -> io.RecordedMint | None:
+        """The lean saga's first step (`open_mint`): the database check, the row if the mint
+        ended with this request, and whether maintenance mode is on."""
+        req = self._req
+        opened = await self._step(
+            OPEN_MINT, io.ClaimIn(mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet)
+        )
+        self._maintenance = opened.maintenance
+        return opened.ended
+
     async def _look_up(self) -> io.RecordedMint | None:
         """The row, if the mint ended with this request. Best effort: when the database does
         not answer, the saga runs, and its claim looks again (`EndedBefore`)."""
@@ -174,30 +180,14 @@ class MintSaga(Saga):
             return None
         return looked.ended
 
-    def _answer_from_row(self, ended: io.RecordedMint) -> MintResult:
-        """The result of a mint that ended before, as its row recorded it; nothing ran."""
-        self._mint_address, self._signature, self._slot = (
-            ended.mint_address,
-            ended.signature,
-            ended.slot,
-        )
-        self._image_cid, self._metadata_cid = ended.image_cid, ended.metadata_cid
-        self._metadata_link, self._reason = ended.metadata_uri, ended.reason
-        status = MintStatus(ended.status)
-        self._enter(MintStage(ended.status), f"ended before: {ended.status}, from its record")
-        self._settled = True  # told already, when it ended
-        self._set_status(status)
-        return self._result(status)
-
     # ---------------------------------------------------------------- 0. maintenance mode
 
     async def _wait_out_maintenance(self) -> None:
         ref = io.MintRef(mint_id=self._req.mint_id)
-        if self._lean:  # a look first, in this workflow task; the wait only when it is on
-            if not (await self._step(MAINTENANCE_MODE, ref)).on:
-                return
-            self._set_details("waiting while maintenance mode is on")
-            await self._step(WAIT_OUT_MAINTENANCE, ref)
+        if self._lean:  # open_mint looked: the wait only when maintenance mode is on
+            if self._maintenance:
+                self._set_details("waiting while maintenance mode is on")
+                await self._step(WAIT_OUT_MAINTENANCE, ref)
             return
         # Mints started before maintenance mode existed have no such step in their history.
         if workflow.patched("maintenance-gate"):
@@ -208,6 +198,9 @@ class MintSaga(Saga):
 
     async def _pre_mint_checks(self) -> None:
         ref = io.MintRef(mint_id=self._req.mint_id)
+        if self._lean:  # the database answered open_mint
+            await self._all(self._step(CHECK_IPFS, ref), self._step(CHECK_RPC, ref))
+            return
         await self._all(
             self._step(CHECK_IPFS, ref),
             self._step(CHECK_DATABASE, ref),
@@ -294,6 +287,19 @@ class MintSaga(Saga):
         # Pins are recorded against the mint before each upload, so this undoes them all.
         self._register(RELEASE_PINS, lambda _reason: io.MintRef(mint_id=req.mint_id))
         self._set_details(f"uploading image {image.cid} and its metadata to IPFS")
+        if self._lean:  # one activity; it names the CID the provider pinned
+            assets = await self._step(
+                UPLOAD_ASSETS,
+                io.UploadAssetsIn(
+                    image=io.UploadImageIn(
+                        mint_id=req.mint_id, image=req.image, expected_cid=image.cid
+                    ),
+                    metadata=self._metadata_input(image.cid),
+                ),
+            )
+            self._image_cid = assets.image.cid
+            self._uploaded(assets.metadata)
+            return
         uploaded, metadata = await self._all(
             self._step(
                 UPLOAD_IMAGE,
@@ -311,6 +317,9 @@ class MintSaga(Saga):
                 f"the image is pinned as {uploaded.cid}: uploading its metadata again"
             )
             metadata = await self._step(UPLOAD_METADATA, self._metadata_input(uploaded.cid))
+        self._uploaded(metadata)
+
+    def _uploaded(self, metadata: io.UploadOut) -> None:
         self._metadata_cid = metadata.cid
         # The worker chooses how the NFT links its metadata (METADATA_URI_STYLE); mints that
         # uploaded before this change link it as ipfs://<cid>, and replay that way.
@@ -319,6 +328,8 @@ class MintSaga(Saga):
         self._enter(MintStage.IPFS_UPLOADED, f"image and metadata pinned; metadata {metadata.cid}")
 
     def _metadata_input(self, image_cid: str) -> io.UploadMetadataIn:
+        # Built here, with this module's models, as UploadAssetsIn nests it: the workflow
+        # sandbox may hold its own copy of activity_models.
         req, image = self._req, self._image
         assert image is not None
         return io.UploadMetadataIn(
@@ -350,32 +361,6 @@ class MintSaga(Saga):
     async def _prepare_transaction(self) -> None:
         # A function, not a model: an operator's retry may bring a new priority fee.
         self._prepared = await self._step(PREPARE_TRANSACTION, self._prepare_input)
-
-    def _prepare_input(self) -> io.PrepareIn:
-        req = self._req
-        fee = self._overrides.priority_fee_micro_lamports
-        return io.PrepareIn(
-            mint_id=req.mint_id,
-            owner=req.wallet,
-            name=req.name,
-            symbol=req.symbol,
-            uri=self._metadata_uri or "",
-            priority_fee_micro_lamports=req.options.priority_fee_micro_lamports
-            if fee is None
-            else fee,
-            resign=self._resigns,
-            # Only the activity's input changes (no command does): no patch marker needed.
-            fee_from_operator=fee is not None,
-        )
-
-    def _send_input(self, prepared: io.PreparedTx) -> io.SendIn:
-        # A function too: an operator's retry may name the endpoint to send to first.
-        return io.SendIn(
-            mint_id=self._req.mint_id,
-            signature=prepared.signature,
-            tx_base64=prepared.tx_base64,
-            preferred_endpoint=self._overrides.preferred_endpoint,
-        )
 
     async def _land_transaction(self) -> None:
         """Send, confirm, and re-sign only once the old blockhash has expired unseen."""
@@ -544,66 +529,4 @@ class MintSaga(Saga):
 
     @workflow.query(name="status")
     def status(self) -> StatusView:
-        req = self._req
-        return StatusView(
-            mint_id=req.mint_id,
-            status=self._published_status,
-            stage=self._stage,
-            mint_address=self._mint_address,
-            owner=req.wallet,
-            image_cid=self._image_cid,
-            metadata_cid=self._metadata_cid,
-            signature=self._signature,
-            attempts=dict(self._attempts),
-            last_error=self._last_error,
-            awaiting_operator=bool(self._waiting),
-            awaiting_step=self._waiting[0] if self._waiting else None,
-            awaiting_steps=tuple(self._waiting),
-            awaiting_since=self._awaiting_since,
-            past_pivot=self._pivoted,
-            reason=self._reason,
-            collection=req.collection,
-        )
-
-    # ---------------------------------------------------------------- bookkeeping
-
-    @property
-    def _req(self) -> MintRequest:
-        assert self._request is not None
-        return self._request
-
-    def _notice_data(self) -> dict[str, Any]:
-        req = self._req
-        return {
-            "user_id": req.user_id,
-            "owner": req.wallet,
-            "mint_address": self._mint_address,
-            "image_cid": self._image_cid,
-            "metadata_cid": self._metadata_cid,
-            "metadata_uri": self._metadata_uri,
-            "signature": self._signature,
-            "slot": self._slot,
-        }
-
-    @property
-    def _metadata_uri(self) -> str | None:
-        if self._metadata_link is not None:
-            return self._metadata_link
-        return f"ipfs://{self._metadata_cid}" if self._metadata_cid else None
-
-    def _result(self, status: MintStatus) -> MintResult:
-        return MintResult(
-            mint_id=self._req.mint_id,
-            status=status,
-            mint_address=self._mint_address,
-            owner=self._req.wallet,
-            signature=self._signature,
-            slot=self._slot,
-            image_cid=self._image_cid,
-            metadata_cid=self._metadata_cid,
-            metadata_uri=self._metadata_uri,
-            stage_seconds={k: round(v, 3) for k, v in self._stage_seconds.items()},
-            retries=dict(self._retries),
-            reason=self._reason,
-            collection=self._req.collection,
-        )
+        return self._status_view()

@@ -50,11 +50,10 @@ WAIT_OUT_MAINTENANCE = Step(
     timeout=24 * 3600 * S,
     heartbeat=30 * S,
 )
-# The lean saga's look at maintenance mode (a local activity, answering at once): only when
-# it is on does the saga wait in WAIT_OUT_MAINTENANCE.
-MAINTENANCE_MODE = Step(
-    "maintenance_mode", io.MintRef, io.MaintenanceOut, "db", attempts=3, timeout=10 * S, local=True
-)
+# The lean saga's first step, a local activity with the database health check's policy
+# (spec: 2 attempts): the database answers, the mint's row if it ended with this request, and
+# whether maintenance mode is on (only then does the saga wait in WAIT_OUT_MAINTENANCE).
+OPEN_MINT = Step("open_mint", io.ClaimIn, io.OpenOut, "db", attempts=2, timeout=10 * S, local=True)
 # 1. pre-mint checks (in parallel), the image, and the mint's row
 CHECK_IPFS = Step(
     "check_ipfs",
@@ -123,6 +122,19 @@ UPLOAD_METADATA = Step(
     "ipfs",
     attempts=5,
     timeout=60 * S,
+    heartbeat=10 * S,
+    provider=PINATA,
+)
+# The lean saga's uploads, one activity: the image and its metadata at once (the spec gives
+# both "5x with failover", so one policy serves both), on the Pinata queue; two Pinata
+# requests an activity (settings.PINATA_REQUESTS_PER_ACTIVITY).
+UPLOAD_ASSETS = Step(
+    "upload_assets",
+    io.UploadAssetsIn,
+    io.UploadAssetsOut,
+    "ipfs",
+    attempts=5,
+    timeout=180 * S,
     heartbeat=10 * S,
     provider=PINATA,
 )
@@ -244,7 +256,8 @@ SAGA_STEPS: tuple[Step[Any, Any], ...] = (
     ADMIT_MINT,
     LOOK_UP_MINT,
     RECORD_NOTICES,
-    MAINTENANCE_MODE,
+    OPEN_MINT,
+    UPLOAD_ASSETS,
 )
 # Looked up by activity name (activities.failures, bench, chaos).
 STEPS: dict[str, Step[Any, Any]] = {step.name: step for step in SAGA_STEPS}

@@ -27,6 +27,7 @@ must replay, so its order never changes without a `workflow.patched` gate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
@@ -222,18 +223,19 @@ class Saga:
             self._attempts[name] = self._attempts.get(name, 0) + 1
             self._running[name] = step.service
             local = self._local(step) and not remote
+            if not local:  # the lean saga waits on it: what it has to tell goes first
+                self._flush_notices()
+            run = execute(
+                step,
+                arg() if callable(arg) else arg,
+                summary=name,
+                cancellation_type=self._cancellation_type(),
+                task_queue=None if local else self._task_queue(step),
+                priority=AFTER_PIVOT if self._pivoted and self._prioritise and not local else None,
+                local=local,
+            )
             try:
-                out = await execute(
-                    step,
-                    arg() if callable(arg) else arg,
-                    summary=name,
-                    cancellation_type=self._cancellation_type(),
-                    task_queue=None if local else self._task_queue(step),
-                    priority=AFTER_PIVOT
-                    if self._pivoted and self._prioritise and not local
-                    else None,
-                    local=local,
-                )
+                out = await (self._cancellable(run) if self._lean else run)
             except ActivityError as err:
                 self._running.pop(name, None)
                 if isinstance(err.cause, CancelledError):
@@ -250,6 +252,23 @@ class Saga:
             self._running.pop(name, None)
             self._count_retries(step.service, out.attempt)
             return out
+
+    @staticmethod
+    async def _cancellable(run: Awaitable[Out]) -> Out:
+        """`run`, except that a cancellation of the workflow meanwhile is raised once the step
+        has finished or acknowledged it. (Awaited plainly, a step that completes after the
+        cancel was requested returns its result and the cancellation is lost: the mint went
+        on instead of compensating. The lean saga's single steps are awaited this way.)"""
+        task = asyncio.ensure_future(run)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            task.cancel()  # the step's cancellation, as its cancellation type says
+            with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                await task  # it finished or acknowledged: its compensation is registered
+            raise
 
     def _local(self, step: Step[Any, Any]) -> bool:
         """The lean saga runs a step that allows it as a local activity."""
@@ -346,6 +365,8 @@ class Saga:
             step = compensation.step
             try:
                 local = self._local(step)
+                if not local:
+                    self._flush_notices()
                 await execute(
                     step,
                     compensation.make_input(reason),
@@ -391,6 +412,7 @@ class Saga:
         if step is not None:  # a failed compensation was told as FAILED
             self._notify_delayed(f"waiting for an operator at {step}")
             self._notify(NoticeType.AWAITING_OPERATOR, **{**self._error_data(), "step": step})
+        self._flush_notices()
         seen = self._decisions
         try:
             # A step gives up its wait when a sibling failed for good; a failed compensation
@@ -502,7 +524,14 @@ class Saga:
         key = f"{workflow.info().run_id}:{self._notices_made}:{kind.value}"
         body = {k: v for k, v in body.items() if v is not None}
         self._notice_backlog.append(NoticeIn(type=kind.value, event_key=key, data=body))
-        if not self._recording:
+        if not self._lean:
+            self._flush_notices()
+
+    def _flush_notices(self) -> None:
+        """Start recording the queued notices, unless recording already. The lean saga flushes
+        only where it is about to wait (a regular activity, an operator, a delay, the end):
+        the notices of a run of local activities go in one batch, one local activity."""
+        if self._notice_backlog and not self._recording:
             self._recording = True
             self._keep(asyncio.ensure_future(self._record_notices()))
 
@@ -528,6 +557,7 @@ class Saga:
             # one more command and event per mint, for nothing.
             await workflow.sleep(after_s)
             self._notify_delayed(why)  # says nothing once settled
+            self._flush_notices()
             return
         try:
             await workflow.wait_condition(lambda: self._settled, timeout=after_s)
@@ -553,6 +583,7 @@ class Saga:
     async def _notices_recorded(self) -> None:
         """The outcome is known: no more delay notice; wait until every notice is recorded."""
         self._settled = True
+        self._flush_notices()
         await workflow.wait_condition(lambda: not self._recording)
 
 

@@ -1,0 +1,97 @@
+"""The lean saga (issue 19, docs/design.md "Local activities"): which steps a happy mint runs
+as regular activities and which as local ones, and what it upserts, read from its history.
+
+The figures (actions, events, CPU) are measured by `make bench`; this pins the shape down, so a
+step that slips back to a regular activity, or an upsert per stage, fails here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+import mintsaga
+from bench.figures import LOCAL_ACTIVITY_MARKER
+from devstack.config import StackConfig
+from devstack.requests import mint_request
+from mintsaga.workflows.models import MintStatus
+from mintsaga.workflows.policies import SAGA_STEPS
+
+pytestmark = pytest.mark.integration
+
+E = EventType
+REGULAR = ["upload_assets", "send_transaction", "await_confirmation"]
+LOCAL = {
+    "open_mint",
+    "check_ipfs",
+    "check_rpc",
+    "compute_image_cid",
+    "admit_mint",
+    "record_uploads",
+    "prepare_transaction",
+    "record_minted",
+    "verify_nft",
+    "check_gateways",
+    "check_partner_view",
+    "check_db_consistency",
+    "finish_mint",
+    "record_notices",
+}
+
+
+def local_activity_type(details: dict[str, object]) -> str:
+    """The activity type a core_local_activity marker records (its `data` payload)."""
+    payload = details["data"]
+    assert hasattr(payload, "payloads")
+    return str(json.loads(payload.payloads[0].data)["activity_type"])
+
+
+async def test_a_happy_mint_runs_three_regular_activities_and_the_rest_locally(
+    stack: StackConfig, client: Client, worker: str
+) -> None:
+    request = mint_request(stack)
+    handle = await mintsaga.start_mint(client, request, queue=worker)
+    assert (await handle.result()).status == MintStatus.MINTED
+    history = await handle.fetch_history()
+
+    regular = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert regular == REGULAR
+    markers = [
+        e.marker_recorded_event_attributes
+        for e in history.events
+        if e.event_type == E.EVENT_TYPE_MARKER_RECORDED
+    ]
+    local = [
+        local_activity_type(dict(m.details))
+        for m in markers
+        if m.marker_name == LOCAL_ACTIVITY_MARKER
+    ]
+    assert set(local) == LOCAL
+    # each of them is marked local in the policy table (which also has rollback_mint)
+    assert {step.name for step in SAGA_STEPS if step.local} >= LOCAL
+    # the notices of a run of local activities go in one batch: at most one per workflow task
+    tasks = sum(e.event_type == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in history.events)
+    assert local.count("record_notices") <= tasks
+    # the starter set MintStage/MintStatus: the saga upserts the patch's version and MINTED only
+    upserts = [
+        dict(e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+        for e in history.events
+        if e.event_type == E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+    ]
+    assert [sorted(u) for u in upserts] == [
+        ["TemporalChangeVersion"],
+        ["MintStage", "MintStatus"],
+    ]
+    assert [json.loads(upserts[1][k].data) for k in ("MintStage", "MintStatus")] == [
+        "MINTED",
+        "MINTED",
+    ]
+    # no timer is cancelled: the delay notice's is left to run
+    assert not any(e.event_type == E.EVENT_TYPE_TIMER_CANCELED for e in history.events)

@@ -8,7 +8,7 @@ from temporalio import activity
 
 from mintsaga.db.runtime_watcher import RuntimeConfigWatcher
 from mintsaga.workflows import activity_models as io
-from mintsaga.workflows.policies import MAINTENANCE_MODE, WAIT_OUT_MAINTENANCE
+from mintsaga.workflows.policies import WAIT_OUT_MAINTENANCE
 
 POLL_S = 1.0
 
@@ -29,11 +29,3 @@ class RuntimeActivities:
             activity.heartbeat()
             await asyncio.sleep(POLL_S)
         return io.StepOut(attempt=activity.info().attempt)
-
-    @activity.defn(name=MAINTENANCE_MODE.name)
-    async def maintenance_mode(self, ref: io.MintRef) -> io.MaintenanceOut:
-        """Whether maintenance mode is on, at once (the lean saga's local look; it waits in
-        `wait_out_maintenance` only when it is)."""
-        return io.MaintenanceOut(
-            on=self._watcher.current.maintenance, attempt=activity.info().attempt
-        )

@@ -8,17 +8,26 @@ step that slips back to a regular activity, or an upsert per stage, fails here.
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
 
 import pytest
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 
 import mintsaga
 from bench.figures import LOCAL_ACTIVITY_MARKER
 from devstack.config import StackConfig
 from devstack.requests import mint_request
+from mintsaga.worker import activity_name
+from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.models import MintStatus
 from mintsaga.workflows.policies import SAGA_STEPS
+from tests.saga_support import running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +104,55 @@ async def test_a_happy_mint_runs_three_regular_activities_and_the_rest_locally(
     ]
     # no timer is cancelled: the delay notice's is left to run
     assert not any(e.event_type == E.EVENT_TYPE_TIMER_CANCELED for e in history.events)
+
+
+async def test_a_local_step_that_fails_runs_its_other_attempts_as_a_regular_activity(
+    stack: StackConfig, client: Client
+) -> None:
+    """prepare_transaction's local attempt fails (a retryable error, as a dependency's would
+    be): the rest of its attempts are a regular activity, retried by the server rather than
+    held in the workflow task, and the mint ends MINTED signed once."""
+    calls = 0
+
+    def fail_first(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapped(arg: io.PrepareIn) -> io.PreparedTx:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise ApplicationError("the first attempt fails", type="Injected")
+            return cast(io.PreparedTx, await original(arg))
+
+        return activity.defn(name=activity_name(original))(wrapped)
+
+    queue = f"lean-{uuid.uuid4().hex[:6]}"
+    request = mint_request(stack)
+    async with running_worker(stack, client, queue, wrap={"prepare_transaction": fail_first}):
+        handle = await mintsaga.start_mint(client, request, queue=queue)
+        result = await handle.result()
+    assert result.status == MintStatus.MINTED
+    assert calls == 2
+    history = await handle.fetch_history()
+    assert scheduled(history.events) == [
+        "upload_assets",
+        "prepare_transaction",
+        "send_transaction",
+        "await_confirmation",
+    ]
+    assert local_types(history.events).count("prepare_transaction") == 1  # the failed one
+
+
+def scheduled(events: Iterable[HistoryEvent]) -> list[str]:
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+def local_types(events: Iterable[HistoryEvent]) -> list[str]:
+    return [
+        local_activity_type(dict(e.marker_recorded_event_attributes.details))
+        for e in events
+        if e.event_type == E.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER
+    ]

@@ -230,8 +230,8 @@ class Saga:
                 arg() if callable(arg) else arg,
                 summary=name,
                 cancellation_type=self._cancellation_type(),
-                task_queue=None if local else self._task_queue(step),
-                priority=AFTER_PIVOT if self._pivoted and self._prioritise and not local else None,
+                task_queue=self._task_queue(step),  # a local step's regular attempts
+                priority=AFTER_PIVOT if self._pivoted and self._prioritise else None,
                 local=local,
             )
             try:
@@ -370,7 +370,7 @@ class Saga:
                 await execute(
                     step,
                     compensation.make_input(reason),
-                    task_queue=None if local else self._task_queue(step),
+                    task_queue=self._task_queue(step),
                     local=local,
                 )
             except ActivityError as err:

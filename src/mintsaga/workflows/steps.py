@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from temporalio import workflow
 from temporalio.common import Priority, RetryPolicy
-from temporalio.exceptions import ActivityError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 from temporalio.workflow import ActivityCancellationType
 
 # One backoff table (base, cap, jitter) per service, shared with activities.pacing, which
@@ -71,7 +71,8 @@ class Step(Generic[In, Out]):
         if self.retry is not None and self.retry.maximum_attempts != self.attempts:
             raise ValueError(f"{self.name}: retry.maximum_attempts must be {self.attempts}")
 
-    def retry_policy(self) -> RetryPolicy:
+    def retry_policy(self, attempts: int | None = None) -> RetryPolicy:
+        """Its retry policy; `attempts`: that many instead of its own (0: no limit)."""
         if self.retry is not None:
             return self.retry
         backoff = BACKOFF_BY_SERVICE[self.service]
@@ -79,7 +80,7 @@ class Step(Generic[In, Out]):
             initial_interval=timedelta(seconds=backoff.base_s),
             backoff_coefficient=2.0,
             maximum_interval=timedelta(seconds=backoff.cap_s),
-            maximum_attempts=self.attempts,
+            maximum_attempts=self.attempts if attempts is None else attempts,
         )
 
     def options(self) -> dict[str, Any]:
@@ -105,39 +106,46 @@ async def execute(
     """Run `step` with `arg` (None for a step without input) and return its typed output.
 
     The one way a workflow here schedules an activity. The keyword defaults are the SDK's.
-    `local`: as a local activity (the step must allow it), on this worker, in the workflow
-    task that asked; a task queue and a priority do not apply to it.
+    `local`: its first attempt as a local activity (the step must allow it), on this worker,
+    in the workflow task that asked; when that attempt fails and may be retried, the rest of
+    the step's attempts run as a regular activity (on `task_queue`, with `priority`), retried
+    by the server with the step's backoff, so a failing dependency never holds the workflow
+    task open (docs/design.md "Local activities").
     """
+    attempts = None
     if local:
         if not step.local:
             raise ValueError(f"{step.name} may not run as a local activity")
         try:
-            result = await workflow.execute_local_activity(
-                step.name,
-                args=[] if step.input is None else [arg],
-                result_type=step.output,
-                summary=summary,
-                cancellation_type=cancellation_type,
-                start_to_close_timeout=step.timeout,
-                schedule_to_close_timeout=step.deadline,
-                retry_policy=step.retry_policy(),
+            return cast(
+                Out,
+                await workflow.execute_local_activity(
+                    step.name,
+                    args=[] if step.input is None else [arg],
+                    result_type=step.output,
+                    summary=summary,
+                    cancellation_type=cancellation_type,
+                    start_to_close_timeout=step.timeout,
+                    schedule_to_close_timeout=step.deadline,
+                    retry_policy=step.retry_policy(attempts=1),
+                ),
             )
         except ActivityError:
             raise
         except FailureError as exc:
-            # A local activity's failure arrives as its cause alone (the ApplicationError, the
-            # timeout, the cancellation): wrapped as a regular activity's is, so the saga
-            # reads both the same way.
-            raise ActivityError(
-                f"local activity {step.name} failed",
-                scheduled_event_id=0,
-                started_event_id=0,
-                identity="",
-                activity_type=step.name,
-                activity_id="",
-                retry_state=None,
-            ) from exc
-        return cast(Out, result)
+            if not _retryable(exc) or step.attempts == 1:
+                # A local activity's failure arrives as its cause alone: wrapped as a regular
+                # activity's is, so the saga reads both the same way.
+                raise ActivityError(
+                    f"local activity {step.name} failed",
+                    scheduled_event_id=0,
+                    started_event_id=0,
+                    identity="",
+                    activity_type=step.name,
+                    activity_id="",
+                    retry_state=None,
+                ) from exc
+            attempts = max(0, step.attempts - 1)  # 0: no limit, as the step's own
     result = await workflow.execute_activity(
         step.name,
         args=[] if step.input is None else [arg],
@@ -148,7 +156,16 @@ async def execute(
         start_to_close_timeout=step.timeout,
         schedule_to_close_timeout=step.deadline,
         heartbeat_timeout=step.heartbeat,
-        retry_policy=step.retry_policy(),
+        retry_policy=step.retry_policy(attempts=attempts),
         priority=priority or Priority.default,
     )
     return cast(Out, result)
+
+
+def _retryable(failure: FailureError) -> bool:
+    """Whether another attempt may change a failed local attempt's outcome: not a
+    cancellation, not an ApplicationError marked non-retryable (a permanent error, or one for a
+    person); a timeout or any other failure may."""
+    if isinstance(failure, CancelledError):
+        return False
+    return not (isinstance(failure, ApplicationError) and failure.non_retryable)

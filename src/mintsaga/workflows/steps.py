@@ -25,6 +25,11 @@ from temporalio.workflow import ActivityCancellationType
 # computes the jittered delay each failed attempt asks for.
 from mintsaga.resilience.backoff import BACKOFF_BY_SERVICE
 
+# A local attempt's longest run: past it the step goes on as a regular activity with its own
+# timeout. Short enough that a slow dependency neither holds its workflow task open past the
+# SDK's task heartbeat (8 s of the 10 s task timeout) nor a local-activity slot for long.
+LOCAL_ATTEMPT_TIMEOUT = timedelta(seconds=5)
+
 In = TypeVar("In")
 Out = TypeVar("Out")
 
@@ -125,7 +130,7 @@ async def execute(
                     result_type=step.output,
                     summary=summary,
                     cancellation_type=cancellation_type,
-                    start_to_close_timeout=step.timeout,
+                    start_to_close_timeout=min(step.timeout, LOCAL_ATTEMPT_TIMEOUT),
                     schedule_to_close_timeout=step.deadline,
                     retry_policy=step.retry_policy(attempts=1),
                 ),

@@ -117,7 +117,6 @@ async def execute(
     by the server with the step's backoff, so a failing dependency never holds the workflow
     task open (docs/design.md "Local activities").
     """
-    attempts = None
     if local:
         if not step.local:
             raise ValueError(f"{step.name} may not run as a local activity")
@@ -150,7 +149,9 @@ async def execute(
                     activity_id="",
                     retry_state=None,
                 ) from exc
-            attempts = max(0, step.attempts - 1)  # 0: no limit, as the step's own
+            # The step's own attempts follow, as a regular activity: the local attempt is a
+            # try before them, so a failing dependency meets exactly the step it met before
+            # the lean saga (attempts, backoff, the server's waits for an open circuit).
     result = await workflow.execute_activity(
         step.name,
         args=[] if step.input is None else [arg],
@@ -161,7 +162,7 @@ async def execute(
         start_to_close_timeout=step.timeout,
         schedule_to_close_timeout=step.deadline,
         heartbeat_timeout=step.heartbeat,
-        retry_policy=step.retry_policy(attempts=attempts),
+        retry_policy=step.retry_policy(),
         priority=priority or Priority.default,
     )
     return cast(Out, result)

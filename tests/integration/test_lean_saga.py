@@ -7,6 +7,7 @@ step that slips back to a regular activity, or an upsert per stage, fails here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,6 +28,7 @@ from mintsaga.worker import activity_name
 from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.models import MintStatus
 from mintsaga.workflows.policies import SAGA_STEPS
+from mintsaga.workflows.steps import LOCAL_ATTEMPT_TIMEOUT
 from tests.saga_support import running_worker
 
 pytestmark = pytest.mark.integration
@@ -106,20 +108,23 @@ async def test_a_happy_mint_runs_three_regular_activities_and_the_rest_locally(
     assert not any(e.event_type == E.EVENT_TYPE_TIMER_CANCELED for e in history.events)
 
 
+@pytest.mark.parametrize("first_attempt", ["fails", "outlasts_the_local_timeout"])
 async def test_a_local_step_that_fails_runs_its_other_attempts_as_a_regular_activity(
-    stack: StackConfig, client: Client
+    stack: StackConfig, client: Client, first_attempt: str
 ) -> None:
     """prepare_transaction's local attempt fails (a retryable error, as a dependency's would
-    be): the rest of its attempts are a regular activity, retried by the server rather than
-    held in the workflow task, and the mint ends MINTED signed once."""
+    be) or runs past LOCAL_ATTEMPT_TIMEOUT: the step's attempts go on as a regular activity,
+    retried by the server rather than held in the workflow task, and the mint ends MINTED."""
     calls = 0
 
     def fail_first(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def wrapped(arg: io.PrepareIn) -> io.PreparedTx:
             nonlocal calls
             calls += 1
-            if calls == 1:
+            if calls == 1 and first_attempt == "fails":
                 raise ApplicationError("the first attempt fails", type="Injected")
+            if calls == 1:
+                await asyncio.sleep(LOCAL_ATTEMPT_TIMEOUT.total_seconds() + 1)
             return cast(io.PreparedTx, await original(arg))
 
         return activity.defn(name=activity_name(original))(wrapped)

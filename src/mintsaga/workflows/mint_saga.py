@@ -156,9 +156,18 @@ class MintSaga(MintState):
         """The lean saga's first step (`open_mint`): the database check, the row if the mint
         ended with this request, and whether maintenance mode is on."""
         req = self._req
-        opened = await self._step(
-            OPEN_MINT, io.ClaimIn(mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet)
-        )
+        arg = io.ClaimIn(mint_id=req.mint_id, user_id=req.user_id, wallet=req.wallet)
+        try:  # quietly first: a mint that ended before tells the backend nothing again
+            opened = await execute(
+                OPEN_MINT, arg, summary=OPEN_MINT.name, local=True, fallback=False
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise asyncio.CancelledError from err
+            # The database did not answer: from here on the backend is told (a delay, an
+            # operator's wait), as it was when the database check failed.
+            self._begin_notices(req.mint_id, delay_notice_s=req.options.delay_notice_s)
+            opened = await self._step(OPEN_MINT, arg)
         self._maintenance = opened.maintenance
         return opened.ended
 

@@ -172,6 +172,7 @@ class Saga:
         self._prioritise = False  # POST_PIVOT_PRIORITY
         self._background: set[asyncio.Future[None]] = set()  # the notice tasks
         self._lean = False  # LEAN_SAGA
+        self._notices_begun = False
 
     def _start(self, *, operator_timeout_s: float) -> None:
         self._operator_timeout_s = operator_timeout_s
@@ -192,7 +193,11 @@ class Saga:
         return self._lean or workflow.patched(patch_id)
 
     def _begin_notices(self, mint_id: str, *, delay_notice_s: float) -> None:
-        """Tell the backend the mint started, and a delay if it is not over in time."""
+        """Tell the backend the mint started, and a delay if it is not over in time (once:
+        the lean saga may begin them early, when its first look at the database fails)."""
+        if self._notices_begun:
+            return
+        self._notices_begun = True
         self._prioritise = self._patched(POST_PIVOT_PRIORITY)
         self._notices_on = self._patched(STATUS_NOTICES)
         if not self._notices_on:

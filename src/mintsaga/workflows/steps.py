@@ -18,7 +18,13 @@ from typing import Any, Generic, TypeVar, cast
 
 from temporalio import workflow
 from temporalio.common import Priority, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+)
+from temporalio.exceptions import TimeoutError as StepTimeout
 from temporalio.workflow import ActivityCancellationType
 
 # One backoff table (base, cap, jitter) per service, shared with activities.pacing, which
@@ -107,6 +113,7 @@ async def execute(
     cancellation_type: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL,
     priority: Priority | None = None,
     local: bool = False,
+    fallback: bool = True,
 ) -> Out:
     """Run `step` with `arg` (None for a step without input) and return its typed output.
 
@@ -115,7 +122,7 @@ async def execute(
     in the workflow task that asked; when that attempt fails and may be retried, the rest of
     the step's attempts run as a regular activity (on `task_queue`, with `priority`), retried
     by the server with the step's backoff, so a failing dependency never holds the workflow
-    task open (docs/design.md "Local activities").
+    task open (docs/design.md "Local activities"). `fallback=False`: the local attempt only.
     """
     if local:
         if not step.local:
@@ -134,10 +141,13 @@ async def execute(
                     retry_policy=step.retry_policy(attempts=1),
                 ),
             )
-        except ActivityError:
-            raise
+        except ActivityError as err:
+            # The SDK's core wraps a local attempt's timeout (and cancellation) in an
+            # ActivityError: a timeout goes on as a regular activity, anything else is raised.
+            if not isinstance(err.cause, StepTimeout) or step.attempts == 1 or not fallback:
+                raise
         except FailureError as exc:
-            if not _retryable(exc) or step.attempts == 1:
+            if not _retryable(exc) or step.attempts == 1 or not fallback:
                 # A local activity's failure arrives as its cause alone: wrapped as a regular
                 # activity's is, so the saga reads both the same way.
                 raise ActivityError(

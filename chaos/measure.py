@@ -30,7 +30,7 @@ SPEC_RECOVERY_S = {"solana endpoint": 30.0, "gateway": 120.0, "database": 300.0}
 # Which completed steps show an outage is over: None means any step at all.
 _RECOVERED_BY: dict[str, tuple[str, ...] | None] = {
     "solana endpoint": tuple(n for n, s in STEPS.items() if s.service == "solana"),
-    "pinata": ("upload_image", "upload_metadata"),
+    "pinata": ("upload_image", "upload_metadata", "upload_assets"),
     "gateway": ("check_gateways",),
     # Every step that queries Postgres (the maintenance gate reads the workers' cached settings).
     "database": tuple(

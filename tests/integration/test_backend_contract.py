@@ -37,7 +37,7 @@ from tests.tools.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
-UPLOADS = ("upload_image", "upload_metadata")  # they run together; either may wait first
+UPLOADS = ("upload_assets",)  # the lean saga's one upload step (issue 19)
 HAPPY_PATH_STAGES = [
     "INITIATED",
     "IPFS_UPLOADED",
@@ -121,7 +121,7 @@ async def test_a_mint_stuck_at_ipfs_tells_delayed_and_awaiting_then_resumed_and_
     try:
         handle = await mintsaga.start_mint(client, request, queue=worker)
         await wait_for(
-            client, request.mint_id, lambda s: "upload_image" in s.awaiting_steps, within_s=180
+            client, request.mint_id, lambda s: "upload_assets" in s.awaiting_steps, within_s=180
         )
 
         async def waiting_row() -> asyncpg.Record | None:
@@ -174,7 +174,7 @@ async def test_a_mint_late_by_its_delay_notice_tells_delayed_once_with_the_runni
     assert types.count("mint.delayed") == 1 and "mint.awaiting_operator" not in types
     cause = told[types.index("mint.delayed")][1]["cause"]
     assert "not minted within 2 s" in cause["reason"]
-    assert "upload_image" in cause["running"] and "ipfs" in cause["services"]
+    assert "upload_assets" in cause["running"] and "ipfs" in cause["services"]
     assert types[-1] == "mint.minted"
 
 
@@ -209,7 +209,7 @@ async def test_a_failed_compensation_is_failed_in_the_row_then_rolled_back_after
         try:
             handle = await mintsaga.start_mint(client, request, queue=queue)
             await wait_for(
-                client, request.mint_id, lambda s: "upload_image" in s.awaiting_steps, within_s=180
+                client, request.mint_id, lambda s: "upload_assets" in s.awaiting_steps, within_s=180
             )
             await mintsaga.compensate(client, request.mint_id)
             await wait_for(client, request.mint_id, lambda s: s.status == MintStatus.FAILED)
@@ -258,12 +258,20 @@ async def _delete_history(client: Client, workflow_id: str) -> None:
 
 
 async def _scheduled_activities(client: Client, workflow_id: str) -> list[str]:
+    """The activities the run ran: regular ones as scheduled, local ones (the lean saga's,
+    issue 19) from their markers."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-    ]
+    ran = []
+    for e in history.events:
+        if e.HasField("activity_task_scheduled_event_attributes"):
+            ran.append(e.activity_task_scheduled_event_attributes.activity_type.name)
+        marker = e.marker_recorded_event_attributes
+        if e.HasField("marker_recorded_event_attributes") and marker.marker_name == (
+            "core_local_activity"
+        ):
+            data = dict(marker.details)["data"].payloads[0].data
+            ran.append(json.loads(data)["activity_type"])
+    return ran
 
 
 async def test_a_minted_request_started_again_after_its_history_is_deleted_answers_from_its_row(
@@ -286,7 +294,7 @@ async def test_a_minted_request_started_again_after_its_history_is_deleted_answe
     assert (again.image_cid, again.metadata_cid) == (first.image_cid, first.metadata_cid)
     assert again.metadata_uri == first.metadata_uri
     # It ran nothing: one look at the row; no send, no pin, no notice.
-    assert await _scheduled_activities(client, request.workflow_id) == ["look_up_mint"]
+    assert await _scheduled_activities(client, request.workflow_id) == ["open_mint"]
     [after] = await fetch(stack, counts_sql, request.mint_id)
     assert dict(after) == dict(before)
 
@@ -302,7 +310,7 @@ async def test_a_rolled_back_request_started_again_after_its_history_is_deleted_
     try:
         handle = await mintsaga.start_mint(client, request, queue=worker)
         await wait_for(
-            client, request.mint_id, lambda s: "upload_image" in s.awaiting_steps, within_s=180
+            client, request.mint_id, lambda s: "upload_assets" in s.awaiting_steps, within_s=180
         )
         await mintsaga.compensate(client, request.mint_id)
         first = await handle.result()
@@ -314,7 +322,7 @@ async def test_a_rolled_back_request_started_again_after_its_history_is_deleted_
     again = await (await mintsaga.start_mint(client, request, queue=worker)).result()
 
     assert again.status == MintStatus.ROLLED_BACK and again.reason == first.reason
-    assert await _scheduled_activities(client, request.workflow_id) == ["look_up_mint"]
+    assert await _scheduled_activities(client, request.workflow_id) == ["open_mint"]
 
 
 def _most_at_once(spans: list[tuple[datetime, datetime]]) -> int:

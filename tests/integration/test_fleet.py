@@ -242,22 +242,17 @@ async def test_two_worker_processes_share_the_mints_and_one_pinata_rate(
 
     ran = [a for h in handles for a in attempts(await h.fetch_history())]
     pinata_queue = provider_task_queue(pair.task_queue, PINATA)
-    assert {a.activity for a in ran if a.task_queue == pinata_queue} == {
-        "check_ipfs",
-        "upload_image",
-        "upload_metadata",
-    }
+    # the lean saga (issue 19): one Pinata activity a mint; check_ipfs runs locally
+    assert {a.activity for a in ran if a.task_queue == pinata_queue} == {"upload_assets"}
     assert all((a.task_queue == pinata_queue) == (a.activity in PINATA_STEPS) for a in ran)
     # Both processes took part, in the Pinata queue too.
     assert pids(a.identity for a in ran) == {pair.pid(0), pair.pid(1)}
-    assert pids(a.identity for a in ran if a.task_queue == pinata_queue) == {
-        pair.pid(0),
-        pair.pid(1),
-    }
-    # Temporal started the 18 Pinata activities no faster than the one fleet-wide rate
+    # (Which process took the six Pinata activities is left to chance: one a mint since the
+    # lean saga, too few to require both.)
+    # Temporal started the 6 Pinata activities (one upload_assets a mint) no faster than the one fleet-wide rate
     # (unpaced, six mints start theirs within a few seconds of each other).
     pinata_starts = [a.at for a in ran if a.task_queue == pinata_queue]
-    assert len(pinata_starts) == 3 * len(requests)
+    assert len(pinata_starts) == len(requests)
     assert overruns(pinata_starts, PAIR_RATE, PARTITION_BURST) == []
     assert refused(before, admin(stack, "GET", "/stats")) == 0
 
@@ -284,9 +279,7 @@ async def test_a_sigtermed_worker_finishes_its_running_activity_and_loses_none(
     add_fault(stack, target="pinata", kind="latency", delay_ms=6000, match="/pinning/pinFileToIPFS")
     request = mint_request(stack)
     (handle,) = await start_all(client, [request], pair.task_queue)
-    pending = await asyncio.wait_for(
-        running_attempt(handle, {"upload_image", "upload_metadata"}), 60
-    )
+    pending = await asyncio.wait_for(running_attempt(handle, {"upload_assets"}), 60)
     draining = next(
         slot for slot in range(2) if pair.pid(slot) in pids([pending.last_worker_identity])
     )

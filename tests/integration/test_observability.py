@@ -419,7 +419,7 @@ async def test_a_mint_with_faults_shows_in_spans_metrics_and_logs(
     assert mine, lines[-5:]
     assert all(line["workflow_id"] == f"mint-{request.mint_id}" for line in mine)
     failover = [line for line in mine if "failing over to kubo" in line["message"]]
-    assert failover and failover[0]["stage"] in ("upload_image", "upload_metadata")
+    assert failover and failover[0]["stage"] == "upload_assets"
     assert failover[0]["endpoint"] == redact_url(stack.url("pinata"))
     text = json_logs.getvalue()
     assert not any(secret in text for secret in secrets)

@@ -249,8 +249,8 @@ async def test_two_worker_processes_share_the_mints_and_one_pinata_rate(
     assert pids(a.identity for a in ran) == {pair.pid(0), pair.pid(1)}
     # (Which process took the six Pinata activities is left to chance: one a mint since the
     # lean saga, too few to require both.)
-    # Temporal started the 6 Pinata activities (one upload_assets a mint) no faster than the one fleet-wide rate
-    # (unpaced, six mints start theirs within a few seconds of each other).
+    # Temporal started the 6 Pinata activities (one upload_assets a mint) no faster than the
+    # one fleet-wide rate (unpaced, six mints start theirs within a few seconds of each other).
     pinata_starts = [a.at for a in ran if a.task_queue == pinata_queue]
     assert len(pinata_starts) == len(requests)
     assert overruns(pinata_starts, PAIR_RATE, PARTITION_BURST) == []

@@ -273,7 +273,7 @@ async def test_a_mint_with_faults_shows_in_spans_metrics_and_logs(
     solana_1 = redact_url(stack.url("solana-1"))
     spans.clear()
     # The primary RPC endpoint is down for the whole mint; both IPFS providers fail the first
-    # upload of the metadata (a retry of the activity), then Pinata alone for the rest.
+    # attempt of the uploads (a retry of the activity), then Pinata alone for the rest.
     add_fault(stack, target="solana-1", kind="down")
     upload_faults = fault_first(
         stack,
@@ -288,7 +288,7 @@ async def test_a_mint_with_faults_shows_in_spans_metrics_and_logs(
     )
     request = mint_request(stack)
     async with running_worker(
-        stack, client, OBS_QUEUE, breakers=breakers, wrap={"upload_metadata": upload_faults}
+        stack, client, OBS_QUEUE, breakers=breakers, wrap={"upload_assets": upload_faults}
     ):
         handle = await mintsaga.start_mint(client, request, queue=OBS_QUEUE)
         result = await handle.result()
@@ -310,7 +310,7 @@ async def test_a_mint_with_faults_shows_in_spans_metrics_and_logs(
         "RunWorkflow:MintSaga",
         "StartActivity:admit_mint",
         "RunActivity:admit_mint",
-        "RunActivity:upload_metadata",
+        "RunActivity:upload_assets",
     ):
         assert expected in names, sorted(names)
     start = next(s for s in finished if s.name == "StartWorkflow:MintSaga")
@@ -346,7 +346,7 @@ async def test_a_mint_with_faults_shows_in_spans_metrics_and_logs(
         _attrs(s)["mintsaga.service"] == "kubo" and _attrs(s)["mintsaga.outcome"] == "success"
         for s in calls
     )
-    metadata_runs = {s.context.span_id for s in finished if s.name == "RunActivity:upload_metadata"}
+    metadata_runs = {s.context.span_id for s in finished if s.name == "RunActivity:upload_assets"}
     attempts = {
         _attrs(s)["mintsaga.attempt"]
         for s in calls
@@ -389,7 +389,7 @@ async def test_a_mint_with_faults_shows_in_spans_metrics_and_logs(
         _value(
             scraped,
             "mintsaga_activity_retries_total",
-            activity="upload_metadata",
+            activity="upload_assets",
             service="ipfs",
         )
         >= 1

@@ -438,9 +438,14 @@ async def test_an_encrypted_mint_stores_no_plaintext_and_the_codec_server_decode
         assert value.encode() not in stored, f"{field} stored in plaintext"
         assert value not in stored_json, f"{field} in the history's JSON"
     payloads = payloads_in_history(history.events)
-    unencrypted = [p for p in payloads if p.metadata["encoding"] != ENCODING]
+    unencrypted = [
+        p
+        for p in payloads
+        if p.metadata["encoding"] != ENCODING and not _local_activity_bookkeeping(p.data)
+    ]
     assert payloads and not unencrypted, unencrypted
-    assert {p.metadata[KEY_ID_METADATA] for p in payloads} == {b"k2"}
+    unchecked = [p for p in payloads if _local_activity_bookkeeping(p.data)]
+    assert {p.metadata[KEY_ID_METADATA] for p in payloads if p not in unchecked} == {b"k2"}
     with pytest.raises(Exception, match=r"encrypted|decrypt|binary"):
         await plain.get_workflow_handle(handle.id).result()  # unreadable without the key
 
@@ -450,6 +455,11 @@ async def test_an_encrypted_mint_stores_no_plaintext_and_the_codec_server_decode
         for event in history.events
         if event.HasField("activity_task_started_event_attributes")
         and event.activity_task_started_event_attributes.HasField("last_failure")
+    ] + [  # a failed local attempt (the lean saga) is recorded in its marker
+        event.marker_recorded_event_attributes.failure
+        for event in history.events
+        if event.HasField("marker_recorded_event_attributes")
+        and event.marker_recorded_event_attributes.HasField("failure")
     ]
     assert failures, "the injected fault left no failure in the history"
     for failure in failures:
@@ -462,7 +472,9 @@ async def test_an_encrypted_mint_stores_no_plaintext_and_the_codec_server_decode
     # the right place).
     decrypted = b"".join(
         p.data
-        for p in await encrypted.data_converter.payload_codec.decode(payloads)  # type: ignore[union-attr]
+        for p in await encrypted.data_converter.payload_codec.decode(  # type: ignore[union-attr]
+            [p for p in payloads if p not in unchecked]
+        )
     )
     for field, value in secrets.items():
         assert value.encode() in decrypted, field
@@ -737,3 +749,25 @@ async def test_devstack_with_codec_points_the_ui_at_its_codec_server_and_down_st
     assert not [pid for pid in pids if alive(pid)]
     if config is not None:
         assert not [name for name, port in config.ports.items() if port_open(port)]
+
+
+# What the SDK's core writes beside a local activity's (encrypted) result in its marker: its
+# own bookkeeping, never a payload of ours, so no codec sees it (the lean saga, issue 19).
+LOCAL_ACTIVITY_FIELDS = {
+    "seq",
+    "attempt",
+    "activity_id",
+    "activity_type",
+    "complete_time",
+    "backoff",
+    "original_schedule_time",
+    "activation_index",
+}
+
+
+def _local_activity_bookkeeping(data: bytes) -> bool:
+    try:
+        fields = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(fields, dict) and set(fields) <= LOCAL_ACTIVITY_FIELDS

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
@@ -228,6 +229,7 @@ class Saga:
             self._attempts[name] = self._attempts.get(name, 0) + 1
             self._running[name] = step.service
             local = self._local(step) and not remote
+            fell_back: list[int] = []  # a failed local attempt before the regular ones
             if not local:  # the lean saga waits on it: what it has to tell goes first
                 self._flush_notices()
             run = execute(
@@ -238,6 +240,7 @@ class Saga:
                 task_queue=self._task_queue(step),  # a local step's regular attempts
                 priority=AFTER_PIVOT if self._pivoted and self._prioritise else None,
                 local=local,
+                on_fallback=functools.partial(fell_back.append, 1),
             )
             try:
                 out = await (self._cancellable(run) if self._lean else run)
@@ -247,7 +250,9 @@ class Saga:
                     raise asyncio.CancelledError from err  # the workflow is being cancelled
                 error = error_info(name, err)
                 self._last_error = error
-                self._count_retries(step.service, attempts_made(err, step.attempts))
+                self._count_retries(
+                    step.service, attempts_made(err, step.attempts) + len(fell_back)
+                )
                 if error.type in handled:
                     raise HandledError(error) from err
                 if error.kind == "permanent" and not self._pivoted:
@@ -255,7 +260,7 @@ class Saga:
                 await self._await_operator(name, error)
                 continue
             self._running.pop(name, None)
-            self._count_retries(step.service, out.attempt)
+            self._count_retries(step.service, out.attempt + len(fell_back))
             return out
 
     @staticmethod

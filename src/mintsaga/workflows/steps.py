@@ -12,6 +12,7 @@ Names never change: a running workflow's history refers to its activities by nam
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, cast
@@ -114,6 +115,7 @@ async def execute(
     priority: Priority | None = None,
     local: bool = False,
     fallback: bool = True,
+    on_fallback: Callable[[], None] | None = None,
 ) -> Out:
     """Run `step` with `arg` (None for a step without input) and return its typed output.
 
@@ -122,7 +124,8 @@ async def execute(
     in the workflow task that asked; when that attempt fails and may be retried, the rest of
     the step's attempts run as a regular activity (on `task_queue`, with `priority`), retried
     by the server with the step's backoff, so a failing dependency never holds the workflow
-    task open (docs/design.md "Local activities"). `fallback=False`: the local attempt only.
+    task open (docs/design.md "Local activities"). `fallback=False`: the local attempt only;
+    `on_fallback` is called when the regular activity takes over (a failed attempt more).
     """
     if local:
         if not step.local:
@@ -162,6 +165,8 @@ async def execute(
             # The step's own attempts follow, as a regular activity: the local attempt is a
             # try before them, so a failing dependency meets exactly the step it met before
             # the lean saga (attempts, backoff, the server's waits for an open circuit).
+        if on_fallback is not None:
+            on_fallback()
     result = await workflow.execute_activity(
         step.name,
         args=[] if step.input is None else [arg],

@@ -265,10 +265,9 @@ class Saga:
 
     @staticmethod
     async def _cancellable(run: Awaitable[Out]) -> Out:
-        """`run`, except that a cancellation of the workflow meanwhile is raised once the step
-        has finished or acknowledged it. (Awaited plainly, a step that completes after the
-        cancel was requested returns its result and the cancellation is lost: the mint went
-        on instead of compensating. The lean saga's single steps are awaited this way.)"""
+        """`run`, but a cancellation meanwhile is raised once the step finished or acknowledged
+        it (awaited plainly, a step completing after the cancel returns its result and the
+        cancellation is lost). The lean saga awaits its single steps this way."""
         task = asyncio.ensure_future(run)
         try:
             return await asyncio.shield(task)
@@ -563,8 +562,7 @@ class Saga:
     async def _watch_for_delay(self, after_s: float) -> None:
         why = f"not minted within {after_s:.0f} s (options.delay_notice_s)"
         if self._lean:
-            # A plain timer, left running when the mint ends in time: cancelling it would be
-            # one more command and event per mint, for nothing.
+            # A plain timer, left running when the mint ends in time (a cancel: one more event).
             await workflow.sleep(after_s)
             self._notify_delayed(why)  # says nothing once settled
             self._flush_notices()

@@ -6,6 +6,7 @@ tests in tests/tools/test_bench.py pin each one down.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -215,6 +216,29 @@ _ONE_ACTION = frozenset(
 LOCAL_ACTIVITY_MARKER = (
     "core_local_activity"  # the marker the SDKs' core records per local activity
 )
+
+
+def regular_activity_types(events: Iterable[Any]) -> list[str]:
+    """The activity types a history scheduled (regular activities), in order."""
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+def local_activity_types(events: Iterable[Any]) -> list[str]:
+    """The activity types a history ran as local activities, in order: one marker each (a
+    failed attempt too), its type in the marker's `data` payload, which the SDK's core writes."""
+    names = []
+    for e in events:
+        marker = e.marker_recorded_event_attributes
+        if e.event_type == E.EVENT_TYPE_MARKER_RECORDED and (
+            marker.marker_name == LOCAL_ACTIVITY_MARKER
+        ):
+            data = dict(marker.details)["data"].payloads[0].data
+            names.append(str(json.loads(data)["activity_type"]))
+    return names
 
 
 def billable_actions(events: Sequence[Any]) -> int:

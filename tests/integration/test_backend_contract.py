@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 import mintsaga
+from bench.figures import local_activity_types, regular_activity_types
 from devstack.config import StackConfig
 from devstack.requests import mint_request
 from mintsaga.errors import endpoint_name
@@ -261,17 +262,7 @@ async def _scheduled_activities(client: Client, workflow_id: str) -> list[str]:
     """The activities the run ran: regular ones as scheduled, local ones (the lean saga's,
     issue 19) from their markers."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    ran = []
-    for e in history.events:
-        if e.HasField("activity_task_scheduled_event_attributes"):
-            ran.append(e.activity_task_scheduled_event_attributes.activity_type.name)
-        marker = e.marker_recorded_event_attributes
-        if e.HasField("marker_recorded_event_attributes") and marker.marker_name == (
-            "core_local_activity"
-        ):
-            data = dict(marker.details)["data"].payloads[0].data
-            ran.append(json.loads(data)["activity_type"])
-    return ran
+    return regular_activity_types(history.events) + local_activity_types(history.events)
 
 
 async def test_a_minted_request_started_again_after_its_history_is_deleted_answers_from_its_row(

@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 import mintsaga
-from bench.figures import LOCAL_ACTIVITY_MARKER
+from bench.figures import local_activity_types, regular_activity_types
 from devstack.config import StackConfig
 from devstack.requests import mint_request
 from mintsaga.worker import activity_name
@@ -53,13 +52,6 @@ LOCAL = {
 }
 
 
-def local_activity_type(details: dict[str, object]) -> str:
-    """The activity type a core_local_activity marker records (its `data` payload)."""
-    payload = details["data"]
-    assert hasattr(payload, "payloads")
-    return str(json.loads(payload.payloads[0].data)["activity_type"])
-
-
 async def test_a_happy_mint_runs_three_regular_activities_and_the_rest_locally(
     stack: StackConfig, client: Client, worker: str
 ) -> None:
@@ -68,22 +60,8 @@ async def test_a_happy_mint_runs_three_regular_activities_and_the_rest_locally(
     assert (await handle.result()).status == MintStatus.MINTED
     history = await handle.fetch_history()
 
-    regular = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
-    assert regular == REGULAR
-    markers = [
-        e.marker_recorded_event_attributes
-        for e in history.events
-        if e.event_type == E.EVENT_TYPE_MARKER_RECORDED
-    ]
-    local = [
-        local_activity_type(dict(m.details))
-        for m in markers
-        if m.marker_name == LOCAL_ACTIVITY_MARKER
-    ]
+    assert regular_activity_types(history.events) == REGULAR
+    local = local_activity_types(history.events)
     assert set(local) == LOCAL
     # each of them is marked local in the policy table (which also has rollback_mint)
     assert {step.name for step in SAGA_STEPS if step.local} >= LOCAL
@@ -137,27 +115,10 @@ async def test_a_local_step_that_fails_runs_its_other_attempts_as_a_regular_acti
     assert result.status == MintStatus.MINTED
     assert calls == 2
     history = await handle.fetch_history()
-    assert scheduled(history.events) == [
+    assert regular_activity_types(history.events) == [
         "upload_assets",
         "prepare_transaction",
         "send_transaction",
         "await_confirmation",
     ]
-    assert local_types(history.events).count("prepare_transaction") == 1  # the failed one
-
-
-def scheduled(events: Iterable[HistoryEvent]) -> list[str]:
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in events
-        if e.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
-
-
-def local_types(events: Iterable[HistoryEvent]) -> list[str]:
-    return [
-        local_activity_type(dict(e.marker_recorded_event_attributes.details))
-        for e in events
-        if e.event_type == E.EVENT_TYPE_MARKER_RECORDED
-        and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER
-    ]
+    assert local_activity_types(history.events).count("prepare_transaction") == 1  # the failed one

@@ -13,7 +13,7 @@ import json
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 
-from bench.figures import LOCAL_ACTIVITY_MARKER, billable_actions
+from bench.figures import billable_actions, local_activity_types, regular_activity_types
 from tests.paths import HISTORIES
 from tests.saga_support import replay_failures
 
@@ -22,26 +22,6 @@ E = EventType
 
 def load(name: str) -> WorkflowHistory:
     return WorkflowHistory.from_json(name, (HISTORIES / f"{name}.json").read_text())
-
-
-def regular(history: WorkflowHistory) -> list[str]:
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
-
-
-def local(history: WorkflowHistory) -> list[str]:
-    names = []
-    for e in history.events:
-        marker = e.marker_recorded_event_attributes
-        if e.event_type == E.EVENT_TYPE_MARKER_RECORDED and marker.marker_name == (
-            LOCAL_ACTIVITY_MARKER
-        ):
-            data = dict(marker.details)["data"].payloads[0].data
-            names.append(json.loads(data)["activity_type"])
-    return names
 
 
 def patches(history: WorkflowHistory) -> list[str]:
@@ -56,8 +36,14 @@ def patches(history: WorkflowHistory) -> list[str]:
 async def test_the_lean_history_replays_with_its_local_steps() -> None:
     lean = load("happy-path-lean")
     assert patches(lean) == ["lean-saga"]  # one marker: the older patches are implied
-    assert regular(lean) == ["upload_assets", "send_transaction", "await_confirmation"]
-    assert {"open_mint", "admit_mint", "prepare_transaction", "finish_mint"} <= set(local(lean))
+    assert regular_activity_types(lean.events) == [
+        "upload_assets",
+        "send_transaction",
+        "await_confirmation",
+    ]
+    assert {"open_mint", "admit_mint", "prepare_transaction", "finish_mint"} <= set(
+        local_activity_types(lean.events)
+    )
     assert billable_actions(lean.events) <= 12 and len(lean.events) <= 45
     assert await replay_failures([lean]) == {}
 
@@ -66,6 +52,8 @@ async def test_histories_before_the_lean_saga_replay_their_regular_steps() -> No
     for name in ("happy-path-status-notices", "happy-path-pinata-queue", "collection-member"):
         before = load(name)
         assert "lean-saga" not in patches(before)
-        assert local(before) == []
-        assert {"upload_image", "upload_metadata", "prepare_transaction"} <= set(regular(before))
+        assert local_activity_types(before.events) == []
+        assert {"upload_image", "upload_metadata", "prepare_transaction"} <= set(
+            regular_activity_types(before.events)
+        )
         assert await replay_failures([before]) == {}, name

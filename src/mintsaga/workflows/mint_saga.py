@@ -25,9 +25,10 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    # By full name: the SDK passes `from package import module` through only in part.
+    import mintsaga.workflows.activity_models as io
     from mintsaga.notices import NoticeType
     from mintsaga.stages import MintStage
-    from mintsaga.workflows import activity_models as io
     from mintsaga.workflows.mint_state import MintState
     from mintsaga.workflows.models import (
         ErrorInfo,

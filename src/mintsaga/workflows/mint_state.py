@@ -13,8 +13,9 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    # By full name: the SDK passes `from package import module` through only in part.
+    import mintsaga.workflows.activity_models as io
     from mintsaga.stages import MintStage
-    from mintsaga.workflows import activity_models as io
     from mintsaga.workflows.models import MintRequest, MintResult, MintStatus, StatusView
     from mintsaga.workflows.saga import Saga
 

@@ -32,6 +32,7 @@ from devstack.requests import mint_request
 from mintsaga.errors import endpoint_name
 from mintsaga.workflows import activity_models as io
 from mintsaga.workflows.models import MintRequest, MintStatus
+from mintsaga.workflows.saga import MINT_STAGE, MINT_STATUS
 from tests.integration.test_webhooks import FROM_NOW
 from tests.saga_support import add_fault, clear_faults, running_worker, wait_for
 from tests.tools.webhook_receiver import WebhookReceiver
@@ -216,6 +217,14 @@ async def test_a_failed_compensation_is_failed_in_the_row_then_rolled_back_after
             await wait_for(client, request.mint_id, lambda s: s.status == MintStatus.FAILED)
         finally:
             clear_faults(stack)
+
+        async def failed_attributes() -> tuple[str | None, str | None] | None:
+            # what an operator filters on: the stage is published with the status
+            found = (await handle.describe()).typed_search_attributes
+            shown = (found.get(MINT_STAGE), found.get(MINT_STATUS))
+            return shown if shown[1] == "FAILED" else None
+
+        assert await eventually(failed_attributes) == ("FAILED", "FAILED")
 
         async def failed_row() -> asyncpg.Record | None:
             row = await row_of(stack, request.mint_id)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, cast
 
 import pytest
@@ -33,6 +35,7 @@ from tests.saga_support import running_worker
 pytestmark = pytest.mark.integration
 
 E = EventType
+ASKED_WAIT = timedelta(seconds=3)  # what a failed attempt's next_retry_delay asks for
 REGULAR = ["upload_assets", "send_transaction", "await_confirmation"]
 LOCAL = {
     "open_mint",
@@ -86,22 +89,29 @@ async def test_a_happy_mint_runs_three_regular_activities_and_the_rest_locally(
     assert not any(e.event_type == E.EVENT_TYPE_TIMER_CANCELED for e in history.events)
 
 
-@pytest.mark.parametrize("first_attempt", ["fails", "outlasts_the_local_timeout"])
+@pytest.mark.parametrize(
+    "first_attempt", ["fails", "outlasts_the_local_timeout", "fails_asking_for_a_wait"]
+)
 async def test_a_local_step_that_fails_runs_its_other_attempts_as_a_regular_activity(
     stack: StackConfig, client: Client, first_attempt: str
 ) -> None:
     """prepare_transaction's local attempt fails (a retryable error, as a dependency's would
     be) or runs past LOCAL_ATTEMPT_TIMEOUT: the step's attempts go on as a regular activity,
-    retried by the server rather than held in the workflow task, and the mint ends MINTED."""
-    calls = 0
+    retried by the server rather than held in the workflow task, and the mint ends MINTED.
+    When the failure asks for a wait (a provider's Retry-After, the service's backoff: its
+    `next_retry_delay`), the regular activity starts after it, as the server's retry would."""
+    calls: list[float] = []
 
     def fail_first(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def wrapped(arg: io.PrepareIn) -> io.PreparedTx:
-            nonlocal calls
-            calls += 1
-            if calls == 1 and first_attempt == "fails":
+            calls.append(time.monotonic())
+            if len(calls) == 1 and first_attempt == "fails":
                 raise ApplicationError("the first attempt fails", type="Injected")
-            if calls == 1:
+            if len(calls) == 1 and first_attempt == "fails_asking_for_a_wait":
+                raise ApplicationError(
+                    "the first attempt fails", type="Injected", next_retry_delay=ASKED_WAIT
+                )
+            if len(calls) == 1:
                 await asyncio.sleep(LOCAL_ATTEMPT_TIMEOUT.total_seconds() + 1)
             return cast(io.PreparedTx, await original(arg))
 
@@ -113,8 +123,20 @@ async def test_a_local_step_that_fails_runs_its_other_attempts_as_a_regular_acti
         handle = await mintsaga.start_mint(client, request, queue=queue)
         result = await handle.result()
     assert result.status == MintStatus.MINTED
-    assert calls == 2
+    assert len(calls) == 2
     history = await handle.fetch_history()
+    timers = [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+        for e in history.events
+        if e.event_type == E.EVENT_TYPE_TIMER_STARTED
+    ]
+    if first_attempt == "fails_asking_for_a_wait":
+        assert calls[1] - calls[0] >= ASKED_WAIT.total_seconds()
+        assert ASKED_WAIT in timers
+    else:
+        assert ASKED_WAIT not in timers
+    if first_attempt == "fails":  # nothing asked: the regular activity starts at once
+        assert calls[1] - calls[0] < ASKED_WAIT.total_seconds()
     assert regular_activity_types(history.events) == [
         "upload_assets",
         "prepare_transaction",

@@ -57,3 +57,27 @@ async def test_histories_before_the_lean_saga_replay_their_regular_steps() -> No
             regular_activity_types(before.events)
         )
         assert await replay_failures([before]) == {}, name
+
+
+def timers(history: WorkflowHistory) -> list[float]:
+    return [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
+        for e in history.events
+        if e.event_type == E.EVENT_TYPE_TIMER_STARTED
+    ]
+
+
+async def test_a_failed_local_attempt_waits_as_it_asked_only_after_the_patch() -> None:
+    """`lean-local-failure-waits.json`: prepare_transaction's local attempt failed asking for a
+    3 s wait (`next_retry_delay`); the saga slept 3 s (`workflow.patched("local-attempt-backoff")`)
+    before the regular activity. `lean-local-failure-before-backoff.json`, the same path run
+    before the patch, went straight on: both replay the way they ran."""
+    waits = load("lean-local-failure-waits")
+    before = load("lean-local-failure-before-backoff")
+    assert patches(waits) == ["lean-saga", "local-attempt-backoff"]
+    assert patches(before) == ["lean-saga"]
+    for history in (waits, before):
+        assert "prepare_transaction" in regular_activity_types(history.events)
+        assert "prepare_transaction" in local_activity_types(history.events)
+    assert 3.0 in timers(waits) and 3.0 not in timers(before)
+    assert await replay_failures([waits, before]) == {}

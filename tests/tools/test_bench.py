@@ -183,6 +183,9 @@ def test_well_formed_results_have_no_problems() -> None:
         ({"throughput_vs_v1_shape": None}, "throughput_vs_v1_shape"),
         ({"actions_per_mint": 0}, "actions_per_mint"),
         ({"server_cpu_s_per_mint": -0.1}, "server_cpu_s_per_mint"),
+        # the Temporal server's process not found: not measured, not "met"
+        ({"server_cpu_s_per_mint": 0.0}, "server_cpu_s_per_mint"),
+        ({"worker_cpu_s_per_mint": 0.0}, "worker_cpu_s_per_mint"),
         ({"latency_p50_ratio": math.nan}, "latency_p50_ratio"),
         ({"latency_p99_ratio": 0.0}, "latency_p99_ratio"),
         ({"faulted_completion": 1.5}, "faulted_completion"),

@@ -11,8 +11,7 @@
 - **Operators.** `_await_operator` waits for `retry` (with overrides, which last until the
   next decision unless it says `keep_overrides`) or `compensate`, before the pivot no longer
   than the request allows; `_decide` is what the signal and update handlers call.
-- **Status.** `_enter` (a stage), `_set_status` and the waiting steps are published as the
-  `MintStage` and `MintStatus` search attributes, which is how an operator finds a mint.
+- **Status.** `_enter`, `_set_status`, the waiting steps: the MintStage/MintStatus attributes.
 - **Notices.** What the backend is told (`mintsaga.notices`): each stage, a delay (late, or
   waiting for an operator: once), a wait and its end, the outcome. `_notify` queues a notice;
   one background task records the queue in order (`record_notices`, retried without limit),
@@ -494,8 +493,9 @@ class Saga:
         if shown != self._published_status:
             self._published_status = shown
             published = [MINT_STATUS.value_set(shown.value)]
-            if self._lean:
-                published.insert(0, MINT_STAGE.value_set(self._stage.value))
+            if self._lean:  # FAILED is set before its stage is entered (older histories)
+                stage = MintStage.FAILED if shown == MintStatus.FAILED else self._stage
+                published.insert(0, MINT_STAGE.value_set(stage.value))
             workflow.upsert_search_attributes(published)
 
     def _count_retries(self, service: str, attempts: int) -> None:

@@ -36,6 +36,9 @@ from mintsaga.resilience.backoff import BACKOFF_BY_SERVICE
 # timeout. Short enough that a slow dependency neither holds its workflow task open past the
 # SDK's task heartbeat (8 s of the 10 s task timeout) nor a local-activity slot for long.
 LOCAL_ATTEMPT_TIMEOUT = timedelta(seconds=5)
+# Lean mints after this patch wait out the delay a failed local attempt asked for (its
+# Retry-After or jittered backoff) before the regular activity's first attempt.
+LOCAL_ATTEMPT_BACKOFF = "local-attempt-backoff"
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -130,6 +133,7 @@ async def execute(
     if local:
         if not step.local:
             raise ValueError(f"{step.name} may not run as a local activity")
+        delay: timedelta | None = None
         try:
             return cast(
                 Out,
@@ -165,8 +169,14 @@ async def execute(
             # The step's own attempts follow, as a regular activity: the local attempt is a
             # try before them, so a failing dependency meets exactly the step it met before
             # the lean saga (attempts, backoff, the server's waits for an open circuit).
+            if isinstance(exc, ApplicationError):
+                delay = exc.next_retry_delay
         if on_fallback is not None:
             on_fallback()
+        # The wait the failed attempt asked for (a provider's Retry-After, the service's
+        # backoff), as the server would have waited between two regular attempts.
+        if delay and delay > timedelta(0) and workflow.patched(LOCAL_ATTEMPT_BACKOFF):
+            await workflow.sleep(delay)
     result = await workflow.execute_activity(
         step.name,
         args=[] if step.input is None else [arg],

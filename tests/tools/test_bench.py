@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -228,3 +229,21 @@ def test_the_markdown_table_replaces_only_its_own_block(tmp_path: Path) -> None:
     assert second.count("bench:begin") == 1 and "| 0.123 |" in second
     assert second.endswith("## After\n\nkept\n") and "intro" in second
     assert markdown(changed) in second
+
+
+async def test_the_workflow_memory_report_names_each_workflow_and_what_a_run_holds() -> None:
+    """bench/workflow_memory.py keeps runs as the cache would and reports bytes per run: a
+    MintSaga run holds its own module namespace (more than nothing) but not the shared models
+    (whose rebuilding per run cost about 0.5 MB, issue 19)."""
+    from bench.workflow_memory import measure
+    from mintsaga.workflows.mint_saga import MintSaga
+
+    tracemalloc.start(1)
+    try:
+        found = measure(MintSaga, runs=5, top=5)
+    finally:
+        tracemalloc.stop()
+    assert found["workflow"] == "MintSaga" and found["runs"] == 5
+    assert 0 < found["kb_per_run"] < 250
+    assert found["by_file_kb_per_run"]
+    assert not any("activity_models" in name for name, _ in found["by_file_kb_per_run"])

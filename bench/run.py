@@ -275,11 +275,18 @@ class BenchRun:
         return Batch(flights, results, began_wall, wall_s, cpu_s)
 
     def _cpu(self, worker: Workers) -> dict[str, float]:
-        """CPU seconds used so far by the worker serving a batch and by the Temporal server."""
-        temporal = self.stack.supervisor.pid("temporal")
+        """CPU seconds used so far by the worker serving a batch and by the Temporal server;
+        and, to show where the rest of the machine goes, by the emulators, Postgres (its
+        server and every backend) and this driver (which starts and awaits the workflows)."""
+        supervisor = self.stack.supervisor
+        temporal, emulators = supervisor.pid("temporal"), supervisor.pid("emulators")
+        postgres = supervisor.postgres.pid() if supervisor.postgres is not None else None
         return {
             "worker": process_cpu_s(worker.pid(0)),
             "temporal": process_cpu_s(temporal) if temporal else 0.0,
+            "emulators": process_cpu_s(emulators) if emulators else 0.0,
+            "postgres": process_tree_cpu_s(postgres) if postgres else 0.0,
+            "driver": process_cpu_s(os.getpid()),
         }
 
     async def _watch(self, tasks: list[asyncio.Task[None]], flights: list[Flight]) -> None:
@@ -410,6 +417,21 @@ def process_cpu_s(pid: int) -> float:
     """User and system CPU seconds a process used so far, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """A process's CPU seconds with its children's: the live ones' and the reaped ones' (which
+    /proc adds to the parent), e.g. Postgres and its backends."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    for child in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (child / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(stat[1]) == pid:
+            ticks += int(stat[11]) + int(stat[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def worker_rss_mb(pid: int) -> float:

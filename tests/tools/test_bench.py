@@ -148,6 +148,7 @@ def well_formed() -> dict[str, Any]:
         "actions_per_mint": 11,
         "history_events_per_mint": 44,
         "server_cpu_s_per_mint": 0.12,
+        "server_cpu_vs_v1_shape": 0.4,
         "worker_cpu_s_per_mint": 0.1,
         "rss_slope_kb_per_mint": 1.5,
         "latency_p50_ratio": 1.1,

@@ -138,10 +138,9 @@ def build_results(raw: dict[str, Any], options: BenchOptions, quick: bool) -> di
         "actions_per_mint": percentile([p.actions for p in mint_profiles], 50),
         "history_events_per_mint": percentile([p.events for p in mint_profiles], 50),
         "server_cpu_s_per_mint": round(mint_batch.cpu_s.get("temporal", 0.0) / minted, 4),
-        "server_cpu_vs_v1_shape": round(
-            (mint_batch.cpu_s.get("temporal", 0.0) / minted)
-            / max(1e-9, shape_batch.cpu_s.get("temporal", 0.0) / len(shape_batch.flights)),
-            3,
+        "server_cpu_vs_v1_shape": _ratio(
+            mint_batch.cpu_s.get("temporal", 0.0) / minted,
+            shape_batch.cpu_s.get("temporal", 0.0) / len(shape_batch.flights),
         ),
         "worker_cpu_s_per_mint": round(mint_batch.cpu_s.get("worker", 0.0) / minted, 4),
         "latency_p50_ratio": round(mint_lat["p50_s"] / shape_lat["p50_s"], 3),
@@ -235,6 +234,11 @@ def rss_slope_kb_per_mint(rss: list[dict[str, Any]]) -> float | None:
         return None
     grown_kb = (waves[-1]["rss_mb"] - waves[0]["rss_mb"]) * 1024
     return round(grown_kb / (waves[-1]["mints"] - waves[0]["mints"]), 2)
+
+
+def _ratio(part: float, whole: float) -> float:
+    """part ÷ whole, NaN (malformed, never a met goal) when the whole was not measured."""
+    return round(part / whole, 3) if whole > 0 else math.nan
 
 
 def _batch_figures(batch: Batch) -> dict[str, Any]:

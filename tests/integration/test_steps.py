@@ -154,8 +154,9 @@ def test_the_workflows_schedule_activities_only_through_their_steps() -> None:
 
 
 def test_the_saga_schedules_every_step_of_its_table() -> None:
-    """Each row of the saga's table is named where the saga runs it (mint_saga.py, or the
-    machinery in saga.py for the notices every saga records)."""
+    """Each row of the saga's table is named where the saga runs it (its stages in
+    mint_stages.py and mint_saga.py, or the machinery in saga.py for the notices every saga
+    records)."""
     constants = {
         constant
         for constant, value in vars(policies).items()
@@ -165,7 +166,7 @@ def test_the_saga_schedules_every_step_of_its_table() -> None:
     folder = Path(policies.__file__).parent
     used = {
         node.id
-        for name in ("mint_saga.py", "saga.py")
+        for name in ("mint_saga.py", "mint_stages.py", "saga.py")
         for node in ast.walk(ast.parse((folder / name).read_text()))
         if isinstance(node, ast.Name)
     }

@@ -10,7 +10,9 @@ loads the submodule past it), so the workflow modules import their model modules
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from pydantic._internal._model_construction import ModelMetaclass
 from temporalio import workflow
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+import mintsaga.workflows as workflow_modules
 from mintsaga.worker import WORKFLOWS
 
 # Modules of plain models and tables: nothing in them changes after import.
@@ -51,3 +54,43 @@ async def test_a_workflow_run_builds_none_of_the_shared_models_again(
     SandboxedWorkflowRunner().prepare_workflow(workflow._Definition.must_from_class(defn))
     rebuilt = sorted({module for module in models_built if module in SHARED})
     assert rebuilt == [], f"{defn.__name__}: the sandbox built the models of {rebuilt} again"
+
+
+# Workflow code the sandbox shares with the host: it runs inside workflows, but the sandbox does
+# not restrict what a passed-through module calls, so nothing in it may reach a clock, a random
+# source, the environment or the network except through `temporalio.workflow`.
+SHARED_WORKFLOW_CODE = ("mint_stages.py", "mint_state.py", "saga.py", "steps.py")
+ALLOWED_IMPORTS = (
+    "__future__",
+    "asyncio",
+    "contextlib",
+    "functools",
+    "collections",  # .abc: the types
+    "dataclasses",
+    "datetime",  # the types; the clocks are refused below
+    "typing",
+    "temporalio",
+    "pydantic",
+    "mintsaga",
+)
+CLOCKS = {"now", "utcnow", "today", "fromtimestamp"}
+
+
+@pytest.mark.parametrize("name", SHARED_WORKFLOW_CODE)
+def test_shared_workflow_code_reaches_no_clock_randomness_or_io(name: str) -> None:
+    source = (Path(workflow_modules.__file__).parent / name).read_text()
+    tree = ast.parse(source)
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    outside = [m for m in imported if m.split(".")[0] not in ALLOWED_IMPORTS]
+    assert outside == [], f"{name} imports {outside}"
+    clocks = [
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in CLOCKS
+        and isinstance(node.value, ast.Name)
+        and node.value.id in ("datetime", "date")
+    ]
+    assert clocks == [], f"{name} reads the host's clock: {clocks}"
+    assert "open(" not in source.replace("_open(", ""), f"{name} opens a file"

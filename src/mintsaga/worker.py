@@ -395,6 +395,7 @@ def build_workers(
         workflows=workflows,
         activities=activities,
         max_concurrent_workflow_tasks=tuning.max_concurrent_workflow_tasks,
+        max_concurrent_local_activities=tuning.max_concurrent_local_activities,
         max_cached_workflows=tuning.max_cached_workflows,
         workflow_task_poller_behavior=_pollers(tuning.workflow_pollers),
         **common,

@@ -82,6 +82,10 @@ def _pollers(env: Mapping[str, str], name: str, *, least: int) -> Pollers:
     return Pollers(maximum=int(raw))
 
 
+# Local activities one process runs at once (WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES).
+LOCAL_ACTIVITIES = 20
+
+
 class WorkerTuning(BaseModel):
     """How much one worker process takes on, and how it stops (docs/configuration.md, "Worker
     settings")."""
@@ -90,6 +94,10 @@ class WorkerTuning(BaseModel):
 
     max_concurrent_activities: int = 100  # per task queue the process serves
     max_concurrent_workflow_tasks: int = 100
+    # The lean saga's local activities run on the worker's event loop, inside the workflow
+    # task that asked: bounded apart from the regular activities, so a burst of mints queues
+    # in the worker's core instead of lagging the loop that sends every heartbeat.
+    max_concurrent_local_activities: int = LOCAL_ACTIVITIES
     max_cached_workflows: int = 1000  # the sticky cache; 0: every task replays the history
     workflow_pollers: Pollers = Pollers()
     activity_pollers: Pollers = Pollers()
@@ -112,6 +120,9 @@ class WorkerTuning(BaseModel):
             max_concurrent_activities=_int(env, "WORKER_MAX_CONCURRENT_ACTIVITIES", 100, minimum=1),
             max_concurrent_workflow_tasks=_int(
                 env, "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 100, minimum=1
+            ),
+            max_concurrent_local_activities=_int(
+                env, "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", LOCAL_ACTIVITIES, minimum=1
             ),
             max_cached_workflows=cached,
             # With a sticky cache, the SDK needs two workflow pollers (sticky and normal queue).

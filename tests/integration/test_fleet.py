@@ -61,10 +61,11 @@ FAILED_EVENTS = {
 # ------------------------------------------------------------------ settings (no server)
 
 
-def test_worker_tuning_defaults_are_the_sdks_and_the_pinata_plans() -> None:
+def test_worker_tuning_defaults_are_the_sdks_ours_and_the_pinata_plans() -> None:
     tuning = WorkerTuning.from_env({})
     assert tuning == WorkerTuning()
     assert (tuning.max_concurrent_activities, tuning.max_concurrent_workflow_tasks) == (100, 100)
+    assert tuning.max_concurrent_local_activities == 20
     assert tuning.max_cached_workflows == 1000
     assert tuning.workflow_pollers == tuning.activity_pollers == Pollers(maximum=5)
     assert tuning.drain_s == 30
@@ -77,6 +78,7 @@ def test_worker_tuning_from_the_environment() -> None:
         {
             "WORKER_MAX_CONCURRENT_ACTIVITIES": "40",
             "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS": "20",
+            "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES": "7",
             "WORKER_MAX_CACHED_WORKFLOWS": "0",
             "WORKER_WORKFLOW_POLLERS": "1",  # no sticky cache: one poller is enough
             "WORKER_ACTIVITY_POLLERS": "auto:2:50",
@@ -85,6 +87,7 @@ def test_worker_tuning_from_the_environment() -> None:
         }
     )
     assert (tuning.max_concurrent_activities, tuning.max_concurrent_workflow_tasks) == (40, 20)
+    assert tuning.max_concurrent_local_activities == 7
     assert tuning.max_cached_workflows == 0
     assert tuning.workflow_pollers == Pollers(maximum=1)
     assert tuning.activity_pollers == Pollers(minimum=2, maximum=50)
@@ -105,6 +108,7 @@ def test_worker_tuning_from_the_environment() -> None:
     [
         ("WORKER_MAX_CONCURRENT_ACTIVITIES", "0"),
         ("WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", "lots"),
+        ("WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", "0"),
         ("WORKER_MAX_CACHED_WORKFLOWS", "-1"),
         ("WORKER_WORKFLOW_POLLERS", "1"),  # the sticky cache needs 2
         ("WORKER_ACTIVITY_POLLERS", "auto:9:3"),

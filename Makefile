@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 UV_VERSION := 0.13.9
 UV := .venv-lock/bin/uv
 LOCK := $(UV) --no-config pip compile --quiet --universal --python-version 3.11 \
-	--generate-hashes --custom-compile-command "make lock"$(if $(UPGRADE), --upgrade)
+	--generate-hashes --no-strip-extras --custom-compile-command "make lock"$(if $(UPGRADE), --upgrade)
 lock:
 	@$(UV) --version 2>/dev/null | grep -qxF "uv $(UV_VERSION)" || { \
 		$(PYTHON) -m venv .venv-lock \

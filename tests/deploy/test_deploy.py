@@ -618,7 +618,7 @@ def locked(path: Path) -> dict[str, tuple[str, frozenset[str]]]:
         if not line.strip() or line.lstrip().startswith(("#", "-")):
             continue
         requirement, *hashes = (part.strip() for part in line.split("--hash="))
-        name = re.split(r"[=; ]", requirement, maxsplit=1)[0]
+        name = re.split(r"[\[=; ]", requirement, maxsplit=1)[0]  # before any [extras]
         entries[canonicalize_name(name)] = (requirement, frozenset(hashes))
     return entries
 
@@ -645,7 +645,10 @@ def test_both_locks_pin_every_package_with_hashes_and_agree() -> None:
     runtime = locked(ROOT / "requirements" / "runtime.lock")
     for entries in (dev, runtime):
         for name, (requirement, hashes) in entries.items():
-            assert re.fullmatch(r"[A-Za-z0-9._-]+==[^\s;]+( ; .+)?", requirement), requirement
+            # an exact pin, with the extras a dependency asks for (pip 23 wants them pinned too)
+            assert re.fullmatch(
+                r"[A-Za-z0-9._-]+(\[[A-Za-z0-9._,-]+\])?==[^\s;]+( ; .+)?", requirement
+            ), requirement
             assert hashes and all(h.startswith("sha256:") for h in hashes), name
     assert runtime.keys() <= dev.keys()
     for name in runtime:

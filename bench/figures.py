@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -224,6 +224,15 @@ def regular_activity_types(events: Iterable[Any]) -> list[str]:
         e.activity_task_scheduled_event_attributes.activity_type.name
         for e in events
         if e.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+def timer_durations(events: Iterable[Any]) -> list[timedelta]:
+    """How long each timer a history started was set for, in order."""
+    return [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+        for e in events
+        if e.event_type == E.EVENT_TYPE_TIMER_STARTED
     ]
 
 

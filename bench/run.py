@@ -413,24 +413,29 @@ def fault_spec(service: str, rate: float) -> dict[str, Any]:
     return spec
 
 
+def _stat_fields(stat: Path) -> list[str]:
+    """The fields of a /proc/<pid>/stat file after the command name (Linux): index 1 is the
+    parent pid, 11 and 12 user and system clock ticks, 13 and 14 those of reaped children."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
 def process_cpu_s(pid: int) -> float:
     """User and system CPU seconds a process used so far, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def process_tree_cpu_s(pid: int) -> float:
     """A process's CPU seconds with its children's: the live ones' and the reaped ones' (which
     /proc adds to the parent), e.g. Postgres and its backends."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    ticks = sum(int(f) for f in _stat_fields(Path(f"/proc/{pid}/stat"))[11:15])
     for child in Path("/proc").glob("[0-9]*"):
         try:
-            stat = (child / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(child / "stat")
         except OSError:
             continue  # gone meanwhile
-        if int(stat[1]) == pid:
-            ticks += int(stat[11]) + int(stat[12])
+        if int(fields[1]) == pid:
+            ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -22,7 +22,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 import mintsaga
-from bench.figures import local_activity_types, regular_activity_types
+from bench.figures import local_activity_types, regular_activity_types, timer_durations
 from devstack.config import StackConfig
 from devstack.requests import mint_request
 from mintsaga.worker import activity_name
@@ -125,11 +125,7 @@ async def test_a_local_step_that_fails_runs_its_other_attempts_as_a_regular_acti
     assert result.status == MintStatus.MINTED
     assert len(calls) == 2
     history = await handle.fetch_history()
-    timers = [
-        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
-        for e in history.events
-        if e.event_type == E.EVENT_TYPE_TIMER_STARTED
-    ]
+    timers = timer_durations(history.events)
     if first_attempt == "fails_asking_for_a_wait":
         assert calls[1] - calls[0] >= ASKED_WAIT.total_seconds()
         assert ASKED_WAIT in timers

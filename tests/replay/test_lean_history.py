@@ -9,11 +9,17 @@ local one, so mints in flight at a deploy finish the way they started.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 
-from bench.figures import billable_actions, local_activity_types, regular_activity_types
+from bench.figures import (
+    billable_actions,
+    local_activity_types,
+    regular_activity_types,
+    timer_durations,
+)
 from tests.paths import HISTORIES
 from tests.saga_support import replay_failures
 
@@ -59,14 +65,6 @@ async def test_histories_before_the_lean_saga_replay_their_regular_steps() -> No
         assert await replay_failures([before]) == {}, name
 
 
-def timers(history: WorkflowHistory) -> list[float]:
-    return [
-        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
-        for e in history.events
-        if e.event_type == E.EVENT_TYPE_TIMER_STARTED
-    ]
-
-
 async def test_a_failed_local_attempt_waits_as_it_asked_only_after_the_patch() -> None:
     """`lean-local-failure-waits.json`: prepare_transaction's local attempt failed asking for a
     3 s wait (`next_retry_delay`); the saga slept 3 s (`workflow.patched("local-attempt-backoff")`)
@@ -79,5 +77,6 @@ async def test_a_failed_local_attempt_waits_as_it_asked_only_after_the_patch() -
     for history in (waits, before):
         assert "prepare_transaction" in regular_activity_types(history.events)
         assert "prepare_transaction" in local_activity_types(history.events)
-    assert 3.0 in timers(waits) and 3.0 not in timers(before)
+    asked = timedelta(seconds=3)
+    assert asked in timer_durations(waits.events) and asked not in timer_durations(before.events)
     assert await replay_failures([waits, before]) == {}

@@ -256,8 +256,8 @@ class MintStages(MintState):
         self._enter(MintStage.IPFS_UPLOADED, f"image and metadata pinned; metadata {metadata.cid}")
 
     def _metadata_input(self, image_cid: str) -> io.UploadMetadataIn:
-        # Built here, with this module's models, as UploadAssetsIn nests it: the workflow
-        # sandbox may hold its own copy of activity_models.
+        # One builder for the three uploads that send it (upload_assets, upload_metadata and
+        # its second round naming the CID the provider pinned).
         req, image = self._req, self._image
         assert image is not None
         return io.UploadMetadataIn(

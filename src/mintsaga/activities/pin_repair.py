@@ -47,7 +47,7 @@ from mintsaga.ipfs.kubo import KuboClient
 from mintsaga.ipfs.pinata import PinataClient
 from mintsaga.observability.metrics import IPFS_SINGLE_PROVIDER_CIDS, record_pin_repair
 from mintsaga.resilience.breaker import CircuitBreaker
-from mintsaga.resilience.guard import admit
+from mintsaga.resilience.guard import refuse_if_forced_open
 from mintsaga.workflows.pin_repair import (
     PIN_REPAIR_CHECK,
     PIN_REPAIR_REPIN,
@@ -150,7 +150,7 @@ class PinRepairActivities:
     async def pin_repair_check(self, cid: str) -> CheckOut:
         """Whether Pinata holds ``cid`` (its pinList); if so, the CID's rows are confirmed."""
         with classified():
-            admit(self._pinata_breaker, "pinata", last_resort=True)  # an operator's force-open
+            refuse_if_forced_open(self._pinata_breaker, "pinata")
             pinned = await self._pinata.is_pinned(cid)
             if pinned:
                 await self._store.confirm_held(cid, "pinata")
@@ -163,7 +163,7 @@ class PinRepairActivities:
         give the hold back (which unpins when the CID's mints were compensated meanwhile).
         Raises only when Pinata or the database failed (the run ends there)."""
         async with classified(heartbeat=True):
-            admit(self._pinata_breaker, "pinata", last_resort=True)  # an operator's force-open
+            refuse_if_forced_open(self._pinata_breaker, "pinata")
             state = await self._store.hold_for_repair(cid)
             if state != "held":
                 record_pin_repair(state)

@@ -220,6 +220,15 @@ def admit(breaker: CircuitBreaker | None, service: str, *, last_resort: bool = F
     raise circuit_open(service, [breaker])
 
 
+def refuse_if_forced_open(breaker: CircuitBreaker | None, service: str) -> None:
+    """Raise the open-circuit error only when an operator forced `breaker` open. For a caller
+    that never reports its outcome to `breaker` (the pin repair, whose Pinata client has none):
+    `admit` would take one of the half-open state's probe permits, which only an outcome gives
+    back, and leave the mints' own calls refused until the breaker reopens."""
+    if breaker is not None and breaker.override is Override.FORCE_OPEN:
+        raise circuit_open(service, [breaker])
+
+
 def record_http(
     breaker: CircuitBreaker | None,
     status: int | None,

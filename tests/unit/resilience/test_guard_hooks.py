@@ -10,7 +10,7 @@ import pytest
 
 from mintsaga.errors import ErrorKind, ServiceError
 from mintsaga.resilience import guard
-from mintsaga.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from mintsaga.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker, Override
 
 
 class Clock:
@@ -116,3 +116,20 @@ async def test_an_answer_about_the_request_does_not_count_against_the_endpoint(
     with pytest.raises(ServiceError):
         await guard.through(breaker, "solana", down, clock=clock)
     assert breaker.state is BreakerState.OPEN
+
+
+def test_a_caller_that_reports_no_outcome_takes_no_half_open_probe() -> None:
+    """The pin repair checks only an operator's force-open: taking a half-open probe permit it
+    never gives back would leave the mints' calls refused until the breaker reopens."""
+    clock = Clock()
+    breaker = opened(clock)
+    clock.now += breaker.config.open_s
+    assert breaker.state is BreakerState.HALF_OPEN
+    for _ in range(breaker.config.half_open_max_calls + 1):
+        guard.refuse_if_forced_open(breaker, "pinata")
+    assert breaker.snapshot()["half_open_in_flight"] == 0
+    assert breaker.allow()  # the mints' probe still goes
+    breaker.set_override(Override.FORCE_OPEN)
+    with pytest.raises(ServiceError) as refused:
+        guard.refuse_if_forced_open(breaker, "pinata")
+    assert refused.value.code == "PinataCircuitOpen"

@@ -40,8 +40,9 @@ BATCH_SETTING = "PIN_REPAIR_BATCH"
 DEFAULT_INTERVAL = timedelta(minutes=5)
 DEFAULT_BATCH = 25
 MAX_BATCH = 1000
-# A run's batch waits for the Pinata queue's rate with the mints: at the default 1.92
-# activities a second, 25 CIDs (two steps each) take under a minute; this is the backstop.
+# A run's steps go one after the other through the Pinata queue's rate, with the mints': a
+# lone stream may get one partition's share of it (a quarter on Temporal's default of 4), on
+# the Picnic plan's 1.67 a second 0.42, so 25 CIDs take about a minute; this is the backstop.
 RUN_TIMEOUT = timedelta(minutes=30)
 
 

@@ -84,6 +84,14 @@ def _pollers(env: Mapping[str, str], name: str, *, least: int) -> Pollers:
 
 # Local activities one process runs at once (WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES).
 LOCAL_ACTIVITIES = 20
+# Workflow tasks one process runs at once (WORKER_MAX_CONCURRENT_WORKFLOW_TASKS). The Python SDK
+# runs each in a thread of its own (a pool this size) and every one needs the GIL, which the
+# event loop sending the activities' heartbeats needs too. At the SDK's 100, a wave of 200 mints
+# ran workflow tasks for 6 s and timed out `await_confirmation`'s 10 s heartbeat (mints left
+# waiting for an operator); at 16, waves of 200 ran at 3.6 mints a second, none waiting, with
+# 25 MB less resident (BENCHMARKS.md, "The lean saga"). A workflow task is a few milliseconds
+# of Python: more threads add no parallelism, only contention.
+WORKFLOW_TASKS = 16
 
 
 class WorkerTuning(BaseModel):
@@ -93,7 +101,7 @@ class WorkerTuning(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     max_concurrent_activities: int = 100  # per task queue the process serves
-    max_concurrent_workflow_tasks: int = 100
+    max_concurrent_workflow_tasks: int = WORKFLOW_TASKS
     # The lean saga's local activities run on the worker's event loop, inside the workflow
     # task that asked: bounded apart from the regular activities, so a burst of mints queues
     # in the worker's core instead of lagging the loop that sends every heartbeat.
@@ -119,7 +127,7 @@ class WorkerTuning(BaseModel):
         return cls(
             max_concurrent_activities=_int(env, "WORKER_MAX_CONCURRENT_ACTIVITIES", 100, minimum=1),
             max_concurrent_workflow_tasks=_int(
-                env, "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 100, minimum=1
+                env, "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", WORKFLOW_TASKS, minimum=1
             ),
             max_concurrent_local_activities=_int(
                 env, "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", LOCAL_ACTIVITIES, minimum=1

@@ -64,7 +64,7 @@ FAILED_EVENTS = {
 def test_worker_tuning_defaults_are_the_sdks_ours_and_the_pinata_plans() -> None:
     tuning = WorkerTuning.from_env({})
     assert tuning == WorkerTuning()
-    assert (tuning.max_concurrent_activities, tuning.max_concurrent_workflow_tasks) == (100, 100)
+    assert (tuning.max_concurrent_activities, tuning.max_concurrent_workflow_tasks) == (100, 16)
     assert tuning.max_concurrent_local_activities == 20
     assert tuning.max_cached_workflows == 1000
     assert tuning.workflow_pollers == tuning.activity_pollers == Pollers(maximum=5)

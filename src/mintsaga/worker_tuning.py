@@ -89,8 +89,9 @@ LOCAL_ACTIVITIES = 20
 # event loop sending the activities' heartbeats needs too. At the SDK's 100, a wave of 200 mints
 # ran workflow tasks for 6 s and timed out `await_confirmation`'s 10 s heartbeat (mints left
 # waiting for an operator); at 16, waves of 200 ran at 3.6 mints a second, none waiting, with
-# 25 MB less resident (BENCHMARKS.md, "The lean saga"). A workflow task is a few milliseconds
-# of Python: more threads add no parallelism, only contention.
+# 5-20 MB less resident (BENCHMARKS.md, "The lean saga"). A workflow task is a few milliseconds
+# of Python: more threads add no parallelism, only contention. The SDK's core wants at least 2
+# while the sticky cache is on.
 WORKFLOW_TASKS = 16
 
 
@@ -127,7 +128,10 @@ class WorkerTuning(BaseModel):
         return cls(
             max_concurrent_activities=_int(env, "WORKER_MAX_CONCURRENT_ACTIVITIES", 100, minimum=1),
             max_concurrent_workflow_tasks=_int(
-                env, "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", WORKFLOW_TASKS, minimum=1
+                env,
+                "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS",
+                WORKFLOW_TASKS,
+                minimum=2 if cached else 1,
             ),
             max_concurrent_local_activities=_int(
                 env, "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", LOCAL_ACTIVITIES, minimum=1

@@ -108,6 +108,7 @@ def test_worker_tuning_from_the_environment() -> None:
     [
         ("WORKER_MAX_CONCURRENT_ACTIVITIES", "0"),
         ("WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", "lots"),
+        ("WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", "1"),  # the sticky cache needs 2
         ("WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", "0"),
         ("WORKER_MAX_CACHED_WORKFLOWS", "-1"),
         ("WORKER_WORKFLOW_POLLERS", "1"),  # the sticky cache needs 2

@@ -123,6 +123,8 @@ def test_a_caller_that_reports_no_outcome_takes_no_half_open_probe() -> None:
     never gives back would leave the mints' calls refused until the breaker reopens."""
     clock = Clock()
     breaker = opened(clock)
+    guard.refuse_if_forced_open(breaker, "pinata")  # open by itself: not an operator's refusal
+    assert breaker.rejected == 0
     clock.now += breaker.config.open_s
     assert breaker.state is BreakerState.HALF_OPEN
     for _ in range(breaker.config.half_open_max_calls + 1):
